@@ -1,0 +1,39 @@
+#!/usr/bin/env node
+import { Command, CommanderError } from 'commander';
+import { ConfigError } from '../registry/index.js';
+import { createOutput } from './output.js';
+import { registerServe } from './serve.js';
+
+/** Builds the command tree; exported for tests. */
+export function buildProgram(): Command {
+  const program = new Command();
+  program
+    .name('airlock')
+    .description('OCI registry, artifact client, GitOps reconciler and signing for your own data centre')
+    .version('0.1.0')
+    .exitOverride()
+    .showSuggestionAfterError();
+  registerServe(program);
+  return program;
+}
+
+async function main(): Promise<void> {
+  const out = createOutput();
+  try {
+    await buildProgram().parseAsync(process.argv);
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      process.exitCode = error.exitCode === 0 ? 0 : 2;
+      return;
+    }
+    if (error instanceof ConfigError) {
+      out.error(error.message);
+      process.exitCode = 2;
+      return;
+    }
+    out.error(error instanceof Error ? error.message : String(error));
+    process.exitCode = 1;
+  }
+}
+
+await main();

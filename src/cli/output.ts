@@ -1,0 +1,29 @@
+/** The CLI's one way to print: knows about --output json and --quiet. */
+export interface Output {
+  readonly json: boolean;
+  readonly quiet: boolean;
+  /** A result for people, or its JSON form for scripts. */
+  result(human: string, data: unknown): void;
+  /** Progress or advice on standard error; hidden by --quiet. */
+  info(message: string): void;
+  /** A one-line error on standard error. */
+  error(message: string): void;
+}
+
+export function createOutput(options: { output?: string; quiet?: boolean } = {}): Output {
+  const json = options.output === 'json';
+  const quiet = options.quiet ?? false;
+  return {
+    json,
+    quiet,
+    result(human, data) {
+      process.stdout.write(json ? `${JSON.stringify(data, null, 2)}\n` : human.endsWith('\n') ? human : `${human}\n`);
+    },
+    info(message) {
+      if (!quiet) process.stderr.write(`${message}\n`);
+    },
+    error(message) {
+      process.stderr.write(`Error: ${message}\n`);
+    },
+  };
+}

@@ -1,0 +1,47 @@
+import type { Command } from 'commander';
+import { createLogger } from '../log/index.js';
+import { loadServeConfig, startRegistry } from '../registry/index.js';
+import type { LevelWithSilent } from 'pino';
+
+interface ServeFlags {
+  config?: string;
+  addr?: string;
+  data?: string;
+  logLevel?: string;
+}
+
+/** `airlock serve`: run the registry on the embedded default (filesystem + SQLite). */
+export function registerServe(program: Command): void {
+  program
+    .command('serve')
+    .description('Run the OCI registry (data in a local folder, metadata in SQLite)')
+    .option('-c, --config <file>', 'YAML or JSON config file (env AIRLOCK_CONFIG)')
+    .option('--addr <host:port>', 'address to listen on (default 127.0.0.1:5000, env AIRLOCK_ADDR)')
+    .option('--data <dir>', 'data folder (default ./airlock-data, env AIRLOCK_DATA)')
+    .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (default info, env AIRLOCK_LOG_LEVEL)')
+    .action(async (flags: ServeFlags) => {
+      const file = flags.config ?? process.env.AIRLOCK_CONFIG;
+      const config = await loadServeConfig({
+        ...(file ? { file } : {}),
+        flags: { addr: flags.addr, data: flags.data, logLevel: flags.logLevel },
+      });
+      const log = createLogger({ level: config.logLevel as LevelWithSilent });
+      const running = await startRegistry(config, { log });
+      process.stderr.write(`Airlock registry listening on ${running.url} (data: ${config.data})\n`);
+      let stopping = false;
+      const stop = (signal: string): void => {
+        if (stopping) return;
+        stopping = true;
+        log.info({ signal }, 'shutting down');
+        running.close().then(
+          () => process.exit(0),
+          (err: unknown) => {
+            log.error({ err }, 'shutdown failed');
+            process.exit(1);
+          },
+        );
+      };
+      process.on('SIGTERM', () => stop('SIGTERM'));
+      process.on('SIGINT', () => stop('SIGINT'));
+    });
+}

@@ -1,0 +1,23 @@
+export { parseDigest, isDigest, digestOf, Digester, DigestError } from './digest.js';
+export type { Digest, DigestAlgorithm, ParsedDigest } from './digest.js';
+export {
+  parseReference,
+  formatReference,
+  isValidRepositoryName,
+  isValidTag,
+  repositoryNameProblem,
+  ReferenceError,
+  DEFAULT_REGISTRY,
+} from './reference.js';
+export type { Reference } from './reference.js';
+export {
+  MediaType,
+  Header,
+  MANIFEST_MEDIA_TYPES,
+  isManifestMediaType,
+  isIndexMediaType,
+  isForeignLayer,
+} from './media-types.js';
+export type { ManifestMediaType } from './media-types.js';
+export { parseManifest, ManifestError, MAX_MANIFEST_BYTES } from './manifest.js';
+export type { Descriptor, ParsedManifest, Platform } from './manifest.js';

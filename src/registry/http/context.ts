@@ -1,0 +1,91 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Logger } from '../../log/index.js';
+import { Header } from '../../oci/index.js';
+import { RegistryError } from '../errors.js';
+
+/** One request as the handlers see it. */
+export interface Context {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly path: string;
+  readonly query: URLSearchParams;
+  readonly id: string;
+  readonly log: Logger;
+  /** Route label for metrics and logs, set by the router. */
+  route: string;
+}
+
+export const API_VERSION = 'registry/2.0';
+
+/** Sends a JSON body with the right length. */
+export function sendJson(ctx: Context, status: number, body: unknown, headers: Record<string, string | number> = {}): void {
+  const bytes = Buffer.from(JSON.stringify(body));
+  ctx.res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': bytes.byteLength,
+    ...headers,
+  });
+  ctx.res.end(ctx.req.method === 'HEAD' ? undefined : bytes);
+}
+
+/** Sends a body-less response (201/202/204 and HEAD answers). */
+export function sendEmpty(ctx: Context, status: number, headers: Record<string, string | number> = {}): void {
+  ctx.res.writeHead(status, { 'content-length': 0, ...headers });
+  ctx.res.end();
+}
+
+/** Turns any error into a response: spec JSON for RegistryError, a generic 500 that leaks nothing otherwise. */
+export function sendError(ctx: Context, error: unknown): void {
+  if (ctx.res.headersSent) {
+    ctx.log.warn({ err: error }, 'request failed after the response started');
+    ctx.res.destroy();
+    return;
+  }
+  if (error instanceof RegistryError) {
+    if (error.status >= 500) ctx.log.error({ err: error }, 'request failed');
+    sendJson(ctx, error.status, error.toBody(), { [Header.ApiVersion]: API_VERSION });
+    return;
+  }
+  ctx.log.error({ err: error }, 'unexpected error');
+  sendJson(ctx, 500, { errors: [{ code: 'UNKNOWN', message: 'internal error; see the registry log', detail: { requestId: ctx.id } }] });
+}
+
+/** Reads a small request body whole; more than `limit` bytes fails with 413. */
+export async function readSmallBody(ctx: Context, limit: number, what: string): Promise<Buffer> {
+  const declared = Number(ctx.req.headers['content-length']);
+  const tooLarge = () =>
+    new RegistryError(what === 'manifest' ? 'MANIFEST_INVALID' : 'SIZE_INVALID', `The ${what} is larger than ${limit} bytes`, {
+      status: 413,
+    });
+  if (Number.isFinite(declared) && declared > limit) throw tooLarge();
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of ctx.req) {
+    size += (chunk as Buffer).byteLength;
+    if (size > limit) throw tooLarge();
+    chunks.push(chunk as Buffer);
+  }
+  return chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size);
+}
+
+/** Reads and discards a body the handler does not use, so the connection can be reused. */
+export async function drain(ctx: Context): Promise<void> {
+  for await (const _ of ctx.req) {
+    // discard
+  }
+}
+
+/** `n` and `last` of a paginated listing; a bad `n` is a 400. */
+export function pageQuery(ctx: Context, max: number): { n: number; last?: string } {
+  const nText = ctx.query.get('n');
+  let n = max;
+  if (nText !== null && nText !== '') {
+    n = Number(nText);
+    if (!Number.isInteger(n) || n < 0) {
+      throw new RegistryError('UNSUPPORTED', `Query parameter n="${nText}" must be a non-negative integer`, { status: 400 });
+    }
+    n = Math.min(n, max);
+  }
+  const last = ctx.query.get('last');
+  return { n, ...(last ? { last } : {}) };
+}

@@ -1,0 +1,93 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { randomBytes } from 'node:crypto';
+import type { Logger } from '../../log/index.js';
+import { Header } from '../../oci/index.js';
+import { RegistryError } from '../errors.js';
+import type { RegistryMetrics } from '../metrics.js';
+import type { Registry } from '../registry.js';
+import { API_VERSION, sendError, sendJson, type Context } from './context.js';
+import { routeV2 } from './router.js';
+
+export interface HttpHandlerOptions {
+  readonly registry: Registry;
+  readonly log: Logger;
+  readonly metrics: RegistryMetrics;
+  /** False while the process drains for shutdown; /readyz then answers 503. */
+  readonly ready: () => boolean;
+}
+
+const BOOT = randomBytes(4).toString('hex');
+let sequence = 0;
+
+/** Builds the request listener: health, metrics and the /v2/ API, with logging and metrics around each request. */
+export function createRequestListener(options: HttpHandlerOptions): (req: IncomingMessage, res: ServerResponse) => void {
+  const { log, metrics } = options;
+  return (req, res) => {
+    const started = process.hrtime.bigint();
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const incomingId = req.headers[Header.RequestId];
+    const id = typeof incomingId === 'string' && incomingId.length <= 128 ? incomingId : `${BOOT}-${++sequence}`;
+    const ctx: Context = {
+      req,
+      res,
+      path: q < 0 ? url : url.slice(0, q),
+      query: new URLSearchParams(q < 0 ? '' : url.slice(q + 1)),
+      id,
+      log,
+      route: 'unknown',
+    };
+    res.setHeader(Header.RequestId, id);
+    res.setHeader(Header.ApiVersion, API_VERSION);
+    res.on('finish', () => {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      const status = res.statusCode;
+      metrics.requests.inc({ method: req.method ?? '', route: ctx.route, status });
+      metrics.duration.observe({ route: ctx.route }, seconds);
+      // Content-Length, not a 'data' listener: listening would consume bodies the handlers stream.
+      const received = Number(req.headers['content-length'] ?? 0);
+      if (received > 0) metrics.bytesIn.inc(received);
+      const sent = Number(res.getHeader('content-length') ?? 0);
+      if (sent > 0 && req.method !== 'HEAD') metrics.bytesOut.inc(sent);
+      const line = { reqId: id, method: req.method, path: ctx.path, route: ctx.route, status, ms: Math.round(seconds * 1000) };
+      if (status >= 500) log.error(line, 'request');
+      else if (req.method === 'GET' || req.method === 'HEAD') log.debug(line, 'request');
+      else log.info(line, 'request');
+    });
+    handle(ctx, options).catch((error: unknown) => sendError(ctx, error));
+  };
+}
+
+async function handle(ctx: Context, options: HttpHandlerOptions): Promise<void> {
+  const { path } = ctx;
+  if (path.startsWith('/v2')) {
+    if (await routeV2(ctx, options.registry)) return;
+    throw new RegistryError('NAME_UNKNOWN', `No registry API at "${path}"`, { status: 404 });
+  }
+  if (path === '/healthz') {
+    ctx.route = 'healthz';
+    sendJson(ctx, 200, { status: 'ok' });
+    return;
+  }
+  if (path === '/readyz') {
+    ctx.route = 'readyz';
+    const ready = options.ready();
+    sendJson(ctx, ready ? 200 : 503, { status: ready ? 'ready' : 'shutting down' });
+    return;
+  }
+  if (path === '/metrics') {
+    ctx.route = 'metrics';
+    const text = await options.metrics.registry.metrics();
+    ctx.res.writeHead(200, { 'content-type': options.metrics.registry.contentType });
+    ctx.res.end(text);
+    return;
+  }
+  sendJson(ctx, 404, { errors: [{ code: 'NOT_FOUND', message: `Nothing at "${path}"` }] });
+}
+
+/** Creates the node HTTP server with timeouts suited to long blob transfers. */
+export function createHttpServer(listener: (req: IncomingMessage, res: ServerResponse) => void): Server {
+  const server = createServer({ keepAlive: true, requestTimeout: 0, headersTimeout: 60_000 }, listener);
+  server.keepAliveTimeout = 65_000;
+  return server;
+}

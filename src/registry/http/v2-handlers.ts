@@ -1,0 +1,228 @@
+import { Header, MediaType, MAX_MANIFEST_BYTES } from '../../oci/index.js';
+import type { ByteRange } from '../../storage/index.js';
+import { RegistryError } from '../errors.js';
+import type { Registry } from '../registry.js';
+import { API_VERSION, drain, pageQuery, readSmallBody, sendEmpty, sendJson, type Context } from './context.js';
+
+const LIST_MAX = 10_000;
+
+function uploadLocation(name: string, id: string): string {
+  return `/v2/${name}/blobs/uploads/${id}`;
+}
+
+function uploadHeaders(name: string, id: string, size: number): Record<string, string> {
+  return {
+    location: uploadLocation(name, id),
+    range: `0-${Math.max(size - 1, 0)}`,
+    [Header.UploadUuid]: id,
+  };
+}
+
+/** Parses `Range: bytes=start-end` (also `start-` and `-suffix`) against a blob's size. */
+export function parseRangeHeader(value: string, size: number): ByteRange | undefined {
+  const match = /^bytes=(\d*)-(\d*)$/.exec(value.trim());
+  if (!match || (match[1] === '' && match[2] === '')) {
+    throw new RegistryError('BLOB_UNKNOWN', `Range "${value}" is not a single byte range`, { status: 416 });
+  }
+  let start: number;
+  let end: number;
+  if (match[1] === '') {
+    const suffix = Number(match[2]);
+    start = Math.max(size - suffix, 0);
+    end = size - 1;
+  } else {
+    start = Number(match[1]);
+    end = match[2] === '' ? size - 1 : Math.min(Number(match[2]), size - 1);
+  }
+  if (start > end || start >= size) {
+    throw new RegistryError('BLOB_UNKNOWN', `Range "${value}" is outside the blob's ${size} bytes`, {
+      status: 416,
+      detail: { size },
+    });
+  }
+  return { start, end };
+}
+
+/** Parses a PATCH `Content-Range: start-end` (the spec's form; `bytes ` and `bytes=` prefixes tolerated). */
+function parseContentRange(value: string): { start: number; end: number } {
+  const match = /^(?:bytes[ =])?(\d+)-(\d+)(?:\/\d+|\/\*)?$/.exec(value.trim());
+  if (!match) throw new RegistryError('BLOB_UPLOAD_INVALID', `Content-Range "${value}" is not "start-end"`, { status: 416 });
+  const start = Number(match[1]);
+  const end = Number(match[2]);
+  if (end < start) throw new RegistryError('BLOB_UPLOAD_INVALID', `Content-Range "${value}" ends before it starts`, { status: 416 });
+  return { start, end };
+}
+
+export function base(ctx: Context): void {
+  sendJson(ctx, 200, {}, { [Header.ApiVersion]: API_VERSION });
+}
+
+export async function catalog(ctx: Context, registry: Registry): Promise<void> {
+  const page = pageQuery(ctx, LIST_MAX);
+  const repositories = page.n === 0 ? [] : await registry.listRepositories(page);
+  const headers: Record<string, string> = {};
+  const last = repositories.at(-1);
+  if (last !== undefined && repositories.length === page.n) {
+    headers.link = `</v2/_catalog?last=${encodeURIComponent(last)}&n=${page.n}>; rel="next"`;
+  }
+  sendJson(ctx, 200, { repositories }, headers);
+}
+
+export async function tagsList(ctx: Context, registry: Registry, name: string): Promise<void> {
+  const page = pageQuery(ctx, LIST_MAX);
+  const tags = await registry.listTags(name, page.n === 0 ? { n: 1 } : page);
+  const shown = page.n === 0 ? [] : tags;
+  const headers: Record<string, string> = {};
+  const last = shown.at(-1);
+  if (last !== undefined && shown.length === page.n) {
+    headers.link = `</v2/${name}/tags/list?last=${encodeURIComponent(last)}&n=${page.n}>; rel="next"`;
+  }
+  sendJson(ctx, 200, { name, tags: shown }, headers);
+}
+
+export async function referrers(ctx: Context, registry: Registry, name: string, digest: string): Promise<void> {
+  const artifactType = ctx.query.get('artifactType') ?? undefined;
+  const all = await registry.listReferrers(name, digest, artifactType);
+  const page = pageQuery(ctx, 1_000);
+  let start = 0;
+  if (page.last !== undefined) start = all.findIndex((d) => d.digest === page.last) + 1;
+  const manifests = all.slice(start, start + page.n);
+  const headers: Record<string, string> = {};
+  if (artifactType !== undefined) headers[Header.OciFiltersApplied] = 'artifactType';
+  const last = manifests.at(-1);
+  if (last && start + manifests.length < all.length) {
+    const filter = artifactType === undefined ? '' : `&artifactType=${encodeURIComponent(artifactType)}`;
+    headers.link = `</v2/${name}/referrers/${digest}?last=${last.digest}&n=${page.n}${filter}>; rel="next"`;
+  }
+  const body = { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests };
+  const bytes = Buffer.from(JSON.stringify(body));
+  ctx.res.writeHead(200, { 'content-type': MediaType.OciIndex, 'content-length': bytes.byteLength, ...headers });
+  ctx.res.end(ctx.req.method === 'HEAD' ? undefined : bytes);
+}
+
+export async function getManifest(ctx: Context, registry: Registry, name: string, reference: string): Promise<void> {
+  const manifest = await registry.getManifest(name, reference);
+  ctx.res.writeHead(200, {
+    'content-type': manifest.mediaType,
+    'content-length': manifest.bytes.byteLength,
+    [Header.ContentDigest]: manifest.digest,
+    etag: `"${manifest.digest}"`,
+  });
+  ctx.res.end(ctx.req.method === 'HEAD' ? undefined : manifest.bytes);
+}
+
+export async function putManifest(ctx: Context, registry: Registry, name: string, reference: string): Promise<void> {
+  const body = await readSmallBody(ctx, MAX_MANIFEST_BYTES, 'manifest');
+  const result = await registry.putManifest(name, reference, body, ctx.req.headers['content-type']);
+  sendEmpty(ctx, 201, {
+    location: `/v2/${name}/manifests/${result.digest}`,
+    [Header.ContentDigest]: result.digest,
+    ...(result.subject ? { [Header.OciSubject]: result.subject } : {}),
+  });
+}
+
+export async function deleteManifest(ctx: Context, registry: Registry, name: string, reference: string): Promise<void> {
+  await registry.deleteManifest(name, reference);
+  sendEmpty(ctx, 202);
+}
+
+export async function getBlob(ctx: Context, registry: Registry, name: string, digest: string): Promise<void> {
+  const size = await registry.statBlob(name, digest);
+  const common = { [Header.ContentDigest]: digest, 'accept-ranges': 'bytes', etag: `"${digest}"` };
+  if (ctx.req.method === 'HEAD') {
+    sendEmpty(ctx, 200, { ...common, 'content-length': size, 'content-type': 'application/octet-stream' });
+    return;
+  }
+  const rangeHeader = ctx.req.headers.range;
+  const range = rangeHeader && size > 0 ? parseRangeHeader(rangeHeader, size) : undefined;
+  const { stream } = await registry.readBlob(name, digest, range);
+  const length = range ? range.end - range.start + 1 : size;
+  ctx.res.writeHead(range ? 206 : 200, {
+    ...common,
+    'content-type': 'application/octet-stream',
+    'content-length': length,
+    ...(range ? { 'content-range': `bytes ${range.start}-${range.end}/${size}` } : {}),
+  });
+  await new Promise<void>((resolve, reject) => {
+    stream.on('error', reject);
+    ctx.res.on('close', () => {
+      stream.destroy();
+      resolve();
+    });
+    stream.pipe(ctx.res);
+  });
+}
+
+export async function deleteBlob(ctx: Context, registry: Registry, name: string, digest: string): Promise<void> {
+  await registry.deleteBlob(name, digest);
+  sendEmpty(ctx, 202);
+}
+
+/** POST /blobs/uploads/: mount, monolithic upload with `?digest=`, or a new session. */
+export async function startUpload(ctx: Context, registry: Registry, name: string): Promise<void> {
+  const mount = ctx.query.get('mount');
+  const from = ctx.query.get('from');
+  if (mount && from) {
+    if (await registry.mountBlob(name, mount, from)) {
+      await drain(ctx);
+      sendEmpty(ctx, 201, { location: `/v2/${name}/blobs/${mount}`, [Header.ContentDigest]: mount });
+      return;
+    }
+  }
+  const digest = ctx.query.get('digest');
+  if (digest && !mount) {
+    const stored = await registry.putBlob(name, digest, ctx.req);
+    sendEmpty(ctx, 201, { location: `/v2/${name}/blobs/${stored}`, [Header.ContentDigest]: stored });
+    return;
+  }
+  await drain(ctx);
+  const id = await registry.startUpload(name);
+  sendEmpty(ctx, 202, uploadHeaders(name, id, 0));
+}
+
+export async function uploadStatus(ctx: Context, registry: Registry, name: string, id: string): Promise<void> {
+  const size = await registry.uploadStatus(name, id);
+  sendEmpty(ctx, 204, uploadHeaders(name, id, size));
+}
+
+export async function patchUpload(ctx: Context, registry: Registry, name: string, id: string): Promise<void> {
+  const rangeHeader = ctx.req.headers['content-range'];
+  let offset: number | undefined;
+  if (rangeHeader) {
+    const range = parseContentRange(rangeHeader);
+    const length = Number(ctx.req.headers['content-length']);
+    if (Number.isFinite(length) && length !== range.end - range.start + 1) {
+      throw new RegistryError(
+        'BLOB_UPLOAD_INVALID',
+        `Content-Range "${rangeHeader}" covers ${range.end - range.start + 1} bytes but Content-Length is ${length}`,
+        { status: 416 },
+      );
+    }
+    offset = range.start;
+  }
+  const size = await registry.appendUpload(name, id, ctx.req, offset);
+  sendEmpty(ctx, 202, uploadHeaders(name, id, size));
+}
+
+export async function finishUpload(ctx: Context, registry: Registry, name: string, id: string): Promise<void> {
+  const digest = ctx.query.get('digest');
+  if (!digest) {
+    await drain(ctx);
+    throw new RegistryError('DIGEST_INVALID', 'Closing an upload needs the query parameter "digest"');
+  }
+  const length = Number(ctx.req.headers['content-length'] ?? 0);
+  if (length > 0 || ctx.req.headers['transfer-encoding']) {
+    const rangeHeader = ctx.req.headers['content-range'];
+    const offset = rangeHeader ? parseContentRange(rangeHeader).start : undefined;
+    await registry.appendUpload(name, id, ctx.req, offset);
+  } else {
+    await drain(ctx);
+  }
+  const stored = await registry.finishUpload(name, id, digest);
+  sendEmpty(ctx, 201, { location: `/v2/${name}/blobs/${stored}`, [Header.ContentDigest]: stored });
+}
+
+export async function cancelUpload(ctx: Context, registry: Registry, name: string, id: string): Promise<void> {
+  await registry.cancelUpload(name, id);
+  sendEmpty(ctx, 204);
+}

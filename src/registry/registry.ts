@@ -1,0 +1,441 @@
+import { EventEmitter } from 'node:events';
+import { randomBytes } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import {
+  digestOf,
+  isForeignLayer,
+  ManifestError,
+  parseDigest,
+  parseManifest,
+  repositoryNameProblem,
+  isValidTag,
+  MAX_MANIFEST_BYTES,
+  type Digest,
+  type ParsedManifest,
+  type Descriptor,
+} from '../oci/index.js';
+import {
+  StorageError,
+  type BlobStore,
+  type ByteRange,
+  type ManifestRecord,
+  type MetadataStore,
+  type Page,
+} from '../storage/index.js';
+import { RegistryError } from './errors.js';
+import { LruCache } from './cache.js';
+
+/** What the registry announces after a change; the reconciler and webhooks subscribe to it. */
+export interface RegistryEvent {
+  readonly action: 'push' | 'delete';
+  readonly repository: string;
+  readonly digest: Digest;
+  readonly tag?: string;
+  readonly mediaType?: string;
+}
+
+export interface RegistryOptions {
+  readonly blobs: BlobStore;
+  readonly metadata: MetadataStore;
+  /** Bytes of manifest content kept in memory. Default: 64 MiB. */
+  readonly manifestCacheBytes?: number;
+  /** Largest blob accepted, in bytes. Default: unlimited. */
+  readonly maxBlobBytes?: number;
+  /** Current time, injectable for tests. Default: Date.now. */
+  readonly now?: () => number;
+}
+
+export interface StoredManifest {
+  readonly digest: Digest;
+  readonly mediaType: string;
+  readonly bytes: Buffer;
+}
+
+export interface PutManifestResult {
+  readonly digest: Digest;
+  readonly subject?: Digest;
+}
+
+export interface BlobRead {
+  readonly size: number;
+  readonly stream: Readable;
+}
+
+function parseDigestOrThrow(value: string): ReturnType<typeof parseDigest> {
+  try {
+    return parseDigest(value);
+  } catch (error) {
+    throw new RegistryError('DIGEST_INVALID', (error as Error).message, { detail: { digest: value } });
+  }
+}
+
+function digestOrThrow(value: string): Digest {
+  return parseDigestOrThrow(value).digest;
+}
+
+function storageToRegistry(error: unknown, uploadId?: string): never {
+  if (error instanceof StorageError) {
+    switch (error.code) {
+      case 'BLOB_NOT_FOUND':
+        throw new RegistryError('BLOB_UNKNOWN', error.message, { cause: error });
+      case 'DIGEST_MISMATCH':
+        throw new RegistryError('DIGEST_INVALID', error.message, { cause: error });
+      case 'UPLOAD_NOT_FOUND':
+        throw new RegistryError('BLOB_UPLOAD_UNKNOWN', error.message, { cause: error, detail: { uuid: uploadId } });
+      case 'UPLOAD_OFFSET_MISMATCH':
+        throw new RegistryError('BLOB_UPLOAD_INVALID', error.message, { status: 416, cause: error });
+      case 'RANGE_NOT_SATISFIABLE':
+        throw new RegistryError('BLOB_UNKNOWN', error.message, { status: 416, cause: error });
+      case 'TOO_LARGE':
+        throw new RegistryError('SIZE_INVALID', error.message, { status: 413, cause: error });
+    }
+  }
+  throw error;
+}
+
+/**
+ * The registry's behaviour, independent of HTTP: names, digests, manifests and their rules, uploads,
+ * and the in-memory caches that keep manifest reads off SQL and disk. One instance per process; the
+ * caches are invalidated by this instance's own writes.
+ */
+export class Registry {
+  readonly events = new EventEmitter<{ event: [RegistryEvent] }>();
+  readonly #blobs: BlobStore;
+  readonly #meta: MetadataStore;
+  readonly #maxBlobBytes: number;
+  readonly #now: () => number;
+  /** digest → manifest bytes and media type (content-addressed, never stale). */
+  readonly #manifestBytes: LruCache<Digest, StoredManifest>;
+  /** `repo@digest` → manifest record, for manifests known to be in a repository. */
+  readonly #manifestLinks = new LruCache<string, ManifestRecord>(100_000);
+  /** `repo:tag` → digest. */
+  readonly #tags = new LruCache<string, Digest>(100_000);
+  readonly #activeUploads = new Set<string>();
+
+  constructor(options: RegistryOptions) {
+    this.#blobs = options.blobs;
+    this.#meta = options.metadata;
+    this.#maxBlobBytes = options.maxBlobBytes ?? Infinity;
+    this.#now = options.now ?? Date.now;
+    this.#manifestBytes = new LruCache(options.manifestCacheBytes ?? 64 * 1024 * 1024);
+  }
+
+  get activeUploads(): number {
+    return this.#activeUploads.size;
+  }
+
+  /** Throws NAME_INVALID unless `name` is a valid repository name. */
+  checkName(name: string): void {
+    const problem = repositoryNameProblem(name);
+    if (problem) throw new RegistryError('NAME_INVALID', `Invalid repository name "${name}": ${problem}`, { detail: { name } });
+  }
+
+  // ---- blobs ----
+
+  async statBlob(name: string, digestText: string): Promise<number> {
+    const digest = digestOrThrow(digestText);
+    const size = await this.#meta.blobLink(name, digest);
+    if (size !== undefined) return size;
+    const manifest = await this.#manifestRecord(name, digest);
+    if (manifest) return manifest.size;
+    throw new RegistryError('BLOB_UNKNOWN', `Blob "${digest}" is not in repository "${name}"`, { detail: { digest } });
+  }
+
+  async readBlob(name: string, digestText: string, range?: ByteRange): Promise<BlobRead> {
+    const size = await this.statBlob(name, digestText);
+    const digest = digestText as Digest;
+    try {
+      return { size, stream: await this.#blobs.read(digest, range) };
+    } catch (error) {
+      return storageToRegistry(error);
+    }
+  }
+
+  async deleteBlob(name: string, digestText: string): Promise<void> {
+    const digest = digestOrThrow(digestText);
+    if (!(await this.#meta.unlinkBlob(name, digest))) {
+      throw new RegistryError('BLOB_UNKNOWN', `Blob "${digest}" is not in repository "${name}"`, { detail: { digest } });
+    }
+  }
+
+  /** Stores a whole blob sent in one request and links it into the repository. */
+  async putBlob(name: string, digestText: string, body: AsyncIterable<Uint8Array>): Promise<Digest> {
+    const digest = digestOrThrow(digestText);
+    try {
+      const info = await this.#blobs.put(body, digest, { maxBytes: this.#maxBlobBytes });
+      await this.#meta.linkBlob(name, digest, info.size);
+      return digest;
+    } catch (error) {
+      storageToRegistry(error);
+    }
+  }
+
+  /**
+   * Mounts a blob from another repository; false when it cannot (unknown in `from`), in which case the
+   * caller opens a normal upload session as the spec asks.
+   */
+  async mountBlob(name: string, digestText: string, from: string): Promise<boolean> {
+    const digest = digestOrThrow(digestText);
+    if (repositoryNameProblem(from)) return false;
+    const size = await this.#meta.blobLink(from, digest);
+    if (size === undefined || !(await this.#blobs.stat(digest))) return false;
+    await this.#meta.linkBlob(name, digest, size);
+    return true;
+  }
+
+  // ---- uploads ----
+
+  async startUpload(name: string): Promise<string> {
+    const id = randomBytes(16).toString('base64url');
+    await this.#blobs.createUpload(id);
+    await this.#meta.createUpload({ id, repository: name, createdAt: this.#now() });
+    return id;
+  }
+
+  async #session(name: string, id: string): Promise<void> {
+    const session = await this.#meta.getUpload(id);
+    if (!session || session.repository !== name) {
+      throw new RegistryError('BLOB_UPLOAD_UNKNOWN', `Upload "${id}" is not open in repository "${name}"`, {
+        detail: { uuid: id },
+      });
+    }
+  }
+
+  /** Bytes received so far in an upload session. */
+  async uploadStatus(name: string, id: string): Promise<number> {
+    await this.#session(name, id);
+    const size = await this.#blobs.uploadSize(id);
+    if (size === undefined) throw new RegistryError('BLOB_UPLOAD_UNKNOWN', `Upload "${id}" has no data`, { detail: { uuid: id } });
+    return size;
+  }
+
+  async appendUpload(name: string, id: string, body: AsyncIterable<Uint8Array>, offset?: number): Promise<number> {
+    await this.#session(name, id);
+    this.#activeUploads.add(id);
+    try {
+      return await this.#blobs.appendUpload(id, body, {
+        maxBytes: this.#maxBlobBytes,
+        ...(offset === undefined ? {} : { offset }),
+      });
+    } catch (error) {
+      return storageToRegistry(error, id);
+    } finally {
+      this.#activeUploads.delete(id);
+    }
+  }
+
+  /** Verifies and publishes an upload. A digest mismatch discards the session (no partial blob stays). */
+  async finishUpload(name: string, id: string, digestText: string): Promise<Digest> {
+    await this.#session(name, id);
+    const digest = digestOrThrow(digestText);
+    try {
+      const info = await this.#blobs.commitUpload(id, digest);
+      await this.#meta.linkBlob(name, digest, info.size);
+      return digest;
+    } catch (error) {
+      return storageToRegistry(error, id);
+    } finally {
+      if ((await this.#blobs.uploadSize(id)) === undefined) await this.#meta.deleteUpload(id);
+    }
+  }
+
+  async cancelUpload(name: string, id: string): Promise<void> {
+    await this.#session(name, id);
+    await this.#blobs.cancelUpload(id);
+    await this.#meta.deleteUpload(id);
+  }
+
+  /** Removes upload sessions older than `maxAgeMs` and staged files without a session. */
+  async purgeUploads(maxAgeMs: number): Promise<number> {
+    const stale = await this.#meta.listUploads(this.#now() - maxAgeMs);
+    for (const session of stale) {
+      await this.#blobs.cancelUpload(session.id);
+      await this.#meta.deleteUpload(session.id);
+    }
+    let orphans = 0;
+    for (const id of await this.#blobs.listUploads()) {
+      if (!(await this.#meta.getUpload(id))) {
+        await this.#blobs.cancelUpload(id);
+        orphans++;
+      }
+    }
+    return stale.length + orphans;
+  }
+
+  // ---- manifests ----
+
+  async #manifestRecord(name: string, digest: Digest): Promise<ManifestRecord | undefined> {
+    const key = `${name}@${digest}`;
+    const cached = this.#manifestLinks.get(key);
+    if (cached) return cached;
+    const record = await this.#meta.getManifest(name, digest);
+    if (record) this.#manifestLinks.set(key, record);
+    return record;
+  }
+
+  /** Resolves a tag or digest to a digest known in the repository. */
+  async resolve(name: string, reference: string): Promise<Digest> {
+    if (reference.includes(':')) {
+      const digest = digestOrThrow(reference);
+      if (await this.#manifestRecord(name, digest)) return digest;
+      throw new RegistryError('MANIFEST_UNKNOWN', `Manifest "${digest}" is not in repository "${name}"`, {
+        detail: { digest },
+      });
+    }
+    if (!isValidTag(reference)) {
+      throw new RegistryError('MANIFEST_INVALID', `Invalid tag "${reference}"`, { detail: { tag: reference } });
+    }
+    const key = `${name}:${reference}`;
+    let digest = this.#tags.get(key);
+    if (digest === undefined) {
+      digest = await this.#meta.resolveTag(name, reference);
+      if (digest === undefined) {
+        throw new RegistryError('MANIFEST_UNKNOWN', `Tag "${reference}" is not in repository "${name}"`, {
+          detail: { tag: reference },
+        });
+      }
+      this.#tags.set(key, digest);
+    }
+    return digest;
+  }
+
+  /** A manifest's bytes by tag or digest, served from memory when it was read or written before. */
+  async getManifest(name: string, reference: string): Promise<StoredManifest> {
+    const digest = await this.resolve(name, reference);
+    const cached = this.#manifestBytes.get(digest);
+    if (cached) return cached;
+    const record = await this.#manifestRecord(name, digest);
+    if (!record) throw new RegistryError('MANIFEST_UNKNOWN', `Manifest "${digest}" is not in repository "${name}"`);
+    let bytes: Buffer;
+    try {
+      bytes = await this.#blobs.readBytes(digest, MAX_MANIFEST_BYTES);
+    } catch (error) {
+      storageToRegistry(error);
+    }
+    const stored = { digest, mediaType: record.mediaType, bytes };
+    this.#manifestBytes.set(digest, stored, bytes.byteLength);
+    return stored;
+  }
+
+  async putManifest(name: string, reference: string, body: Buffer, contentType: string | undefined): Promise<PutManifestResult> {
+    const byDigest = reference.includes(':');
+    if (!byDigest && !isValidTag(reference)) {
+      throw new RegistryError('MANIFEST_INVALID', `Invalid tag "${reference}"`, { detail: { tag: reference } });
+    }
+    const algorithm = byDigest ? parseDigestOrThrow(reference).algorithm : 'sha256';
+    let parsed: ParsedManifest;
+    try {
+      parsed = parseManifest(body, contentType);
+    } catch (error) {
+      if (error instanceof ManifestError) throw new RegistryError('MANIFEST_INVALID', error.message, { cause: error });
+      throw error;
+    }
+    const digest = digestOf(body, algorithm);
+    if (byDigest && digest !== reference) {
+      throw new RegistryError('DIGEST_INVALID', `Manifest digest is "${digest}", not "${reference}"`, {
+        detail: { expected: reference, actual: digest },
+      });
+    }
+    await this.#checkReferences(name, parsed);
+    try {
+      await this.#blobs.putBytes(body, digest);
+    } catch (error) {
+      storageToRegistry(error);
+    }
+    const record: ManifestRecord = {
+      digest,
+      mediaType: parsed.mediaType,
+      size: body.byteLength,
+      createdAt: this.#now(),
+      ...(parsed.artifactType === undefined ? {} : { artifactType: parsed.artifactType }),
+      ...(parsed.subject ? { subject: parsed.subject.digest } : {}),
+      ...(parsed.annotations ? { annotations: parsed.annotations } : {}),
+    };
+    const tag = byDigest ? undefined : reference;
+    await this.#meta.putManifest(name, record, tag);
+    const existing = await this.#meta.getManifest(name, digest);
+    this.#manifestLinks.set(`${name}@${digest}`, existing ?? record);
+    this.#manifestBytes.set(digest, { digest, mediaType: parsed.mediaType, bytes: body }, body.byteLength);
+    if (tag !== undefined) this.#tags.set(`${name}:${tag}`, digest);
+    this.events.emit('event', {
+      action: 'push',
+      repository: name,
+      digest,
+      mediaType: parsed.mediaType,
+      ...(tag === undefined ? {} : { tag }),
+    });
+    return { digest, ...(parsed.subject ? { subject: parsed.subject.digest } : {}) };
+  }
+
+  /** Every blob an image manifest names, and every child of an index, must already be in the repository. */
+  async #checkReferences(name: string, parsed: ParsedManifest): Promise<void> {
+    const unknown = (descriptor: Descriptor, what: string): never => {
+      throw new RegistryError('MANIFEST_BLOB_UNKNOWN', `${what} "${descriptor.digest}" is not in repository "${name}"`, {
+        detail: { digest: descriptor.digest },
+      });
+    };
+    const blobs = parsed.kind === 'image' ? [...(parsed.config ? [parsed.config] : []), ...parsed.layers] : [];
+    for (const descriptor of blobs) {
+      if (isForeignLayer(descriptor.mediaType)) continue;
+      const size = await this.#meta.blobLink(name, descriptor.digest);
+      if (size === undefined) unknown(descriptor, 'Blob');
+      else if (size !== descriptor.size) {
+        throw new RegistryError(
+          'MANIFEST_INVALID',
+          `Descriptor for "${descriptor.digest}" says ${descriptor.size} bytes but the blob has ${size}`,
+          { detail: { digest: descriptor.digest } },
+        );
+      }
+    }
+    for (const child of parsed.manifests) {
+      if (!(await this.#manifestRecord(name, child.digest))) unknown(child, 'Manifest');
+    }
+  }
+
+  async deleteManifest(name: string, reference: string): Promise<void> {
+    if (!reference.includes(':')) {
+      if (!isValidTag(reference)) throw new RegistryError('MANIFEST_INVALID', `Invalid tag "${reference}"`);
+      const digest = await this.resolve(name, reference);
+      await this.#meta.deleteTag(name, reference);
+      this.#tags.delete(`${name}:${reference}`);
+      this.events.emit('event', { action: 'delete', repository: name, digest, tag: reference });
+      return;
+    }
+    const digest = digestOrThrow(reference);
+    if (!(await this.#meta.deleteManifest(name, digest))) {
+      throw new RegistryError('MANIFEST_UNKNOWN', `Manifest "${digest}" is not in repository "${name}"`, {
+        detail: { digest },
+      });
+    }
+    this.#manifestLinks.delete(`${name}@${digest}`);
+    const prefix = `${name}:`;
+    this.#tags.deleteWhere((key) => key.startsWith(prefix));
+    this.events.emit('event', { action: 'delete', repository: name, digest });
+  }
+
+  // ---- listings ----
+
+  async listTags(name: string, page: Page): Promise<string[]> {
+    if (!(await this.#meta.repositoryExists(name))) {
+      throw new RegistryError('NAME_UNKNOWN', `Repository "${name}" is not known`, { detail: { name } });
+    }
+    return (await this.#meta.listTags(name, page)).map((tag) => tag.name);
+  }
+
+  listRepositories(page: Page): Promise<string[]> {
+    return this.#meta.listRepositories(page);
+  }
+
+  /** Descriptors of the manifests whose subject is `subject`, as the referrers API returns them. */
+  async listReferrers(name: string, subjectText: string, artifactType?: string): Promise<Descriptor[]> {
+    const subject = digestOrThrow(subjectText);
+    const records = await this.#meta.listReferrers(name, subject, artifactType);
+    return records.map((record) => ({
+      mediaType: record.mediaType,
+      digest: record.digest,
+      size: record.size,
+      ...(record.artifactType === undefined ? {} : { artifactType: record.artifactType }),
+      ...(record.annotations ? { annotations: record.annotations } : {}),
+    }));
+  }
+}

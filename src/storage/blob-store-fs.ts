@@ -1,0 +1,312 @@
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { Digester, parseDigest, type Digest, type DigestAlgorithm } from '../oci/index.js';
+import type { BlobInfo, BlobStore, BlobWriteOptions, ByteRange, UploadAppendOptions } from './blob-store.js';
+import { StorageError } from './errors.js';
+
+const UPLOAD_ID_RE = /^[A-Za-z0-9_-]{1,128}$/;
+const TEMP_PREFIX = 'tmp-';
+const READ_CHUNK = 1024 * 1024;
+
+interface UploadState {
+  digester: Digester;
+  size: number;
+  busy: boolean;
+}
+
+function isMissing(error: unknown): boolean {
+  return (error as NodeJS.ErrnoException).code === 'ENOENT';
+}
+
+async function fsyncPath(path: string): Promise<void> {
+  const handle = await open(path, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Hashes and counts bytes on their way to disk, enforcing a size cap. */
+async function* hashing(
+  source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  digester: Digester,
+  limit: { maxBytes: number; already: number },
+): AsyncGenerator<Uint8Array> {
+  for await (const chunk of source) {
+    if (limit.already + digester.size + chunk.byteLength > limit.maxBytes) {
+      throw new StorageError('TOO_LARGE', `Blob is larger than the ${limit.maxBytes} bytes allowed`);
+    }
+    digester.update(chunk);
+    yield chunk;
+  }
+}
+
+export interface FsBlobStoreOptions {
+  /** Whether to fsync blob files and folders before a blob becomes visible. Default: true. */
+  readonly fsync?: boolean;
+}
+
+/**
+ * Blobs as files: `blobs/<alg>/<2 hex>/<hex>`, uploads as `uploads/<id>`. New blobs are written to a
+ * temp file in `uploads/` (same file system), hashed on the way, fsynced, then renamed into place, so
+ * a crash never leaves a visible blob whose bytes do not match its name.
+ */
+export class FsBlobStore implements BlobStore {
+  readonly #root: string;
+  readonly #fsync: boolean;
+  readonly #uploads = new Map<string, UploadState>();
+  #ready: Promise<void> | undefined;
+  #usage: Promise<number> | undefined;
+
+  constructor(root: string, options: FsBlobStoreOptions = {}) {
+    this.#root = root;
+    this.#fsync = options.fsync ?? true;
+  }
+
+  /** Creates the folders and removes temp files a crash may have left behind. */
+  init(): Promise<void> {
+    this.#ready ??= (async () => {
+      await mkdir(join(this.#root, 'blobs'), { recursive: true });
+      await mkdir(join(this.#root, 'uploads'), { recursive: true });
+      for (const name of await readdir(join(this.#root, 'uploads'))) {
+        if (name.startsWith(TEMP_PREFIX)) await rm(join(this.#root, 'uploads', name), { force: true });
+      }
+    })();
+    return this.#ready;
+  }
+
+  #blobPath(digest: Digest): string {
+    const { algorithm, hex } = parseDigest(digest);
+    return join(this.#root, 'blobs', algorithm, hex.slice(0, 2), hex);
+  }
+
+  #uploadPath(id: string): string {
+    if (!UPLOAD_ID_RE.test(id)) throw new StorageError('UPLOAD_NOT_FOUND', `Upload "${id}" does not exist`);
+    return join(this.#root, 'uploads', id);
+  }
+
+  async stat(digest: Digest): Promise<BlobInfo | undefined> {
+    try {
+      const info = await stat(this.#blobPath(digest));
+      return { digest, size: info.size };
+    } catch (error) {
+      if (isMissing(error)) return undefined;
+      throw error;
+    }
+  }
+
+  async read(digest: Digest, range?: ByteRange): Promise<Readable> {
+    const path = this.#blobPath(digest);
+    const handle = await open(path, 'r').catch((error: unknown) => {
+      if (isMissing(error)) throw new StorageError('BLOB_NOT_FOUND', `Blob "${digest}" is not stored`);
+      throw error;
+    });
+    if (range) {
+      const { size } = await handle.stat();
+      if (range.start < 0 || range.start > range.end || range.end >= size) {
+        await handle.close();
+        throw new StorageError('RANGE_NOT_SATISFIABLE', `Range ${range.start}-${range.end} is outside 0-${size - 1}`);
+      }
+    }
+    return createReadStream('', {
+      fd: handle,
+      highWaterMark: READ_CHUNK,
+      ...(range ? { start: range.start, end: range.end } : {}),
+    });
+  }
+
+  async readBytes(digest: Digest, maxBytes: number): Promise<Buffer> {
+    const info = await this.stat(digest);
+    if (!info) throw new StorageError('BLOB_NOT_FOUND', `Blob "${digest}" is not stored`);
+    if (info.size > maxBytes) {
+      throw new StorageError('TOO_LARGE', `Blob "${digest}" is ${info.size} bytes, more than ${maxBytes}`);
+    }
+    const handle = await open(this.#blobPath(digest), 'r');
+    try {
+      return await handle.readFile();
+    } finally {
+      await handle.close();
+    }
+  }
+
+  async put(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, expected: Digest, options: BlobWriteOptions = {}): Promise<BlobInfo> {
+    await this.init();
+    const { algorithm } = parseDigest(expected);
+    const temp = join(this.#root, 'uploads', `${TEMP_PREFIX}${randomBytes(12).toString('hex')}`);
+    const digester = new Digester(algorithm);
+    try {
+      await pipeline(
+        source,
+        (src: AsyncIterable<Uint8Array> | Iterable<Uint8Array>) =>
+          hashing(src, digester, { maxBytes: options.maxBytes ?? Infinity, already: 0 }),
+        createWriteStream(temp, { highWaterMark: READ_CHUNK }),
+        options.signal ? { signal: options.signal } : {},
+      );
+      return await this.#publish(temp, digester, expected);
+    } finally {
+      await rm(temp, { force: true });
+    }
+  }
+
+  async putBytes(bytes: Uint8Array, expected: Digest): Promise<BlobInfo> {
+    return this.put([bytes], expected);
+  }
+
+  /** Verifies the digest, then fsyncs and renames `temp` into place. */
+  async #publish(temp: string, digester: Digester, expected: Digest): Promise<BlobInfo> {
+    const actual = digester.digest();
+    if (actual !== expected) {
+      throw new StorageError('DIGEST_MISMATCH', `Content digest is "${actual}", not "${expected}"`);
+    }
+    const target = this.#blobPath(expected);
+    const size = digester.size;
+    if (await this.stat(expected)) return { digest: expected, size };
+    if (this.#fsync) await fsyncPath(temp);
+    const dir = join(target, '..');
+    await mkdir(dir, { recursive: true });
+    await rename(temp, target);
+    if (this.#fsync) await fsyncPath(dir);
+    this.#adjustUsage(size);
+    return { digest: expected, size };
+  }
+
+  async delete(digest: Digest): Promise<boolean> {
+    try {
+      const path = this.#blobPath(digest);
+      const { size } = await stat(path);
+      await unlink(path);
+      this.#adjustUsage(-size);
+      return true;
+    } catch (error) {
+      if (isMissing(error)) return false;
+      throw error;
+    }
+  }
+
+  async createUpload(id: string): Promise<void> {
+    await this.init();
+    const handle = await open(this.#uploadPath(id), 'wx');
+    await handle.close();
+    this.#uploads.set(id, { digester: new Digester(), size: 0, busy: false });
+  }
+
+  async uploadSize(id: string): Promise<number | undefined> {
+    try {
+      return (await stat(this.#uploadPath(id))).size;
+    } catch (error) {
+      if (isMissing(error) || error instanceof StorageError) return undefined;
+      throw error;
+    }
+  }
+
+  /** The in-memory hash state, rebuilt from the file when the process restarted since the last append. */
+  async #state(id: string): Promise<UploadState> {
+    const size = await this.uploadSize(id);
+    if (size === undefined) throw new StorageError('UPLOAD_NOT_FOUND', `Upload "${id}" does not exist`);
+    const known = this.#uploads.get(id);
+    if (known && known.size === size) return known;
+    if (known?.busy) throw new StorageError('UPLOAD_OFFSET_MISMATCH', `Upload "${id}" is being written to`);
+    const digester = new Digester();
+    for await (const chunk of createReadStream(this.#uploadPath(id), { highWaterMark: READ_CHUNK })) {
+      digester.update(chunk as Buffer);
+    }
+    const state = { digester, size, busy: false };
+    this.#uploads.set(id, state);
+    return state;
+  }
+
+  async appendUpload(id: string, source: AsyncIterable<Uint8Array>, options: UploadAppendOptions = {}): Promise<number> {
+    const state = await this.#state(id);
+    if (state.busy) throw new StorageError('UPLOAD_OFFSET_MISMATCH', `Upload "${id}" is being written to`);
+    if (options.offset !== undefined && options.offset !== state.size) {
+      throw new StorageError(
+        'UPLOAD_OFFSET_MISMATCH',
+        `Chunk starts at ${options.offset} but upload "${id}" has ${state.size} bytes`,
+      );
+    }
+    state.busy = true;
+    const chunkDigester = state.digester;
+    try {
+      await pipeline(
+        source,
+        (src: AsyncIterable<Uint8Array>) =>
+          hashing(src, chunkDigester, { maxBytes: options.maxBytes ?? Infinity, already: 0 }),
+        createWriteStream(this.#uploadPath(id), { flags: 'a', highWaterMark: READ_CHUNK }),
+        options.signal ? { signal: options.signal } : {},
+      );
+      state.size = chunkDigester.size;
+      return state.size;
+    } catch (error) {
+      // The file may hold part of the chunk; forget the hash state so the next call rebuilds it from disk.
+      this.#uploads.delete(id);
+      throw error;
+    } finally {
+      state.busy = false;
+    }
+  }
+
+  async commitUpload(id: string, expected: Digest): Promise<BlobInfo> {
+    const { algorithm } = parseDigest(expected);
+    let state = await this.#state(id);
+    if (state.busy) throw new StorageError('UPLOAD_OFFSET_MISMATCH', `Upload "${id}" is being written to`);
+    if (algorithm !== state.digester.algorithm) state = await this.#rehash(id, algorithm);
+    this.#uploads.delete(id);
+    const path = this.#uploadPath(id);
+    try {
+      return await this.#publish(path, state.digester, expected);
+    } finally {
+      await rm(path, { force: true });
+    }
+  }
+
+  async #rehash(id: string, algorithm: DigestAlgorithm): Promise<UploadState> {
+    const digester = new Digester(algorithm);
+    for await (const chunk of createReadStream(this.#uploadPath(id), { highWaterMark: READ_CHUNK })) {
+      digester.update(chunk as Buffer);
+    }
+    return { digester, size: digester.size, busy: false };
+  }
+
+  async cancelUpload(id: string): Promise<boolean> {
+    this.#uploads.delete(id);
+    const path = this.#uploadPath(id);
+    try {
+      await unlink(path);
+      return true;
+    } catch (error) {
+      if (isMissing(error)) return false;
+      throw error;
+    }
+  }
+
+  #adjustUsage(delta: number): void {
+    if (this.#usage) this.#usage = this.#usage.then((bytes) => bytes + delta);
+  }
+
+  /** Sums blob sizes once (a walk of blobs/), then keeps the total up to date on writes and deletes. */
+  usage(): Promise<number> {
+    this.#usage ??= (async () => {
+      let total = 0;
+      const walk = async (dir: string): Promise<void> => {
+        for (const entry of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+          const path = join(dir, entry.name);
+          if (entry.isDirectory()) await walk(path);
+          else if (entry.isFile()) total += (await stat(path)).size;
+        }
+      };
+      await walk(join(this.#root, 'blobs'));
+      return total;
+    })();
+    return this.#usage;
+  }
+
+  async listUploads(): Promise<string[]> {
+    await this.init();
+    return (await readdir(join(this.#root, 'uploads'))).filter((name) => !name.startsWith(TEMP_PREFIX));
+  }
+}

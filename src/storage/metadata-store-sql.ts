@@ -1,0 +1,226 @@
+import type { Kysely } from 'kysely';
+import type { Digest } from '../oci/index.js';
+import type { ManifestRecord, MetadataStore, Page, TagRecord, UploadSession } from './metadata-store.js';
+import { migrate, type Schema } from './sql-schema.js';
+
+const DEFAULT_PAGE = 10_000;
+
+type ManifestRow = Schema['manifests'];
+
+function toRecord(row: ManifestRow): ManifestRecord {
+  return {
+    digest: row.digest as Digest,
+    mediaType: row.media_type,
+    size: Number(row.size),
+    createdAt: Number(row.created_at),
+    ...(row.artifact_type === null ? {} : { artifactType: row.artifact_type }),
+    ...(row.subject === null ? {} : { subject: row.subject as Digest }),
+    ...(row.annotations === null ? {} : { annotations: JSON.parse(row.annotations) as Record<string, string> }),
+  };
+}
+
+/** MetadataStore over any Kysely database (SQLite embedded, PostgreSQL for replicas). */
+export class SqlMetadataStore implements MetadataStore {
+  readonly #db: Kysely<Schema>;
+
+  private constructor(db: Kysely<Schema>) {
+    this.#db = db;
+  }
+
+  /** Migrates the schema and returns a ready store. */
+  static async open(db: Kysely<Schema>): Promise<SqlMetadataStore> {
+    await migrate(db);
+    return new SqlMetadataStore(db);
+  }
+
+  async close(): Promise<void> {
+    await this.#db.destroy();
+  }
+
+  async ensureRepository(name: string): Promise<void> {
+    await this.#db
+      .insertInto('repositories')
+      .values({ name, created_at: Date.now() })
+      .onConflict((oc) => oc.column('name').doNothing())
+      .execute();
+  }
+
+  async repositoryExists(name: string): Promise<boolean> {
+    const row = await this.#db.selectFrom('repositories').select('name').where('name', '=', name).executeTakeFirst();
+    return row !== undefined;
+  }
+
+  async listRepositories(page: Page = {}): Promise<string[]> {
+    let query = this.#db.selectFrom('repositories').select('name').orderBy('name').limit(page.n ?? DEFAULT_PAGE);
+    if (page.last !== undefined) query = query.where('name', '>', page.last);
+    return (await query.execute()).map((row) => row.name);
+  }
+
+  async linkBlob(repository: string, digest: Digest, size: number): Promise<void> {
+    const now = Date.now();
+    await this.#db.transaction().execute(async (trx) => {
+      await trx
+        .insertInto('repositories')
+        .values({ name: repository, created_at: now })
+        .onConflict((oc) => oc.column('name').doNothing())
+        .execute();
+      await trx
+        .insertInto('blob_links')
+        .values({ repository, digest, size, created_at: now })
+        .onConflict((oc) => oc.columns(['repository', 'digest']).doNothing())
+        .execute();
+    });
+  }
+
+  async blobLink(repository: string, digest: Digest): Promise<number | undefined> {
+    const row = await this.#db
+      .selectFrom('blob_links')
+      .select('size')
+      .where('repository', '=', repository)
+      .where('digest', '=', digest)
+      .executeTakeFirst();
+    return row === undefined ? undefined : Number(row.size);
+  }
+
+  async unlinkBlob(repository: string, digest: Digest): Promise<boolean> {
+    const result = await this.#db
+      .deleteFrom('blob_links')
+      .where('repository', '=', repository)
+      .where('digest', '=', digest)
+      .executeTakeFirst();
+    return Number(result.numDeletedRows) > 0;
+  }
+
+  async repositoriesWithBlob(digest: Digest): Promise<string[]> {
+    const rows = await this.#db.selectFrom('blob_links').select('repository').where('digest', '=', digest).execute();
+    return rows.map((row) => row.repository);
+  }
+
+  async putManifest(repository: string, manifest: ManifestRecord, tag?: string): Promise<void> {
+    const now = Date.now();
+    await this.#db.transaction().execute(async (trx) => {
+      await trx
+        .insertInto('repositories')
+        .values({ name: repository, created_at: now })
+        .onConflict((oc) => oc.column('name').doNothing())
+        .execute();
+      await trx
+        .insertInto('manifests')
+        .values({
+          repository,
+          digest: manifest.digest,
+          media_type: manifest.mediaType,
+          size: manifest.size,
+          artifact_type: manifest.artifactType ?? null,
+          subject: manifest.subject ?? null,
+          annotations: manifest.annotations ? JSON.stringify(manifest.annotations) : null,
+          created_at: manifest.createdAt,
+        })
+        .onConflict((oc) => oc.columns(['repository', 'digest']).doNothing())
+        .execute();
+      if (tag !== undefined) {
+        await trx
+          .insertInto('tags')
+          .values({ repository, name: tag, digest: manifest.digest, updated_at: now })
+          .onConflict((oc) => oc.columns(['repository', 'name']).doUpdateSet({ digest: manifest.digest, updated_at: now }))
+          .execute();
+      }
+    });
+  }
+
+  async getManifest(repository: string, digest: Digest): Promise<ManifestRecord | undefined> {
+    const row = await this.#db
+      .selectFrom('manifests')
+      .selectAll()
+      .where('repository', '=', repository)
+      .where('digest', '=', digest)
+      .executeTakeFirst();
+    return row === undefined ? undefined : toRecord(row);
+  }
+
+  async deleteManifest(repository: string, digest: Digest): Promise<boolean> {
+    return this.#db.transaction().execute(async (trx) => {
+      await trx.deleteFrom('tags').where('repository', '=', repository).where('digest', '=', digest).execute();
+      const result = await trx
+        .deleteFrom('manifests')
+        .where('repository', '=', repository)
+        .where('digest', '=', digest)
+        .executeTakeFirst();
+      return Number(result.numDeletedRows) > 0;
+    });
+  }
+
+  async resolveTag(repository: string, tag: string): Promise<Digest | undefined> {
+    const row = await this.#db
+      .selectFrom('tags')
+      .select('digest')
+      .where('repository', '=', repository)
+      .where('name', '=', tag)
+      .executeTakeFirst();
+    return row?.digest as Digest | undefined;
+  }
+
+  async listTags(repository: string, page: Page = {}): Promise<TagRecord[]> {
+    let query = this.#db
+      .selectFrom('tags')
+      .select(['name', 'digest', 'updated_at'])
+      .where('repository', '=', repository)
+      .orderBy('name')
+      .limit(page.n ?? DEFAULT_PAGE);
+    if (page.last !== undefined) query = query.where('name', '>', page.last);
+    const rows = await query.execute();
+    return rows.map((row) => ({ name: row.name, digest: row.digest as Digest, updatedAt: Number(row.updated_at) }));
+  }
+
+  async deleteTag(repository: string, tag: string): Promise<boolean> {
+    const result = await this.#db
+      .deleteFrom('tags')
+      .where('repository', '=', repository)
+      .where('name', '=', tag)
+      .executeTakeFirst();
+    return Number(result.numDeletedRows) > 0;
+  }
+
+  async listReferrers(repository: string, subject: Digest, artifactType?: string): Promise<ManifestRecord[]> {
+    let query = this.#db
+      .selectFrom('manifests')
+      .selectAll()
+      .where('repository', '=', repository)
+      .where('subject', '=', subject)
+      .orderBy('created_at')
+      .orderBy('digest');
+    if (artifactType !== undefined) query = query.where('artifact_type', '=', artifactType);
+    return (await query.execute()).map(toRecord);
+  }
+
+  async createUpload(session: UploadSession): Promise<void> {
+    await this.#db.transaction().execute(async (trx) => {
+      await trx
+        .insertInto('repositories')
+        .values({ name: session.repository, created_at: session.createdAt })
+        .onConflict((oc) => oc.column('name').doNothing())
+        .execute();
+      await trx
+        .insertInto('uploads')
+        .values({ id: session.id, repository: session.repository, created_at: session.createdAt })
+        .execute();
+    });
+  }
+
+  async getUpload(id: string): Promise<UploadSession | undefined> {
+    const row = await this.#db.selectFrom('uploads').selectAll().where('id', '=', id).executeTakeFirst();
+    return row === undefined ? undefined : { id: row.id, repository: row.repository, createdAt: Number(row.created_at) };
+  }
+
+  async deleteUpload(id: string): Promise<boolean> {
+    const result = await this.#db.deleteFrom('uploads').where('id', '=', id).executeTakeFirst();
+    return Number(result.numDeletedRows) > 0;
+  }
+
+  async listUploads(olderThan?: number): Promise<UploadSession[]> {
+    let query = this.#db.selectFrom('uploads').selectAll().orderBy('created_at');
+    if (olderThan !== undefined) query = query.where('created_at', '<', olderThan);
+    const rows = await query.execute();
+    return rows.map((row) => ({ id: row.id, repository: row.repository, createdAt: Number(row.created_at) }));
+  }
+}

@@ -1,0 +1,67 @@
+import type { Digest } from '../oci/index.js';
+
+/** What the registry remembers about a stored manifest (its bytes live in the BlobStore). */
+export interface ManifestRecord {
+  readonly digest: Digest;
+  readonly mediaType: string;
+  readonly size: number;
+  readonly artifactType?: string;
+  readonly subject?: Digest;
+  readonly annotations?: Readonly<Record<string, string>>;
+  /** Milliseconds since the epoch. */
+  readonly createdAt: number;
+}
+
+export interface TagRecord {
+  readonly name: string;
+  readonly digest: Digest;
+  readonly updatedAt: number;
+}
+
+export interface UploadSession {
+  readonly id: string;
+  readonly repository: string;
+  readonly createdAt: number;
+}
+
+/** Lexical pagination as the distribution spec defines it: up to `n` items after `last`. */
+export interface Page {
+  readonly last?: string;
+  readonly n?: number;
+}
+
+/**
+ * Repositories, manifests, tags, referrers, per-repository blob links and upload sessions.
+ * Every method is atomic; `putManifest` records the manifest, its blob link and its tag together.
+ */
+export interface MetadataStore {
+  close(): Promise<void>;
+
+  ensureRepository(name: string): Promise<void>;
+  repositoryExists(name: string): Promise<boolean>;
+  listRepositories(page?: Page): Promise<string[]>;
+
+  linkBlob(repository: string, digest: Digest, size: number): Promise<void>;
+  /** Size of a blob linked into `repository`, or undefined. */
+  blobLink(repository: string, digest: Digest): Promise<number | undefined>;
+  unlinkBlob(repository: string, digest: Digest): Promise<boolean>;
+  /** Repositories that link `digest` (for mounts and garbage collection). */
+  repositoriesWithBlob(digest: Digest): Promise<string[]>;
+
+  putManifest(repository: string, manifest: ManifestRecord, tag?: string): Promise<void>;
+  getManifest(repository: string, digest: Digest): Promise<ManifestRecord | undefined>;
+  /** Removes a manifest and every tag pointing at it; true when it existed. */
+  deleteManifest(repository: string, digest: Digest): Promise<boolean>;
+
+  resolveTag(repository: string, tag: string): Promise<Digest | undefined>;
+  listTags(repository: string, page?: Page): Promise<TagRecord[]>;
+  deleteTag(repository: string, tag: string): Promise<boolean>;
+
+  /** Manifests in `repository` whose subject is `subject`, optionally with one artifact type. */
+  listReferrers(repository: string, subject: Digest, artifactType?: string): Promise<ManifestRecord[]>;
+
+  createUpload(session: UploadSession): Promise<void>;
+  getUpload(id: string): Promise<UploadSession | undefined>;
+  deleteUpload(id: string): Promise<boolean>;
+  listUploads(olderThan?: number): Promise<UploadSession[]>;
+}
