@@ -283,7 +283,8 @@ export class Registry {
       });
     }
     if (!isValidTag(reference)) {
-      throw new RegistryError('MANIFEST_INVALID', `Invalid tag "${reference}"`, { detail: { tag: reference } });
+      // A name that cannot be a tag is simply not there (the conformance suite expects 404 here).
+      throw new RegistryError('MANIFEST_UNKNOWN', `Invalid tag "${reference}"`, { detail: { tag: reference } });
     }
     const key = `${name}:${reference}`;
     let digest = this.#tags.get(key);

@@ -220,7 +220,7 @@ export class FsBlobStore implements BlobStore {
     return state;
   }
 
-  async appendUpload(id: string, source: AsyncIterable<Uint8Array>, options: UploadAppendOptions = {}): Promise<number> {
+  async appendUpload(id: string, source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, options: UploadAppendOptions = {}): Promise<number> {
     const state = await this.#state(id);
     if (state.busy) throw new StorageError('UPLOAD_OFFSET_MISMATCH', `Upload "${id}" is being written to`);
     if (options.offset !== undefined && options.offset !== state.size) {
@@ -234,7 +234,7 @@ export class FsBlobStore implements BlobStore {
     try {
       await pipeline(
         source,
-        (src: AsyncIterable<Uint8Array>) =>
+        (src: AsyncIterable<Uint8Array> | Iterable<Uint8Array>) =>
           hashing(src, chunkDigester, { maxBytes: options.maxBytes ?? Infinity, already: 0 }),
         createWriteStream(this.#uploadPath(id), { flags: 'a', highWaterMark: READ_CHUNK }),
         options.signal ? { signal: options.signal } : {},

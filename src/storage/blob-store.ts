@@ -45,7 +45,7 @@ export interface BlobStore {
   /** Starts an empty resumable upload. */
   createUpload(id: string): Promise<void>;
   /** Appends a stream to an upload and returns the new size. */
-  appendUpload(id: string, source: AsyncIterable<Uint8Array>, options?: UploadAppendOptions): Promise<number>;
+  appendUpload(id: string, source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, options?: UploadAppendOptions): Promise<number>;
   /** Bytes received so far, or undefined when the upload does not exist. */
   uploadSize(id: string): Promise<number | undefined>;
   /** Verifies the upload against `expected` and turns it into a blob; on mismatch the upload is discarded. */

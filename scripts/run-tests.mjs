@@ -1,0 +1,55 @@
+#!/usr/bin/env node
+// Runs compiled test files with node's test runner, grouped by suite:
+//   unit        dist/src/**/*.test.js
+//   integration dist/test/integration/**/*.test.js
+//   interop     dist/test/interop/**/*.test.js   (real peers: skopeo, crane, oras, ...)
+//   crash       dist/test/crash/**/*.test.js
+//   e2e         dist/test/e2e/**/*.test.js
+// Usage: node scripts/run-tests.mjs unit integration [-- extra node --test flags]
+import { readdirSync, statSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+
+const SUITES = {
+  unit: 'dist/src',
+  integration: 'dist/test/integration',
+  interop: 'dist/test/interop',
+  crash: 'dist/test/crash',
+  e2e: 'dist/test/e2e',
+};
+
+function find(dir) {
+  if (!existsSync(dir)) return [];
+  const out = [];
+  for (const name of readdirSync(dir)) {
+    const path = join(dir, name);
+    if (statSync(path).isDirectory()) out.push(...find(path));
+    else if (name.endsWith('.test.js')) out.push(path);
+  }
+  return out.sort();
+}
+
+const args = process.argv.slice(2);
+const split = args.indexOf('--');
+const names = split >= 0 ? args.slice(0, split) : args;
+const extra = split >= 0 ? args.slice(split + 1) : [];
+const files = [];
+for (const name of names) {
+  const dir = SUITES[name];
+  if (!dir) {
+    console.error(`Unknown suite "${name}" (known: ${Object.keys(SUITES).join(', ')})`);
+    process.exit(2);
+  }
+  files.push(...find(dir));
+}
+if (files.length === 0) {
+  console.error(`No test files found for ${names.join(', ')}; run "npm run build" first`);
+  process.exit(1);
+}
+const concurrency = process.env.TEST_CONCURRENCY ?? (names.some((n) => n === 'interop' || n === 'crash' || n === 'e2e') ? '1' : '2');
+const result = spawnSync(
+  process.execPath,
+  ['--test', `--test-concurrency=${concurrency}`, '--test-reporter=spec', ...extra, ...files],
+  { stdio: 'inherit' },
+);
+process.exit(result.status ?? 1);

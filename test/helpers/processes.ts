@@ -1,0 +1,196 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { findPeer } from './peers.js';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+/** The compiled CLI entry point. */
+export const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js');
+
+export async function tempDir(prefix = 'airlock-test-'): Promise<string> {
+  return mkdtemp(join(tmpdir(), prefix));
+}
+
+/** A free TCP port on 127.0.0.1 (for programs that cannot be told to use port 0). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => resolvePort(port));
+    });
+  });
+}
+
+/** Polls `url` until it answers (any status below 500) or the time runs out. */
+export async function waitForHttp(url: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const res = await fetch(url);
+      await res.arrayBuffer();
+      if (res.status < 500) return;
+    } catch (error) {
+      lastError = error;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`Nothing answered at ${url} within ${timeoutMs} ms: ${String(lastError)}`);
+}
+
+export interface RunningProcess {
+  readonly url: string;
+  /** host:port, as clients write it in references. */
+  readonly host: string;
+  readonly child: ChildProcess;
+  readonly dataDir: string;
+  /** Output collected so far (stdout + stderr). */
+  output(): string;
+  /** SIGTERM (or the given signal) and wait for exit. */
+  stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+function track(child: ChildProcess): { output: () => string; exited: Promise<void> } {
+  let text = '';
+  child.stdout?.on('data', (chunk: Buffer) => (text += chunk.toString()));
+  child.stderr?.on('data', (chunk: Buffer) => (text += chunk.toString()));
+  const exited = new Promise<void>((done) => child.once('exit', () => done()));
+  return { output: () => text, exited };
+}
+
+export interface StartAirlockOptions {
+  /** Data folder; default a new temp folder. */
+  readonly dataDir?: string;
+  /** Port; default a free one. */
+  readonly port?: number;
+  readonly extraArgs?: readonly string[];
+  readonly env?: NodeJS.ProcessEnv;
+}
+
+/** Runs `airlock serve` as a child process (the real binary, as users run it). */
+export async function startAirlockProcess(options: StartAirlockOptions = {}): Promise<RunningProcess> {
+  const dataDir = options.dataDir ?? (await tempDir('airlock-data-'));
+  const port = options.port ?? (await freePort());
+  const child = spawn(
+    process.execPath,
+    [CLI, 'serve', '--addr', `127.0.0.1:${port}`, '--data', dataDir, '--log-level', 'warn', ...(options.extraArgs ?? [])],
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } },
+  );
+  const { output, exited } = track(child);
+  const url = `http://127.0.0.1:${port}`;
+  try {
+    await waitForHttp(`${url}/v2/`);
+  } catch (error) {
+    child.kill('SIGKILL');
+    throw new Error(`airlock serve did not start: ${String(error)}\n${output()}`);
+  }
+  return {
+    url,
+    host: `127.0.0.1:${port}`,
+    child,
+    dataDir,
+    output,
+    async stop(signal: NodeJS.Signals = 'SIGTERM') {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      await exited;
+    },
+  };
+}
+
+/** Runs Debian's docker-registry (CNCF distribution 2.8) on a free port with a throwaway folder. */
+export async function startDistribution(binary = findPeer('docker-registry')): Promise<RunningProcess> {
+  if (!binary) throw new Error('docker-registry is not installed; run scripts/install-peers.sh');
+  const dataDir = await tempDir('distribution-data-');
+  const port = await freePort();
+  const config = join(dataDir, 'config.yml');
+  await writeFile(
+    config,
+    [
+      'version: 0.1',
+      'log:',
+      '  level: warn',
+      '  accesslog:',
+      '    disabled: true',
+      'storage:',
+      '  filesystem:',
+      `    rootdirectory: ${join(dataDir, 'store')}`,
+      '  delete:',
+      '    enabled: true',
+      'http:',
+      `  addr: 127.0.0.1:${port}`,
+      '',
+    ].join('\n'),
+  );
+  const child = spawn(binary, ['serve', config], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const { output, exited } = track(child);
+  const url = `http://127.0.0.1:${port}`;
+  try {
+    await waitForHttp(`${url}/v2/`);
+  } catch (error) {
+    child.kill('SIGKILL');
+    throw new Error(`docker-registry did not start: ${String(error)}\n${output()}`);
+  }
+  return {
+    url,
+    host: `127.0.0.1:${port}`,
+    child,
+    dataDir,
+    output,
+    async stop(signal: NodeJS.Signals = 'SIGTERM') {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      await exited;
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface CommandResult {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs a command to completion, capturing output; never throws on a non-zero exit. */
+export async function run(
+  command: string,
+  args: readonly string[],
+  options: { env?: NodeJS.ProcessEnv; cwd?: string; input?: string; timeoutMs?: number } = {},
+): Promise<CommandResult> {
+  return new Promise((done, reject) => {
+    const child = spawn(command, args, {
+      cwd: options.cwd,
+      env: { ...process.env, ...options.env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 300_000);
+    child.once('error', reject);
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      done({ code, stdout, stderr });
+    });
+    child.stdin.end(options.input ?? '');
+  });
+}
+
+/** Like {@link run}, but throws with the command's output when it exits non-zero. */
+export async function runOk(
+  command: string,
+  args: readonly string[],
+  options: { env?: NodeJS.ProcessEnv; cwd?: string; input?: string; timeoutMs?: number } = {},
+): Promise<CommandResult> {
+  const result = await run(command, args, options);
+  if (result.code !== 0) {
+    throw new Error(`${command} ${args.join(' ')} exited ${result.code}\n${result.stdout}\n${result.stderr}`);
+  }
+  return result;
+}

@@ -1,0 +1,171 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startTestRegistry, type TestRegistry } from '../helpers/in-process.js';
+import { blob } from '../helpers/oci-fixtures.js';
+import { TestClient, errorCode } from '../helpers/registry-client.js';
+import { digestOf } from '../../src/oci/index.js';
+
+describe('blob API', () => {
+  let reg: TestRegistry;
+  let c: TestClient;
+  before(async () => {
+    reg = await startTestRegistry();
+    c = new TestClient(reg.url);
+  });
+  after(async () => reg.dispose());
+
+  it('GET /v2/ answers 200 with the API version header', async () => {
+    const res = await c.request('GET', '/v2/');
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('docker-distribution-api-version'), 'registry/2.0');
+    assert.deepEqual(await res.json(), {});
+  });
+
+  it('stores a monolithic POST ?digest= upload and serves it with HEAD, GET and Range', async () => {
+    const b = blob('0123456789');
+    const res = await c.request('POST', `/v2/p/r/img/blobs/uploads/?digest=${b.digest}`, { body: b.bytes });
+    assert.equal(res.status, 201);
+    assert.equal(res.headers.get('location'), `/v2/p/r/img/blobs/${b.digest}`);
+    assert.equal(res.headers.get('docker-content-digest'), b.digest);
+    const head = await c.request('HEAD', `/v2/p/r/img/blobs/${b.digest}`);
+    assert.equal(head.status, 200);
+    assert.equal(head.headers.get('content-length'), '10');
+    const get = await c.request('GET', `/v2/p/r/img/blobs/${b.digest}`);
+    assert.equal(await get.text(), '0123456789');
+    const range = await c.request('GET', `/v2/p/r/img/blobs/${b.digest}`, { headers: { range: 'bytes=2-4' } });
+    assert.equal(range.status, 206);
+    assert.equal(range.headers.get('content-range'), 'bytes 2-4/10');
+    assert.equal(await range.text(), '234');
+    const suffix = await c.request('GET', `/v2/p/r/img/blobs/${b.digest}`, { headers: { range: 'bytes=-3' } });
+    assert.equal(await suffix.text(), '789');
+    const outside = await c.request('GET', `/v2/p/r/img/blobs/${b.digest}`, { headers: { range: 'bytes=20-30' } });
+    assert.equal(outside.status, 416);
+    await outside.arrayBuffer();
+  });
+
+  it('builds a blob from POST, chunked PATCHes with Content-Range and a final PUT', async () => {
+    const b = blob('abcdefghij');
+    const start = await c.request('POST', '/v2/p/chunked/blobs/uploads/');
+    assert.equal(start.status, 202);
+    const location = start.headers.get('location') ?? '';
+    assert.match(location, /^\/v2\/p\/chunked\/blobs\/uploads\/[A-Za-z0-9_-]+$/);
+    assert.ok(start.headers.get('docker-upload-uuid'));
+    const p1 = await c.request('PATCH', location, { body: b.bytes.subarray(0, 4), headers: { 'content-range': '0-3', 'content-type': 'application/octet-stream' } });
+    assert.equal(p1.status, 202);
+    assert.equal(p1.headers.get('range'), '0-3');
+    const status = await c.request('GET', location);
+    assert.equal(status.status, 204);
+    assert.equal(status.headers.get('range'), '0-3');
+    const outOfOrder = await c.request('PATCH', location, { body: b.bytes.subarray(6), headers: { 'content-range': '6-9' } });
+    assert.equal(outOfOrder.status, 416);
+    assert.equal(await errorCode(outOfOrder), 'BLOB_UPLOAD_INVALID');
+    const p2 = await c.request('PATCH', location, { body: b.bytes.subarray(4, 8), headers: { 'content-range': '4-7' } });
+    assert.equal(p2.headers.get('range'), '0-7');
+    const put = await c.request('PUT', `${location}?digest=${b.digest}`, { body: b.bytes.subarray(8) });
+    assert.equal(put.status, 201);
+    assert.equal(await (await c.request('GET', `/v2/p/chunked/blobs/${b.digest}`)).text(), 'abcdefghij');
+    const gone = await c.request('GET', location);
+    assert.equal(gone.status, 404);
+    assert.equal(await errorCode(gone), 'BLOB_UPLOAD_UNKNOWN');
+  });
+
+  it('accepts a streamed PATCH without Content-Range', async () => {
+    const b = blob('streamed-bytes');
+    const start = await c.request('POST', '/v2/p/stream/blobs/uploads/');
+    const location = start.headers.get('location') ?? '';
+    const patch = await c.request('PATCH', location, { body: b.bytes });
+    assert.equal(patch.status, 202);
+    const put = await c.request('PUT', `${location}?digest=${b.digest}`);
+    assert.equal(put.status, 201);
+  });
+
+  it('rejects a final PUT whose digest does not match and keeps no blob', async () => {
+    const start = await c.request('POST', '/v2/p/bad/blobs/uploads/');
+    const location = start.headers.get('location') ?? '';
+    const wrong = digestOf('something else');
+    const put = await c.request('PUT', `${location}?digest=${wrong}`, { body: 'actual content' });
+    assert.equal(put.status, 400);
+    assert.equal(await errorCode(put), 'DIGEST_INVALID');
+    const head = await c.request('HEAD', `/v2/p/bad/blobs/${wrong}`);
+    assert.equal(head.status, 404);
+    assert.equal((await c.request('GET', location)).status, 404);
+  });
+
+  it('cancels an upload with DELETE', async () => {
+    const start = await c.request('POST', '/v2/p/cancel/blobs/uploads/');
+    const location = start.headers.get('location') ?? '';
+    assert.equal((await c.request('DELETE', location)).status, 204);
+    const again = await c.request('GET', location);
+    assert.equal(again.status, 404);
+    assert.equal(await errorCode(again), 'BLOB_UPLOAD_UNKNOWN');
+  });
+
+  it('answers BLOB_UPLOAD_UNKNOWN for an upload id of another repository', async () => {
+    const start = await c.request('POST', '/v2/p/one/blobs/uploads/');
+    const id = (start.headers.get('location') ?? '').split('/').pop() ?? '';
+    const res = await c.request('GET', `/v2/p/two/blobs/uploads/${id}`);
+    assert.equal(res.status, 404);
+    assert.equal(await errorCode(res), 'BLOB_UPLOAD_UNKNOWN');
+  });
+
+  it('mounts a blob from another repository with 201, and falls back to a 202 session when it cannot', async () => {
+    const b = blob('mount me');
+    await c.pushBlob('p/source', b);
+    const mounted = await c.request('POST', `/v2/p/target/blobs/uploads/?mount=${b.digest}&from=p/source`);
+    assert.equal(mounted.status, 201);
+    assert.equal(mounted.headers.get('location'), `/v2/p/target/blobs/${b.digest}`);
+    assert.equal((await c.request('HEAD', `/v2/p/target/blobs/${b.digest}`)).status, 200);
+    const missing = digestOf('not anywhere');
+    const fallback = await c.request('POST', `/v2/p/target/blobs/uploads/?mount=${missing}&from=p/source`);
+    assert.equal(fallback.status, 202);
+    assert.match(fallback.headers.get('location') ?? '', /\/blobs\/uploads\//);
+    const noFrom = await c.request('POST', `/v2/p/target2/blobs/uploads/?mount=${b.digest}`);
+    assert.equal(noFrom.status, 202);
+  });
+
+  it('serves a blob only from repositories it was pushed or mounted to', async () => {
+    const b = blob('private');
+    await c.pushBlob('p/a', b);
+    const res = await c.request('GET', `/v2/p/b/blobs/${b.digest}`);
+    assert.equal(res.status, 404);
+    assert.equal(await errorCode(res), 'BLOB_UNKNOWN');
+  });
+
+  it('deletes a blob from a repository with 202, then answers 404', async () => {
+    const b = blob('delete me');
+    await c.pushBlob('p/del', b);
+    assert.equal((await c.request('DELETE', `/v2/p/del/blobs/${b.digest}`)).status, 202);
+    assert.equal((await c.request('HEAD', `/v2/p/del/blobs/${b.digest}`)).status, 404);
+    const again = await c.request('DELETE', `/v2/p/del/blobs/${b.digest}`);
+    assert.equal(again.status, 404);
+    assert.equal(await errorCode(again), 'BLOB_UNKNOWN');
+  });
+
+  it('ignores containerd\'s ?ns= parameter', async () => {
+    const b = blob('ns');
+    await c.pushBlob('p/ns', b);
+    assert.equal((await c.request('HEAD', `/v2/p/ns/blobs/${b.digest}?ns=docker.io`)).status, 200);
+  });
+
+  it('keeps upload sessions across a restart', async () => {
+    const own = await startTestRegistry();
+    const dataDir = own.dataDir;
+    const client = new TestClient(own.url);
+    const b = blob('survives restart');
+    const start = await client.request('POST', '/v2/p/restart/blobs/uploads/');
+    const location = start.headers.get('location') ?? '';
+    await client.request('PATCH', location, { body: b.bytes.subarray(0, 5), headers: { 'content-range': '0-4' } });
+    await own.close();
+    const again = await startTestRegistry({ data: dataDir });
+    try {
+      const c2 = new TestClient(again.url);
+      const status = await c2.request('GET', location);
+      assert.equal(status.status, 204);
+      assert.equal(status.headers.get('range'), '0-4');
+      const put = await c2.request('PUT', `${location}?digest=${b.digest}`, { body: b.bytes.subarray(5), headers: { 'content-range': `5-${b.bytes.length - 1}` } });
+      assert.equal(put.status, 201);
+    } finally {
+      await again.dispose();
+    }
+  });
+});
