@@ -280,6 +280,50 @@ export async function assertArtifactServed(
   return problems;
 }
 
+async function expectStatus(res: Response, expected: number, what: string): Promise<void> {
+  const text = await res.text();
+  if (res.status !== expected) throw new Error(`${what} answered ${res.status}, expected ${expected}: ${text}`);
+}
+
+/**
+ * Seeds a registry over plain HTTP (monolithic blob uploads, children before parents), for tests of
+ * clients that only pull. Tags the root manifest with `tag`.
+ */
+export async function pushArtifact(
+  base: string,
+  target: { repository: string; tag: string },
+  artifact: BuiltArtifact,
+): Promise<void> {
+  const { repository, tag } = target;
+  const manifests = new Map<string, { mediaType: string; bytes: Buffer }>();
+  for (const [digest, bytes] of artifact.blobs) {
+    const parsed = JSON.parse(bytes.toString('utf8').startsWith('{') ? bytes.toString('utf8') : '{}') as {
+      mediaType?: string;
+      schemaVersion?: number;
+    };
+    if (parsed.schemaVersion === 2 && parsed.mediaType !== undefined) {
+      manifests.set(digest, { mediaType: parsed.mediaType, bytes });
+      continue;
+    }
+    const res = await fetch(`${base}/v2/${repository}/blobs/uploads/?digest=${digest}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/octet-stream' },
+      body: bytes,
+    });
+    await expectStatus(res, 201, `upload of blob ${digest}`);
+  }
+  const put = async (reference: string, manifest: { mediaType: string; bytes: Buffer }): Promise<void> => {
+    const res = await fetch(`${base}/v2/${repository}/manifests/${reference}`, {
+      method: 'PUT',
+      headers: { 'content-type': manifest.mediaType },
+      body: manifest.bytes,
+    });
+    await expectStatus(res, 201, `PUT manifest ${repository}:${reference}`);
+  };
+  for (const [digest, manifest] of manifests) await put(digest, manifest);
+  await put(tag, { mediaType: artifact.descriptor.mediaType, bytes: artifact.bytes });
+}
+
 // ---- Airlock request log ----
 
 export interface LoggedRequest {
