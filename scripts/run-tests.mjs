@@ -46,7 +46,9 @@ if (files.length === 0) {
   console.error(`No test files found for ${names.join(', ')}; run "npm run build" first`);
   process.exit(1);
 }
-const concurrency = process.env.TEST_CONCURRENCY ?? (names.some((n) => n === 'interop' || n === 'crash' || n === 'e2e') ? '1' : '2');
+const concurrency =
+  process.env.TEST_CONCURRENCY ??
+  (names.some((n) => n === 'interop' || n === 'crash' || n === 'e2e') ? '1' : '2');
 const result = spawnSync(
   process.execPath,
   ['--test', `--test-concurrency=${concurrency}`, '--test-reporter=spec', ...extra, ...files],

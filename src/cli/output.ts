@@ -17,7 +17,9 @@ export function createOutput(options: { output?: string; quiet?: boolean } = {})
     json,
     quiet,
     result(human, data) {
-      process.stdout.write(json ? `${JSON.stringify(data, null, 2)}\n` : human.endsWith('\n') ? human : `${human}\n`);
+      process.stdout.write(
+        json ? `${JSON.stringify(data, null, 2)}\n` : human.endsWith('\n') ? human : `${human}\n`,
+      );
     },
     info(message) {
       if (!quiet) process.stderr.write(`${message}\n`);

@@ -1,7 +1,6 @@
 import type { Command } from 'commander';
 import { createLogger } from '../log/index.js';
 import { loadServeConfig, startRegistry } from '../registry/index.js';
-import type { LevelWithSilent } from 'pino';
 
 interface ServeFlags {
   config?: string;
@@ -18,14 +17,17 @@ export function registerServe(program: Command): void {
     .option('-c, --config <file>', 'YAML or JSON config file (env AIRLOCK_CONFIG)')
     .option('--addr <host:port>', 'address to listen on (default 127.0.0.1:5000, env AIRLOCK_ADDR)')
     .option('--data <dir>', 'data folder (default ./airlock-data, env AIRLOCK_DATA)')
-    .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (default info, env AIRLOCK_LOG_LEVEL)')
+    .option(
+      '--log-level <level>',
+      'fatal|error|warn|info|debug|trace|silent (default info, env AIRLOCK_LOG_LEVEL)',
+    )
     .action(async (flags: ServeFlags) => {
       const file = flags.config ?? process.env.AIRLOCK_CONFIG;
       const config = await loadServeConfig({
         ...(file ? { file } : {}),
         flags: { addr: flags.addr, data: flags.data, logLevel: flags.logLevel },
       });
-      const log = createLogger({ level: config.logLevel as LevelWithSilent });
+      const log = createLogger({ level: config.logLevel });
       const running = await startRegistry(config, { log });
       process.stderr.write(`Airlock registry listening on ${running.url} (data: ${config.data})\n`);
       let stopping = false;

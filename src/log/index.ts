@@ -2,7 +2,15 @@ import { pino, type Logger, type LevelWithSilent } from 'pino';
 
 export type { Logger } from 'pino';
 
-export const LOG_LEVELS: readonly LevelWithSilent[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+export const LOG_LEVELS: readonly LevelWithSilent[] = [
+  'fatal',
+  'error',
+  'warn',
+  'info',
+  'debug',
+  'trace',
+  'silent',
+];
 
 export interface LoggerOptions {
   /** Lowest level written. Default: 'info'. */
@@ -21,7 +29,14 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       level: options.level ?? 'info',
       base: { pid: process.pid },
       redact: {
-        paths: ['req.headers.authorization', 'headers.authorization', 'password', '*.password', 'token', '*.token'],
+        paths: [
+          'req.headers.authorization',
+          'headers.authorization',
+          'password',
+          '*.password',
+          'token',
+          '*.token',
+        ],
         censor: '[redacted]',
       },
     },

@@ -22,7 +22,10 @@ describe('parseDigest', () => {
   ];
   for (const [input, message] of bad) {
     it(`rejects "${input}" with a message saying why`, () => {
-      assert.throws(() => parseDigest(input), (error: unknown) => error instanceof DigestError && message.test(error.message));
+      assert.throws(
+        () => parseDigest(input),
+        (error: unknown) => error instanceof DigestError && message.test(error.message),
+      );
       assert.equal(isDigest(input), false);
     });
   }

@@ -23,10 +23,24 @@ describe('parseManifest', () => {
   });
 
   it('reads an index and a Docker manifest list', () => {
-    const index = { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [{ mediaType: MediaType.OciManifest, digest: D1, size: 5, platform: { architecture: 'amd64', os: 'linux' } }] };
+    const index = {
+      schemaVersion: 2,
+      mediaType: MediaType.OciIndex,
+      manifests: [
+        {
+          mediaType: MediaType.OciManifest,
+          digest: D1,
+          size: 5,
+          platform: { architecture: 'amd64', os: 'linux' },
+        },
+      ],
+    };
     assert.equal(parseManifest(enc(index)).kind, 'index');
     const list = { ...index, mediaType: MediaType.DockerManifestList };
-    assert.equal(parseManifest(enc(list), MediaType.DockerManifestList).mediaType, MediaType.DockerManifestList);
+    assert.equal(
+      parseManifest(enc(list), MediaType.DockerManifestList).mediaType,
+      MediaType.DockerManifestList,
+    );
   });
 
   it('takes the media type from Content-Type when the manifest omits it', () => {
@@ -36,7 +50,13 @@ describe('parseManifest', () => {
   });
 
   it('keeps subject and explicit artifactType', () => {
-    const parsed = parseManifest(enc({ ...image, artifactType: 'application/x.sig', subject: { mediaType: MediaType.OciManifest, digest: D2, size: 3 } }));
+    const parsed = parseManifest(
+      enc({
+        ...image,
+        artifactType: 'application/x.sig',
+        subject: { mediaType: MediaType.OciManifest, digest: D2, size: 3 },
+      }),
+    );
     assert.equal(parsed.artifactType, 'application/x.sig');
     assert.equal(parsed.subject?.digest, D2);
   });
@@ -48,17 +68,45 @@ describe('parseManifest', () => {
     ['no schemaVersion', enc({ ...image, schemaVersion: undefined }), undefined, /schemaVersion must be 2/],
     ['a media type that disagrees with Content-Type', enc(image), MediaType.DockerManifest, /does not match/],
     ['an unknown media type', enc({ ...image, mediaType: 'text/plain' }), undefined, /not supported/],
-    ['an unsupported Content-Type', enc({ ...image, mediaType: undefined }), 'text/plain', /not a supported manifest media type/],
-    ['a bad layer digest', enc({ ...image, layers: [{ mediaType: 'x', digest: 'sha256:zz', size: 1 }] }), undefined, /layers\[0\]\.digest is invalid/],
-    ['a negative size', enc({ ...image, config: { ...image.config, size: -1 } }), undefined, /config\.size must be a non-negative integer/],
+    [
+      'an unsupported Content-Type',
+      enc({ ...image, mediaType: undefined }),
+      'text/plain',
+      /not a supported manifest media type/,
+    ],
+    [
+      'a bad layer digest',
+      enc({ ...image, layers: [{ mediaType: 'x', digest: 'sha256:zz', size: 1 }] }),
+      undefined,
+      /layers\[0\]\.digest is invalid/,
+    ],
+    [
+      'a negative size',
+      enc({ ...image, config: { ...image.config, size: -1 } }),
+      undefined,
+      /config\.size must be a non-negative integer/,
+    ],
     ['no config', enc({ ...image, config: undefined }), undefined, /config must be an object/],
-    ['layers in an index', enc({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [], layers: [] }), undefined, /must not have/],
-    ['non-string annotations', enc({ ...image, annotations: { a: 1 } }), undefined, /annotations\["a"\] must be a string/],
+    [
+      'layers in an index',
+      enc({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [], layers: [] }),
+      undefined,
+      /must not have/,
+    ],
+    [
+      'non-string annotations',
+      enc({ ...image, annotations: { a: 1 } }),
+      undefined,
+      /annotations\["a"\] must be a string/,
+    ],
     ['too many bytes', Buffer.alloc(MAX_MANIFEST_BYTES + 1, 32), undefined, /more than the/],
   ];
   for (const [what, bytes, contentType, message] of bad) {
     it(`rejects ${what} with ManifestError`, () => {
-      assert.throws(() => parseManifest(bytes, contentType), (error: unknown) => error instanceof ManifestError && message.test(error.message));
+      assert.throws(
+        () => parseManifest(bytes, contentType),
+        (error: unknown) => error instanceof ManifestError && message.test(error.message),
+      );
     });
   }
 });

@@ -78,7 +78,8 @@ function parseDescriptor(value: unknown, where: string): Descriptor {
   if (artifactType !== undefined && typeof artifactType !== 'string') {
     throw new ManifestError(`${where}.artifactType must be a string`);
   }
-  if (data !== undefined && typeof data !== 'string') throw new ManifestError(`${where}.data must be a string`);
+  if (data !== undefined && typeof data !== 'string')
+    throw new ManifestError(`${where}.data must be a string`);
   if (platform !== undefined) {
     if (!isObject(platform) || typeof platform.architecture !== 'string' || typeof platform.os !== 'string') {
       throw new ManifestError(`${where}.platform must have string "architecture" and "os"`);
@@ -86,12 +87,12 @@ function parseDescriptor(value: unknown, where: string): Descriptor {
   }
   const annotations = stringMap(value.annotations, `${where}.annotations`);
   return {
-    ...(value as object),
+    ...value,
     mediaType,
     digest: parsed,
     size,
     ...(annotations ? { annotations } : {}),
-  } as Descriptor;
+  };
 }
 
 function descriptorList(value: unknown, where: string): Descriptor[] {
@@ -109,12 +110,19 @@ function resolveMediaType(body: Json, contentType: string | undefined): Manifest
   if (declared !== undefined) {
     if (!isManifestMediaType(declared)) throw new ManifestError(`mediaType "${declared}" is not supported`);
     if (headerIsManifest && header !== declared) {
-      throw new ManifestError(`Content-Type "${header}" does not match the manifest's mediaType "${declared}"`);
+      throw new ManifestError(
+        `Content-Type "${header}" does not match the manifest's mediaType "${declared}"`,
+      );
     }
     return declared;
   }
   if (headerIsManifest) return header;
-  if (header !== undefined && header !== '' && header !== 'application/json' && header !== 'application/octet-stream') {
+  if (
+    header !== undefined &&
+    header !== '' &&
+    header !== 'application/json' &&
+    header !== 'application/octet-stream'
+  ) {
     throw new ManifestError(`Content-Type "${header}" is not a supported manifest media type`);
   }
   // OCI lets mediaType be omitted; tell an index from a manifest by its fields.
@@ -127,7 +135,9 @@ function resolveMediaType(body: Json, contentType: string | undefined): Manifest
  */
 export function parseManifest(bytes: Uint8Array, contentType?: string): ParsedManifest {
   if (bytes.byteLength > MAX_MANIFEST_BYTES) {
-    throw new ManifestError(`manifest is ${bytes.byteLength} bytes, more than the ${MAX_MANIFEST_BYTES} allowed`);
+    throw new ManifestError(
+      `manifest is ${bytes.byteLength} bytes, more than the ${MAX_MANIFEST_BYTES} allowed`,
+    );
   }
   let body: unknown;
   try {
@@ -170,7 +180,10 @@ export function parseManifest(bytes: Uint8Array, contentType?: string): ParsedMa
   }
   if (body.manifests !== undefined) throw new ManifestError('an image manifest must not have "manifests"');
   const config = parseDescriptor(body.config, 'config');
-  const layers = body.layers === undefined && mediaType === MediaType.OciManifest ? [] : descriptorList(body.layers, 'layers');
+  const layers =
+    body.layers === undefined && mediaType === MediaType.OciManifest
+      ? []
+      : descriptorList(body.layers, 'layers');
   return {
     ...common,
     kind: 'image',

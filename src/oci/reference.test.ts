@@ -1,6 +1,12 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { formatReference, isValidRepositoryName, isValidTag, parseReference, ReferenceError } from './reference.js';
+import {
+  formatReference,
+  isValidRepositoryName,
+  isValidTag,
+  parseReference,
+  ReferenceError,
+} from './reference.js';
 
 const DIGEST = `sha256:${'a'.repeat(64)}`;
 
@@ -36,7 +42,10 @@ describe('parseReference', () => {
     it(`rejects "${input}" with a message saying what is wrong`, () => {
       assert.throws(
         () => parseReference(input),
-        (error: unknown) => error instanceof ReferenceError && error.message.startsWith(`Cannot parse reference "${input}"`) && message.test(error.message),
+        (error: unknown) =>
+          error instanceof ReferenceError &&
+          error.message.startsWith(`Cannot parse reference "${input}"`) &&
+          message.test(error.message),
       );
     });
   }

@@ -47,21 +47,32 @@ export class ConfigError extends Error {
   override readonly name = 'ConfigError';
 }
 
-const NUMERIC_KEYS = new Set<keyof ServeConfig>(['maxBlobBytes', 'manifestCacheBytes', 'uploadTtlSeconds', 'shutdownGraceSeconds']);
+const NUMERIC_KEYS = new Set<keyof ServeConfig>([
+  'maxBlobBytes',
+  'manifestCacheBytes',
+  'uploadTtlSeconds',
+  'shutdownGraceSeconds',
+]);
 
 function coerce(key: keyof ServeConfig, value: unknown, source: string): unknown {
   if (NUMERIC_KEYS.has(key)) {
     const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : value;
     if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) {
-      throw new ConfigError(`Invalid ${source}: "${key}" must be a non-negative integer, got ${JSON.stringify(value)}`);
+      throw new ConfigError(
+        `Invalid ${source}: "${key}" must be a non-negative integer, got ${JSON.stringify(value)}`,
+      );
     }
     return n;
   }
   if (typeof value !== 'string' || value === '') {
-    throw new ConfigError(`Invalid ${source}: "${key}" must be a non-empty string, got ${JSON.stringify(value)}`);
+    throw new ConfigError(
+      `Invalid ${source}: "${key}" must be a non-empty string, got ${JSON.stringify(value)}`,
+    );
   }
   if (key === 'logLevel' && !(LOG_LEVELS as readonly string[]).includes(value)) {
-    throw new ConfigError(`Invalid ${source}: "logLevel" must be one of ${LOG_LEVELS.join(', ')}, got "${value}"`);
+    throw new ConfigError(
+      `Invalid ${source}: "logLevel" must be one of ${LOG_LEVELS.join(', ')}, got "${value}"`,
+    );
   }
   if (key === 'addr') parseAddr(value, source);
   return value;
@@ -71,7 +82,8 @@ function coerce(key: keyof ServeConfig, value: unknown, source: string): unknown
 export function parseAddr(addr: string, source = 'address'): { host: string; port: number } {
   const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(addr);
   const port = Number(match?.[3]);
-  if (!match || port > 65535) throw new ConfigError(`Invalid ${source}: "addr" must be HOST:PORT, got "${addr}"`);
+  if (!match || port > 65535)
+    throw new ConfigError(`Invalid ${source}: "addr" must be HOST:PORT, got "${addr}"`);
   return { host: match[1] ?? match[2] ?? '', port };
 }
 
@@ -86,7 +98,9 @@ function apply(target: Record<string, unknown>, input: Record<string, unknown>, 
   for (const [key, value] of Object.entries(input)) {
     if (value === undefined) continue;
     if (!(key in DEFAULT_CONFIG)) {
-      throw new ConfigError(`Invalid ${source}: unknown key "${key}" (known: ${Object.keys(DEFAULT_CONFIG).join(', ')})`);
+      throw new ConfigError(
+        `Invalid ${source}: unknown key "${key}" (known: ${Object.keys(DEFAULT_CONFIG).join(', ')})`,
+      );
     }
     target[key] = coerce(key as keyof ServeConfig, value, source);
   }
@@ -109,13 +123,17 @@ export async function loadServeConfig(options: LoadConfigOptions = {}): Promise<
     try {
       text = await readFile(options.file, 'utf8');
     } catch (error) {
-      throw new ConfigError(`Cannot read config file "${options.file}": ${(error as Error).message}`, { cause: error });
+      throw new ConfigError(`Cannot read config file "${options.file}": ${(error as Error).message}`, {
+        cause: error,
+      });
     }
     let parsed: unknown;
     try {
       parsed = parseYaml(text);
     } catch (error) {
-      throw new ConfigError(`Cannot parse config file "${options.file}": ${(error as Error).message}`, { cause: error });
+      throw new ConfigError(`Cannot parse config file "${options.file}": ${(error as Error).message}`, {
+        cause: error,
+      });
     }
     if (parsed !== null && (typeof parsed !== 'object' || Array.isArray(parsed))) {
       throw new ConfigError(`Invalid config file "${options.file}": expected a mapping of keys to values`);
@@ -125,7 +143,8 @@ export async function loadServeConfig(options: LoadConfigOptions = {}): Promise<
   const env = options.env ?? process.env;
   for (const [key, variable] of Object.entries(ENV)) {
     const value = env[variable];
-    if (value !== undefined && value !== '') apply(config, { [key]: value }, `environment variable ${variable}`);
+    if (value !== undefined && value !== '')
+      apply(config, { [key]: value }, `environment variable ${variable}`);
   }
   apply(config, options.flags ?? {}, 'flag');
   return config as unknown as ServeConfig;

@@ -57,7 +57,13 @@ export class RegistryError extends Error {
   /** The spec's JSON error body. */
   toBody(): { errors: Array<{ code: string; message: string; detail?: unknown }> } {
     return {
-      errors: [{ code: this.code, message: this.message, ...(this.detail === undefined ? {} : { detail: this.detail }) }],
+      errors: [
+        {
+          code: this.code,
+          message: this.message,
+          ...(this.detail === undefined ? {} : { detail: this.detail }),
+        },
+      ],
     };
   }
 }

@@ -56,6 +56,18 @@ export interface PutManifestResult {
   readonly subject?: Digest;
 }
 
+export interface UploadChunk {
+  readonly body: AsyncIterable<Uint8Array>;
+  /** Where the client says the chunk starts (Content-Range); checked against the upload's size. */
+  readonly offset?: number | undefined;
+}
+
+export interface ManifestContent {
+  readonly body: Buffer;
+  /** The request's Content-Type, checked against the manifest's own mediaType. */
+  readonly contentType?: string | undefined;
+}
+
 export interface BlobRead {
   readonly size: number;
   readonly stream: Readable;
@@ -81,7 +93,10 @@ function storageToRegistry(error: unknown, uploadId?: string): never {
       case 'DIGEST_MISMATCH':
         throw new RegistryError('DIGEST_INVALID', error.message, { cause: error });
       case 'UPLOAD_NOT_FOUND':
-        throw new RegistryError('BLOB_UPLOAD_UNKNOWN', error.message, { cause: error, detail: { uuid: uploadId } });
+        throw new RegistryError('BLOB_UPLOAD_UNKNOWN', error.message, {
+          cause: error,
+          detail: { uuid: uploadId },
+        });
       case 'UPLOAD_OFFSET_MISMATCH':
         throw new RegistryError('BLOB_UPLOAD_INVALID', error.message, { status: 416, cause: error });
       case 'RANGE_NOT_SATISFIABLE':
@@ -127,7 +142,10 @@ export class Registry {
   /** Throws NAME_INVALID unless `name` is a valid repository name. */
   checkName(name: string): void {
     const problem = repositoryNameProblem(name);
-    if (problem) throw new RegistryError('NAME_INVALID', `Invalid repository name "${name}": ${problem}`, { detail: { name } });
+    if (problem)
+      throw new RegistryError('NAME_INVALID', `Invalid repository name "${name}": ${problem}`, {
+        detail: { name },
+      });
   }
 
   // ---- blobs ----
@@ -138,7 +156,9 @@ export class Registry {
     if (size !== undefined) return size;
     const manifest = await this.#manifestRecord(name, digest);
     if (manifest) return manifest.size;
-    throw new RegistryError('BLOB_UNKNOWN', `Blob "${digest}" is not in repository "${name}"`, { detail: { digest } });
+    throw new RegistryError('BLOB_UNKNOWN', `Blob "${digest}" is not in repository "${name}"`, {
+      detail: { digest },
+    });
   }
 
   async readBlob(name: string, digestText: string, range?: ByteRange): Promise<BlobRead> {
@@ -154,7 +174,9 @@ export class Registry {
   async deleteBlob(name: string, digestText: string): Promise<void> {
     const digest = digestOrThrow(digestText);
     if (!(await this.#meta.unlinkBlob(name, digest))) {
-      throw new RegistryError('BLOB_UNKNOWN', `Blob "${digest}" is not in repository "${name}"`, { detail: { digest } });
+      throw new RegistryError('BLOB_UNKNOWN', `Blob "${digest}" is not in repository "${name}"`, {
+        detail: { digest },
+      });
     }
   }
 
@@ -205,11 +227,13 @@ export class Registry {
   async uploadStatus(name: string, id: string): Promise<number> {
     await this.#session(name, id);
     const size = await this.#blobs.uploadSize(id);
-    if (size === undefined) throw new RegistryError('BLOB_UPLOAD_UNKNOWN', `Upload "${id}" has no data`, { detail: { uuid: id } });
+    if (size === undefined)
+      throw new RegistryError('BLOB_UPLOAD_UNKNOWN', `Upload "${id}" has no data`, { detail: { uuid: id } });
     return size;
   }
 
-  async appendUpload(name: string, id: string, body: AsyncIterable<Uint8Array>, offset?: number): Promise<number> {
+  async appendUpload(name: string, id: string, chunk: UploadChunk): Promise<number> {
+    const { body, offset } = chunk;
     await this.#session(name, id);
     this.#activeUploads.add(id);
     try {
@@ -284,7 +308,9 @@ export class Registry {
     }
     if (!isValidTag(reference)) {
       // A name that cannot be a tag is simply not there (the conformance suite expects 404 here).
-      throw new RegistryError('MANIFEST_UNKNOWN', `Invalid tag "${reference}"`, { detail: { tag: reference } });
+      throw new RegistryError('MANIFEST_UNKNOWN', `Invalid tag "${reference}"`, {
+        detail: { tag: reference },
+      });
     }
     const key = `${name}:${reference}`;
     let digest = this.#tags.get(key);
@@ -306,7 +332,8 @@ export class Registry {
     const cached = this.#manifestBytes.get(digest);
     if (cached) return cached;
     const record = await this.#manifestRecord(name, digest);
-    if (!record) throw new RegistryError('MANIFEST_UNKNOWN', `Manifest "${digest}" is not in repository "${name}"`);
+    if (!record)
+      throw new RegistryError('MANIFEST_UNKNOWN', `Manifest "${digest}" is not in repository "${name}"`);
     let bytes: Buffer;
     try {
       bytes = await this.#blobs.readBytes(digest, MAX_MANIFEST_BYTES);
@@ -318,17 +345,21 @@ export class Registry {
     return stored;
   }
 
-  async putManifest(name: string, reference: string, body: Buffer, contentType: string | undefined): Promise<PutManifestResult> {
+  async putManifest(name: string, reference: string, content: ManifestContent): Promise<PutManifestResult> {
+    const { body, contentType } = content;
     const byDigest = reference.includes(':');
     if (!byDigest && !isValidTag(reference)) {
-      throw new RegistryError('MANIFEST_INVALID', `Invalid tag "${reference}"`, { detail: { tag: reference } });
+      throw new RegistryError('MANIFEST_INVALID', `Invalid tag "${reference}"`, {
+        detail: { tag: reference },
+      });
     }
     const algorithm = byDigest ? parseDigestOrThrow(reference).algorithm : 'sha256';
     let parsed: ParsedManifest;
     try {
       parsed = parseManifest(body, contentType);
     } catch (error) {
-      if (error instanceof ManifestError) throw new RegistryError('MANIFEST_INVALID', error.message, { cause: error });
+      if (error instanceof ManifestError)
+        throw new RegistryError('MANIFEST_INVALID', error.message, { cause: error });
       throw error;
     }
     const digest = digestOf(body, algorithm);
@@ -371,11 +402,16 @@ export class Registry {
   /** Every blob an image manifest names, and every child of an index, must already be in the repository. */
   async #checkReferences(name: string, parsed: ParsedManifest): Promise<void> {
     const unknown = (descriptor: Descriptor, what: string): never => {
-      throw new RegistryError('MANIFEST_BLOB_UNKNOWN', `${what} "${descriptor.digest}" is not in repository "${name}"`, {
-        detail: { digest: descriptor.digest },
-      });
+      throw new RegistryError(
+        'MANIFEST_BLOB_UNKNOWN',
+        `${what} "${descriptor.digest}" is not in repository "${name}"`,
+        {
+          detail: { digest: descriptor.digest },
+        },
+      );
     };
-    const blobs = parsed.kind === 'image' ? [...(parsed.config ? [parsed.config] : []), ...parsed.layers] : [];
+    const blobs =
+      parsed.kind === 'image' ? [...(parsed.config ? [parsed.config] : []), ...parsed.layers] : [];
     for (const descriptor of blobs) {
       if (isForeignLayer(descriptor.mediaType)) continue;
       const size = await this.#meta.blobLink(name, descriptor.digest);

@@ -27,7 +27,10 @@ export interface StartRegistryOptions {
 const PURGE_INTERVAL_MS = 60 * 60 * 1000;
 
 /** Opens the data folder, starts the HTTP server and returns once it listens. */
-export async function startRegistry(config: ServeConfig, options: StartRegistryOptions): Promise<RunningRegistry> {
+export async function startRegistry(
+  config: ServeConfig,
+  options: StartRegistryOptions,
+): Promise<RunningRegistry> {
   const { log } = options;
   const dataDir = resolve(config.data);
   await mkdir(dataDir, { recursive: true });
@@ -43,12 +46,17 @@ export async function startRegistry(config: ServeConfig, options: StartRegistryO
   const purged = await registry.purgeUploads(config.uploadTtlSeconds * 1000);
   if (purged > 0) log.info({ purged }, 'removed stale upload sessions');
   const purgeTimer = setInterval(() => {
-    registry.purgeUploads(config.uploadTtlSeconds * 1000).catch((err: unknown) => log.error({ err }, 'upload purge failed'));
+    registry
+      .purgeUploads(config.uploadTtlSeconds * 1000)
+      .catch((err: unknown) => log.error({ err }, 'upload purge failed'));
   }, PURGE_INTERVAL_MS);
   purgeTimer.unref();
 
   let accepting = true;
-  const metrics = new RegistryMetrics({ activeUploads: () => registry.activeUploads, storageBytes: () => blobs.usage() });
+  const metrics = new RegistryMetrics({
+    activeUploads: () => registry.activeUploads,
+    storageBytes: () => blobs.usage(),
+  });
   const server = createHttpServer(createRequestListener({ registry, log, metrics, ready: () => accepting }));
   const { host, port } = parseAddr(config.addr);
   await new Promise<void>((resolveListen, reject) => {

@@ -110,7 +110,10 @@ export class FsBlobStore implements BlobStore {
       const { size } = await handle.stat();
       if (range.start < 0 || range.start > range.end || range.end >= size) {
         await handle.close();
-        throw new StorageError('RANGE_NOT_SATISFIABLE', `Range ${range.start}-${range.end} is outside 0-${size - 1}`);
+        throw new StorageError(
+          'RANGE_NOT_SATISFIABLE',
+          `Range ${range.start}-${range.end} is outside 0-${size - 1}`,
+        );
       }
     }
     return createReadStream('', {
@@ -134,7 +137,11 @@ export class FsBlobStore implements BlobStore {
     }
   }
 
-  async put(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, expected: Digest, options: BlobWriteOptions = {}): Promise<BlobInfo> {
+  async put(
+    source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+    expected: Digest,
+    options: BlobWriteOptions = {},
+  ): Promise<BlobInfo> {
     await this.init();
     const { algorithm } = parseDigest(expected);
     const temp = join(this.#root, 'uploads', `${TEMP_PREFIX}${randomBytes(12).toString('hex')}`);
@@ -220,7 +227,11 @@ export class FsBlobStore implements BlobStore {
     return state;
   }
 
-  async appendUpload(id: string, source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, options: UploadAppendOptions = {}): Promise<number> {
+  async appendUpload(
+    id: string,
+    source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+    options: UploadAppendOptions = {},
+  ): Promise<number> {
     const state = await this.#state(id);
     if (state.busy) throw new StorageError('UPLOAD_OFFSET_MISMATCH', `Upload "${id}" is being written to`);
     if (options.offset !== undefined && options.offset !== state.size) {

@@ -95,7 +95,10 @@ export function runBlobStoreContract(name: string, create: () => Promise<BlobSto
     it('refuses a chunk at the wrong offset without changing the upload', async () => {
       await store.createUpload('u2');
       await store.appendUpload('u2', [Buffer.from('abc')]);
-      await assert.rejects(store.appendUpload('u2', [Buffer.from('x')], { offset: 1 }), isStorageError('UPLOAD_OFFSET_MISMATCH'));
+      await assert.rejects(
+        store.appendUpload('u2', [Buffer.from('x')], { offset: 1 }),
+        isStorageError('UPLOAD_OFFSET_MISMATCH'),
+      );
       assert.equal(await store.uploadSize('u2'), 3);
     });
 
@@ -128,7 +131,10 @@ export function runBlobStoreContract(name: string, create: () => Promise<BlobSto
     });
 
     it('treats upload ids that could escape the folder as unknown', async () => {
-      await assert.rejects(store.appendUpload('../../etc/passwd', [Buffer.from('x')]), isStorageError('UPLOAD_NOT_FOUND'));
+      await assert.rejects(
+        store.appendUpload('../../etc/passwd', [Buffer.from('x')]),
+        isStorageError('UPLOAD_NOT_FOUND'),
+      );
       assert.equal(await store.uploadSize('../x'), undefined);
     });
   });

@@ -36,7 +36,11 @@ export interface BlobStore {
   /** Reads a small blob whole (manifests, configs); throws TOO_LARGE past `maxBytes`. */
   readBytes(digest: Digest, maxBytes: number): Promise<Buffer>;
   /** Stores a stream whose digest must be `expected`; throws DIGEST_MISMATCH and keeps nothing otherwise. */
-  put(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, expected: Digest, options?: BlobWriteOptions): Promise<BlobInfo>;
+  put(
+    source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+    expected: Digest,
+    options?: BlobWriteOptions,
+  ): Promise<BlobInfo>;
   /** Stores bytes already in memory, verifying them against `expected`. */
   putBytes(bytes: Uint8Array, expected: Digest): Promise<BlobInfo>;
   /** Removes a blob's bytes; true when it existed. */
@@ -45,7 +49,11 @@ export interface BlobStore {
   /** Starts an empty resumable upload. */
   createUpload(id: string): Promise<void>;
   /** Appends a stream to an upload and returns the new size. */
-  appendUpload(id: string, source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, options?: UploadAppendOptions): Promise<number>;
+  appendUpload(
+    id: string,
+    source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+    options?: UploadAppendOptions,
+  ): Promise<number>;
   /** Bytes received so far, or undefined when the upload does not exist. */
   uploadSize(id: string): Promise<number | undefined>;
   /** Verifies the upload against `expected` and turns it into a blob; on mismatch the upload is discarded. */

@@ -15,7 +15,9 @@ function toRecord(row: ManifestRow): ManifestRecord {
     createdAt: Number(row.created_at),
     ...(row.artifact_type === null ? {} : { artifactType: row.artifact_type }),
     ...(row.subject === null ? {} : { subject: row.subject as Digest }),
-    ...(row.annotations === null ? {} : { annotations: JSON.parse(row.annotations) as Record<string, string> }),
+    ...(row.annotations === null
+      ? {}
+      : { annotations: JSON.parse(row.annotations) as Record<string, string> }),
   };
 }
 
@@ -46,12 +48,20 @@ export class SqlMetadataStore implements MetadataStore {
   }
 
   async repositoryExists(name: string): Promise<boolean> {
-    const row = await this.#db.selectFrom('repositories').select('name').where('name', '=', name).executeTakeFirst();
+    const row = await this.#db
+      .selectFrom('repositories')
+      .select('name')
+      .where('name', '=', name)
+      .executeTakeFirst();
     return row !== undefined;
   }
 
   async listRepositories(page: Page = {}): Promise<string[]> {
-    let query = this.#db.selectFrom('repositories').select('name').orderBy('name').limit(page.n ?? DEFAULT_PAGE);
+    let query = this.#db
+      .selectFrom('repositories')
+      .select('name')
+      .orderBy('name')
+      .limit(page.n ?? DEFAULT_PAGE);
     if (page.last !== undefined) query = query.where('name', '>', page.last);
     return (await query.execute()).map((row) => row.name);
   }
@@ -92,7 +102,11 @@ export class SqlMetadataStore implements MetadataStore {
   }
 
   async repositoriesWithBlob(digest: Digest): Promise<string[]> {
-    const rows = await this.#db.selectFrom('blob_links').select('repository').where('digest', '=', digest).execute();
+    const rows = await this.#db
+      .selectFrom('blob_links')
+      .select('repository')
+      .where('digest', '=', digest)
+      .execute();
     return rows.map((row) => row.repository);
   }
 
@@ -122,7 +136,9 @@ export class SqlMetadataStore implements MetadataStore {
         await trx
           .insertInto('tags')
           .values({ repository, name: tag, digest: manifest.digest, updated_at: now })
-          .onConflict((oc) => oc.columns(['repository', 'name']).doUpdateSet({ digest: manifest.digest, updated_at: now }))
+          .onConflict((oc) =>
+            oc.columns(['repository', 'name']).doUpdateSet({ digest: manifest.digest, updated_at: now }),
+          )
           .execute();
       }
     });
@@ -140,7 +156,11 @@ export class SqlMetadataStore implements MetadataStore {
 
   async deleteManifest(repository: string, digest: Digest): Promise<boolean> {
     return this.#db.transaction().execute(async (trx) => {
-      await trx.deleteFrom('tags').where('repository', '=', repository).where('digest', '=', digest).execute();
+      await trx
+        .deleteFrom('tags')
+        .where('repository', '=', repository)
+        .where('digest', '=', digest)
+        .execute();
       const result = await trx
         .deleteFrom('manifests')
         .where('repository', '=', repository)
@@ -169,7 +189,11 @@ export class SqlMetadataStore implements MetadataStore {
       .limit(page.n ?? DEFAULT_PAGE);
     if (page.last !== undefined) query = query.where('name', '>', page.last);
     const rows = await query.execute();
-    return rows.map((row) => ({ name: row.name, digest: row.digest as Digest, updatedAt: Number(row.updated_at) }));
+    return rows.map((row) => ({
+      name: row.name,
+      digest: row.digest as Digest,
+      updatedAt: Number(row.updated_at),
+    }));
   }
 
   async deleteTag(repository: string, tag: string): Promise<boolean> {
@@ -209,7 +233,9 @@ export class SqlMetadataStore implements MetadataStore {
 
   async getUpload(id: string): Promise<UploadSession | undefined> {
     const row = await this.#db.selectFrom('uploads').selectAll().where('id', '=', id).executeTakeFirst();
-    return row === undefined ? undefined : { id: row.id, repository: row.repository, createdAt: Number(row.created_at) };
+    return row === undefined
+      ? undefined
+      : { id: row.id, repository: row.repository, createdAt: Number(row.created_at) };
   }
 
   async deleteUpload(id: string): Promise<boolean> {

@@ -6,11 +6,20 @@ import type { ManifestRecord, MetadataStore } from './metadata-store.js';
 const d = (text: string): Digest => digestOf(text);
 
 function manifest(text: string, extra: Partial<ManifestRecord> = {}): ManifestRecord {
-  return { digest: d(text), mediaType: 'application/vnd.oci.image.manifest.v1+json', size: text.length, createdAt: 1000, ...extra };
+  return {
+    digest: d(text),
+    mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    size: text.length,
+    createdAt: 1000,
+    ...extra,
+  };
 }
 
 /** Behaviour every MetadataStore implementation must share. */
-export function runMetadataStoreContract(name: string, create: () => Promise<{ store: MetadataStore; dispose: () => Promise<void> }>): void {
+export function runMetadataStoreContract(
+  name: string,
+  create: () => Promise<{ store: MetadataStore; dispose: () => Promise<void> }>,
+): void {
   describe(`MetadataStore contract: ${name}`, () => {
     let store: MetadataStore;
     let dispose: () => Promise<void>;
@@ -46,8 +55,14 @@ export function runMetadataStoreContract(name: string, create: () => Promise<{ s
       await store.putManifest('r', manifest('m2'), 'v2');
       assert.equal(await store.resolveTag('r', 'v1'), d('m2'));
       assert.deepEqual((await store.getManifest('r', d('m1')))?.annotations, { a: 'b' });
-      assert.deepEqual((await store.listTags('r')).map((t) => t.name), ['v1', 'v2']);
-      assert.deepEqual((await store.listTags('r', { n: 1, last: 'v1' })).map((t) => t.name), ['v2']);
+      assert.deepEqual(
+        (await store.listTags('r')).map((t) => t.name),
+        ['v1', 'v2'],
+      );
+      assert.deepEqual(
+        (await store.listTags('r', { n: 1, last: 'v1' })).map((t) => t.name),
+        ['v2'],
+      );
       assert.equal(await store.getManifest('other', d('m1')), undefined);
     });
 
@@ -57,7 +72,10 @@ export function runMetadataStoreContract(name: string, create: () => Promise<{ s
       await store.putManifest('r', manifest('m2'), 'c');
       assert.equal(await store.deleteManifest('r', d('m1')), true);
       assert.equal(await store.deleteManifest('r', d('m1')), false);
-      assert.deepEqual((await store.listTags('r')).map((t) => t.name), ['c']);
+      assert.deepEqual(
+        (await store.listTags('r')).map((t) => t.name),
+        ['c'],
+      );
       assert.equal(await store.deleteTag('r', 'c'), true);
       assert.equal(await store.deleteTag('r', 'c'), false);
       assert.ok(await store.getManifest('r', d('m2')));
@@ -65,10 +83,19 @@ export function runMetadataStoreContract(name: string, create: () => Promise<{ s
 
     it('lists referrers of a subject, filtered by artifact type', async () => {
       await store.putManifest('r', manifest('sig', { subject: d('img'), artifactType: 'application/x.sig' }));
-      await store.putManifest('r', manifest('sbom', { subject: d('img'), artifactType: 'application/x.sbom' }));
-      await store.putManifest('r2', manifest('other', { subject: d('img'), artifactType: 'application/x.sig' }));
+      await store.putManifest(
+        'r',
+        manifest('sbom', { subject: d('img'), artifactType: 'application/x.sbom' }),
+      );
+      await store.putManifest(
+        'r2',
+        manifest('other', { subject: d('img'), artifactType: 'application/x.sig' }),
+      );
       assert.equal((await store.listReferrers('r', d('img'))).length, 2);
-      assert.deepEqual((await store.listReferrers('r', d('img'), 'application/x.sig')).map((m) => m.digest), [d('sig')]);
+      assert.deepEqual(
+        (await store.listReferrers('r', d('img'), 'application/x.sig')).map((m) => m.digest),
+        [d('sig')],
+      );
       assert.deepEqual(await store.listReferrers('r', d('nothing')), []);
     });
 
@@ -76,7 +103,10 @@ export function runMetadataStoreContract(name: string, create: () => Promise<{ s
       await store.createUpload({ id: 'u1', repository: 'r', createdAt: 100 });
       await store.createUpload({ id: 'u2', repository: 'r', createdAt: 200 });
       assert.deepEqual(await store.getUpload('u1'), { id: 'u1', repository: 'r', createdAt: 100 });
-      assert.deepEqual((await store.listUploads(150)).map((u) => u.id), ['u1']);
+      assert.deepEqual(
+        (await store.listUploads(150)).map((u) => u.id),
+        ['u1'],
+      );
       assert.equal(await store.deleteUpload('u1'), true);
       assert.equal(await store.getUpload('u1'), undefined);
       await assert.rejects(store.createUpload({ id: 'u2', repository: 'r', createdAt: 1 }));

@@ -48,7 +48,11 @@ const MIGRATIONS: ReadonlyArray<(db: Kysely<Schema>) => Promise<void>> = [
       .addColumn('created_at', 'bigint', (c) => c.notNull())
       .addPrimaryKeyConstraint('manifests_pk', ['repository', 'digest'])
       .execute();
-    await db.schema.createIndex('manifests_subject').on('manifests').columns(['repository', 'subject']).execute();
+    await db.schema
+      .createIndex('manifests_subject')
+      .on('manifests')
+      .columns(['repository', 'subject'])
+      .execute();
     await db.schema
       .createTable('tags')
       .addColumn('repository', 'varchar(255)', (c) => c.notNull())

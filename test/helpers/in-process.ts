@@ -1,6 +1,11 @@
 import { rm } from 'node:fs/promises';
 import { silentLogger } from '../../src/log/index.js';
-import { DEFAULT_CONFIG, startRegistry, type RunningRegistry, type ServeConfig } from '../../src/registry/index.js';
+import {
+  DEFAULT_CONFIG,
+  startRegistry,
+  type RunningRegistry,
+  type ServeConfig,
+} from '../../src/registry/index.js';
 import { tempDir } from './processes.js';
 
 export interface TestRegistry extends RunningRegistry {

@@ -29,7 +29,9 @@ export interface ImageOptions {
 
 /** A small random OCI image (or artifact, with artifactType/subject) and its manifest bytes. */
 export function image(options: ImageOptions = {}): Image {
-  const config = blob(JSON.stringify({ architecture: 'amd64', os: 'linux', nonce: randomBytes(8).toString('hex') }));
+  const config = blob(
+    JSON.stringify({ architecture: 'amd64', os: 'linux', nonce: randomBytes(8).toString('hex') }),
+  );
   const layers = Array.from({ length: options.layers ?? 1 }, () => blob());
   const mediaType = options.mediaType ?? MediaType.OciManifest;
   const docker = mediaType === MediaType.DockerManifest;
@@ -37,10 +39,24 @@ export function image(options: ImageOptions = {}): Image {
     schemaVersion: 2,
     mediaType,
     ...(options.artifactType ? { artifactType: options.artifactType } : {}),
-    config: { mediaType: docker ? MediaType.DockerConfig : MediaType.OciConfig, digest: config.digest, size: config.bytes.length },
-    layers: layers.map((l) => ({ mediaType: docker ? MediaType.DockerLayerGzip : MediaType.OciLayerGzip, digest: l.digest, size: l.bytes.length })),
+    config: {
+      mediaType: docker ? MediaType.DockerConfig : MediaType.OciConfig,
+      digest: config.digest,
+      size: config.bytes.length,
+    },
+    layers: layers.map((l) => ({
+      mediaType: docker ? MediaType.DockerLayerGzip : MediaType.OciLayerGzip,
+      digest: l.digest,
+      size: l.bytes.length,
+    })),
     ...(options.subject
-      ? { subject: { mediaType: options.subject.mediaType ?? MediaType.OciManifest, digest: options.subject.digest, size: options.subject.size } }
+      ? {
+          subject: {
+            mediaType: options.subject.mediaType ?? MediaType.OciManifest,
+            digest: options.subject.digest,
+            size: options.subject.size,
+          },
+        }
       : {}),
     ...(options.annotations ? { annotations: options.annotations } : {}),
   };
@@ -49,7 +65,10 @@ export function image(options: ImageOptions = {}): Image {
 }
 
 /** An OCI index over the given images, each with a platform. */
-export function index(children: readonly Image[], mediaType: string = MediaType.OciIndex): { manifest: Buffer; digest: Digest; mediaType: string } {
+export function index(
+  children: readonly Image[],
+  mediaType: string = MediaType.OciIndex,
+): { manifest: Buffer; digest: Digest; mediaType: string } {
   const body = {
     schemaVersion: 2,
     mediaType,

@@ -79,7 +79,17 @@ export async function startAirlockProcess(options: StartAirlockOptions = {}): Pr
   const port = options.port ?? (await freePort());
   const child = spawn(
     process.execPath,
-    [CLI, 'serve', '--addr', `127.0.0.1:${port}`, '--data', dataDir, '--log-level', 'warn', ...(options.extraArgs ?? [])],
+    [
+      CLI,
+      'serve',
+      '--addr',
+      `127.0.0.1:${port}`,
+      '--data',
+      dataDir,
+      '--log-level',
+      'warn',
+      ...(options.extraArgs ?? []),
+    ],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } },
   );
   const { output, exited } = track(child);

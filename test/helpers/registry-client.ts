@@ -4,7 +4,11 @@ import type { Blob, Image } from './oci-fixtures.js';
 export class TestClient {
   constructor(readonly base: string) {}
 
-  request(method: string, path: string, init: { body?: Buffer | string; headers?: Record<string, string> } = {}): Promise<Response> {
+  request(
+    method: string,
+    path: string,
+    init: { body?: Buffer | string; headers?: Record<string, string> } = {},
+  ): Promise<Response> {
     return fetch(`${this.base}${path}`, {
       method,
       redirect: 'manual',
@@ -24,7 +28,10 @@ export class TestClient {
   }
 
   async pushManifest(repo: string, reference: string, bytes: Buffer, mediaType: string): Promise<Response> {
-    return this.request('PUT', `/v2/${repo}/manifests/${reference}`, { body: bytes, headers: { 'content-type': mediaType } });
+    return this.request('PUT', `/v2/${repo}/manifests/${reference}`, {
+      body: bytes,
+      headers: { 'content-type': mediaType },
+    });
   }
 
   /** Pushes config, layers and manifest; asserts success. */

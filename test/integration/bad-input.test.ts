@@ -15,7 +15,8 @@ async function snapshot(dir: string): Promise<string[]> {
     for (const entry of await readdir(d, { withFileTypes: true })) {
       const path = join(d, entry.name);
       if (entry.isDirectory()) await walk(path);
-      else if (!entry.name.startsWith('airlock.db')) out.push(`${path.slice(dir.length)}:${(await stat(path)).size}`);
+      else if (!entry.name.startsWith('airlock.db'))
+        out.push(`${path.slice(dir.length)}:${(await stat(path)).size}`);
     }
   };
   await walk(dir);
@@ -23,7 +24,13 @@ async function snapshot(dir: string): Promise<string[]> {
 }
 
 /** Sends a request with the path exactly as written (fetch would normalise "/../" away). */
-function rawRequest(base: string, method: string, path: string, body?: string | Buffer, headers: Record<string, string> = {}): Promise<Response> {
+function rawRequest(
+  base: string,
+  method: string,
+  path: string,
+  body?: string | Buffer,
+  headers: Record<string, string> = {},
+): Promise<Response> {
   return new Promise((resolve, reject) => {
     const url = new URL(base);
     const req = request({ host: url.hostname, port: url.port, path, method, headers }, (res) => {
@@ -32,7 +39,12 @@ function rawRequest(base: string, method: string, path: string, body?: string | 
       res.on('end', () => {
         const h = new Headers();
         for (const [k, v] of Object.entries(res.headers)) if (typeof v === 'string') h.set(k, v);
-        resolve(new Response(res.statusCode === 204 ? null : Buffer.concat(chunks), { status: res.statusCode ?? 0, headers: h }));
+        resolve(
+          new Response(res.statusCode === 204 ? null : Buffer.concat(chunks), {
+            status: res.statusCode ?? 0,
+            headers: h,
+          }),
+        );
       });
     });
     req.on('error', reject);
@@ -70,35 +82,255 @@ describe('malformed requests', () => {
 
   const manifestWith = (body: unknown): string => JSON.stringify(body);
   const cases: BadRequest[] = [
-    { what: 'a name with ".." components', method: 'GET', path: '/v2/a/../x/tags/list', status: 400, code: 'NAME_INVALID' },
-    { what: 'a name with upper case', method: 'GET', path: '/v2/Good/Repo/tags/list', status: 400, code: 'NAME_INVALID' },
-    { what: 'a name with an empty component', method: 'POST', path: '/v2/good//repo/blobs/uploads/', status: 400, code: 'NAME_INVALID' },
-    { what: 'a name that is too long', method: 'GET', path: `/v2/${'a'.repeat(256)}/tags/list`, status: 400, code: 'NAME_INVALID' },
-    { what: 'bad percent-encoding in a name', method: 'GET', path: '/v2/a%zz/tags/list', status: 400, code: 'NAME_INVALID' },
-    { what: 'a malformed blob digest', method: 'GET', path: '/v2/good/repo/blobs/sha256:xyz', status: 400, code: 'DIGEST_INVALID' },
-    { what: 'an unsupported digest algorithm', method: 'GET', path: '/v2/good/repo/blobs/md5:d41d8cd98f00b204e9800998ecf8427e', status: 400, code: 'DIGEST_INVALID' },
-    { what: 'a monolithic upload whose bytes do not match the digest', method: 'POST', path: `/v2/good/repo/blobs/uploads/?digest=${digestOf('x')}`, body: 'not x', status: 400, code: 'DIGEST_INVALID' },
-    { what: 'a monolithic upload with a malformed digest', method: 'POST', path: '/v2/good/repo/blobs/uploads/?digest=sha256:short', body: 'x', status: 400, code: 'DIGEST_INVALID' },
-    { what: 'a chunk that does not start where the upload ends', method: 'PATCH', path: () => uploadLocation, body: 'zz', headers: { 'content-range': '10-11' }, status: 416, code: 'BLOB_UPLOAD_INVALID' },
-    { what: 'a Content-Range that is not start-end', method: 'PATCH', path: () => uploadLocation, body: 'zz', headers: { 'content-range': 'garbage' }, status: 416, code: 'BLOB_UPLOAD_INVALID' },
-    { what: 'a Content-Range whose length differs from Content-Length', method: 'PATCH', path: () => uploadLocation, body: 'zz', headers: { 'content-range': '3-9' }, status: 416, code: 'BLOB_UPLOAD_INVALID' },
-    { what: 'an unknown upload id', method: 'PATCH', path: '/v2/good/repo/blobs/uploads/doesnotexist', body: 'x', status: 404, code: 'BLOB_UPLOAD_UNKNOWN' },
-    { what: 'an upload id that tries to escape the folder', method: 'GET', path: '/v2/good/repo/blobs/uploads/..%2F..%2Fairlock.db', status: 404, code: 'BLOB_UPLOAD_UNKNOWN' },
-    { what: 'closing an upload without a digest', method: 'PUT', path: () => uploadLocation, status: 400, code: 'DIGEST_INVALID' },
-    { what: 'a manifest that is not JSON', method: 'PUT', path: '/v2/good/repo/manifests/bad', body: '{not json', headers: { 'content-type': MediaType.OciManifest }, status: 400, code: 'MANIFEST_INVALID' },
-    { what: 'a manifest whose media type disagrees with Content-Type', method: 'PUT', path: '/v2/good/repo/manifests/bad', body: img.manifest, headers: { 'content-type': MediaType.DockerManifest }, status: 400, code: 'MANIFEST_INVALID' },
-    { what: 'a schema 1 manifest', method: 'PUT', path: '/v2/good/repo/manifests/bad', body: manifestWith({ schemaVersion: 1, name: 'x' }), headers: { 'content-type': 'application/vnd.docker.distribution.manifest.v1+prettyjws' }, status: 400, code: 'MANIFEST_INVALID' },
-    { what: 'a manifest with a malformed layer digest', method: 'PUT', path: '/v2/good/repo/manifests/bad', body: manifestWith({ schemaVersion: 2, mediaType: MediaType.OciManifest, config: { mediaType: MediaType.OciConfig, digest: img.config.digest, size: img.config.bytes.length }, layers: [{ mediaType: MediaType.OciLayerGzip, digest: 'sha256:12', size: 1 }] }), headers: { 'content-type': MediaType.OciManifest }, status: 400, code: 'MANIFEST_INVALID' },
-    { what: 'a manifest whose layer size disagrees with the stored blob', method: 'PUT', path: '/v2/good/repo/manifests/bad', body: manifestWith({ schemaVersion: 2, mediaType: MediaType.OciManifest, config: { mediaType: MediaType.OciConfig, digest: img.config.digest, size: img.config.bytes.length + 1 }, layers: [] }), headers: { 'content-type': MediaType.OciManifest }, status: 400, code: 'MANIFEST_INVALID' },
-    { what: 'a manifest whose config is unknown', method: 'PUT', path: '/v2/good/repo/manifests/bad', body: manifestWith({ schemaVersion: 2, mediaType: MediaType.OciManifest, config: { mediaType: MediaType.OciConfig, digest: digestOf('nope'), size: 4 }, layers: [] }), headers: { 'content-type': MediaType.OciManifest }, status: 400, code: 'MANIFEST_BLOB_UNKNOWN' },
-    { what: 'a manifest over 4 MiB', method: 'PUT', path: '/v2/good/repo/manifests/big', body: Buffer.alloc(4 * 1024 * 1024 + 1, 32), headers: { 'content-type': MediaType.OciManifest }, status: 413, code: 'MANIFEST_INVALID' },
-    { what: 'a manifest PUT under an invalid tag', method: 'PUT', path: '/v2/good/repo/manifests/-bad-tag', body: img.manifest, headers: { 'content-type': MediaType.OciManifest }, status: 400, code: 'MANIFEST_INVALID' },
-    { what: 'a manifest PUT by a digest that does not match', method: 'PUT', path: `/v2/good/repo/manifests/${digestOf('no')}`, body: img.manifest, headers: { 'content-type': MediaType.OciManifest }, status: 400, code: 'DIGEST_INVALID' },
-    { what: 'an unknown manifest', method: 'GET', path: '/v2/good/repo/manifests/nope', status: 404, code: 'MANIFEST_UNKNOWN' },
-    { what: 'an unknown manifest digest', method: 'GET', path: `/v2/good/repo/manifests/${digestOf('nope')}`, status: 404, code: 'MANIFEST_UNKNOWN' },
-    { what: 'a method the route does not have', method: 'POST', path: '/v2/good/repo/manifests/v1', status: 405, code: 'UNSUPPORTED' },
-    { what: 'a negative page size', method: 'GET', path: '/v2/good/repo/tags/list?n=-1', status: 400, code: 'UNSUPPORTED' },
-    { what: 'a path that is not part of the API', method: 'GET', path: '/v2/good/repo/nothing', status: 404, code: 'NAME_UNKNOWN' },
+    {
+      what: 'a name with ".." components',
+      method: 'GET',
+      path: '/v2/a/../x/tags/list',
+      status: 400,
+      code: 'NAME_INVALID',
+    },
+    {
+      what: 'a name with upper case',
+      method: 'GET',
+      path: '/v2/Good/Repo/tags/list',
+      status: 400,
+      code: 'NAME_INVALID',
+    },
+    {
+      what: 'a name with an empty component',
+      method: 'POST',
+      path: '/v2/good//repo/blobs/uploads/',
+      status: 400,
+      code: 'NAME_INVALID',
+    },
+    {
+      what: 'a name that is too long',
+      method: 'GET',
+      path: `/v2/${'a'.repeat(256)}/tags/list`,
+      status: 400,
+      code: 'NAME_INVALID',
+    },
+    {
+      what: 'bad percent-encoding in a name',
+      method: 'GET',
+      path: '/v2/a%zz/tags/list',
+      status: 400,
+      code: 'NAME_INVALID',
+    },
+    {
+      what: 'a malformed blob digest',
+      method: 'GET',
+      path: '/v2/good/repo/blobs/sha256:xyz',
+      status: 400,
+      code: 'DIGEST_INVALID',
+    },
+    {
+      what: 'an unsupported digest algorithm',
+      method: 'GET',
+      path: '/v2/good/repo/blobs/md5:d41d8cd98f00b204e9800998ecf8427e',
+      status: 400,
+      code: 'DIGEST_INVALID',
+    },
+    {
+      what: 'a monolithic upload whose bytes do not match the digest',
+      method: 'POST',
+      path: `/v2/good/repo/blobs/uploads/?digest=${digestOf('x')}`,
+      body: 'not x',
+      status: 400,
+      code: 'DIGEST_INVALID',
+    },
+    {
+      what: 'a monolithic upload with a malformed digest',
+      method: 'POST',
+      path: '/v2/good/repo/blobs/uploads/?digest=sha256:short',
+      body: 'x',
+      status: 400,
+      code: 'DIGEST_INVALID',
+    },
+    {
+      what: 'a chunk that does not start where the upload ends',
+      method: 'PATCH',
+      path: () => uploadLocation,
+      body: 'zz',
+      headers: { 'content-range': '10-11' },
+      status: 416,
+      code: 'BLOB_UPLOAD_INVALID',
+    },
+    {
+      what: 'a Content-Range that is not start-end',
+      method: 'PATCH',
+      path: () => uploadLocation,
+      body: 'zz',
+      headers: { 'content-range': 'garbage' },
+      status: 416,
+      code: 'BLOB_UPLOAD_INVALID',
+    },
+    {
+      what: 'a Content-Range whose length differs from Content-Length',
+      method: 'PATCH',
+      path: () => uploadLocation,
+      body: 'zz',
+      headers: { 'content-range': '3-9' },
+      status: 416,
+      code: 'BLOB_UPLOAD_INVALID',
+    },
+    {
+      what: 'an unknown upload id',
+      method: 'PATCH',
+      path: '/v2/good/repo/blobs/uploads/doesnotexist',
+      body: 'x',
+      status: 404,
+      code: 'BLOB_UPLOAD_UNKNOWN',
+    },
+    {
+      what: 'an upload id that tries to escape the folder',
+      method: 'GET',
+      path: '/v2/good/repo/blobs/uploads/..%2F..%2Fairlock.db',
+      status: 404,
+      code: 'BLOB_UPLOAD_UNKNOWN',
+    },
+    {
+      what: 'closing an upload without a digest',
+      method: 'PUT',
+      path: () => uploadLocation,
+      status: 400,
+      code: 'DIGEST_INVALID',
+    },
+    {
+      what: 'a manifest that is not JSON',
+      method: 'PUT',
+      path: '/v2/good/repo/manifests/bad',
+      body: '{not json',
+      headers: { 'content-type': MediaType.OciManifest },
+      status: 400,
+      code: 'MANIFEST_INVALID',
+    },
+    {
+      what: 'a manifest whose media type disagrees with Content-Type',
+      method: 'PUT',
+      path: '/v2/good/repo/manifests/bad',
+      body: img.manifest,
+      headers: { 'content-type': MediaType.DockerManifest },
+      status: 400,
+      code: 'MANIFEST_INVALID',
+    },
+    {
+      what: 'a schema 1 manifest',
+      method: 'PUT',
+      path: '/v2/good/repo/manifests/bad',
+      body: manifestWith({ schemaVersion: 1, name: 'x' }),
+      headers: { 'content-type': 'application/vnd.docker.distribution.manifest.v1+prettyjws' },
+      status: 400,
+      code: 'MANIFEST_INVALID',
+    },
+    {
+      what: 'a manifest with a malformed layer digest',
+      method: 'PUT',
+      path: '/v2/good/repo/manifests/bad',
+      body: manifestWith({
+        schemaVersion: 2,
+        mediaType: MediaType.OciManifest,
+        config: { mediaType: MediaType.OciConfig, digest: img.config.digest, size: img.config.bytes.length },
+        layers: [{ mediaType: MediaType.OciLayerGzip, digest: 'sha256:12', size: 1 }],
+      }),
+      headers: { 'content-type': MediaType.OciManifest },
+      status: 400,
+      code: 'MANIFEST_INVALID',
+    },
+    {
+      what: 'a manifest whose layer size disagrees with the stored blob',
+      method: 'PUT',
+      path: '/v2/good/repo/manifests/bad',
+      body: manifestWith({
+        schemaVersion: 2,
+        mediaType: MediaType.OciManifest,
+        config: {
+          mediaType: MediaType.OciConfig,
+          digest: img.config.digest,
+          size: img.config.bytes.length + 1,
+        },
+        layers: [],
+      }),
+      headers: { 'content-type': MediaType.OciManifest },
+      status: 400,
+      code: 'MANIFEST_INVALID',
+    },
+    {
+      what: 'a manifest whose config is unknown',
+      method: 'PUT',
+      path: '/v2/good/repo/manifests/bad',
+      body: manifestWith({
+        schemaVersion: 2,
+        mediaType: MediaType.OciManifest,
+        config: { mediaType: MediaType.OciConfig, digest: digestOf('nope'), size: 4 },
+        layers: [],
+      }),
+      headers: { 'content-type': MediaType.OciManifest },
+      status: 400,
+      code: 'MANIFEST_BLOB_UNKNOWN',
+    },
+    {
+      what: 'a manifest over 4 MiB',
+      method: 'PUT',
+      path: '/v2/good/repo/manifests/big',
+      body: Buffer.alloc(4 * 1024 * 1024 + 1, 32),
+      headers: { 'content-type': MediaType.OciManifest },
+      status: 413,
+      code: 'MANIFEST_INVALID',
+    },
+    {
+      what: 'a manifest PUT under an invalid tag',
+      method: 'PUT',
+      path: '/v2/good/repo/manifests/-bad-tag',
+      body: img.manifest,
+      headers: { 'content-type': MediaType.OciManifest },
+      status: 400,
+      code: 'MANIFEST_INVALID',
+    },
+    {
+      what: 'a manifest PUT by a digest that does not match',
+      method: 'PUT',
+      path: `/v2/good/repo/manifests/${digestOf('no')}`,
+      body: img.manifest,
+      headers: { 'content-type': MediaType.OciManifest },
+      status: 400,
+      code: 'DIGEST_INVALID',
+    },
+    {
+      what: 'an unknown manifest',
+      method: 'GET',
+      path: '/v2/good/repo/manifests/nope',
+      status: 404,
+      code: 'MANIFEST_UNKNOWN',
+    },
+    {
+      what: 'an unknown manifest digest',
+      method: 'GET',
+      path: `/v2/good/repo/manifests/${digestOf('nope')}`,
+      status: 404,
+      code: 'MANIFEST_UNKNOWN',
+    },
+    {
+      what: 'a method the route does not have',
+      method: 'POST',
+      path: '/v2/good/repo/manifests/v1',
+      status: 405,
+      code: 'UNSUPPORTED',
+    },
+    {
+      what: 'a negative page size',
+      method: 'GET',
+      path: '/v2/good/repo/tags/list?n=-1',
+      status: 400,
+      code: 'UNSUPPORTED',
+    },
+    {
+      what: 'a path that is not part of the API',
+      method: 'GET',
+      path: '/v2/good/repo/nothing',
+      status: 404,
+      code: 'NAME_UNKNOWN',
+    },
   ];
 
   for (const bad of cases) {

@@ -32,13 +32,19 @@ describe('blob API', () => {
     assert.equal(head.headers.get('content-length'), '10');
     const get = await c.request('GET', `/v2/p/r/img/blobs/${b.digest}`);
     assert.equal(await get.text(), '0123456789');
-    const range = await c.request('GET', `/v2/p/r/img/blobs/${b.digest}`, { headers: { range: 'bytes=2-4' } });
+    const range = await c.request('GET', `/v2/p/r/img/blobs/${b.digest}`, {
+      headers: { range: 'bytes=2-4' },
+    });
     assert.equal(range.status, 206);
     assert.equal(range.headers.get('content-range'), 'bytes 2-4/10');
     assert.equal(await range.text(), '234');
-    const suffix = await c.request('GET', `/v2/p/r/img/blobs/${b.digest}`, { headers: { range: 'bytes=-3' } });
+    const suffix = await c.request('GET', `/v2/p/r/img/blobs/${b.digest}`, {
+      headers: { range: 'bytes=-3' },
+    });
     assert.equal(await suffix.text(), '789');
-    const outside = await c.request('GET', `/v2/p/r/img/blobs/${b.digest}`, { headers: { range: 'bytes=20-30' } });
+    const outside = await c.request('GET', `/v2/p/r/img/blobs/${b.digest}`, {
+      headers: { range: 'bytes=20-30' },
+    });
     assert.equal(outside.status, 416);
     await outside.arrayBuffer();
   });
@@ -50,16 +56,25 @@ describe('blob API', () => {
     const location = start.headers.get('location') ?? '';
     assert.match(location, /^\/v2\/p\/chunked\/blobs\/uploads\/[A-Za-z0-9_-]+$/);
     assert.ok(start.headers.get('docker-upload-uuid'));
-    const p1 = await c.request('PATCH', location, { body: b.bytes.subarray(0, 4), headers: { 'content-range': '0-3', 'content-type': 'application/octet-stream' } });
+    const p1 = await c.request('PATCH', location, {
+      body: b.bytes.subarray(0, 4),
+      headers: { 'content-range': '0-3', 'content-type': 'application/octet-stream' },
+    });
     assert.equal(p1.status, 202);
     assert.equal(p1.headers.get('range'), '0-3');
     const status = await c.request('GET', location);
     assert.equal(status.status, 204);
     assert.equal(status.headers.get('range'), '0-3');
-    const outOfOrder = await c.request('PATCH', location, { body: b.bytes.subarray(6), headers: { 'content-range': '6-9' } });
+    const outOfOrder = await c.request('PATCH', location, {
+      body: b.bytes.subarray(6),
+      headers: { 'content-range': '6-9' },
+    });
     assert.equal(outOfOrder.status, 416);
     assert.equal(await errorCode(outOfOrder), 'BLOB_UPLOAD_INVALID');
-    const p2 = await c.request('PATCH', location, { body: b.bytes.subarray(4, 8), headers: { 'content-range': '4-7' } });
+    const p2 = await c.request('PATCH', location, {
+      body: b.bytes.subarray(4, 8),
+      headers: { 'content-range': '4-7' },
+    });
     assert.equal(p2.headers.get('range'), '0-7');
     const put = await c.request('PUT', `${location}?digest=${b.digest}`, { body: b.bytes.subarray(8) });
     assert.equal(put.status, 201);
@@ -141,7 +156,7 @@ describe('blob API', () => {
     assert.equal(await errorCode(again), 'BLOB_UNKNOWN');
   });
 
-  it('ignores containerd\'s ?ns= parameter', async () => {
+  it("ignores containerd's ?ns= parameter", async () => {
     const b = blob('ns');
     await c.pushBlob('p/ns', b);
     assert.equal((await c.request('HEAD', `/v2/p/ns/blobs/${b.digest}?ns=docker.io`)).status, 200);
@@ -154,7 +169,10 @@ describe('blob API', () => {
     const b = blob('survives restart');
     const start = await client.request('POST', '/v2/p/restart/blobs/uploads/');
     const location = start.headers.get('location') ?? '';
-    await client.request('PATCH', location, { body: b.bytes.subarray(0, 5), headers: { 'content-range': '0-4' } });
+    await client.request('PATCH', location, {
+      body: b.bytes.subarray(0, 5),
+      headers: { 'content-range': '0-4' },
+    });
     await own.close();
     const again = await startTestRegistry({ data: dataDir });
     try {
@@ -162,7 +180,10 @@ describe('blob API', () => {
       const status = await c2.request('GET', location);
       assert.equal(status.status, 204);
       assert.equal(status.headers.get('range'), '0-4');
-      const put = await c2.request('PUT', `${location}?digest=${b.digest}`, { body: b.bytes.subarray(5), headers: { 'content-range': `5-${b.bytes.length - 1}` } });
+      const put = await c2.request('PUT', `${location}?digest=${b.digest}`, {
+        body: b.bytes.subarray(5),
+        headers: { 'content-range': `5-${b.bytes.length - 1}` },
+      });
       assert.equal(put.status, 201);
     } finally {
       await again.dispose();

@@ -24,7 +24,9 @@ describe('manifest API', () => {
     assert.equal(put.headers.get('docker-content-digest'), img.digest);
     assert.equal(put.headers.get('location'), `/v2/p/app/manifests/${img.digest}`);
     for (const ref of ['v1', img.digest]) {
-      const get = await c.request('GET', `/v2/p/app/manifests/${ref}`, { headers: { accept: MediaType.OciManifest } });
+      const get = await c.request('GET', `/v2/p/app/manifests/${ref}`, {
+        headers: { accept: MediaType.OciManifest },
+      });
       assert.equal(get.status, 200);
       assert.equal(get.headers.get('content-type'), MediaType.OciManifest);
       assert.equal(get.headers.get('docker-content-digest'), img.digest);
@@ -79,23 +81,38 @@ describe('manifest API', () => {
   it('answers a manifest with a subject with OCI-Subject and lists it as a referrer', async () => {
     const subject = image();
     await c.pushImage('p/ref', subject, 'v1');
-    const sig = image({ artifactType: 'application/vnd.dev.cosign.artifact.sig.v1+json', subject: { digest: subject.digest, size: subject.manifest.length }, annotations: { k: 'v' } });
-    const sbom = image({ artifactType: 'application/spdx+json', subject: { digest: subject.digest, size: subject.manifest.length } });
+    const sig = image({
+      artifactType: 'application/vnd.dev.cosign.artifact.sig.v1+json',
+      subject: { digest: subject.digest, size: subject.manifest.length },
+      annotations: { k: 'v' },
+    });
+    const sbom = image({
+      artifactType: 'application/spdx+json',
+      subject: { digest: subject.digest, size: subject.manifest.length },
+    });
     await c.pushBlob('p/ref', sig.config);
     await c.pushBlob('p/ref', sig.layers[0]!);
     const put = await c.pushManifest('p/ref', sig.digest, sig.manifest, sig.mediaType);
     assert.equal(put.status, 201);
     assert.equal(put.headers.get('oci-subject'), subject.digest);
     await c.pushImage('p/ref', sbom);
-    const all = await c.json<{ manifests: Array<{ digest: string; artifactType: string; annotations?: Record<string, string> }>; mediaType: string }>(`/v2/p/ref/referrers/${subject.digest}`);
+    const all = await c.json<{
+      manifests: Array<{ digest: string; artifactType: string; annotations?: Record<string, string> }>;
+      mediaType: string;
+    }>(`/v2/p/ref/referrers/${subject.digest}`);
     assert.equal(all.status, 200);
     assert.equal(all.headers.get('content-type'), MediaType.OciIndex);
     assert.equal(all.body.mediaType, MediaType.OciIndex);
     assert.deepEqual(all.body.manifests.map((m) => m.digest).sort(), [sig.digest, sbom.digest].sort());
     assert.deepEqual(all.body.manifests.find((m) => m.digest === sig.digest)?.annotations, { k: 'v' });
-    const filtered = await c.json<{ manifests: Array<{ digest: string }> }>(`/v2/p/ref/referrers/${subject.digest}?artifactType=application/spdx%2Bjson`);
+    const filtered = await c.json<{ manifests: Array<{ digest: string }> }>(
+      `/v2/p/ref/referrers/${subject.digest}?artifactType=application/spdx%2Bjson`,
+    );
     assert.equal(filtered.headers.get('oci-filters-applied'), 'artifactType');
-    assert.deepEqual(filtered.body.manifests.map((m) => m.digest), [sbom.digest]);
+    assert.deepEqual(
+      filtered.body.manifests.map((m) => m.digest),
+      [sbom.digest],
+    );
     const page = await c.request('GET', `/v2/p/ref/referrers/${subject.digest}?n=1`);
     assert.match(page.headers.get('link') ?? '', /rel="next"/);
     assert.equal(((await page.json()) as { manifests: unknown[] }).manifests.length, 1);
@@ -128,9 +145,15 @@ describe('manifest API', () => {
     const first = image();
     const second = image();
     await c.pushImage('p/move', first, 'latest');
-    assert.equal((await c.request('GET', '/v2/p/move/manifests/latest')).headers.get('docker-content-digest'), first.digest);
+    assert.equal(
+      (await c.request('GET', '/v2/p/move/manifests/latest')).headers.get('docker-content-digest'),
+      first.digest,
+    );
     await c.pushImage('p/move', second, 'latest');
-    assert.equal((await c.request('GET', '/v2/p/move/manifests/latest')).headers.get('docker-content-digest'), second.digest);
+    assert.equal(
+      (await c.request('GET', '/v2/p/move/manifests/latest')).headers.get('docker-content-digest'),
+      second.digest,
+    );
   });
 
   it('announces pushes and deletes as events', async () => {
@@ -139,7 +162,13 @@ describe('manifest API', () => {
     const img = image();
     await c.pushImage('p/events', img, 'v1');
     await c.request('DELETE', '/v2/p/events/manifests/v1');
-    assert.deepEqual(seen.map((e) => [e.action, e.repository, e.tag]), [['push', 'p/events', 'v1'], ['delete', 'p/events', 'v1']]);
+    assert.deepEqual(
+      seen.map((e) => [e.action, e.repository, e.tag]),
+      [
+        ['push', 'p/events', 'v1'],
+        ['delete', 'p/events', 'v1'],
+      ],
+    );
   });
 
   it('lists tags in lexical order with n, last and a Link header', async () => {

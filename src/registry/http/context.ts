@@ -18,9 +18,14 @@ export interface Context {
 export const API_VERSION = 'registry/2.0';
 
 /** Sends a JSON body with the right length. */
-export function sendJson(ctx: Context, status: number, body: unknown, headers: Record<string, string | number> = {}): void {
+export function sendJson(
+  ctx: Context,
+  body: unknown,
+  options: { status?: number; headers?: Record<string, string | number> } = {},
+): void {
   const bytes = Buffer.from(JSON.stringify(body));
-  ctx.res.writeHead(status, {
+  const headers = options.headers ?? {};
+  ctx.res.writeHead(options.status ?? 200, {
     'content-type': 'application/json',
     'content-length': bytes.byteLength,
     ...headers,
@@ -43,20 +48,32 @@ export function sendError(ctx: Context, error: unknown): void {
   }
   if (error instanceof RegistryError) {
     if (error.status >= 500) ctx.log.error({ err: error }, 'request failed');
-    sendJson(ctx, error.status, error.toBody(), { [Header.ApiVersion]: API_VERSION });
+    sendJson(ctx, error.toBody(), { status: error.status, headers: { [Header.ApiVersion]: API_VERSION } });
     return;
   }
   ctx.log.error({ err: error }, 'unexpected error');
-  sendJson(ctx, 500, { errors: [{ code: 'UNKNOWN', message: 'internal error; see the registry log', detail: { requestId: ctx.id } }] });
+  sendJson(
+    ctx,
+    {
+      errors: [
+        { code: 'UNKNOWN', message: 'internal error; see the registry log', detail: { requestId: ctx.id } },
+      ],
+    },
+    { status: 500 },
+  );
 }
 
 /** Reads a small request body whole; more than `limit` bytes fails with 413. */
 export async function readSmallBody(ctx: Context, limit: number, what: string): Promise<Buffer> {
   const declared = Number(ctx.req.headers['content-length']);
   const tooLarge = () =>
-    new RegistryError(what === 'manifest' ? 'MANIFEST_INVALID' : 'SIZE_INVALID', `The ${what} is larger than ${limit} bytes`, {
-      status: 413,
-    });
+    new RegistryError(
+      what === 'manifest' ? 'MANIFEST_INVALID' : 'SIZE_INVALID',
+      `The ${what} is larger than ${limit} bytes`,
+      {
+        status: 413,
+      },
+    );
   if (Number.isFinite(declared) && declared > limit) throw tooLarge();
   const chunks: Buffer[] = [];
   let size = 0;
@@ -82,7 +99,9 @@ export function pageQuery(ctx: Context, max: number): { n: number; last?: string
   if (nText !== null && nText !== '') {
     n = Number(nText);
     if (!Number.isInteger(n) || n < 0) {
-      throw new RegistryError('UNSUPPORTED', `Query parameter n="${nText}" must be a non-negative integer`, { status: 400 });
+      throw new RegistryError('UNSUPPORTED', `Query parameter n="${nText}" must be a non-negative integer`, {
+        status: 400,
+      });
     }
     n = Math.min(n, max);
   }

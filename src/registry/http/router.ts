@@ -3,7 +3,7 @@ import type { Registry } from '../registry.js';
 import type { Context } from './context.js';
 import * as v2 from './v2-handlers.js';
 
-type Handler = (ctx: Context, registry: Registry, name: string, ref: string) => Promise<void> | void;
+type Handler = (ctx: Context, registry: Registry, target: v2.Target) => Promise<void> | void;
 
 interface Route {
   readonly label: string;
@@ -21,7 +21,7 @@ const ROUTES: readonly Route[] = [
   {
     label: 'uploads',
     pattern: /^\/v2\/(.+)\/blobs\/uploads\/?()$/,
-    methods: { POST: (ctx, registry, name) => v2.startUpload(ctx, registry, name) },
+    methods: { POST: v2.startUpload },
   },
   {
     label: 'upload',
@@ -36,7 +36,7 @@ const ROUTES: readonly Route[] = [
   {
     label: 'tags',
     pattern: /^\/v2\/(.+)\/tags\/list()$/,
-    methods: { GET: (ctx, registry, name) => v2.tagsList(ctx, registry, name) },
+    methods: { GET: v2.tagsList },
   },
   {
     label: 'referrers',
@@ -77,7 +77,7 @@ export async function routeV2(ctx: Context, registry: Registry): Promise<boolean
     if (!handler) throw methodNotAllowed(method, path);
     const name = decode(match[1] ?? '');
     registry.checkName(name);
-    await handler(ctx, registry, name, decode(match[2] ?? ''));
+    await handler(ctx, registry, { name, ref: decode(match[2] ?? '') });
     return true;
   }
   return false;

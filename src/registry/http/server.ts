@@ -20,14 +20,17 @@ const BOOT = randomBytes(4).toString('hex');
 let sequence = 0;
 
 /** Builds the request listener: health, metrics and the /v2/ API, with logging and metrics around each request. */
-export function createRequestListener(options: HttpHandlerOptions): (req: IncomingMessage, res: ServerResponse) => void {
+export function createRequestListener(
+  options: HttpHandlerOptions,
+): (req: IncomingMessage, res: ServerResponse) => void {
   const { log, metrics } = options;
   return (req, res) => {
     const started = process.hrtime.bigint();
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const incomingId = req.headers[Header.RequestId];
-    const id = typeof incomingId === 'string' && incomingId.length <= 128 ? incomingId : `${BOOT}-${++sequence}`;
+    const id =
+      typeof incomingId === 'string' && incomingId.length <= 128 ? incomingId : `${BOOT}-${++sequence}`;
     const ctx: Context = {
       req,
       res,
@@ -49,7 +52,14 @@ export function createRequestListener(options: HttpHandlerOptions): (req: Incomi
       if (received > 0) metrics.bytesIn.inc(received);
       const sent = Number(res.getHeader('content-length') ?? 0);
       if (sent > 0 && req.method !== 'HEAD') metrics.bytesOut.inc(sent);
-      const line = { reqId: id, method: req.method, path: ctx.path, route: ctx.route, status, ms: Math.round(seconds * 1000) };
+      const line = {
+        reqId: id,
+        method: req.method,
+        path: ctx.path,
+        route: ctx.route,
+        status,
+        ms: Math.round(seconds * 1000),
+      };
       if (status >= 500) log.error(line, 'request');
       else if (req.method === 'GET' || req.method === 'HEAD') log.debug(line, 'request');
       else log.info(line, 'request');
@@ -66,13 +76,13 @@ async function handle(ctx: Context, options: HttpHandlerOptions): Promise<void> 
   }
   if (path === '/healthz') {
     ctx.route = 'healthz';
-    sendJson(ctx, 200, { status: 'ok' });
+    sendJson(ctx, { status: 'ok' });
     return;
   }
   if (path === '/readyz') {
     ctx.route = 'readyz';
     const ready = options.ready();
-    sendJson(ctx, ready ? 200 : 503, { status: ready ? 'ready' : 'shutting down' });
+    sendJson(ctx, { status: ready ? 'ready' : 'shutting down' }, { status: ready ? 200 : 503 });
     return;
   }
   if (path === '/metrics') {
@@ -82,7 +92,7 @@ async function handle(ctx: Context, options: HttpHandlerOptions): Promise<void> 
     ctx.res.end(text);
     return;
   }
-  sendJson(ctx, 404, { errors: [{ code: 'NOT_FOUND', message: `Nothing at "${path}"` }] });
+  sendJson(ctx, { errors: [{ code: 'NOT_FOUND', message: `Nothing at "${path}"` }] }, { status: 404 });
 }
 
 /** Creates the node HTTP server with timeouts suited to long blob transfers. */

@@ -2,7 +2,21 @@ import { Header, MediaType, MAX_MANIFEST_BYTES } from '../../oci/index.js';
 import type { ByteRange } from '../../storage/index.js';
 import { RegistryError } from '../errors.js';
 import type { Registry } from '../registry.js';
-import { API_VERSION, drain, pageQuery, readSmallBody, sendEmpty, sendJson, type Context } from './context.js';
+import {
+  API_VERSION,
+  drain,
+  pageQuery,
+  readSmallBody,
+  sendEmpty,
+  sendJson,
+  type Context,
+} from './context.js';
+
+/** The repository and the reference, digest or upload id a route names. */
+export interface Target {
+  readonly name: string;
+  readonly ref: string;
+}
 
 const LIST_MAX = 10_000;
 
@@ -46,15 +60,21 @@ export function parseRangeHeader(value: string, size: number): ByteRange | undef
 /** Parses a PATCH `Content-Range: start-end` (the spec's form; `bytes ` and `bytes=` prefixes tolerated). */
 function parseContentRange(value: string): { start: number; end: number } {
   const match = /^(?:bytes[ =])?(\d+)-(\d+)(?:\/\d+|\/\*)?$/.exec(value.trim());
-  if (!match) throw new RegistryError('BLOB_UPLOAD_INVALID', `Content-Range "${value}" is not "start-end"`, { status: 416 });
+  if (!match)
+    throw new RegistryError('BLOB_UPLOAD_INVALID', `Content-Range "${value}" is not "start-end"`, {
+      status: 416,
+    });
   const start = Number(match[1]);
   const end = Number(match[2]);
-  if (end < start) throw new RegistryError('BLOB_UPLOAD_INVALID', `Content-Range "${value}" ends before it starts`, { status: 416 });
+  if (end < start)
+    throw new RegistryError('BLOB_UPLOAD_INVALID', `Content-Range "${value}" ends before it starts`, {
+      status: 416,
+    });
   return { start, end };
 }
 
 export function base(ctx: Context): void {
-  sendJson(ctx, 200, {}, { [Header.ApiVersion]: API_VERSION });
+  sendJson(ctx, {}, { headers: { [Header.ApiVersion]: API_VERSION } });
 }
 
 export async function catalog(ctx: Context, registry: Registry): Promise<void> {
@@ -65,10 +85,10 @@ export async function catalog(ctx: Context, registry: Registry): Promise<void> {
   if (last !== undefined && repositories.length === page.n) {
     headers.link = `</v2/_catalog?last=${encodeURIComponent(last)}&n=${page.n}>; rel="next"`;
   }
-  sendJson(ctx, 200, { repositories }, headers);
+  sendJson(ctx, { repositories }, { headers });
 }
 
-export async function tagsList(ctx: Context, registry: Registry, name: string): Promise<void> {
+export async function tagsList(ctx: Context, registry: Registry, { name }: Target): Promise<void> {
   const page = pageQuery(ctx, LIST_MAX);
   const tags = await registry.listTags(name, page.n === 0 ? { n: 1 } : page);
   const shown = page.n === 0 ? [] : tags;
@@ -77,10 +97,14 @@ export async function tagsList(ctx: Context, registry: Registry, name: string): 
   if (last !== undefined && shown.length === page.n) {
     headers.link = `</v2/${name}/tags/list?last=${encodeURIComponent(last)}&n=${page.n}>; rel="next"`;
   }
-  sendJson(ctx, 200, { name, tags: shown }, headers);
+  sendJson(ctx, { name, tags: shown }, { headers });
 }
 
-export async function referrers(ctx: Context, registry: Registry, name: string, digest: string): Promise<void> {
+export async function referrers(
+  ctx: Context,
+  registry: Registry,
+  { name, ref: digest }: Target,
+): Promise<void> {
   const artifactType = ctx.query.get('artifactType') ?? undefined;
   const all = await registry.listReferrers(name, digest, artifactType);
   const page = pageQuery(ctx, 1_000);
@@ -96,11 +120,19 @@ export async function referrers(ctx: Context, registry: Registry, name: string, 
   }
   const body = { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests };
   const bytes = Buffer.from(JSON.stringify(body));
-  ctx.res.writeHead(200, { 'content-type': MediaType.OciIndex, 'content-length': bytes.byteLength, ...headers });
+  ctx.res.writeHead(200, {
+    'content-type': MediaType.OciIndex,
+    'content-length': bytes.byteLength,
+    ...headers,
+  });
   ctx.res.end(ctx.req.method === 'HEAD' ? undefined : bytes);
 }
 
-export async function getManifest(ctx: Context, registry: Registry, name: string, reference: string): Promise<void> {
+export async function getManifest(
+  ctx: Context,
+  registry: Registry,
+  { name, ref: reference }: Target,
+): Promise<void> {
   const manifest = await registry.getManifest(name, reference);
   ctx.res.writeHead(200, {
     'content-type': manifest.mediaType,
@@ -111,9 +143,16 @@ export async function getManifest(ctx: Context, registry: Registry, name: string
   ctx.res.end(ctx.req.method === 'HEAD' ? undefined : manifest.bytes);
 }
 
-export async function putManifest(ctx: Context, registry: Registry, name: string, reference: string): Promise<void> {
+export async function putManifest(
+  ctx: Context,
+  registry: Registry,
+  { name, ref: reference }: Target,
+): Promise<void> {
   const body = await readSmallBody(ctx, MAX_MANIFEST_BYTES, 'manifest');
-  const result = await registry.putManifest(name, reference, body, ctx.req.headers['content-type']);
+  const result = await registry.putManifest(name, reference, {
+    body,
+    contentType: ctx.req.headers['content-type'],
+  });
   sendEmpty(ctx, 201, {
     location: `/v2/${name}/manifests/${result.digest}`,
     [Header.ContentDigest]: result.digest,
@@ -121,12 +160,20 @@ export async function putManifest(ctx: Context, registry: Registry, name: string
   });
 }
 
-export async function deleteManifest(ctx: Context, registry: Registry, name: string, reference: string): Promise<void> {
+export async function deleteManifest(
+  ctx: Context,
+  registry: Registry,
+  { name, ref: reference }: Target,
+): Promise<void> {
   await registry.deleteManifest(name, reference);
   sendEmpty(ctx, 202);
 }
 
-export async function getBlob(ctx: Context, registry: Registry, name: string, digest: string): Promise<void> {
+export async function getBlob(
+  ctx: Context,
+  registry: Registry,
+  { name, ref: digest }: Target,
+): Promise<void> {
   const size = await registry.statBlob(name, digest);
   const common = { [Header.ContentDigest]: digest, 'accept-ranges': 'bytes', etag: `"${digest}"` };
   if (ctx.req.method === 'HEAD') {
@@ -153,13 +200,17 @@ export async function getBlob(ctx: Context, registry: Registry, name: string, di
   });
 }
 
-export async function deleteBlob(ctx: Context, registry: Registry, name: string, digest: string): Promise<void> {
+export async function deleteBlob(
+  ctx: Context,
+  registry: Registry,
+  { name, ref: digest }: Target,
+): Promise<void> {
   await registry.deleteBlob(name, digest);
   sendEmpty(ctx, 202);
 }
 
 /** POST /blobs/uploads/: mount, monolithic upload with `?digest=`, or a new session. */
-export async function startUpload(ctx: Context, registry: Registry, name: string): Promise<void> {
+export async function startUpload(ctx: Context, registry: Registry, { name }: Target): Promise<void> {
   const mount = ctx.query.get('mount');
   const from = ctx.query.get('from');
   if (mount && from) {
@@ -180,12 +231,20 @@ export async function startUpload(ctx: Context, registry: Registry, name: string
   sendEmpty(ctx, 202, uploadHeaders(name, id, 0));
 }
 
-export async function uploadStatus(ctx: Context, registry: Registry, name: string, id: string): Promise<void> {
+export async function uploadStatus(
+  ctx: Context,
+  registry: Registry,
+  { name, ref: id }: Target,
+): Promise<void> {
   const size = await registry.uploadStatus(name, id);
   sendEmpty(ctx, 204, uploadHeaders(name, id, size));
 }
 
-export async function patchUpload(ctx: Context, registry: Registry, name: string, id: string): Promise<void> {
+export async function patchUpload(
+  ctx: Context,
+  registry: Registry,
+  { name, ref: id }: Target,
+): Promise<void> {
   const rangeHeader = ctx.req.headers['content-range'];
   let offset: number | undefined;
   if (rangeHeader) {
@@ -200,11 +259,15 @@ export async function patchUpload(ctx: Context, registry: Registry, name: string
     }
     offset = range.start;
   }
-  const size = await registry.appendUpload(name, id, ctx.req, offset);
+  const size = await registry.appendUpload(name, id, { body: ctx.req, offset });
   sendEmpty(ctx, 202, uploadHeaders(name, id, size));
 }
 
-export async function finishUpload(ctx: Context, registry: Registry, name: string, id: string): Promise<void> {
+export async function finishUpload(
+  ctx: Context,
+  registry: Registry,
+  { name, ref: id }: Target,
+): Promise<void> {
   const digest = ctx.query.get('digest');
   if (!digest) {
     await drain(ctx);
@@ -214,7 +277,7 @@ export async function finishUpload(ctx: Context, registry: Registry, name: strin
   if (length > 0 || ctx.req.headers['transfer-encoding']) {
     const rangeHeader = ctx.req.headers['content-range'];
     const offset = rangeHeader ? parseContentRange(rangeHeader).start : undefined;
-    await registry.appendUpload(name, id, ctx.req, offset);
+    await registry.appendUpload(name, id, { body: ctx.req, offset });
   } else {
     await drain(ctx);
   }
@@ -222,7 +285,11 @@ export async function finishUpload(ctx: Context, registry: Registry, name: strin
   sendEmpty(ctx, 201, { location: `/v2/${name}/blobs/${stored}`, [Header.ContentDigest]: stored });
 }
 
-export async function cancelUpload(ctx: Context, registry: Registry, name: string, id: string): Promise<void> {
+export async function cancelUpload(
+  ctx: Context,
+  registry: Registry,
+  { name, ref: id }: Target,
+): Promise<void> {
   await registry.cancelUpload(name, id);
   sendEmpty(ctx, 204);
 }
