@@ -1,0 +1,68 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ConfigError, DEFAULT_CONFIG, isLoopback, loadServeConfig, parseAddr } from './config.js';
+
+describe('loadServeConfig', () => {
+  it('uses the embedded defaults when nothing is given', async () => {
+    assert.deepEqual(await loadServeConfig({ env: {} }), DEFAULT_CONFIG);
+  });
+
+  it('layers file < environment < flags', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'airlock-config-'));
+    try {
+      const file = join(dir, 'airlock.yaml');
+      await writeFile(file, 'addr: 127.0.0.1:6000\ndata: /srv/file\nlogLevel: debug\nmaxBlobBytes: 1024\n');
+      const config = await loadServeConfig({
+        file,
+        env: { AIRLOCK_DATA: '/srv/env', AIRLOCK_LOG_LEVEL: 'warn' },
+        flags: { logLevel: 'error', addr: undefined },
+      });
+      assert.equal(config.addr, '127.0.0.1:6000');
+      assert.equal(config.data, '/srv/env');
+      assert.equal(config.logLevel, 'error');
+      assert.equal(config.maxBlobBytes, 1024);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  const bad: Array<[string, () => Promise<unknown>, RegExp]> = [
+    ['an unknown key in a file', async () => withFile('colour: blue\n'), /unknown key "colour"/],
+    ['YAML that does not parse', async () => withFile('addr: [unclosed\n'), /Cannot parse config file/],
+    ['a file that is a list', async () => withFile('- a\n- b\n'), /expected a mapping/],
+    ['a missing file', () => loadServeConfig({ file: '/nonexistent/airlock.yaml', env: {} }), /Cannot read config file/],
+    ['a bad log level', () => loadServeConfig({ env: { AIRLOCK_LOG_LEVEL: 'loud' } }), /AIRLOCK_LOG_LEVEL.*must be one of/],
+    ['a bad address', () => loadServeConfig({ env: {}, flags: { addr: 'nohostport' } }), /"addr" must be HOST:PORT/],
+    ['a negative number', () => loadServeConfig({ env: { AIRLOCK_MAX_BLOB_BYTES: '-5' } }), /non-negative integer/],
+  ];
+  for (const [what, load, message] of bad) {
+    it(`rejects ${what} with a ConfigError naming the problem`, async () => {
+      await assert.rejects(load(), (error: unknown) => error instanceof ConfigError && message.test(error.message));
+    });
+  }
+});
+
+async function withFile(text: string): Promise<unknown> {
+  const dir = await mkdtemp(join(tmpdir(), 'airlock-config-'));
+  try {
+    const file = join(dir, 'airlock.yaml');
+    await writeFile(file, text);
+    return await loadServeConfig({ file, env: {} });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+describe('addresses', () => {
+  it('splits host:port including IPv6 and tells loopback from the rest', () => {
+    assert.deepEqual(parseAddr('127.0.0.1:5000'), { host: '127.0.0.1', port: 5000 });
+    assert.deepEqual(parseAddr('[::1]:0'), { host: '::1', port: 0 });
+    assert.deepEqual(parseAddr(':5000'), { host: '', port: 5000 });
+    assert.throws(() => parseAddr('host:99999'), ConfigError);
+    assert.ok(isLoopback('127.0.0.2') && isLoopback('::1') && isLoopback('localhost'));
+    assert.ok(!isLoopback('0.0.0.0') && !isLoopback('') && !isLoopback('10.0.0.1'));
+  });
+});

@@ -1,0 +1,74 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { CLI, run, startAirlockProcess, tempDir } from '../helpers/processes.js';
+import { image } from '../helpers/oci-fixtures.js';
+import { TestClient } from '../helpers/registry-client.js';
+
+describe('airlock serve', () => {
+  it('starts on the embedded default, keeps data in the data folder and stops cleanly on SIGTERM', async () => {
+    const server = await startAirlockProcess();
+    try {
+      const c = new TestClient(server.url);
+      const img = image();
+      await c.pushImage('seed/app', img, 'v1');
+      await server.stop('SIGTERM');
+      assert.equal(server.child.exitCode, 0);
+      const again = await startAirlockProcess({ dataDir: server.dataDir });
+      try {
+        const res = await new TestClient(again.url).request('GET', '/v2/seed/app/manifests/v1');
+        assert.deepEqual(Buffer.from(await res.arrayBuffer()), img.manifest);
+      } finally {
+        await again.stop();
+      }
+    } finally {
+      await server.stop();
+      await rm(server.dataDir, { recursive: true, force: true });
+    }
+  });
+
+  it('finishes an in-flight upload before it exits on SIGTERM', async () => {
+    const server = await startAirlockProcess();
+    try {
+      const start = await fetch(`${server.url}/v2/slow/upload/blobs/uploads/`, { method: 'POST' });
+      const location = start.headers.get('location') ?? '';
+      const chunk = Buffer.alloc(1024 * 1024, 7);
+      let sent = 0;
+      const body = new ReadableStream<Uint8Array>({
+        async pull(controller) {
+          // Signal once the request is surely under way (two chunks already sent).
+          if (sent === 2) server.child.kill('SIGTERM');
+          if (sent >= 8) {
+            controller.close();
+            return;
+          }
+          await new Promise((r) => setTimeout(r, 20));
+          controller.enqueue(chunk);
+          sent++;
+        },
+      });
+      const res = await fetch(`${server.url}${location}`, { method: 'PATCH', body, duplex: 'half' } as RequestInit);
+      assert.equal(res.status, 202);
+      assert.equal(res.headers.get('range'), `0-${8 * chunk.length - 1}`);
+    } finally {
+      await server.stop();
+      await rm(server.dataDir, { recursive: true, force: true });
+    }
+  });
+
+  it('warns when it listens on a non-loopback address without authentication', async () => {
+    const dir = await tempDir();
+    const child = await run(process.execPath, [CLI, 'serve', '--addr', '0.0.0.0:0', '--data', join(dir, 'd'), '--log-level', 'warn'], {
+      timeoutMs: 1500,
+    });
+    assert.match(child.stderr, /non-loopback address without authentication/);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('exits 2 with a clear message for a bad flag value', async () => {
+    const result = await run(process.execPath, [CLI, 'serve', '--log-level', 'loud']);
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /Error: Invalid flag: "logLevel" must be one of/);
+  });
+});
