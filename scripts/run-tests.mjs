@@ -6,7 +6,8 @@
 //   crash       dist/test/crash/**/*.test.js
 //   e2e         dist/test/e2e/**/*.test.js
 // Usage: node scripts/run-tests.mjs unit integration [-- extra node --test flags]
-import { readdirSync, statSync, existsSync } from 'node:fs';
+import { readdirSync, statSync, existsSync, readFileSync, appendFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 
@@ -49,9 +50,27 @@ if (files.length === 0) {
 const concurrency =
   process.env.TEST_CONCURRENCY ??
   (names.some((n) => n === 'interop' || n === 'crash' || n === 'e2e') ? '1' : '2');
+// A second reporter writes TAP to a file so the counts can be added up across suites (.ci/run prints the total).
+const tapDir = mkdtempSync(join(tmpdir(), 'airlock-tap-'));
+const tapFile = join(tapDir, 'report.tap');
 const result = spawnSync(
   process.execPath,
-  ['--test', `--test-concurrency=${concurrency}`, '--test-reporter=spec', ...extra, ...files],
+  [
+    '--test',
+    `--test-concurrency=${concurrency}`,
+    '--test-reporter=spec',
+    '--test-reporter-destination=stdout',
+    '--test-reporter=tap',
+    `--test-reporter-destination=${tapFile}`,
+    ...extra,
+    ...files,
+  ],
   { stdio: 'inherit' },
 );
+const tap = existsSync(tapFile) ? readFileSync(tapFile, 'utf8') : '';
+rmSync(tapDir, { recursive: true, force: true });
+const count = (label) => Number(new RegExp(`^# ${label} (\\d+)$`, 'm').exec(tap)?.[1] ?? 0);
+const totals = { passed: count('pass'), failed: count('fail') + count('cancelled'), skipped: count('skipped') };
+console.log(`${names.join('+')}: ${totals.passed} passed, ${totals.failed} failed, ${totals.skipped} skipped`);
+if (process.env.AIRLOCK_TEST_TOTALS) appendFileSync(process.env.AIRLOCK_TEST_TOTALS, `${JSON.stringify(totals)}\n`);
 process.exit(result.status ?? 1);
