@@ -1,7 +1,10 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
 import { ConfigError } from '../registry/index.js';
+import { registerAuthCommands } from './auth-commands.js';
+import { UsageError } from './common.js';
 import { createOutput } from './output.js';
+import { registerRegistryCommands } from './registry-commands.js';
 import { registerServe } from './serve.js';
 
 /** Builds the command tree; exported for tests. */
@@ -14,6 +17,8 @@ export function buildProgram(): Command {
     .exitOverride()
     .showSuggestionAfterError();
   registerServe(program);
+  registerAuthCommands(program);
+  registerRegistryCommands(program);
   return program;
 }
 
@@ -26,7 +31,7 @@ async function main(): Promise<void> {
       process.exitCode = error.exitCode === 0 ? 0 : 2;
       return;
     }
-    if (error instanceof ConfigError) {
+    if (error instanceof ConfigError || error instanceof UsageError) {
       out.error(error.message);
       process.exitCode = 2;
       return;

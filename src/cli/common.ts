@@ -1,0 +1,97 @@
+import { readFile } from 'node:fs/promises';
+import type { Command } from 'commander';
+import { ClientError, RegistryClient, lookupCredentials, type Credentials } from '../client/index.js';
+import { parseReference, type Reference } from '../oci/index.js';
+import { createOutput, type Output } from './output.js';
+
+/** Flags every command that talks to a registry accepts. */
+export interface ClientFlags {
+  username?: string;
+  password?: string;
+  passwordStdin?: boolean;
+  insecure?: boolean;
+  plainHttp?: boolean;
+  caFile?: string;
+  output?: string;
+  quiet?: boolean;
+  platform?: string;
+}
+
+/** Adds the common client flags to a command. */
+export function withClientOptions(command: Command): Command {
+  return command
+    .option('-u, --username <name>', 'registry user name (else the docker config / credential helpers)')
+    .option('-p, --password <password>', 'password (prefer --password-stdin: arguments show up in ps)')
+    .option('--password-stdin', 'read the password from standard input')
+    .option('--insecure', 'skip TLS certificate verification')
+    .option('--plain-http', 'use http:// (automatic for localhost and 127.0.0.0/8)')
+    .option('--ca-file <file>', 'PEM file with extra CA certificates to trust')
+    .option('-o, --output <format>', 'output format: text or json', 'text')
+    .option('-q, --quiet', 'print only what scripts need');
+}
+
+export function outputFor(flags: ClientFlags): Output {
+  if (flags.output !== undefined && flags.output !== 'text' && flags.output !== 'json') {
+    throw new UsageError(`--output must be "text" or "json", not "${flags.output}"`);
+  }
+  return createOutput({ ...(flags.output ? { output: flags.output } : {}), ...(flags.quiet ? { quiet: true } : {}) });
+}
+
+/** A mistake in how a command was called (exit code 2). */
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
+let stdinCache: Promise<string> | undefined;
+/** All of standard input (read once), without its trailing newline. */
+export function readStdin(): Promise<string> {
+  stdinCache ??= (async () => {
+    const chunks: Buffer[] = [];
+    for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+    return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+  })();
+  return stdinCache;
+}
+
+/** Credentials from flags, else from the docker config and credential helpers. */
+export async function credentialsFor(host: string, flags: ClientFlags): Promise<Credentials | undefined> {
+  if (flags.passwordStdin && flags.password !== undefined) throw new UsageError('--password and --password-stdin cannot be used together');
+  if (flags.username !== undefined) {
+    const password = flags.passwordStdin ? await readStdin() : flags.password;
+    if (password === undefined) throw new UsageError('--username needs --password-stdin or --password');
+    return { username: flags.username, password };
+  }
+  if (flags.passwordStdin || flags.password !== undefined) throw new UsageError('A password was given without --username');
+  return lookupCredentials(host);
+}
+
+export function parseRef(text: string): Reference {
+  try {
+    return parseReference(text);
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+}
+
+/** A registry client for `host` configured from the flags. */
+export async function clientFor(host: string, flags: ClientFlags): Promise<RegistryClient> {
+  let ca: Buffer | undefined;
+  if (flags.caFile) {
+    try {
+      ca = await readFile(flags.caFile);
+    } catch (error) {
+      throw new ClientError('INVALID_INPUT', `Cannot read --ca-file "${flags.caFile}": ${(error as Error).message}`);
+    }
+  }
+  return new RegistryClient(host, {
+    credentials: await credentialsFor(host, flags),
+    ...(flags.plainHttp ? { plainHttp: true } : {}),
+    ...(flags.insecure ? { insecure: true } : {}),
+    ...(ca ? { ca } : {}),
+  });
+}
+
+/** The tag or digest a reference names, for API paths. */
+export function refString(ref: Reference): string {
+  return ref.digest ?? ref.tag ?? 'latest';
+}

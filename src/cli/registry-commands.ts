@@ -1,0 +1,167 @@
+import type { Command } from 'commander';
+import { createWriteStream } from 'node:fs';
+import { rename, rm } from 'node:fs/promises';
+import { pipeline } from 'node:stream/promises';
+import { isIndexMediaType, parseManifest, formatReference, type Digest } from '../oci/index.js';
+import { selectPlatform } from './platform.js';
+import { clientFor, outputFor, parseRef, refString, UsageError, withClientOptions, type ClientFlags } from './common.js';
+
+const CONFIG_LIMIT = 64 * 1024 * 1024;
+
+/** Read and edit commands on one registry: tags, catalog, manifest, config, digest, blob, referrers, tag, delete. */
+export function registerRegistryCommands(program: Command): void {
+  withClientOptions(program.command('tags').argument('<repository>', 'HOST/REPO').description('List the tags of a repository'))
+    .action(async (repository: string, flags: ClientFlags) => {
+      const out = outputFor(flags);
+      const ref = parseRef(repository);
+      const client = await clientFor(ref.registry, flags);
+      try {
+        const tags = await client.listTags(ref.repository);
+        out.result(tags.join('\n'), tags);
+      } finally {
+        client.close();
+      }
+    });
+
+  withClientOptions(program.command('catalog').argument('<host>', 'registry HOST[:PORT]').description('List the repositories of a registry'))
+    .action(async (host: string, flags: ClientFlags) => {
+      const out = outputFor(flags);
+      const client = await clientFor(host, flags);
+      try {
+        const repositories = await client.catalog();
+        out.result(repositories.join('\n'), repositories);
+      } finally {
+        client.close();
+      }
+    });
+
+  withClientOptions(program.command('manifest').argument('<reference>').description('Print the manifest of an image or artifact'))
+    .action(async (reference: string, flags: ClientFlags) => {
+      const ref = parseRef(reference);
+      const client = await clientFor(ref.registry, flags);
+      try {
+        const manifest = await client.getManifest(ref.repository, refString(ref));
+        process.stdout.write(manifest.bytes);
+        if (process.stdout.isTTY) process.stdout.write('\n');
+      } finally {
+        client.close();
+      }
+    });
+
+  withClientOptions(program.command('digest').argument('<reference>').description('Print the digest a reference resolves to'))
+    .action(async (reference: string, flags: ClientFlags) => {
+      const out = outputFor(flags);
+      const ref = parseRef(reference);
+      const client = await clientFor(ref.registry, flags);
+      try {
+        const head = await client.headManifest(ref.repository, refString(ref));
+        const digest = head?.digest ?? (await client.getManifest(ref.repository, refString(ref))).digest;
+        out.result(digest, { digest });
+      } finally {
+        client.close();
+      }
+    });
+
+  withClientOptions(
+    program
+      .command('config')
+      .argument('<reference>')
+      .option('--platform <os/arch[/variant]>', 'platform to pick from an index')
+      .description('Print the config blob of an image'),
+  ).action(async (reference: string, flags: ClientFlags) => {
+    const ref = parseRef(reference);
+    const client = await clientFor(ref.registry, flags);
+    try {
+      let manifest = await client.getManifest(ref.repository, refString(ref));
+      let parsed = parseManifest(manifest.bytes, manifest.mediaType);
+      if (isIndexMediaType(parsed.mediaType)) {
+        const child = selectPlatform(parsed.manifests, flags.platform);
+        manifest = await client.getManifest(ref.repository, child.digest);
+        parsed = parseManifest(manifest.bytes, manifest.mediaType);
+      }
+      if (!parsed.config) throw new UsageError(`${reference} has no config`);
+      process.stdout.write(await client.getBlobBytes(ref.repository, parsed.config.digest, CONFIG_LIMIT));
+      if (process.stdout.isTTY) process.stdout.write('\n');
+    } finally {
+      client.close();
+    }
+  });
+
+  withClientOptions(
+    program
+      .command('blob')
+      .argument('<reference>', 'HOST/REPO@sha256:…')
+      .option('-f, --file <path>', 'write to a file (atomically) instead of standard output')
+      .description('Download one blob, verified against its digest'),
+  ).action(async (reference: string, flags: ClientFlags & { file?: string }) => {
+    const ref = parseRef(reference);
+    if (!ref.digest) throw new UsageError(`"${reference}" names no digest; use HOST/REPO@sha256:…`);
+    const client = await clientFor(ref.registry, flags);
+    try {
+      const stream = await client.getBlob(ref.repository, ref.digest as Digest);
+      if (!flags.file) {
+        await pipeline(stream, process.stdout);
+        return;
+      }
+      const temp = `${flags.file}.partial`;
+      try {
+        await pipeline(stream, createWriteStream(temp));
+        await rename(temp, flags.file);
+      } catch (error) {
+        await rm(temp, { force: true });
+        throw error;
+      }
+    } finally {
+      client.close();
+    }
+  });
+
+  withClientOptions(
+    program
+      .command('referrers')
+      .argument('<reference>')
+      .option('--artifact-type <type>', 'only referrers of this artifact type')
+      .description('List the artifacts (signatures, SBOMs…) that refer to an image'),
+  ).action(async (reference: string, flags: ClientFlags & { artifactType?: string }) => {
+    const out = outputFor(flags);
+    const ref = parseRef(reference);
+    const client = await clientFor(ref.registry, flags);
+    try {
+      const digest = ref.digest ?? (await client.getManifest(ref.repository, refString(ref))).digest;
+      const list = await client.referrers(ref.repository, digest, flags.artifactType ? { artifactType: flags.artifactType } : {});
+      const rows = list.map((d) => `${d.digest}  ${d.artifactType ?? d.mediaType}  ${d.size}`);
+      out.result(rows.length ? rows.join('\n') : `No referrers of ${digest}`, list);
+    } finally {
+      client.close();
+    }
+  });
+
+  withClientOptions(program.command('tag').argument('<reference>').argument('<tag>', 'new tag in the same repository').description('Add a tag to an image'))
+    .action(async (reference: string, tag: string, flags: ClientFlags) => {
+      const out = outputFor(flags);
+      const ref = parseRef(reference);
+      parseRef(`${ref.registry}/${ref.repository}:${tag}`);
+      const client = await clientFor(ref.registry, flags);
+      try {
+        const manifest = await client.getManifest(ref.repository, refString(ref));
+        await client.putManifest(ref.repository, tag, manifest);
+        const target = formatReference({ registry: ref.registry, repository: ref.repository, tag });
+        out.result(`${target}@${manifest.digest}`, { reference: target, digest: manifest.digest });
+      } finally {
+        client.close();
+      }
+    });
+
+  withClientOptions(program.command('delete').argument('<reference>').description('Delete a manifest (by digest) or a tag'))
+    .action(async (reference: string, flags: ClientFlags) => {
+      const out = outputFor(flags);
+      const ref = parseRef(reference);
+      const client = await clientFor(ref.registry, flags);
+      try {
+        await client.deleteManifest(ref.repository, refString(ref));
+        out.result(`Deleted ${reference}`, { deleted: reference });
+      } finally {
+        client.close();
+      }
+    });
+}

@@ -1,0 +1,22 @@
+export { RegistryClient, isLocalHost, pullScope, pushScope, verifyingStream } from './registry-client.js';
+export type { RegistryClientOptions, ManifestResult, ManifestHead, BlobSource, BlobPushResult } from './registry-client.js';
+export { HttpTransport } from './transport.js';
+export type { TransportOptions, HttpRequest, HttpResponse, RequestBody } from './transport.js';
+export { Authenticator, parseChallenge } from './auth.js';
+export type { Challenge } from './auth.js';
+export {
+  lookupCredentials,
+  storeCredentials,
+  eraseCredentials,
+  readDockerConfig,
+  writeDockerConfig,
+  dockerConfigPath,
+  runCredentialHelper,
+} from './credentials.js';
+export type { Credentials, DockerConfig } from './credentials.js';
+export { CredentialStore, credentialStorePath } from './credential-store.js';
+export type { StoredCredential } from './credential-store.js';
+export { ClientError } from './errors.js';
+export type { ClientErrorCode } from './errors.js';
+export { withRetry, isRetryableStatus, parseRetryAfter } from './retry.js';
+export type { RetryPolicy, Attempt } from './retry.js';

@@ -1,0 +1,442 @@
+import { PassThrough, Transform, type Readable, type TransformCallback } from 'node:stream';
+import {
+  Digester,
+  digestOf,
+  parseDigest,
+  MediaType,
+  MANIFEST_MEDIA_TYPES,
+  MAX_MANIFEST_BYTES,
+  type Descriptor,
+  type Digest,
+} from '../oci/index.js';
+import { Authenticator } from './auth.js';
+import type { Credentials } from './credentials.js';
+import { ClientError, type ClientErrorCode } from './errors.js';
+import { isRetryableStatus, parseRetryAfter, withRetry, type RetryPolicy } from './retry.js';
+import { HttpTransport, type HttpResponse, type RequestBody } from './transport.js';
+
+/** Registry hosts that are spoken to over plain HTTP unless told otherwise, as crane does. */
+export function isLocalHost(host: string): boolean {
+  const name = host.startsWith('[') ? host.slice(1, host.indexOf(']')) : host.split(':')[0] ?? '';
+  return name === 'localhost' || name.startsWith('127.') || name === '::1' || name.endsWith('.localhost');
+}
+
+export interface RegistryClientOptions {
+  readonly credentials?: Credentials | undefined;
+  /** Use http:// instead of https://. Default: true for localhost and 127.0.0.0/8, else false. */
+  readonly plainHttp?: boolean;
+  /** A shared transport (TLS settings, connection pool). Default: a new one from `insecure`/`ca`. */
+  readonly transport?: HttpTransport;
+  readonly insecure?: boolean;
+  readonly ca?: string | Buffer;
+  readonly retry?: RetryPolicy;
+  /** Blobs up to this size are uploaded in one PUT; larger ones are streamed in a PATCH. Default: 16 MiB. */
+  readonly monolithicMaxBytes?: number;
+  /** Send large blobs in PATCH chunks of this size with Content-Range. Default: one streamed PATCH. */
+  readonly chunkBytes?: number;
+}
+
+export interface ManifestResult {
+  readonly bytes: Buffer;
+  readonly mediaType: string;
+  readonly digest: Digest;
+}
+
+export interface ManifestHead {
+  readonly digest: Digest;
+  readonly mediaType: string;
+  readonly size: number;
+}
+
+export interface BlobSource {
+  readonly digest: Digest;
+  readonly size: number;
+  /** Makes a fresh stream of the bytes (called again on a retry). */
+  readonly open: () => Readable | Promise<Readable>;
+}
+
+export type BlobPushResult = 'exists' | 'mounted' | 'uploaded';
+
+interface CallOptions {
+  readonly method: string;
+  readonly path: string;
+  readonly scopes: readonly string[];
+  readonly headers?: Record<string, string>;
+  readonly body?: RequestBody;
+  /** Statuses that are answers, not failures. */
+  readonly ok: readonly number[];
+  readonly signal?: AbortSignal | undefined;
+}
+
+const ERROR_CODES: Record<number, ClientErrorCode> = { 401: 'UNAUTHORIZED', 403: 'DENIED', 404: 'NOT_FOUND' };
+const MANIFEST_ACCEPT = [...MANIFEST_MEDIA_TYPES, 'application/vnd.oci.artifact.manifest.v1+json'].join(', ');
+
+export function pullScope(repository: string): string {
+  return `repository:${repository}:pull`;
+}
+export function pushScope(repository: string): string {
+  return `repository:${repository}:pull,push`;
+}
+
+/** Checks bytes against a digest while they stream; the stream errors at its end on a mismatch. */
+export function verifyingStream(expected: Digest, expectedSize?: number): Transform {
+  const digester = new Digester(parseDigest(expected).algorithm);
+  return new Transform({
+    transform(chunk: Buffer, _encoding, done: TransformCallback) {
+      digester.update(chunk);
+      done(null, chunk);
+    },
+    flush(done: TransformCallback) {
+      if (expectedSize !== undefined && digester.size !== expectedSize) {
+        done(new ClientError('DIGEST_MISMATCH', `Blob ${expected} should be ${expectedSize} bytes but ${digester.size} arrived`));
+        return;
+      }
+      const actual = digester.digest();
+      done(actual === expected ? null : new ClientError('DIGEST_MISMATCH', `Blob ${expected} arrived with digest ${actual}`));
+    },
+  });
+}
+
+/** A client for one registry host, speaking the OCI Distribution API with auth, retries and streaming. */
+export class RegistryClient {
+  readonly host: string;
+  readonly baseUrl: string;
+  readonly #transport: HttpTransport;
+  readonly #ownsTransport: boolean;
+  readonly #auth: Authenticator;
+  readonly #retry: RetryPolicy;
+  readonly #monolithicMax: number;
+  readonly #chunkBytes: number | undefined;
+
+  constructor(host: string, options: RegistryClientOptions = {}) {
+    this.host = host === 'docker.io' ? 'registry-1.docker.io' : host;
+    const plain = options.plainHttp ?? isLocalHost(this.host);
+    this.baseUrl = `${plain ? 'http' : 'https'}://${this.host}`;
+    this.#ownsTransport = options.transport === undefined;
+    this.#transport =
+      options.transport ??
+      new HttpTransport({ ...(options.insecure ? { insecure: true } : {}), ...(options.ca ? { ca: options.ca } : {}) });
+    this.#auth = new Authenticator(this.#transport, { credentials: options.credentials });
+    this.#retry = options.retry ?? {};
+    this.#monolithicMax = options.monolithicMaxBytes ?? 16 * 1024 * 1024;
+    this.#chunkBytes = options.chunkBytes;
+  }
+
+  close(): void {
+    if (this.#ownsTransport) this.#transport.close();
+  }
+
+  /** Sends one API call with auth, retries and error mapping; the caller reads or drains the body. */
+  async #call(options: CallOptions): Promise<HttpResponse> {
+    const url = new URL(options.path, this.baseUrl);
+    const res = await withRetry(
+      async () => {
+        const send = (authorization: string | undefined): Promise<HttpResponse> =>
+          this.#transport.send({
+            method: options.method,
+            url,
+            headers: { ...options.headers, ...(authorization ? { authorization } : {}) },
+            ...(options.body === undefined ? {} : { body: options.body }),
+            ...(options.signal ? { signal: options.signal } : {}),
+          });
+        let response = await send(this.#auth.header(options.scopes));
+        if (response.status === 401) {
+          await response.drain();
+          const authorization = await this.#auth.respond(response, options.scopes, options.signal);
+          if (authorization === undefined) return { done: response };
+          response = await send(authorization);
+        }
+        if (isRetryableStatus(response.status) && !options.ok.includes(response.status)) {
+          const error = await this.#failure(response, options);
+          return { retry: error, afterMs: parseRetryAfter(response.header('retry-after')) };
+        }
+        return { done: response };
+      },
+      { ...this.#retry, ...(options.signal ? { signal: options.signal } : {}) },
+    );
+    if (!options.ok.includes(res.status)) throw await this.#failure(res, options);
+    return res;
+  }
+
+  async #failure(res: HttpResponse, options: CallOptions): Promise<ClientError> {
+    let detail = '';
+    let registryCode: string | undefined;
+    try {
+      const text = options.method === 'HEAD' ? '' : await res.text(64 * 1024);
+      const body = text ? (JSON.parse(text) as { errors?: Array<{ code?: string; message?: string }> }) : {};
+      const first = body.errors?.[0];
+      registryCode = first?.code;
+      if (first) detail = `: ${first.code ?? ''}${first.message ? ` ${first.message}` : ''}`;
+    } catch {
+      await res.drain().catch(() => undefined);
+    }
+    const code = ERROR_CODES[res.status] ?? 'HTTP';
+    const hint = res.status === 401 ? ' (log in with "airlock login" or pass --username/--password-stdin)' : '';
+    return new ClientError(code, `${options.method} ${this.host}${options.path} answered HTTP ${res.status}${detail}${hint}`, {
+      status: res.status,
+      ...(registryCode ? { registryCode } : {}),
+    });
+  }
+
+  /** GET /v2/: true when the registry answers (with or without auth). */
+  async ping(signal?: AbortSignal): Promise<void> {
+    const res = await this.#call({ method: 'GET', path: '/v2/', scopes: [], ok: [200], signal });
+    await res.drain();
+  }
+
+  async headManifest(repository: string, reference: string, signal?: AbortSignal): Promise<ManifestHead | undefined> {
+    const res = await this.#call({
+      method: 'HEAD',
+      path: `/v2/${repository}/manifests/${reference}`,
+      scopes: [pullScope(repository)],
+      headers: { accept: MANIFEST_ACCEPT },
+      ok: [200, 404],
+      signal,
+    });
+    await res.drain();
+    if (res.status === 404) return undefined;
+    const digest = res.header('docker-content-digest');
+    if (!digest) return undefined;
+    return { digest: parseDigest(digest).digest, mediaType: res.header('content-type') ?? '', size: Number(res.header('content-length') ?? 0) };
+  }
+
+  /** Fetches a manifest (4 MiB cap) and checks its digest when it was asked for by digest. */
+  async getManifest(repository: string, reference: string, signal?: AbortSignal): Promise<ManifestResult> {
+    const res = await this.#call({
+      method: 'GET',
+      path: `/v2/${repository}/manifests/${reference}`,
+      scopes: [pullScope(repository)],
+      headers: { accept: MANIFEST_ACCEPT },
+      ok: [200],
+      signal,
+    });
+    const bytes = await res.bytes(MAX_MANIFEST_BYTES);
+    const algorithm = reference.includes(':') ? parseDigest(reference).algorithm : 'sha256';
+    const digest = digestOf(bytes, algorithm);
+    if (reference.includes(':') && digest !== reference) {
+      throw new ClientError('DIGEST_MISMATCH', `Manifest ${repository}@${reference} arrived with digest ${digest}`);
+    }
+    let mediaType = (res.header('content-type') ?? '').split(';')[0]?.trim() ?? '';
+    try {
+      const declared = (JSON.parse(bytes.toString('utf8')) as { mediaType?: unknown }).mediaType;
+      if (typeof declared === 'string') mediaType = declared;
+    } catch {
+      // Left for the caller's parser to report.
+    }
+    return { bytes, mediaType: mediaType || MediaType.OciManifest, digest };
+  }
+
+  async putManifest(repository: string, reference: string, manifest: { bytes: Buffer; mediaType: string }, signal?: AbortSignal): Promise<Digest> {
+    const res = await this.#call({
+      method: 'PUT',
+      path: `/v2/${repository}/manifests/${reference}`,
+      scopes: [pushScope(repository)],
+      headers: { 'content-type': manifest.mediaType },
+      body: manifest.bytes,
+      ok: [200, 201, 202],
+      signal,
+    });
+    await res.drain();
+    return digestOf(manifest.bytes);
+  }
+
+  async deleteManifest(repository: string, reference: string, signal?: AbortSignal): Promise<void> {
+    const res = await this.#call({ method: 'DELETE', path: `/v2/${repository}/manifests/${reference}`, scopes: [`repository:${repository}:delete`, pushScope(repository)], ok: [200, 202, 204], signal });
+    await res.drain();
+  }
+
+  /** Size of a blob in the repository, or undefined when it is not there. */
+  async statBlob(repository: string, digest: Digest, signal?: AbortSignal): Promise<number | undefined> {
+    const res = await this.#call({ method: 'HEAD', path: `/v2/${repository}/blobs/${digest}`, scopes: [pullScope(repository)], ok: [200, 404], signal });
+    await res.drain();
+    return res.status === 200 ? Number(res.header('content-length') ?? 0) : undefined;
+  }
+
+  /** Streams a blob, verifying its digest (and size, when given) as it arrives. */
+  async getBlob(repository: string, digest: Digest, options: { size?: number; signal?: AbortSignal } = {}): Promise<Readable> {
+    const res = await this.#call({ method: 'GET', path: `/v2/${repository}/blobs/${digest}`, scopes: [pullScope(repository)], ok: [200], signal: options.signal });
+    const verify = verifyingStream(digest, options.size);
+    res.body.on('error', (error) => verify.destroy(error));
+    return res.body.pipe(verify);
+  }
+
+  /** Reads a small blob (a config) whole, verified, failing past `limit` bytes. */
+  async getBlobBytes(repository: string, digest: Digest, limit: number, signal?: AbortSignal): Promise<Buffer> {
+    const res = await this.#call({ method: 'GET', path: `/v2/${repository}/blobs/${digest}`, scopes: [pullScope(repository)], ok: [200], signal });
+    const bytes = await res.bytes(limit);
+    if (digestOf(bytes, parseDigest(digest).algorithm) !== digest) {
+      throw new ClientError('DIGEST_MISMATCH', `Blob ${digest} from ${this.host}/${repository} does not match its digest`);
+    }
+    return bytes;
+  }
+
+  async deleteBlob(repository: string, digest: Digest, signal?: AbortSignal): Promise<void> {
+    const res = await this.#call({ method: 'DELETE', path: `/v2/${repository}/blobs/${digest}`, scopes: [`repository:${repository}:delete`, pushScope(repository)], ok: [200, 202, 204], signal });
+    await res.drain();
+  }
+
+  /**
+   * Makes sure the repository has a blob: skips it when present, mounts it from `mountFrom` (same
+   * registry) when possible, else uploads it — in one PUT when small, else as a streamed PATCH.
+   */
+  async pushBlob(repository: string, blob: BlobSource, options: { mountFrom?: string; signal?: AbortSignal } = {}): Promise<BlobPushResult> {
+    const { signal, mountFrom } = options;
+    if ((await this.statBlob(repository, blob.digest, signal)) !== undefined) return 'exists';
+    const scopes = mountFrom && mountFrom !== repository ? [pushScope(repository), pullScope(mountFrom)] : [pushScope(repository)];
+    const query = mountFrom && mountFrom !== repository ? `?mount=${blob.digest}&from=${encodeURIComponent(mountFrom)}` : '';
+    const start = await this.#call({ method: 'POST', path: `/v2/${repository}/blobs/uploads/${query}`, scopes, ok: [201, 202], signal });
+    await start.drain();
+    if (start.status === 201) return 'mounted';
+    let location = this.#location(start, repository);
+    const stream = async (): Promise<Readable> => blob.open();
+    if (blob.size <= this.#monolithicMax || this.#chunkBytes === undefined) {
+      if (blob.size > this.#monolithicMax) {
+        // A fresh stream per attempt, so a retried PATCH sends the bytes again from the start.
+        const body = (): Readable => {
+          const pass = new PassThrough();
+          stream().then(
+            (source) => source.pipe(pass),
+            (error: unknown) => pass.destroy(error as Error),
+          );
+          return pass;
+        };
+        const patch = await this.#call({
+          method: 'PATCH',
+          path: location,
+          scopes,
+          headers: { 'content-type': 'application/octet-stream', 'content-length': String(blob.size) },
+          body,
+          ok: [202, 204],
+          signal,
+        });
+        await patch.drain();
+        location = this.#location(patch, repository);
+        await this.#finish(location, blob.digest, { scopes, signal });
+        return 'uploaded';
+      }
+      const bytes = await readAll(await stream(), blob.size);
+      await this.#finish(location, blob.digest, { scopes, signal, body: bytes });
+      return 'uploaded';
+    }
+    let offset = 0;
+    const source = await stream();
+    for await (const chunk of chunked(source, this.#chunkBytes)) {
+      const patch = await this.#call({
+        method: 'PATCH',
+        path: location,
+        scopes,
+        headers: { 'content-type': 'application/octet-stream', 'content-range': `${offset}-${offset + chunk.length - 1}` },
+        body: chunk,
+        ok: [202, 204],
+        signal,
+      });
+      await patch.drain();
+      offset += chunk.length;
+      location = this.#location(patch, repository);
+    }
+    await this.#finish(location, blob.digest, { scopes, signal });
+    return 'uploaded';
+  }
+
+  async #finish(location: string, digest: Digest, options: { scopes: readonly string[]; signal?: AbortSignal | undefined; body?: Buffer }): Promise<void> {
+    const url = new URL(location, this.baseUrl);
+    url.searchParams.set('digest', digest);
+    const res = await this.#call({
+      method: 'PUT',
+      path: `${url.pathname}${url.search}`,
+      scopes: options.scopes,
+      headers: { 'content-type': 'application/octet-stream' },
+      ...(options.body ? { body: options.body } : {}),
+      ok: [201, 204],
+      signal: options.signal,
+    });
+    await res.drain();
+  }
+
+  #location(res: HttpResponse, repository: string): string {
+    const location = res.header('location');
+    if (!location) throw new ClientError('INVALID_RESPONSE', `${this.host} opened an upload to ${repository} without a Location`);
+    const url = new URL(location, this.baseUrl);
+    if (url.host !== new URL(this.baseUrl).host) {
+      throw new ClientError('INVALID_RESPONSE', `${this.host} sent an upload Location on another host (${url.host}); not following it`);
+    }
+    return `${url.pathname}${url.search}`;
+  }
+
+  /** All tags, following `Link` pagination. */
+  async listTags(repository: string, signal?: AbortSignal): Promise<string[]> {
+    return this.#paginate(`/v2/${repository}/tags/list`, [pullScope(repository)], (body) => (body as { tags?: string[] | null }).tags ?? [], signal);
+  }
+
+  /** All repositories in the catalog, following `Link` pagination. */
+  async catalog(signal?: AbortSignal): Promise<string[]> {
+    return this.#paginate('/v2/_catalog', ['registry:catalog:*'], (body) => (body as { repositories?: string[] }).repositories ?? [], signal);
+  }
+
+  async #paginate(first: string, scopes: readonly string[], pick: (body: unknown) => string[], signal?: AbortSignal): Promise<string[]> {
+    const out: string[] = [];
+    let path: string | undefined = first;
+    for (let page = 0; path && page < 10_000; page++) {
+      const res = await this.#call({ method: 'GET', path, scopes, ok: [200], signal });
+      const body = JSON.parse(await res.text(16 * 1024 * 1024)) as unknown;
+      out.push(...pick(body));
+      const link = /<([^>]+)>\s*;\s*rel="?next"?/.exec(res.header('link') ?? '');
+      path = link?.[1] ? `${new URL(link[1], this.baseUrl).pathname}${new URL(link[1], this.baseUrl).search}` : undefined;
+    }
+    return out;
+  }
+
+  /**
+   * Manifests that refer to `digest`: the referrers API, or where a registry lacks it (404), the
+   * fallback tag `sha256-<hex>` that older clients maintain.
+   */
+  async referrers(repository: string, digest: Digest, options: { artifactType?: string; signal?: AbortSignal } = {}): Promise<Descriptor[]> {
+    const query = options.artifactType ? `?artifactType=${encodeURIComponent(options.artifactType)}` : '';
+    const res = await this.#call({ method: 'GET', path: `/v2/${repository}/referrers/${digest}${query}`, scopes: [pullScope(repository)], ok: [200, 404], signal: options.signal });
+    let manifests: Descriptor[];
+    if (res.status === 200) {
+      manifests = ((JSON.parse(await res.text(MAX_MANIFEST_BYTES)) as { manifests?: Descriptor[] }).manifests ?? []);
+    } else {
+      await res.drain();
+      const tag = digest.replace(':', '-');
+      const head = await this.headManifest(repository, tag, options.signal);
+      if (!head) return [];
+      const index = await this.getManifest(repository, tag, options.signal);
+      manifests = (JSON.parse(index.bytes.toString('utf8')) as { manifests?: Descriptor[] }).manifests ?? [];
+    }
+    return options.artifactType ? manifests.filter((m) => m.artifactType === options.artifactType) : manifests;
+  }
+}
+
+async function readAll(stream: Readable, expected: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of stream) {
+    size += (chunk as Buffer).byteLength;
+    chunks.push(chunk as Buffer);
+  }
+  if (size !== expected) throw new ClientError('INVALID_INPUT', `Blob source gave ${size} bytes where ${expected} were expected`);
+  return Buffer.concat(chunks, size);
+}
+
+/** Re-cuts a stream into buffers of exactly `size` bytes (the last may be shorter). */
+async function* chunked(source: Readable, size: number): AsyncGenerator<Buffer> {
+  let pending: Buffer[] = [];
+  let pendingSize = 0;
+  for await (const piece of source) {
+    let chunk = piece as Buffer;
+    while (pendingSize + chunk.length >= size) {
+      const take = size - pendingSize;
+      pending.push(chunk.subarray(0, take));
+      yield Buffer.concat(pending, size);
+      chunk = chunk.subarray(take);
+      pending = [];
+      pendingSize = 0;
+    }
+    if (chunk.length > 0) {
+      pending.push(chunk);
+      pendingSize += chunk.length;
+    }
+  }
+  if (pendingSize > 0) yield Buffer.concat(pending, pendingSize);
+}

@@ -1,0 +1,85 @@
+/** How failed requests are retried: network errors, 408, 429 and 5xx, with backoff, jitter and Retry-After. */
+export interface RetryPolicy {
+  /** Attempts after the first. Default: 4. */
+  readonly retries?: number;
+  /** First backoff in milliseconds, doubled each time. Default: 200. */
+  readonly baseDelayMs?: number;
+  /** Longest single wait, also the cap for Retry-After. Default: 10 000. */
+  readonly maxDelayMs?: number;
+  /** Sleep function, injectable so tests use a fake clock. Default: setTimeout. */
+  readonly sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
+  /** Random source for jitter in [0, 1). Default: Math.random. */
+  readonly random?: () => number;
+}
+
+/** True for HTTP statuses that may succeed when tried again. */
+export function isRetryableStatus(status: number): boolean {
+  return status === 408 || status === 429 || (status >= 500 && status !== 501 && status !== 505);
+}
+
+const RETRYABLE_NETWORK = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'ENETUNREACH', 'UND_ERR_SOCKET']);
+
+/** True for network failures worth retrying (a reset or refused connection, a timeout). */
+export function isRetryableError(error: unknown): boolean {
+  const code = (error as { code?: unknown }).code;
+  return typeof code === 'string' && RETRYABLE_NETWORK.has(code);
+}
+
+/** Milliseconds to wait for a `Retry-After` header (seconds or an HTTP date), or undefined. */
+export function parseRetryAfter(value: string | undefined, now = Date.now()): number | undefined {
+  if (!value) return undefined;
+  const seconds = Number(value);
+  if (Number.isFinite(seconds) && seconds >= 0) return seconds * 1000;
+  const date = Date.parse(value);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - now);
+}
+
+export function defaultSleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(signal.reason as Error);
+      return;
+    }
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(signal?.reason as Error);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/** The outcome of one attempt: a value, or a reason to retry (with an optional server-given delay). */
+export type Attempt<T> = { readonly done: T } | { readonly retry: unknown; readonly afterMs?: number | undefined };
+
+/**
+ * Runs `attempt` until it is done, or until retries run out (then the last reason is thrown).
+ * Exceptions from `attempt` are retried only when {@link isRetryableError} says so.
+ */
+export async function withRetry<T>(
+  attempt: (n: number) => Promise<Attempt<T>>,
+  options: RetryPolicy & { signal?: AbortSignal } = {},
+): Promise<T> {
+  const retries = options.retries ?? 4;
+  const base = options.baseDelayMs ?? 200;
+  const max = options.maxDelayMs ?? 10_000;
+  const sleep = options.sleep ?? defaultSleep;
+  const random = options.random ?? Math.random;
+  for (let n = 0; ; n++) {
+    let outcome: Attempt<T>;
+    try {
+      outcome = await attempt(n);
+    } catch (error) {
+      if (!isRetryableError(error) || n >= retries) throw error;
+      outcome = { retry: error };
+    }
+    if ('done' in outcome) return outcome.done;
+    if (n >= retries) throw outcome.retry;
+    const backoff = Math.min(max, base * 2 ** n);
+    const jittered = backoff / 2 + random() * (backoff / 2);
+    await sleep(Math.min(max, outcome.afterMs ?? jittered), options.signal);
+  }
+}

@@ -1,0 +1,186 @@
+import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { existsSync, readFileSync } from 'node:fs';
+import type { Readable } from 'node:stream';
+import { rootCertificates } from 'node:tls';
+import { ClientError } from './errors.js';
+
+/** A request body: bytes, or a function that makes a fresh stream (so the request can be sent again). */
+export type RequestBody = Buffer | (() => Readable);
+
+export interface HttpRequest {
+  readonly method: string;
+  readonly url: URL;
+  readonly headers?: Readonly<Record<string, string>>;
+  readonly body?: RequestBody;
+  readonly signal?: AbortSignal;
+}
+
+export interface HttpResponse {
+  readonly status: number;
+  readonly headers: IncomingHttpHeaders;
+  /** The URL that answered (after redirects). */
+  readonly url: URL;
+  /** The body as a stream; read it, or call `drain()`, to free the connection. */
+  readonly body: IncomingMessage;
+  header(name: string): string | undefined;
+  bytes(limit: number): Promise<Buffer>;
+  text(limit?: number): Promise<string>;
+  drain(): Promise<void>;
+}
+
+export interface TransportOptions {
+  /** Extra PEM CA certificates trusted on top of the system's. Default: none. */
+  readonly ca?: string | Buffer;
+  /** Skip TLS certificate verification. Default: false. */
+  readonly insecure?: boolean;
+  /** User-Agent header. Default: airlock/<version>. */
+  readonly userAgent?: string;
+  /** Concurrent sockets per host. Default: 16. */
+  readonly maxSockets?: number;
+}
+
+const MAX_REDIRECTS = 5;
+
+function wrap(res: IncomingMessage, url: URL): HttpResponse {
+  const bytes = async (limit: number): Promise<Buffer> => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of res) {
+      size += (chunk as Buffer).byteLength;
+      if (size > limit) {
+        res.destroy();
+        throw new ClientError('TOO_LARGE', `Response from ${url.host} is larger than ${limit} bytes`);
+      }
+      chunks.push(chunk as Buffer);
+    }
+    return Buffer.concat(chunks, size);
+  };
+  return {
+    status: res.statusCode ?? 0,
+    headers: res.headers,
+    url,
+    body: res,
+    header(name) {
+      const value = res.headers[name.toLowerCase()];
+      return Array.isArray(value) ? value.join(', ') : value;
+    },
+    bytes,
+    async text(limit = 1024 * 1024) {
+      return (await bytes(limit)).toString('utf8');
+    },
+    async drain() {
+      if (res.complete || res.destroyed) return;
+      res.resume();
+      await new Promise<void>((resolve) => {
+        res.once('end', resolve);
+        res.once('close', resolve);
+        res.once('error', () => resolve());
+      });
+    },
+  };
+}
+
+function describeNetworkError(error: unknown, url: URL): ClientError {
+  const code = (error as { code?: string }).code ?? '';
+  const tls = /CERT|SSL|TLS|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/.test(code) || /certificate|SSL/i.test(String(error));
+  const what = tls
+    ? `TLS handshake with ${url.host} failed: ${(error as Error).message} (use --ca-file for a private CA, or --insecure)`
+    : `Cannot reach ${url.host}: ${(error as Error).message}`;
+  const wrapped = new ClientError(tls ? 'TLS' : 'NETWORK', what, { cause: error });
+  Object.assign(wrapped, { errno: code });
+  return wrapped;
+}
+
+/** HTTP/1.1 over keep-alive agents, with TLS settings, redirects and no hidden buffering of bodies. */
+export class HttpTransport {
+  readonly #http: HttpAgent;
+  readonly #https: HttpsAgent;
+  readonly #userAgent: string;
+
+  constructor(options: TransportOptions = {}) {
+    const maxSockets = options.maxSockets ?? 16;
+    this.#http = new HttpAgent({ keepAlive: true, maxSockets });
+    this.#https = new HttpsAgent({
+      keepAlive: true,
+      maxSockets,
+      rejectUnauthorized: !(options.insecure ?? false),
+      ca: [...tlsRootCertificates(), ...(options.ca ? [options.ca.toString()] : [])],
+    });
+    this.#userAgent = options.userAgent ?? 'airlock/0.1';
+  }
+
+  /**
+   * Sends a request. Redirects (301/302/303/307/308) are followed for GET and HEAD; the Authorization
+   * header is dropped when a redirect leaves the original host (blob storage must not see registry tokens).
+   */
+  async send(request: HttpRequest): Promise<HttpResponse> {
+    let url = request.url;
+    let headers: Record<string, string> = { 'user-agent': this.#userAgent, ...request.headers };
+    for (let hop = 0; ; hop++) {
+      const res = await this.#once({ ...request, url, headers });
+      const location = res.header('location');
+      const redirect = [301, 302, 303, 307, 308].includes(res.status) && location !== undefined;
+      if (!redirect || (request.method !== 'GET' && request.method !== 'HEAD')) return res;
+      await res.drain();
+      if (hop >= MAX_REDIRECTS) throw new ClientError('INVALID_RESPONSE', `Too many redirects from ${request.url.host}`);
+      const next = new URL(location, url);
+      if (next.host !== request.url.host) {
+        const { authorization: _dropped, ...rest } = headers;
+        headers = rest;
+      }
+      url = next;
+    }
+  }
+
+  #once(request: HttpRequest & { headers: Record<string, string> }): Promise<HttpResponse> {
+    const { url } = request;
+    const isHttps = url.protocol === 'https:';
+    const send = isHttps ? httpsRequest : httpRequest;
+    const headers: Record<string, string> = { ...request.headers };
+    const body = request.body;
+    if (Buffer.isBuffer(body)) headers['content-length'] = String(body.byteLength);
+    else if (body === undefined && (request.method === 'PUT' || request.method === 'POST' || request.method === 'PATCH')) {
+      headers['content-length'] ??= '0';
+    }
+    return new Promise<HttpResponse>((resolve, reject) => {
+      const req = send(
+        url,
+        {
+          method: request.method,
+          headers,
+          agent: isHttps ? this.#https : this.#http,
+          ...(request.signal ? { signal: request.signal } : {}),
+        },
+        (res) => resolve(wrap(res, url)),
+      );
+      req.on('error', (error) => reject(request.signal?.aborted ? error : describeNetworkError(error, url)));
+      if (body === undefined) req.end();
+      else if (Buffer.isBuffer(body)) req.end(body);
+      else {
+        const stream = body();
+        stream.on('error', (error) => req.destroy(error));
+        stream.pipe(req);
+      }
+    });
+  }
+
+  close(): void {
+    this.#http.destroy();
+    this.#https.destroy();
+  }
+}
+
+const SYSTEM_BUNDLES = ['/etc/ssl/certs/ca-certificates.crt', '/etc/pki/tls/certs/ca-bundle.crt'];
+
+/** Node's bundled roots plus the system's CA bundle (where site CAs are installed with update-ca-certificates). */
+function tlsRootCertificates(): string[] {
+  const roots = [...rootCertificates];
+  for (const file of SYSTEM_BUNDLES) {
+    if (existsSync(file)) {
+      roots.push(readFileSync(file, 'utf8'));
+      break;
+    }
+  }
+  return roots;
+}
