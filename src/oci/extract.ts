@@ -1,0 +1,214 @@
+import { constants } from 'node:fs';
+import { link, mkdir, open, readdir, rename, rm, symlink, lstat } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { dirname, posix, resolve, sep } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { extract as tarExtract, type Header } from 'tar-stream';
+import { ArchiveError, decompressed } from './compression.js';
+
+export interface ExtractLimits {
+  /** Total bytes of file content across all layers. Default: 4 GiB. */
+  readonly maxBytes?: number;
+  /** Entries across all layers. Default: 1,000,000. */
+  readonly maxEntries?: number;
+}
+
+export interface ExtractOptions extends ExtractLimits {
+  /** Apply OCI whiteouts (`.wh.NAME`, `.wh..wh..opq`) as layers are stacked. Default: true. */
+  readonly whiteouts?: boolean;
+  readonly signal?: AbortSignal;
+}
+
+export interface ExtractResult {
+  readonly files: number;
+  readonly bytes: number;
+}
+
+/** The body of one tar entry (a streamx stream: async-iterable, resumable). */
+type TarEntryStream = AsyncIterable<unknown> & { resume(): unknown };
+
+const WHITEOUT = '.wh.';
+const OPAQUE = '.wh..wh..opq';
+
+/**
+ * Normalises a tar entry name to a relative POSIX path, or throws for names that could escape the
+ * target: absolute paths, `..` components, NUL bytes. Returns '' for the root itself.
+ */
+export function safeEntryPath(name: string): string {
+  if (name.includes('\0')) throw new ArchiveError(`Tar entry name contains a NUL byte: ${JSON.stringify(name)}`);
+  if (name.startsWith('/')) throw new ArchiveError(`Tar entry "${name}" has an absolute path`);
+  const parts = name.split('/').filter((p) => p !== '' && p !== '.');
+  if (parts.includes('..')) throw new ArchiveError(`Tar entry "${name}" climbs out of the target with ".."`);
+  return parts.join('/');
+}
+
+class Extractor {
+  readonly #root: string;
+  readonly #options: ExtractOptions;
+  readonly #symlinks = new Set<string>();
+  readonly #maxBytes: number;
+  readonly #maxEntries: number;
+  bytes = 0;
+  entries = 0;
+  files = 0;
+
+  constructor(root: string, options: ExtractOptions) {
+    this.#root = root;
+    this.#options = options;
+    this.#maxBytes = options.maxBytes ?? 4 * 1024 ** 3;
+    this.#maxEntries = options.maxEntries ?? 1_000_000;
+  }
+
+  /** Throws when any parent of `rel` is a symlink this extraction made (writing through it could escape). */
+  #checkParents(rel: string): void {
+    const parts = rel.split('/');
+    for (let i = 1; i < parts.length; i++) {
+      const prefix = parts.slice(0, i).join('/');
+      if (this.#symlinks.has(prefix)) throw new ArchiveError(`Tar entry "${rel}" would be written through the symlink "${prefix}"`);
+    }
+  }
+
+  #abs(rel: string): string {
+    const abs = resolve(this.#root, rel);
+    if (abs !== this.#root && !abs.startsWith(this.#root + sep)) throw new ArchiveError(`Tar entry "${rel}" resolves outside the target`);
+    return abs;
+  }
+
+  async #clear(rel: string): Promise<void> {
+    await rm(this.#abs(rel), { recursive: true, force: true });
+    for (const link of [...this.#symlinks]) if (link === rel || link.startsWith(`${rel}/`)) this.#symlinks.delete(link);
+  }
+
+  async entry(header: Header, stream: TarEntryStream): Promise<void> {
+    this.entries++;
+    if (this.entries > this.#maxEntries) throw new ArchiveError(`Archive has more than ${this.#maxEntries} entries (limit)`);
+    const rel = safeEntryPath(header.name);
+    if (rel === '') {
+      stream.resume();
+      return;
+    }
+    this.#checkParents(rel);
+    const base = posix.basename(rel);
+    const parent = posix.dirname(rel) === '.' ? '' : posix.dirname(rel);
+    if ((this.#options.whiteouts ?? true) && base.startsWith(WHITEOUT)) {
+      stream.resume();
+      if (base === OPAQUE) {
+        const dir = this.#abs(parent);
+        for (const name of await readdir(dir).catch(() => [] as string[])) await this.#clear(parent ? `${parent}/${name}` : name);
+      } else {
+        const victim = base.slice(WHITEOUT.length);
+        await this.#clear(parent ? `${parent}/${victim}` : victim);
+      }
+      return;
+    }
+    const abs = this.#abs(rel);
+    await mkdir(dirname(abs), { recursive: true });
+    switch (header.type) {
+      case 'directory': {
+        stream.resume();
+        const existing = await lstat(abs).catch(() => undefined);
+        if (existing && !existing.isDirectory()) await this.#clear(rel);
+        await mkdir(abs, { recursive: true, mode: 0o755 });
+        return;
+      }
+      case 'file':
+      case 'contiguous-file': {
+        await this.#clear(rel);
+        const size = header.size ?? 0;
+        if (this.bytes + size > this.#maxBytes) throw new ArchiveError(`Archive content is larger than ${this.#maxBytes} bytes (limit)`);
+        this.bytes += size;
+        const handle = await open(abs, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, (header.mode ?? 0o644) & 0o755);
+        await pipeline(Readable.from(stream as AsyncIterable<Buffer>), handle.createWriteStream());
+        this.files++;
+        return;
+      }
+      case 'symlink': {
+        stream.resume();
+        const target = header.linkname ?? '';
+        if (target.startsWith('/')) throw new ArchiveError(`Symlink "${rel}" points to the absolute path "${target}"`);
+        const resolved = posix.normalize(posix.join(parent, target));
+        if (resolved === '..' || resolved.startsWith('../')) throw new ArchiveError(`Symlink "${rel}" points outside the target ("${target}")`);
+        await this.#clear(rel);
+        await symlink(target, abs);
+        this.#symlinks.add(rel);
+        return;
+      }
+      case 'link': {
+        stream.resume();
+        const target = safeEntryPath(header.linkname ?? '');
+        this.#checkParents(target);
+        const source = this.#abs(target);
+        const info = await lstat(source).catch(() => undefined);
+        if (!info?.isFile()) throw new ArchiveError(`Hard link "${rel}" points to "${target}", which is not a file extracted before it`);
+        await this.#clear(rel);
+        await link(source, abs);
+        return;
+      }
+      default:
+        stream.resume();
+        throw new ArchiveError(`Tar entry "${rel}" is a ${header.type ?? 'special file'}; devices, FIFOs and other special files are refused`);
+    }
+  }
+
+  /** Reads one (possibly compressed) tar stream into the root. */
+  async layer(source: Readable): Promise<void> {
+    const plain = await decompressed(source, this.#maxBytes * 2 + 1024 * 1024);
+    const tar = tarExtract();
+    const done = new Promise<void>((resolveDone, reject) => {
+      tar.on('entry', (header, stream, next) => {
+        // The entry's own errors also reach the tar stream's 'error', which is what rejects.
+        stream.on('error', () => undefined);
+        this.entry(header, stream).then(
+          () => next(),
+          (error: unknown) => {
+            stream.resume();
+            tar.destroy(error as Error);
+          },
+        );
+      });
+      tar.on('finish', resolveDone);
+      tar.on('error', reject);
+      tar.on('close', () => reject(new ArchiveError('Tar stream ended early')));
+    });
+    plain.on('error', (error) => tar.destroy(error));
+    plain.pipe(tar);
+    try {
+      await done;
+    } catch (error) {
+      plain.destroy();
+      if (error instanceof ArchiveError) throw error;
+      throw new ArchiveError(`Cannot read tar data: ${(error as Error).message}`);
+    }
+  }
+}
+
+/**
+ * Extracts layers in order into `target`, which must not exist yet. Everything goes into a temp folder
+ * beside it that is renamed into place only when all layers extracted cleanly, so a failure leaves
+ * nothing behind and nothing is ever written outside `target`.
+ */
+export async function extractLayers(
+  layers: Iterable<() => Promise<Readable>> | AsyncIterable<() => Promise<Readable>>,
+  target: string,
+  options: ExtractOptions = {},
+): Promise<ExtractResult> {
+  const final = resolve(target);
+  if (await lstat(final).catch(() => undefined)) throw new ArchiveError(`Target "${target}" already exists`);
+  await mkdir(dirname(final), { recursive: true });
+  const temp = `${final}.partial-${randomBytes(6).toString('hex')}`;
+  await mkdir(temp, { mode: 0o755 });
+  const extractor = new Extractor(temp, options);
+  try {
+    for await (const open of layers) {
+      options.signal?.throwIfAborted();
+      await extractor.layer(await open());
+    }
+    await rename(temp, final);
+  } catch (error) {
+    await rm(temp, { recursive: true, force: true });
+    throw error;
+  }
+  return { files: extractor.files, bytes: extractor.bytes };
+}
+
