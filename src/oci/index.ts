@@ -21,3 +21,9 @@ export {
 export type { ManifestMediaType } from './media-types.js';
 export { parseManifest, ManifestError, MAX_MANIFEST_BYTES } from './manifest.js';
 export type { Descriptor, ParsedManifest, Platform } from './manifest.js';
+export { ArchiveError, detectCompression, decompressed } from './compression.js';
+export type { Compression } from './compression.js';
+export { extractLayers, safeEntryPath } from './extract.js';
+export type { ExtractOptions, ExtractLimits, ExtractResult } from './extract.js';
+export { OciLayout, REF_NAME } from './layout.js';
+export type { LayoutIndex } from './layout.js';

@@ -1,19 +1,27 @@
 // Helpers for the interop suite: hand-built OCI image layouts (real tar+gzip layers that container
 // runtimes can unpack), reads of Airlock over plain HTTP to compare what peers pushed, and an Airlock
 // child process tied to one test's lifetime.
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { MediaType } from '../../src/oci/index.js';
-import { startAirlockProcess, tempDir, type RunningProcess, type StartAirlockOptions } from './processes.js';
+import {
+  startAirlockProcess,
+  tempDir,
+  type CommandResult,
+  type RunningProcess,
+  type StartAirlockOptions,
+} from './processes.js';
 
 /** Upper bound for one peer command; the suite must stay bounded even when a peer hangs. */
 export const PEER_TIMEOUT_MS = 90_000;
 /** Upper bound for one interop test. */
 export const TEST_TIMEOUT_MS = 180_000;
 
+/** The `sha256:<hex>` digest of `bytes`. */
 export function sha256(bytes: Uint8Array | string): string {
   return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
 }
@@ -93,8 +101,10 @@ export interface Platform {
 export interface BuiltArtifact {
   readonly descriptor: Descriptor;
   readonly bytes: Buffer;
-  /** Every blob below this artifact (config, layers, child manifests), by digest. */
+  /** Config and layer blobs of this artifact and of its children, by digest. */
   readonly blobs: ReadonlyMap<string, Buffer>;
+  /** The manifests an index lists (none for an image). */
+  readonly children: readonly BuiltArtifact[];
 }
 
 export interface BuiltImage extends BuiltArtifact {
@@ -142,9 +152,11 @@ export function buildImage(options: ImageOptions): BuiltImage {
   );
   const config = blobDescriptor(MediaType.OciConfig, configBytes);
   blobs.set(config.digest, configBytes);
-  const bytes = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciManifest, config, layers }));
+  const bytes = Buffer.from(
+    JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciManifest, config, layers }),
+  );
   const descriptor: Descriptor = { ...blobDescriptor(MediaType.OciManifest, bytes), platform };
-  return { descriptor, bytes, blobs, config, layers };
+  return { descriptor, bytes, blobs, children: [], config, layers };
 }
 
 /** A one-layer image holding `/hello.txt` (unique per call) and, optionally, a file of random bytes. */
@@ -169,11 +181,10 @@ export function buildIndex(images: readonly BuiltImage[]): BuiltArtifact {
   );
   const blobs = new Map<string, Buffer>();
   for (const image of images) {
-    blobs.set(image.descriptor.digest, image.bytes);
     for (const [digest, blob] of image.blobs) blobs.set(digest, blob);
   }
   const { mediaType, digest, size } = blobDescriptor(MediaType.OciIndex, bytes);
-  return { descriptor: { mediaType, digest, size }, bytes, blobs };
+  return { descriptor: { mediaType, digest, size }, bytes, blobs, children: images };
 }
 
 function blobPath(dir: string, digest: string): string {
@@ -183,12 +194,16 @@ function blobPath(dir: string, digest: string): string {
 }
 
 /** Writes an OCI image layout at `dir` whose index.json names `artifact` with the tag `tag`. */
-export async function writeOciLayout(dir: string, tagged: { tag: string; artifact: BuiltArtifact }): Promise<void> {
+export async function writeOciLayout(
+  dir: string,
+  tagged: { tag: string; artifact: BuiltArtifact },
+): Promise<void> {
   const { tag, artifact } = tagged;
   await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
   await writeFile(join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
   const all = new Map(artifact.blobs);
-  all.set(artifact.descriptor.digest, artifact.bytes);
+  for (const manifest of [artifact, ...artifact.children])
+    all.set(manifest.descriptor.digest, manifest.bytes);
   for (const [digest, bytes] of all) await writeFile(blobPath(dir, digest), bytes);
   const { mediaType, digest, size } = artifact.descriptor;
   const entry = { mediaType, digest, size, annotations: { 'org.opencontainers.image.ref.name': tag } };
@@ -203,13 +218,19 @@ export async function layoutEntry(dir: string, tag: string): Promise<Descriptor>
   return entry;
 }
 
+/** A blob's bytes from the OCI layout at `dir`. */
 export function readLayoutBlob(dir: string, digest: string): Promise<Buffer> {
   return readFile(blobPath(dir, digest));
 }
 
 // ---- reading Airlock over HTTP ----
 
-const MANIFEST_ACCEPT = [MediaType.OciManifest, MediaType.OciIndex, MediaType.DockerManifest, MediaType.DockerManifestList].join(', ');
+const MANIFEST_ACCEPT = [
+  MediaType.OciManifest,
+  MediaType.OciIndex,
+  MediaType.DockerManifest,
+  MediaType.DockerManifestList,
+].join(', ');
 
 export interface FetchedManifest {
   readonly digest: string;
@@ -218,11 +239,22 @@ export interface FetchedManifest {
 }
 
 /** GETs a manifest; throws unless the registry answers 200. */
-export async function fetchManifest(base: string, repository: string, reference: string): Promise<FetchedManifest> {
-  const res = await fetch(`${base}/v2/${repository}/manifests/${reference}`, { headers: { accept: MANIFEST_ACCEPT } });
+export async function fetchManifest(
+  base: string,
+  repository: string,
+  reference: string,
+): Promise<FetchedManifest> {
+  const res = await fetch(`${base}/v2/${repository}/manifests/${reference}`, {
+    headers: { accept: MANIFEST_ACCEPT },
+  });
   const bytes = Buffer.from(await res.arrayBuffer());
-  if (res.status !== 200) throw new Error(`GET manifest ${repository}:${reference} answered ${res.status}: ${bytes.toString()}`);
-  return { digest: res.headers.get('docker-content-digest') ?? '', mediaType: res.headers.get('content-type') ?? '', bytes };
+  if (res.status !== 200)
+    throw new Error(`GET manifest ${repository}:${reference} answered ${res.status}: ${bytes.toString()}`);
+  return {
+    digest: res.headers.get('docker-content-digest') ?? '',
+    mediaType: res.headers.get('content-type') ?? '',
+    bytes,
+  };
 }
 
 /** Status of a manifest HEAD (200 when present, 404 when not). */
@@ -238,7 +270,8 @@ export async function manifestStatus(base: string, repository: string, reference
 export async function fetchBlob(base: string, repository: string, digest: string): Promise<Buffer> {
   const res = await fetch(`${base}/v2/${repository}/blobs/${digest}`);
   const bytes = Buffer.from(await res.arrayBuffer());
-  if (res.status !== 200) throw new Error(`GET blob ${repository}@${digest} answered ${res.status}: ${bytes.toString()}`);
+  if (res.status !== 200)
+    throw new Error(`GET blob ${repository}@${digest} answered ${res.status}: ${bytes.toString()}`);
   return bytes;
 }
 
@@ -263,26 +296,32 @@ export async function fetchReferrers(
   return body.manifests ?? [];
 }
 
-/** Checks that every blob of `artifact` (and the manifest itself) is served by `repository` byte for byte. */
-export async function assertArtifactServed(
+/**
+ * Differences between `artifact` (its manifest, child manifests and blobs) and what `repository`
+ * serves; empty when every byte matches.
+ */
+export async function artifactDifferences(
   base: string,
   repository: string,
   artifact: BuiltArtifact,
 ): Promise<string[]> {
   const problems: string[] = [];
-  const manifest = await fetchManifest(base, repository, artifact.descriptor.digest);
-  if (!manifest.bytes.equals(artifact.bytes)) problems.push(`manifest ${artifact.descriptor.digest} differs`);
+  for (const manifest of [artifact, ...artifact.children]) {
+    const { digest } = manifest.descriptor;
+    const served = await fetchManifest(base, repository, digest);
+    if (!served.bytes.equals(manifest.bytes)) problems.push(`manifest ${digest} differs`);
+    if (served.digest !== digest) problems.push(`manifest ${digest} is served as "${served.digest}"`);
+  }
   for (const [digest, bytes] of artifact.blobs) {
-    const isManifest = (await manifestStatus(base, repository, digest)) === 200;
-    const served = isManifest ? (await fetchManifest(base, repository, digest)).bytes : await fetchBlob(base, repository, digest);
-    if (!served.equals(bytes)) problems.push(`blob ${digest} differs`);
+    if (!(await fetchBlob(base, repository, digest)).equals(bytes)) problems.push(`blob ${digest} differs`);
   }
   return problems;
 }
 
 async function expectStatus(res: Response, expected: number, what: string): Promise<void> {
   const text = await res.text();
-  if (res.status !== expected) throw new Error(`${what} answered ${res.status}, expected ${expected}: ${text}`);
+  if (res.status !== expected)
+    throw new Error(`${what} answered ${res.status}, expected ${expected}: ${text}`);
 }
 
 /**
@@ -295,16 +334,7 @@ export async function pushArtifact(
   artifact: BuiltArtifact,
 ): Promise<void> {
   const { repository, tag } = target;
-  const manifests = new Map<string, { mediaType: string; bytes: Buffer }>();
   for (const [digest, bytes] of artifact.blobs) {
-    const parsed = JSON.parse(bytes.toString('utf8').startsWith('{') ? bytes.toString('utf8') : '{}') as {
-      mediaType?: string;
-      schemaVersion?: number;
-    };
-    if (parsed.schemaVersion === 2 && parsed.mediaType !== undefined) {
-      manifests.set(digest, { mediaType: parsed.mediaType, bytes });
-      continue;
-    }
     const res = await fetch(`${base}/v2/${repository}/blobs/uploads/?digest=${digest}`, {
       method: 'POST',
       headers: { 'content-type': 'application/octet-stream' },
@@ -312,16 +342,16 @@ export async function pushArtifact(
     });
     await expectStatus(res, 201, `upload of blob ${digest}`);
   }
-  const put = async (reference: string, manifest: { mediaType: string; bytes: Buffer }): Promise<void> => {
+  const put = async (reference: string, manifest: BuiltArtifact): Promise<void> => {
     const res = await fetch(`${base}/v2/${repository}/manifests/${reference}`, {
       method: 'PUT',
-      headers: { 'content-type': manifest.mediaType },
+      headers: { 'content-type': manifest.descriptor.mediaType },
       body: manifest.bytes,
     });
     await expectStatus(res, 201, `PUT manifest ${repository}:${reference}`);
   };
-  for (const [digest, manifest] of manifests) await put(digest, manifest);
-  await put(tag, { mediaType: artifact.descriptor.mediaType, bytes: artifact.bytes });
+  for (const child of artifact.children) await put(child.descriptor.digest, child);
+  await put(tag, artifact);
 }
 
 // ---- Airlock request log ----
@@ -341,7 +371,12 @@ export function loggedRequests(output: string): LoggedRequest[] {
     try {
       const entry = JSON.parse(line) as Partial<LoggedRequest> & { msg?: string };
       if (entry.msg !== 'request' || entry.method === undefined || entry.path === undefined) continue;
-      requests.push({ method: entry.method, path: entry.path, route: entry.route ?? '', status: entry.status ?? 0 });
+      requests.push({
+        method: entry.method,
+        path: entry.path,
+        route: entry.route ?? '',
+        status: entry.status ?? 0,
+      });
     } catch {
       // not a log line
     }
@@ -349,19 +384,140 @@ export function loggedRequests(output: string): LoggedRequest[] {
   return requests;
 }
 
+export interface ToolOptions {
+  readonly env?: NodeJS.ProcessEnv;
+  readonly cwd?: string;
+  /** Default {@link PEER_TIMEOUT_MS}; the command is killed (SIGKILL) after it. */
+  readonly timeoutMs?: number;
+  /** A file to connect to the command's stdin. Default: none (stdin is closed). */
+  readonly stdinFile?: string;
+}
+
+/**
+ * Runs a peer tool to completion, capturing output; never throws on a non-zero exit. Stdin is closed
+ * (`ignore`) or a file: nothing is written to a pipe, so a child that exits at once cannot fail the
+ * test with EPIPE.
+ */
+export async function runTool(
+  command: string,
+  args: readonly string[],
+  options: ToolOptions = {},
+): Promise<CommandResult> {
+  const input = options.stdinFile === undefined ? undefined : await open(options.stdinFile, 'r');
+  try {
+    return await spawnTool(command, args, { ...options, stdin: input?.fd ?? 'ignore' });
+  } finally {
+    await input?.close();
+  }
+}
+
+function spawnTool(
+  command: string,
+  args: readonly string[],
+  options: ToolOptions & { readonly stdin: number | 'ignore' },
+): Promise<CommandResult> {
+  return new Promise((done, reject) => {
+    const child = spawn(command, args, {
+      cwd: options.cwd,
+      env: { ...process.env, ...options.env },
+      stdio: [options.stdin, 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout?.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? PEER_TIMEOUT_MS);
+    child.once('error', reject);
+    child.once('close', (code, signal) => {
+      clearTimeout(timer);
+      done({ code, stdout, stderr: signal ? `${stderr}\n(killed by ${signal})` : stderr });
+    });
+  });
+}
+
+/** Like {@link runTool}, but throws with the command's output when it exits non-zero. */
+export async function runToolOk(
+  command: string,
+  args: readonly string[],
+  options: ToolOptions = {},
+): Promise<CommandResult> {
+  const result = await runTool(command, args, options);
+  if (result.code !== 0) {
+    throw new Error(`${command} ${args.join(' ')} exited ${result.code}\n${result.stdout}\n${result.stderr}`);
+  }
+  return result;
+}
+
+/** Runs a command and returns its standard output as bytes (for binary output); throws on a non-zero exit. */
+export function runForBytes(
+  command: string,
+  args: readonly string[],
+  options: ToolOptions = {},
+): Promise<Buffer> {
+  return new Promise((done, reject) => {
+    const child = spawn(command, args, {
+      cwd: options.cwd,
+      env: { ...process.env, ...options.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const chunks: Buffer[] = [];
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => chunks.push(chunk));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? PEER_TIMEOUT_MS);
+    child.once('error', reject);
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      if (code === 0) done(Buffer.concat(chunks));
+      else reject(new Error(`${command} ${args.join(' ')} exited ${code}\n${stderr}`));
+    });
+  });
+}
+
 // ---- lifetimes ----
+
+/**
+ * Waits until the child itself says it listens on its URL. `startAirlockProcess` picks a free port and
+ * then polls it; if another process took that port in between, the poll is answered by that process
+ * while our child fails to bind, so "something answers" is not proof enough.
+ */
+async function ownsItsPort(airlock: RunningProcess, timeoutMs = 10_000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (airlock.output().includes(`listening on ${airlock.url} `)) return true;
+    if (airlock.child.exitCode !== null || airlock.child.signalCode !== null) return false;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  return false;
+}
 
 /**
  * Starts Airlock on a fresh data folder for one test and stops it (and deletes the folder) when the
  * test ends. Request logging is on (`--log-level info`) so tests can see which calls a client made.
  */
-export async function startAirlockForTest(t: TestContext, options: StartAirlockOptions = {}): Promise<RunningProcess> {
-  const airlock = await startAirlockProcess({ ...options, extraArgs: ['--log-level', 'info', ...(options.extraArgs ?? [])] });
-  t.after(async () => {
-    await airlock.stop();
-    await rm(airlock.dataDir, { recursive: true, force: true });
-  });
-  return airlock;
+export async function startAirlockForTest(
+  t: TestContext,
+  options: StartAirlockOptions = {},
+): Promise<RunningProcess> {
+  const attempts = options.port === undefined ? 3 : 1;
+  for (let attempt = 1; ; attempt++) {
+    const airlock = await startAirlockProcess({
+      ...options,
+      extraArgs: ['--log-level', 'info', ...(options.extraArgs ?? [])],
+    });
+    const dispose = async (): Promise<void> => {
+      await airlock.stop();
+      if (options.dataDir === undefined) await rm(airlock.dataDir, { recursive: true, force: true });
+    };
+    if (await ownsItsPort(airlock)) {
+      t.after(dispose);
+      return airlock;
+    }
+    await dispose();
+    if (attempt >= attempts) {
+      throw new Error(`Airlock did not start listening on ${airlock.url}:\n${airlock.output()}`);
+    }
+  }
 }
 
 /** A temp folder removed when the test ends. */

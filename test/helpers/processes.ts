@@ -73,28 +73,44 @@ export interface StartAirlockOptions {
   readonly env?: NodeJS.ProcessEnv;
 }
 
-/** Runs `airlock serve` as a child process (the real binary, as users run it). */
+/** Waits for the "listening on URL" line a starting `airlock serve` prints, or for it to exit. */
+function waitForListening(child: ChildProcess, output: () => string, timeoutMs = 20_000): Promise<string> {
+  return new Promise((resolveUrl, reject) => {
+    const timer = setTimeout(() => finish(new Error(`airlock serve printed no listening line within ${timeoutMs} ms`)), timeoutMs);
+    const check = (): void => {
+      const match = /listening on (http:\/\/\S+)/.exec(output());
+      if (match?.[1]) finish(undefined, match[1]);
+    };
+    const onExit = (): void => finish(new Error(`airlock serve exited (${child.exitCode ?? child.signalCode})`));
+    function finish(error?: Error, url?: string): void {
+      clearTimeout(timer);
+      child.stderr?.off('data', check);
+      child.off('exit', onExit);
+      if (error) reject(error);
+      else resolveUrl(url ?? '');
+    }
+    child.stderr?.on('data', check);
+    child.once('exit', onExit);
+    check();
+  });
+}
+
+/**
+ * Runs `airlock serve` as a child process (the real binary, as users run it). Without a port it listens
+ * on port 0 and reports the port it got, so two tests can never race for the same port.
+ */
 export async function startAirlockProcess(options: StartAirlockOptions = {}): Promise<RunningProcess> {
   const dataDir = options.dataDir ?? (await tempDir('airlock-data-'));
-  const port = options.port ?? (await freePort());
+  const port = options.port ?? 0;
   const child = spawn(
     process.execPath,
-    [
-      CLI,
-      'serve',
-      '--addr',
-      `127.0.0.1:${port}`,
-      '--data',
-      dataDir,
-      '--log-level',
-      'warn',
-      ...(options.extraArgs ?? []),
-    ],
+    [CLI, 'serve', '--addr', `127.0.0.1:${port}`, '--data', dataDir, '--log-level', 'warn', ...(options.extraArgs ?? [])],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } },
   );
   const { output, exited } = track(child);
-  const url = `http://127.0.0.1:${port}`;
+  let url: string;
   try {
+    url = await waitForListening(child, output);
     await waitForHttp(`${url}/v2/`);
   } catch (error) {
     child.kill('SIGKILL');
@@ -102,7 +118,7 @@ export async function startAirlockProcess(options: StartAirlockOptions = {}): Pr
   }
   return {
     url,
-    host: `127.0.0.1:${port}`,
+    host: new URL(url).host,
     child,
     dataDir,
     output,
@@ -113,51 +129,59 @@ export async function startAirlockProcess(options: StartAirlockOptions = {}): Pr
   };
 }
 
-/** Runs Debian's docker-registry (CNCF distribution 2.8) on a free port with a throwaway folder. */
+/**
+ * Runs Debian's docker-registry (CNCF distribution 2.8) on a free port with a throwaway folder. It cannot
+ * listen on port 0, so a port taken between probing and binding is retried with another one.
+ */
 export async function startDistribution(binary = findPeer('docker-registry')): Promise<RunningProcess> {
   if (!binary) throw new Error('docker-registry is not installed; run scripts/install-peers.sh');
   const dataDir = await tempDir('distribution-data-');
-  const port = await freePort();
-  const config = join(dataDir, 'config.yml');
-  await writeFile(
-    config,
-    [
-      'version: 0.1',
-      'log:',
-      '  level: warn',
-      '  accesslog:',
-      '    disabled: true',
-      'storage:',
-      '  filesystem:',
-      `    rootdirectory: ${join(dataDir, 'store')}`,
-      '  delete:',
-      '    enabled: true',
-      'http:',
-      `  addr: 127.0.0.1:${port}`,
-      '',
-    ].join('\n'),
-  );
-  const child = spawn(binary, ['serve', config], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const { output, exited } = track(child);
-  const url = `http://127.0.0.1:${port}`;
-  try {
-    await waitForHttp(`${url}/v2/`);
-  } catch (error) {
-    child.kill('SIGKILL');
-    throw new Error(`docker-registry did not start: ${String(error)}\n${output()}`);
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    const config = join(dataDir, 'config.yml');
+    await writeFile(
+      config,
+      [
+        'version: 0.1',
+        'log:',
+        '  level: warn',
+        '  accesslog:',
+        '    disabled: true',
+        'storage:',
+        '  filesystem:',
+        `    rootdirectory: ${join(dataDir, 'store')}`,
+        '  delete:',
+        '    enabled: true',
+        'http:',
+        `  addr: 127.0.0.1:${port}`,
+        '',
+      ].join('\n'),
+    );
+    const child = spawn(binary, ['serve', config], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const { output, exited } = track(child);
+    const url = `http://127.0.0.1:${port}`;
+    try {
+      await waitForHttp(`${url}/v2/`);
+      await new Promise((r) => setTimeout(r, 100));
+      if (child.exitCode !== null) throw new Error(`docker-registry exited: ${output()}`);
+    } catch (error) {
+      child.kill('SIGKILL');
+      if (attempt < 3) continue;
+      throw new Error(`docker-registry did not start: ${String(error)}\n${output()}`);
+    }
+    return {
+      url,
+      host: `127.0.0.1:${port}`,
+      child,
+      dataDir,
+      output,
+      async stop(signal: NodeJS.Signals = 'SIGTERM') {
+        if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+        await exited;
+        await rm(dataDir, { recursive: true, force: true });
+      },
+    };
   }
-  return {
-    url,
-    host: `127.0.0.1:${port}`,
-    child,
-    dataDir,
-    output,
-    async stop(signal: NodeJS.Signals = 'SIGTERM') {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-      await exited;
-      await rm(dataDir, { recursive: true, force: true });
-    },
-  };
 }
 
 export interface CommandResult {
@@ -188,6 +212,8 @@ export async function run(
       clearTimeout(timer);
       done({ code, stdout, stderr });
     });
+    // A program that exits without reading its input must not crash the test with EPIPE.
+    child.stdin.on('error', () => undefined);
     child.stdin.end(options.input ?? '');
   });
 }

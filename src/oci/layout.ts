@@ -1,0 +1,154 @@
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { ArchiveError } from './compression.js';
+import { Digester, digestOf, parseDigest, type Digest } from './digest.js';
+import type { Descriptor } from './manifest.js';
+import { MediaType } from './media-types.js';
+
+/** The annotation an OCI layout uses to name a manifest (its "tag"). */
+export const REF_NAME = 'org.opencontainers.image.ref.name';
+
+export interface LayoutIndex {
+  schemaVersion: 2;
+  mediaType?: string;
+  manifests: Descriptor[];
+  annotations?: Record<string, string>;
+}
+
+/** An OCI image layout folder: `oci-layout`, `index.json`, `blobs/<alg>/<hex>`. */
+export class OciLayout {
+  private constructor(readonly dir: string) {}
+
+  /** Opens an existing layout, or with `create` makes an empty one. */
+  static async open(dir: string, options: { create?: boolean } = {}): Promise<OciLayout> {
+    const marker = join(dir, 'oci-layout');
+    let text: string | undefined;
+    try {
+      text = await readFile(marker, 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    }
+    if (text === undefined) {
+      if (!options.create) throw new ArchiveError(`"${dir}" is not an OCI layout (no oci-layout file)`);
+      await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
+      await writeFile(marker, `${JSON.stringify({ imageLayoutVersion: '1.0.0' })}\n`);
+      await writeFile(join(dir, 'index.json'), `${JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [] })}\n`);
+      return new OciLayout(dir);
+    }
+    let version: unknown;
+    try {
+      version = (JSON.parse(text) as { imageLayoutVersion?: unknown }).imageLayoutVersion;
+    } catch {
+      version = undefined;
+    }
+    if (typeof version !== 'string') throw new ArchiveError(`"${marker}" is not a valid oci-layout file`);
+    return new OciLayout(dir);
+  }
+
+  async index(): Promise<LayoutIndex> {
+    const path = join(this.dir, 'index.json');
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(await readFile(path, 'utf8'));
+    } catch (error) {
+      throw new ArchiveError(`Cannot read "${path}": ${(error as Error).message}`);
+    }
+    const index = parsed as Partial<LayoutIndex>;
+    if (!Array.isArray(index.manifests)) throw new ArchiveError(`"${path}" has no "manifests" list`);
+    return { schemaVersion: 2, ...index, manifests: index.manifests };
+  }
+
+  /** The manifest named `tag`; without a tag, the only manifest in the layout. */
+  async resolve(tag?: string): Promise<Descriptor> {
+    const { manifests } = await this.index();
+    if (tag === undefined) {
+      if (manifests.length === 1 && manifests[0]) return manifests[0];
+      const names = manifests.map((m) => m.annotations?.[REF_NAME]).filter(Boolean);
+      throw new ArchiveError(
+        manifests.length === 0 ? `Layout "${this.dir}" is empty` : `Layout "${this.dir}" holds ${manifests.length} manifests; name one (${names.join(', ')})`,
+      );
+    }
+    const found = manifests.find((m) => m.annotations?.[REF_NAME] === tag || m.digest === tag);
+    if (!found) throw new ArchiveError(`Layout "${this.dir}" has no manifest named "${tag}"`);
+    return found;
+  }
+
+  blobPath(digest: Digest): string {
+    const { algorithm, hex } = parseDigest(digest);
+    return join(this.dir, 'blobs', algorithm, hex);
+  }
+
+  async blobSize(digest: Digest): Promise<number | undefined> {
+    try {
+      return (await stat(this.blobPath(digest))).size;
+    } catch {
+      return undefined;
+    }
+  }
+
+  openBlob(digest: Digest): Readable {
+    return createReadStream(this.blobPath(digest), { highWaterMark: 1024 * 1024 });
+  }
+
+  async readBlob(digest: Digest, limit: number): Promise<Buffer> {
+    const size = await this.blobSize(digest);
+    if (size === undefined) throw new ArchiveError(`Layout "${this.dir}" has no blob ${digest}`);
+    if (size > limit) throw new ArchiveError(`Blob ${digest} is ${size} bytes, more than ${limit}`);
+    const bytes = await readFile(this.blobPath(digest));
+    if (digestOf(bytes, parseDigest(digest).algorithm) !== digest) throw new ArchiveError(`Blob ${digest} in "${this.dir}" does not match its digest`);
+    return bytes;
+  }
+
+  /** Writes a blob from a stream, verifying its digest before it becomes visible. */
+  async writeBlob(digest: Digest, source: Readable | AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<number> {
+    const existing = await this.blobSize(digest);
+    if (existing !== undefined) {
+      if (typeof (source as Readable).destroy === 'function') (source as Readable).destroy();
+      return existing;
+    }
+    const { algorithm } = parseDigest(digest);
+    await mkdir(join(this.dir, 'blobs', algorithm), { recursive: true });
+    const temp = join(this.dir, 'blobs', algorithm, `.tmp-${randomBytes(8).toString('hex')}`);
+    const digester = new Digester(algorithm);
+    try {
+      await pipeline(
+        source,
+        async function* (src: AsyncIterable<Uint8Array> | Iterable<Uint8Array>) {
+          for await (const chunk of src) {
+            digester.update(chunk);
+            yield chunk;
+          }
+        },
+        createWriteStream(temp),
+      );
+      const actual = digester.digest();
+      if (actual !== digest) throw new ArchiveError(`Blob ${digest} arrived with digest ${actual}`);
+      await rename(temp, this.blobPath(digest));
+      return digester.size;
+    } finally {
+      await rm(temp, { force: true });
+    }
+  }
+
+  async writeBytes(bytes: Buffer): Promise<Digest> {
+    const digest = digestOf(bytes);
+    if ((await this.blobSize(digest)) === undefined) await this.writeBlob(digest, [bytes]);
+    return digest;
+  }
+
+  /** Adds a manifest to index.json (replacing one with the same name), written atomically. */
+  async addManifest(descriptor: Descriptor, tag?: string): Promise<void> {
+    const index = await this.index();
+    const entry: Descriptor = tag === undefined ? descriptor : { ...descriptor, annotations: { ...descriptor.annotations, [REF_NAME]: tag } };
+    index.manifests = index.manifests.filter((m) => (tag === undefined ? m.digest !== descriptor.digest : m.annotations?.[REF_NAME] !== tag));
+    index.manifests.push(entry);
+    const path = join(this.dir, 'index.json');
+    const temp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
+    await writeFile(temp, `${JSON.stringify(index)}\n`);
+    await rename(temp, path);
+  }
+}

@@ -1,0 +1,152 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, it, type TestContext } from 'node:test';
+import {
+  artifactDifferences,
+  buildIndex,
+  buildSimpleImage,
+  runTool,
+  runToolOk,
+  pushArtifact,
+  runForBytes,
+  startAirlockForTest,
+  TEST_TIMEOUT_MS,
+  type BuiltArtifact,
+} from '../helpers/interop.js';
+import { requirePeer } from '../helpers/peers.js';
+import { tempDir, type CommandResult } from '../helpers/processes.js';
+
+interface Ctr {
+  (args: readonly string[]): Promise<CommandResult>;
+  /** Raw bytes of a blob in containerd's content store. */
+  content(digest: string): Promise<Buffer>;
+}
+
+/**
+ * Starts a private containerd (own root, state, sockets; no CRI plugin) for one test and stops it
+ * when the test ends. Returns a `ctr` bound to its socket and a test namespace.
+ */
+async function startContainerd(t: TestContext, binaries: { containerd: string; ctr: string }): Promise<Ctr> {
+  const dir = await tempDir('ctrd-');
+  const socket = join(dir, 'containerd.sock');
+  const config = join(dir, 'config.toml');
+  await writeFile(
+    config,
+    [
+      'version = 2',
+      `root = "${join(dir, 'root')}"`,
+      `state = "${join(dir, 'state')}"`,
+      'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
+      '[grpc]',
+      `  address = "${socket}"`,
+      '[ttrpc]',
+      `  address = "${join(dir, 'containerd-ttrpc.sock')}"`,
+      '[debug]',
+      '  address = ""',
+      '[metrics]',
+      '  address = ""',
+      '[plugins."io.containerd.internal.v1.opt"]',
+      `  path = "${join(dir, 'opt')}"`,
+      '',
+    ].join('\n'),
+  );
+  const child = spawn(binaries.containerd, ['--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  child.stdout.on('data', (chunk: Buffer) => (log += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (log += chunk.toString()));
+  const exited = new Promise<void>((done) => child.once('exit', () => done()));
+  t.after(async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    await exited;
+    clearTimeout(timer);
+    await rm(dir, { recursive: true, force: true });
+  });
+  const base = ['--address', socket, '--namespace', 'airlock-test'];
+  const ctr: Ctr = Object.assign((args: readonly string[]) => runToolOk(binaries.ctr, [...base, ...args]), {
+    content: (digest: string) => runForBytes(binaries.ctr, [...base, 'content', 'get', digest]),
+  });
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const probe = await runTool(binaries.ctr, ['--address', socket, 'version'], { timeoutMs: 5_000 });
+    if (probe.code === 0) return ctr;
+    if (child.exitCode !== null || Date.now() > deadline)
+      throw new Error(`containerd did not start\n${log}\n${probe.stderr}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+interface CtrImage {
+  readonly ref: string;
+  readonly digest: string;
+}
+
+async function listImages(ctr: Ctr): Promise<CtrImage[]> {
+  const out = await ctr(['images', 'ls']);
+  return out.stdout
+    .split('\n')
+    .slice(1)
+    .filter((line) => line.trim() !== '')
+    .map((line) => {
+      const [ref = '', , digest = ''] = line.trim().split(/\s+/);
+      return { ref, digest };
+    });
+}
+
+/** Every manifest and blob of `artifact` is in containerd's content store with the same bytes. */
+async function assertContentStored(ctr: Ctr, artifact: BuiltArtifact): Promise<void> {
+  const expected = new Map(artifact.blobs);
+  for (const manifest of [artifact, ...artifact.children])
+    expected.set(manifest.descriptor.digest, manifest.bytes);
+  for (const [digest, bytes] of expected) {
+    assert.ok((await ctr.content(digest)).equals(bytes), `content ${digest} differs in containerd`);
+  }
+}
+
+describe('containerd (ctr) against Airlock', () => {
+  it(
+    'pulls a multi-platform index over plain HTTP, unpacks it, and pushes it back unchanged',
+    { timeout: TEST_TIMEOUT_MS },
+    async (t) => {
+      const containerd = requirePeer(t, 'containerd');
+      const ctrBin = requirePeer(t, 'ctr');
+      if (!containerd || !ctrBin) return;
+      const airlock = await startAirlockForTest(t);
+      const ctr = await startContainerd(t, { containerd, ctr: ctrBin });
+
+      const index = buildIndex([
+        buildSimpleImage({ platform: { os: 'linux', architecture: 'amd64' } }),
+        buildSimpleImage({ platform: { os: 'linux', architecture: 'arm64', variant: 'v8' } }),
+      ]);
+      await pushArtifact(airlock.url, { repository: 'project/ctr/img', tag: 'v1' }, index);
+      const ref = `${airlock.host}/project/ctr/img:v1`;
+
+      const pull = await ctr([
+        'images',
+        'pull',
+        '--plain-http',
+        '--all-platforms',
+        '--snapshotter',
+        'native',
+        ref,
+      ]);
+      // Unpacking applies every layer (tar+gzip) to a snapshot, so the layers are real, readable archives.
+      assert.match(pull.stdout, new RegExp(`unpacking linux/amd64 ${index.descriptor.digest}`));
+      assert.match(pull.stdout, new RegExp(`unpacking linux/arm64/v8 ${index.descriptor.digest}`));
+      const snapshots = await ctr(['snapshots', '--snapshotter', 'native', 'ls']);
+      assert.equal(snapshots.stdout.trim().split('\n').length - 1, 2, snapshots.stdout);
+      const images = await listImages(ctr);
+      assert.deepEqual(images, [{ ref, digest: index.descriptor.digest }]);
+      await assertContentStored(ctr, index);
+      const check = await ctr(['images', 'check']);
+      assert.match(check.stdout, /complete/, check.stdout);
+
+      const copy = `${airlock.host}/project/ctr/copy:v1`;
+      await ctr(['images', 'tag', ref, copy]);
+      await ctr(['images', 'push', '--plain-http', copy]);
+      assert.deepEqual(await artifactDifferences(airlock.url, 'project/ctr/copy', index), []);
+    },
+  );
+});
