@@ -2,6 +2,7 @@
 import { Command, CommanderError } from 'commander';
 import { ConfigError } from '../registry/index.js';
 import { registerAuthCommands } from './auth-commands.js';
+import { registerCopy } from './copy-command.js';
 import { UsageError } from './common.js';
 import { createOutput } from './output.js';
 import { registerRegistryCommands } from './registry-commands.js';
@@ -19,6 +20,7 @@ export function buildProgram(): Command {
   registerServe(program);
   registerAuthCommands(program);
   registerRegistryCommands(program);
+  registerCopy(program);
   return program;
 }
 

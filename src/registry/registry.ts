@@ -209,8 +209,9 @@ export class Registry {
 
   async startUpload(name: string): Promise<string> {
     const id = randomBytes(16).toString('base64url');
-    await this.#blobs.createUpload(id);
+    // Row first, then file: a staged file without a row is then always an orphan the purge may remove.
     await this.#meta.createUpload({ id, repository: name, createdAt: this.#now() });
+    await this.#blobs.createUpload(id);
     return id;
   }
 

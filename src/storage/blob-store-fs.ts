@@ -1,5 +1,5 @@
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { link, mkdir, open, readdir, rm, stat, unlink } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -76,6 +76,8 @@ export class FsBlobStore implements BlobStore {
       for (const name of await readdir(join(this.#root, 'uploads'))) {
         if (name.startsWith(TEMP_PREFIX)) await rm(join(this.#root, 'uploads', name), { force: true });
       }
+      // Sum existing blobs before any write can run, so the running total never counts one twice.
+      this.#usage = Promise.resolve(await this.#scanUsage());
     })();
     return this.#ready;
   }
@@ -164,7 +166,10 @@ export class FsBlobStore implements BlobStore {
     return this.put([bytes], expected);
   }
 
-  /** Verifies the digest, then fsyncs and renames `temp` into place. */
+  /**
+   * Verifies the digest, fsyncs `temp` and hard-links it into place. A link, unlike a rename, fails when
+   * the target exists, so two concurrent uploads of one blob publish (and count) it exactly once.
+   */
   async #publish(temp: string, digester: Digester, expected: Digest): Promise<BlobInfo> {
     const actual = digester.digest();
     if (actual !== expected) {
@@ -175,8 +180,15 @@ export class FsBlobStore implements BlobStore {
     if (await this.stat(expected)) return { digest: expected, size };
     if (this.#fsync) await fsyncPath(temp);
     const dir = join(target, '..');
-    await mkdir(dir, { recursive: true });
-    await rename(temp, target);
+    const created = await mkdir(dir, { recursive: true });
+    // A new folder must itself be recorded in its parent before the blob inside it is durable.
+    if (created !== undefined && this.#fsync) await fsyncPath(join(created, '..'));
+    try {
+      await link(temp, target);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'EEXIST') return { digest: expected, size };
+      throw error;
+    }
     if (this.#fsync) await fsyncPath(dir);
     this.#adjustUsage(size);
     return { digest: expected, size };
@@ -299,21 +311,23 @@ export class FsBlobStore implements BlobStore {
     if (this.#usage) this.#usage = this.#usage.then((bytes) => bytes + delta);
   }
 
-  /** Sums blob sizes once (a walk of blobs/), then keeps the total up to date on writes and deletes. */
-  usage(): Promise<number> {
-    this.#usage ??= (async () => {
-      let total = 0;
-      const walk = async (dir: string): Promise<void> => {
-        for (const entry of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
-          const path = join(dir, entry.name);
-          if (entry.isDirectory()) await walk(path);
-          else if (entry.isFile()) total += (await stat(path)).size;
-        }
-      };
-      await walk(join(this.#root, 'blobs'));
-      return total;
-    })();
-    return this.#usage;
+  async #scanUsage(): Promise<number> {
+    let total = 0;
+    const walk = async (dir: string): Promise<void> => {
+      for (const entry of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+        const path = join(dir, entry.name);
+        if (entry.isDirectory()) await walk(path);
+        else if (entry.isFile()) total += (await stat(path)).size;
+      }
+    };
+    await walk(join(this.#root, 'blobs'));
+    return total;
+  }
+
+  /** Total blob bytes: summed once in init(), then kept up to date by publishes and deletes. */
+  async usage(): Promise<number> {
+    await this.init();
+    return (await this.#usage) ?? 0;
   }
 
   async listUploads(): Promise<string[]> {

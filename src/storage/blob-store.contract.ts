@@ -81,6 +81,14 @@ export function runBlobStoreContract(name: string, create: () => Promise<BlobSto
       assert.equal(await store.usage(), before);
     });
 
+    it('counts a blob once when the same bytes are stored concurrently', async () => {
+      const before = await store.usage();
+      const bytes = Buffer.alloc(64 * 1024, 9);
+      const digest = digestOf(bytes);
+      await Promise.all(Array.from({ length: 8 }, () => store.putBytes(bytes, digest)));
+      assert.equal(await store.usage(), before + bytes.length);
+    });
+
     it('builds a blob from appended chunks and verifies it on commit', async () => {
       await store.createUpload('u1');
       assert.equal(await store.uploadSize('u1'), 0);

@@ -78,7 +78,8 @@ export function seedFromEnv(variable = 'CRASH_SEED'): number {
   const text = process.env[variable];
   if (text !== undefined && text.trim() !== '') {
     const value = Number(text.trim());
-    if (!Number.isSafeInteger(value) || value < 0) throw new Error(`${variable}="${text}" is not a non-negative integer`);
+    if (!Number.isSafeInteger(value) || value < 0)
+      throw new Error(`${variable}="${text}" is not a non-negative integer`);
     return value >>> 0;
   }
   return Math.floor(Math.random() * 0x1_0000_0000) >>> 0;
@@ -96,7 +97,11 @@ export function sha256Digest(bytes: Uint8Array): string {
 }
 
 /** Yields `bytes` in `pieces` parts with a pause before each, so a kill can land in the middle of a body. */
-export async function* trickle(bytes: Uint8Array, pieces: number, pauseMs: number): AsyncGenerator<Uint8Array> {
+export async function* trickle(
+  bytes: Uint8Array,
+  pieces: number,
+  pauseMs: number,
+): AsyncGenerator<Uint8Array> {
   const step = Math.max(1, Math.ceil(bytes.byteLength / Math.max(1, pieces)));
   for (let start = 0; start < bytes.byteLength; start += step) {
     await new Promise((resolve) => setTimeout(resolve, pauseMs));
@@ -107,7 +112,11 @@ export async function* trickle(bytes: Uint8Array, pieces: number, pauseMs: numbe
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Runs `fn` over `items` with at most `limit` calls in flight. */
-export async function mapLimit<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+export async function mapLimit<T>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T) => Promise<void>,
+): Promise<void> {
   let next = 0;
   const lanes = Array.from({ length: Math.min(limit, items.length) }, async () => {
     while (next < items.length) {
@@ -194,6 +203,16 @@ export class AirlockSupervisor {
     this.#logs.push(current.output());
   }
 
+  /** Stops the running process gracefully (SIGTERM) at the end of a test. */
+  async stop(): Promise<void> {
+    const current = this.#current;
+    if (!current || this.#killed.has(this.#epoch)) return;
+    this.#killed.add(this.#epoch);
+    this.#up = deferred();
+    await current.stop('SIGTERM');
+    this.#logs.push(current.output());
+  }
+
   /** Gives up: waiters are released with `error`. */
   fail(error: unknown): void {
     this.#up.reject(error);
@@ -266,14 +285,19 @@ export class CrashHttp {
       const body = Buffer.from(await res.arrayBuffer());
       this.#count(String(res.status));
       if (res.status >= 500) {
-        this.#onProblem(`${request.method} ${request.path} answered ${res.status}: ${body.toString('utf8').slice(0, 300)}`);
+        this.#onProblem(
+          `${request.method} ${request.path} answered ${res.status}: ${body.toString('utf8').slice(0, 300)}`,
+        );
       }
       return { kind: 'response', status: res.status, headers: res.headers, body, epoch };
     } catch (error) {
       this.#count('interrupted');
       if (!this.#supervisor.wasKilled(epoch)) {
-        const cause = error instanceof Error && error.cause !== undefined ? ` (${String(error.cause)})` : '';
-        this.#onProblem(`${request.method} ${request.path} failed while the server was up: ${String(error)}${cause}`);
+        const cause =
+          error instanceof Error && error.cause instanceof Error ? ` (${error.cause.message})` : '';
+        this.#onProblem(
+          `${request.method} ${request.path} failed while the server was up: ${String(error)}${cause}`,
+        );
       }
       return { kind: 'interrupted', epoch, error };
     }
@@ -304,7 +328,8 @@ export interface BlobTreeReport {
 
 async function sha256File(path: string): Promise<string> {
   const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 })) hash.update(chunk as Buffer);
+  for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 }))
+    hash.update(chunk as Buffer);
   return hash.digest('hex');
 }
 
@@ -369,8 +394,10 @@ export async function uploadsDir(dataDir: string): Promise<string[]> {
 export function integrityProblems(db: Database.Database): string[] {
   const problems: string[] = [];
   const integrity = db.pragma('integrity_check', { simple: false }) as Array<{ integrity_check: string }>;
-  for (const row of integrity) if (row.integrity_check !== 'ok') problems.push(`integrity_check: ${row.integrity_check}`);
-  for (const row of db.pragma('foreign_key_check') as unknown[]) problems.push(`foreign_key_check: ${JSON.stringify(row)}`);
+  for (const row of integrity)
+    if (row.integrity_check !== 'ok') problems.push(`integrity_check: ${row.integrity_check}`);
+  for (const row of db.pragma('foreign_key_check') as unknown[])
+    problems.push(`foreign_key_check: ${JSON.stringify(row)}`);
   return problems;
 }
 

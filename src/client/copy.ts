@@ -1,0 +1,122 @@
+import {
+  isIndexMediaType,
+  parseManifest,
+  type Descriptor,
+  type Digest,
+  type ParsedManifest,
+  type Platform,
+} from '../oci/index.js';
+import { ClientError } from './errors.js';
+import type { ImageSource, ImageTarget, PutBlobResult } from './image-store.js';
+import type { ManifestResult } from './registry-client.js';
+
+export interface CopyProgress {
+  readonly kind: 'blob' | 'manifest';
+  readonly digest: Digest;
+  readonly size: number;
+  readonly result: PutBlobResult | 'written';
+}
+
+export interface CopyOptions {
+  /** Copy only this platform of an index (it becomes the root). Default: every platform. */
+  readonly platform?: Platform;
+  /** Also copy referrers (signatures, SBOMs, attestations), recursively. Default: false. */
+  readonly withReferrers?: boolean;
+  /** Blobs in flight at once. Default: 4. */
+  readonly concurrency?: number;
+  readonly onProgress?: (event: CopyProgress) => void;
+  readonly signal?: AbortSignal;
+}
+
+export interface CopyResult {
+  readonly digest: Digest;
+  readonly mediaType: string;
+  readonly blobs: number;
+  readonly bytes: number;
+  readonly manifests: number;
+}
+
+function parse(manifest: ManifestResult, where: string): ParsedManifest {
+  try {
+    return parseManifest(manifest.bytes, manifest.mediaType);
+  } catch (error) {
+    throw new ClientError('INVALID_RESPONSE', `Manifest ${manifest.digest} from ${where} is invalid: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+function matches(descriptor: Descriptor, platform: Platform): boolean {
+  const p = descriptor.platform;
+  return p !== undefined && p.os === platform.os && p.architecture === platform.architecture && (platform.variant === undefined || p.variant === platform.variant);
+}
+
+/** Runs `tasks` with at most `limit` in flight; the first failure stops the rest. */
+async function bounded<T>(items: readonly T[], limit: number, task: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failed: unknown;
+  const worker = async (): Promise<void> => {
+    while (failed === undefined && next < items.length) {
+      const item = items[next++] as T;
+      try {
+        await task(item);
+      } catch (error) {
+        failed ??= error;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  if (failed !== undefined) throw failed;
+}
+
+/**
+ * Copies an image, index or artifact from `source` to `target`: blobs first (in parallel, skipped or
+ * mounted where the target allows), then child manifests, then the root under the target's tag.
+ */
+export async function copyImage(source: ImageSource, target: ImageTarget, options: CopyOptions = {}): Promise<CopyResult> {
+  const { signal } = options;
+  const concurrency = options.concurrency ?? 4;
+  let root = await source.root(signal);
+  let parsedRoot = parse(root, source.name);
+  if (options.platform && isIndexMediaType(parsedRoot.mediaType)) {
+    const platform = options.platform;
+    const child = parsedRoot.manifests.find((d) => matches(d, platform));
+    if (!child) throw new ClientError('NOT_FOUND', `${source.name} has no manifest for platform ${platform.os}/${platform.architecture}`);
+    root = await source.manifest(child.digest, signal);
+    parsedRoot = parse(root, source.name);
+  }
+  const stats = { blobs: 0, bytes: 0, manifests: 0 };
+  const done = new Set<string>();
+
+  const copyManifest = async (manifest: ManifestResult, parsed: ParsedManifest, root = false): Promise<void> => {
+    if (parsed.kind === 'index') {
+      for (const child of parsed.manifests) {
+        if (done.has(child.digest)) continue;
+        const childManifest = await source.manifest(child.digest, signal);
+        await copyManifest(childManifest, parse(childManifest, source.name));
+      }
+    } else {
+      const blobs = [...(parsed.config ? [parsed.config] : []), ...parsed.layers].filter((d) => !done.has(d.digest) && !d.urls?.length);
+      const unique = [...new Map(blobs.map((d) => [d.digest, d])).values()];
+      await bounded(unique, concurrency, async (descriptor) => {
+        const result = await target.putBlob(descriptor, () => source.blob(descriptor, signal), { source, ...(signal ? { signal } : {}) });
+        done.add(descriptor.digest);
+        stats.blobs++;
+        if (result === 'uploaded') stats.bytes += descriptor.size;
+        options.onProgress?.({ kind: 'blob', digest: descriptor.digest, size: descriptor.size, result });
+      });
+    }
+    await target.putManifest(manifest, { root, ...(root ? { tag: target.tag } : {}), ...(signal ? { signal } : {}) });
+    done.add(manifest.digest);
+    stats.manifests++;
+    options.onProgress?.({ kind: 'manifest', digest: manifest.digest, size: manifest.bytes.length, result: 'written' });
+    if (options.withReferrers) {
+      for (const referrer of await source.referrers(manifest.digest, signal)) {
+        if (done.has(referrer.digest)) continue;
+        const referrerManifest = await source.manifest(referrer.digest, signal);
+        await copyManifest(referrerManifest, parse(referrerManifest, source.name));
+      }
+    }
+  };
+
+  await copyManifest(root, parsedRoot, true);
+  return { digest: root.digest, mediaType: root.mediaType, ...stats };
+}

@@ -1,0 +1,87 @@
+import { OciLayout, parseReference, type Reference } from '../oci/index.js';
+import { ClientError } from './errors.js';
+import type { ImageSource, ImageTarget } from './image-store.js';
+import type { RegistryClient } from './registry-client.js';
+import { openDockerArchiveSource, openOciArchiveSource, openOciArchiveTarget } from './stores/archive-store.js';
+import { LayoutStore } from './stores/layout-store.js';
+import { RegistryStore } from './stores/registry-store.js';
+
+/** One end of a copy, as written on the command line (skopeo's transport syntax). */
+export type ImageLocation =
+  | { readonly kind: 'registry'; readonly ref: Reference }
+  | { readonly kind: 'oci'; readonly dir: string; readonly tag?: string }
+  | { readonly kind: 'oci-archive'; readonly file: string; readonly tag?: string }
+  | { readonly kind: 'docker-archive'; readonly file: string; readonly name?: string };
+
+/** `PATH[:TAG]`, where a colon followed by text without a slash starts the tag. */
+function pathAndTag(rest: string): { path: string; tag?: string } {
+  const colon = rest.lastIndexOf(':');
+  if (colon > 0 && !rest.slice(colon + 1).includes('/')) {
+    const tag = rest.slice(colon + 1);
+    return tag ? { path: rest.slice(0, colon), tag } : { path: rest.slice(0, colon) };
+  }
+  return { path: rest };
+}
+
+/**
+ * Parses `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`, `docker-archive:FILE[:NAME:TAG]`, `docker://REF`
+ * or a plain registry reference.
+ */
+export function parseImageLocation(text: string): ImageLocation {
+  const fail = (why: string): never => {
+    throw new ClientError('INVALID_INPUT', `Cannot use "${text}": ${why}`);
+  };
+  if (text.startsWith('oci:')) {
+    const { path, tag } = pathAndTag(text.slice(4));
+    if (!path) fail('the layout folder is empty');
+    return { kind: 'oci', dir: path, ...(tag ? { tag } : {}) };
+  }
+  if (text.startsWith('oci-archive:')) {
+    const { path, tag } = pathAndTag(text.slice(12));
+    if (!path) fail('the archive file is empty');
+    return { kind: 'oci-archive', file: path, ...(tag ? { tag } : {}) };
+  }
+  if (text.startsWith('docker-archive:')) {
+    const rest = text.slice(15);
+    const colon = rest.indexOf(':');
+    const file = colon < 0 ? rest : rest.slice(0, colon);
+    const name = colon < 0 ? undefined : rest.slice(colon + 1);
+    if (!file) fail('the archive file is empty');
+    return { kind: 'docker-archive', file, ...(name ? { name } : {}) };
+  }
+  if (/^[a-z0-9-]+:\/\//.test(text) && !text.startsWith('docker://')) fail('unknown transport (use oci:, oci-archive:, docker-archive: or docker://)');
+  try {
+    return { kind: 'registry', ref: parseReference(text.replace(/^docker:\/\//, '')) };
+  } catch (error) {
+    return fail((error as Error).message);
+  }
+}
+
+/** Makes registry clients for hosts; the CLI passes one that applies its flags. */
+export type ClientFactory = (host: string) => Promise<RegistryClient>;
+
+export async function openSource(location: ImageLocation, clients: ClientFactory): Promise<ImageSource> {
+  switch (location.kind) {
+    case 'registry':
+      return new RegistryStore(await clients(location.ref.registry), location.ref);
+    case 'oci':
+      return new LayoutStore(await OciLayout.open(location.dir), location.tag);
+    case 'oci-archive':
+      return openOciArchiveSource(location.file, location.tag);
+    case 'docker-archive':
+      return openDockerArchiveSource(location.file, location.name);
+  }
+}
+
+export async function openTarget(location: ImageLocation, clients: ClientFactory): Promise<ImageTarget> {
+  switch (location.kind) {
+    case 'registry':
+      return new RegistryStore(await clients(location.ref.registry), location.ref);
+    case 'oci':
+      return new LayoutStore(await OciLayout.open(location.dir, { create: true }), location.tag);
+    case 'oci-archive':
+      return openOciArchiveTarget(location.file, location.tag);
+    case 'docker-archive':
+      throw new ClientError('INVALID_INPUT', `Writing docker-archive is not supported yet; write oci-archive:${location.file} instead`);
+  }
+}

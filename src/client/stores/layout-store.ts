@@ -1,0 +1,77 @@
+import type { Readable } from 'node:stream';
+import {
+  digestOf,
+  OciLayout,
+  MAX_MANIFEST_BYTES,
+  parseManifest,
+  type Descriptor,
+  type Digest,
+} from '../../oci/index.js';
+import { verifyingStream, type ManifestResult } from '../registry-client.js';
+import type { ImageSource, ImageTarget, PutBlobResult } from '../image-store.js';
+
+/** An OCI image layout folder (`oci:DIR[:TAG]`), as the source or target of a copy. */
+export class LayoutStore implements ImageSource, ImageTarget {
+  readonly name: string;
+
+  constructor(
+    readonly layout: OciLayout,
+    readonly tag: string | undefined,
+    name?: string,
+  ) {
+    this.name = name ?? `oci:${layout.dir}${tag ? `:${tag}` : ''}`;
+  }
+
+  async root(): Promise<ManifestResult> {
+    const descriptor = await this.layout.resolve(this.tag);
+    const bytes = await this.layout.readBlob(descriptor.digest, MAX_MANIFEST_BYTES);
+    return { bytes, digest: descriptor.digest, mediaType: descriptor.mediaType };
+  }
+
+  async manifest(digest: Digest): Promise<ManifestResult> {
+    const bytes = await this.layout.readBlob(digest, MAX_MANIFEST_BYTES);
+    return { bytes, digest, mediaType: parseManifest(bytes).mediaType };
+  }
+
+  blob(descriptor: Descriptor): Promise<Readable> {
+    return Promise.resolve(this.layout.openBlob(descriptor.digest).pipe(verifyingStream(descriptor.digest, descriptor.size)));
+  }
+
+  /** Referrers in a layout are the manifests it holds whose subject is `digest`. */
+  async referrers(digest: Digest): Promise<Descriptor[]> {
+    const out: Descriptor[] = [];
+    for (const entry of (await this.layout.index()).manifests) {
+      try {
+        const parsed = parseManifest(await this.layout.readBlob(entry.digest, MAX_MANIFEST_BYTES));
+        if (parsed.subject?.digest === digest) out.push({ ...entry, ...(parsed.artifactType ? { artifactType: parsed.artifactType } : {}) });
+      } catch {
+        // A missing or foreign entry is not a referrer.
+      }
+    }
+    return out;
+  }
+
+  async putBlob(descriptor: Descriptor, open: () => Promise<Readable>): Promise<PutBlobResult> {
+    if ((await this.layout.blobSize(descriptor.digest)) !== undefined) return 'exists';
+    await this.layout.writeBlob(descriptor.digest, await open());
+    return 'uploaded';
+  }
+
+  async putManifest(manifest: ManifestResult, options: { tag?: string | undefined; root?: boolean } = {}): Promise<void> {
+    const digest = digestOf(manifest.bytes);
+    await this.layout.writeBlob(digest, [manifest.bytes]);
+    const parsed = parseManifest(manifest.bytes, manifest.mediaType);
+    const descriptor: Descriptor = {
+      mediaType: manifest.mediaType,
+      digest,
+      size: manifest.bytes.length,
+      ...(parsed.artifactType && parsed.kind === 'index' ? { artifactType: parsed.artifactType } : {}),
+    };
+    // Children of an index stay out of index.json; roots and referrers are listed.
+    if (options.root || parsed.subject) await this.layout.addManifest(descriptor, options.tag);
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
