@@ -12,26 +12,31 @@ import { outputFor, readStdin, UsageError, withClientOptions, type ClientFlags }
 
 /** `login`, `logout` and `auth configure-docker`. */
 export function registerAuthCommands(program: Command): void {
-  withClientOptions(program.command('login').argument('<host>', 'registry HOST[:PORT]').description('Check credentials against a registry and save them'))
-    .action(async (host: string, flags: ClientFlags) => {
-      const out = outputFor(flags);
-      if (!flags.username) throw new UsageError('login needs --username (and --password-stdin)');
-      const password = flags.passwordStdin ? await readStdin() : flags.password;
-      if (password === undefined || password === '') throw new UsageError('login needs a password: pass it with --password-stdin');
-      const credentials = { username: flags.username, password };
-      const client = new RegistryClient(host, {
-        credentials,
-        ...(flags.plainHttp ? { plainHttp: true } : {}),
-        ...(flags.insecure ? { insecure: true } : {}),
-      });
-      try {
-        await client.ping();
-      } finally {
-        client.close();
-      }
-      const where = await storeCredentials(host, credentials);
-      out.result(`Login Succeeded (saved in ${where})`, { host, savedIn: where });
+  withClientOptions(
+    program
+      .command('login')
+      .argument('<host>', 'registry HOST[:PORT]')
+      .description('Check credentials against a registry and save them'),
+  ).action(async (host: string, flags: ClientFlags) => {
+    const out = outputFor(flags);
+    if (!flags.username) throw new UsageError('login needs --username (and --password-stdin)');
+    const password = flags.passwordStdin ? await readStdin() : flags.password;
+    if (password === undefined || password === '')
+      throw new UsageError('login needs a password: pass it with --password-stdin');
+    const credentials = { username: flags.username, password };
+    const client = new RegistryClient(host, {
+      credentials,
+      ...(flags.plainHttp ? { plainHttp: true } : {}),
+      ...(flags.insecure ? { insecure: true } : {}),
     });
+    try {
+      await client.ping();
+    } finally {
+      client.close();
+    }
+    const where = await storeCredentials(host, credentials);
+    out.result(`Login Succeeded (saved in ${where})`, { host, savedIn: where });
+  });
 
   program
     .command('logout')
@@ -41,7 +46,10 @@ export function registerAuthCommands(program: Command): void {
     .action(async (host: string, flags: ClientFlags) => {
       const out = outputFor(flags);
       const removed = await eraseCredentials(host);
-      out.result(removed ? `Removed credentials for ${host}` : `No saved credentials for ${host}`, { host, removed });
+      out.result(removed ? `Removed credentials for ${host}` : `No saved credentials for ${host}`, {
+        host,
+        removed,
+      });
     });
 
   const auth = program.command('auth').description('Credential set-up for other tools');
@@ -69,6 +77,11 @@ export function registerAuthCommands(program: Command): void {
     .action(async (flags: ClientFlags) => {
       const out = outputFor(flags);
       const list = await new CredentialStore().list();
-      out.result(Object.entries(list).map(([h, u]) => `${h}  ${u}`).join('\n') || 'No saved credentials', list);
+      out.result(
+        Object.entries(list)
+          .map(([h, u]) => `${h}  ${u}`)
+          .join('\n') || 'No saved credentials',
+        list,
+      );
     });
 }

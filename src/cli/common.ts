@@ -34,7 +34,10 @@ export function outputFor(flags: ClientFlags): Output {
   if (flags.output !== undefined && flags.output !== 'text' && flags.output !== 'json') {
     throw new UsageError(`--output must be "text" or "json", not "${flags.output}"`);
   }
-  return createOutput({ ...(flags.output ? { output: flags.output } : {}), ...(flags.quiet ? { quiet: true } : {}) });
+  return createOutput({
+    ...(flags.output ? { output: flags.output } : {}),
+    ...(flags.quiet ? { quiet: true } : {}),
+  });
 }
 
 /** A mistake in how a command was called (exit code 2). */
@@ -48,20 +51,24 @@ export function readStdin(): Promise<string> {
   stdinCache ??= (async () => {
     const chunks: Buffer[] = [];
     for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
-    return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+    return Buffer.concat(chunks)
+      .toString('utf8')
+      .replace(/\r?\n$/, '');
   })();
   return stdinCache;
 }
 
 /** Credentials from flags, else from the docker config and credential helpers. */
 export async function credentialsFor(host: string, flags: ClientFlags): Promise<Credentials | undefined> {
-  if (flags.passwordStdin && flags.password !== undefined) throw new UsageError('--password and --password-stdin cannot be used together');
+  if (flags.passwordStdin && flags.password !== undefined)
+    throw new UsageError('--password and --password-stdin cannot be used together');
   if (flags.username !== undefined) {
     const password = flags.passwordStdin ? await readStdin() : flags.password;
     if (password === undefined) throw new UsageError('--username needs --password-stdin or --password');
     return { username: flags.username, password };
   }
-  if (flags.passwordStdin || flags.password !== undefined) throw new UsageError('A password was given without --username');
+  if (flags.passwordStdin || flags.password !== undefined)
+    throw new UsageError('A password was given without --username');
   return lookupCredentials(host);
 }
 
@@ -80,7 +87,10 @@ export async function clientFor(host: string, flags: ClientFlags): Promise<Regis
     try {
       ca = await readFile(flags.caFile);
     } catch (error) {
-      throw new ClientError('INVALID_INPUT', `Cannot read --ca-file "${flags.caFile}": ${(error as Error).message}`);
+      throw new ClientError(
+        'INVALID_INPUT',
+        `Cannot read --ca-file "${flags.caFile}": ${(error as Error).message}`,
+      );
     }
   }
   return new RegistryClient(host, {

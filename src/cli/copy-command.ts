@@ -1,5 +1,12 @@
 import type { Command } from 'commander';
-import { copyImage, openSource, openTarget, parseImageLocation, type ImageSource, type ImageTarget } from '../client/index.js';
+import {
+  copyImage,
+  openSource,
+  openTarget,
+  parseImageLocation,
+  type ImageSource,
+  type ImageTarget,
+} from '../client/index.js';
 import { clientFor, outputFor, withClientOptions, type ClientFlags } from './common.js';
 import { parsePlatform } from './platform.js';
 
@@ -9,32 +16,45 @@ export function registerCopy(program: Command): void {
     program
       .command('copy')
       .alias('cp')
-      .argument('<source>', 'REF, docker://REF, oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG]')
+      .argument(
+        '<source>',
+        'REF, docker://REF, oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG]',
+      )
       .argument('<destination>', 'REF, docker://REF, oci:DIR[:TAG] or oci-archive:FILE[:TAG]')
       .option('--platform <os/arch[/variant]>', 'copy only this platform of an index')
       .option('--with-referrers', 'also copy signatures, SBOMs and other referrers')
       .option('-j, --jobs <n>', 'blobs transferred at once', '4')
       .description('Copy an image, index or artifact between registries, layouts and archives'),
-  ).action(async (sourceText: string, destinationText: string, flags: ClientFlags & { withReferrers?: boolean; jobs: string }) => {
-    const out = outputFor(flags);
-    const clients = (host: string) => clientFor(host, flags);
-    let source: ImageSource | undefined;
-    let target: ImageTarget | undefined;
-    let ok = false;
-    try {
-      source = await openSource(parseImageLocation(sourceText), clients);
-      target = await openTarget(parseImageLocation(destinationText), clients);
-      const result = await copyImage(source, target, {
-        ...(flags.platform ? { platform: parsePlatform(flags.platform) } : {}),
-        withReferrers: flags.withReferrers ?? false,
-        concurrency: Math.max(1, Number(flags.jobs) || 4),
-        onProgress: (e) => out.info(`${e.kind} ${e.digest.slice(0, 19)} ${e.result}`),
-      });
-      ok = true;
-      out.result(`Copied ${source.name} to ${target.name} (${result.digest})`, { ...result, source: source.name, destination: target.name });
-    } finally {
-      await target?.close(ok);
-      await source?.close();
-    }
-  });
+  ).action(
+    async (
+      sourceText: string,
+      destinationText: string,
+      flags: ClientFlags & { withReferrers?: boolean; jobs: string },
+    ) => {
+      const out = outputFor(flags);
+      const clients = (host: string) => clientFor(host, flags);
+      let source: ImageSource | undefined;
+      let target: ImageTarget | undefined;
+      let ok = false;
+      try {
+        source = await openSource(parseImageLocation(sourceText), clients);
+        target = await openTarget(parseImageLocation(destinationText), clients);
+        const result = await copyImage(source, target, {
+          ...(flags.platform ? { platform: parsePlatform(flags.platform) } : {}),
+          withReferrers: flags.withReferrers ?? false,
+          concurrency: Math.max(1, Number(flags.jobs) || 4),
+          onProgress: (e) => out.info(`${e.kind} ${e.digest.slice(0, 19)} ${e.result}`),
+        });
+        ok = true;
+        out.result(`Copied ${source.name} to ${target.name} (${result.digest})`, {
+          ...result,
+          source: source.name,
+          destination: target.name,
+        });
+      } finally {
+        await target?.close(ok);
+        await source?.close();
+      }
+    },
+  );
 }

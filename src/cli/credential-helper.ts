@@ -19,7 +19,9 @@ async function main(action: string | undefined): Promise<number> {
         process.stdout.write('credentials not found in native keychain\n');
         return 1;
       }
-      process.stdout.write(`${JSON.stringify({ ServerURL: host, Username: found.Username, Secret: found.Secret })}\n`);
+      process.stdout.write(
+        `${JSON.stringify({ ServerURL: host, Username: found.Username, Secret: found.Secret })}\n`,
+      );
       return 0;
     }
     case 'store': {

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
 import { ConfigError } from '../registry/index.js';
+import { registerArtifactCommands } from './artifact-commands.js';
 import { registerAuthCommands } from './auth-commands.js';
 import { registerCopy } from './copy-command.js';
 import { UsageError } from './common.js';
@@ -21,6 +22,7 @@ export function buildProgram(): Command {
   registerAuthCommands(program);
   registerRegistryCommands(program);
   registerCopy(program);
+  registerArtifactCommands(program);
   return program;
 }
 

@@ -4,63 +4,84 @@ import { rename, rm } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import { isIndexMediaType, parseManifest, formatReference, type Digest } from '../oci/index.js';
 import { selectPlatform } from './platform.js';
-import { clientFor, outputFor, parseRef, refString, UsageError, withClientOptions, type ClientFlags } from './common.js';
+import {
+  clientFor,
+  outputFor,
+  parseRef,
+  refString,
+  UsageError,
+  withClientOptions,
+  type ClientFlags,
+} from './common.js';
 
 const CONFIG_LIMIT = 64 * 1024 * 1024;
 
 /** Read and edit commands on one registry: tags, catalog, manifest, config, digest, blob, referrers, tag, delete. */
 export function registerRegistryCommands(program: Command): void {
-  withClientOptions(program.command('tags').argument('<repository>', 'HOST/REPO').description('List the tags of a repository'))
-    .action(async (repository: string, flags: ClientFlags) => {
-      const out = outputFor(flags);
-      const ref = parseRef(repository);
-      const client = await clientFor(ref.registry, flags);
-      try {
-        const tags = await client.listTags(ref.repository);
-        out.result(tags.join('\n'), tags);
-      } finally {
-        client.close();
-      }
-    });
+  withClientOptions(
+    program
+      .command('tags')
+      .argument('<repository>', 'HOST/REPO')
+      .description('List the tags of a repository'),
+  ).action(async (repository: string, flags: ClientFlags) => {
+    const out = outputFor(flags);
+    const ref = parseRef(repository);
+    const client = await clientFor(ref.registry, flags);
+    try {
+      const tags = await client.listTags(ref.repository);
+      out.result(tags.join('\n'), tags);
+    } finally {
+      client.close();
+    }
+  });
 
-  withClientOptions(program.command('catalog').argument('<host>', 'registry HOST[:PORT]').description('List the repositories of a registry'))
-    .action(async (host: string, flags: ClientFlags) => {
-      const out = outputFor(flags);
-      const client = await clientFor(host, flags);
-      try {
-        const repositories = await client.catalog();
-        out.result(repositories.join('\n'), repositories);
-      } finally {
-        client.close();
-      }
-    });
+  withClientOptions(
+    program
+      .command('catalog')
+      .argument('<host>', 'registry HOST[:PORT]')
+      .description('List the repositories of a registry'),
+  ).action(async (host: string, flags: ClientFlags) => {
+    const out = outputFor(flags);
+    const client = await clientFor(host, flags);
+    try {
+      const repositories = await client.catalog();
+      out.result(repositories.join('\n'), repositories);
+    } finally {
+      client.close();
+    }
+  });
 
-  withClientOptions(program.command('manifest').argument('<reference>').description('Print the manifest of an image or artifact'))
-    .action(async (reference: string, flags: ClientFlags) => {
-      const ref = parseRef(reference);
-      const client = await clientFor(ref.registry, flags);
-      try {
-        const manifest = await client.getManifest(ref.repository, refString(ref));
-        process.stdout.write(manifest.bytes);
-        if (process.stdout.isTTY) process.stdout.write('\n');
-      } finally {
-        client.close();
-      }
-    });
+  withClientOptions(
+    program
+      .command('manifest')
+      .argument('<reference>')
+      .description('Print the manifest of an image or artifact'),
+  ).action(async (reference: string, flags: ClientFlags) => {
+    const ref = parseRef(reference);
+    const client = await clientFor(ref.registry, flags);
+    try {
+      const manifest = await client.getManifest(ref.repository, refString(ref));
+      process.stdout.write(manifest.bytes);
+      if (process.stdout.isTTY) process.stdout.write('\n');
+    } finally {
+      client.close();
+    }
+  });
 
-  withClientOptions(program.command('digest').argument('<reference>').description('Print the digest a reference resolves to'))
-    .action(async (reference: string, flags: ClientFlags) => {
-      const out = outputFor(flags);
-      const ref = parseRef(reference);
-      const client = await clientFor(ref.registry, flags);
-      try {
-        const head = await client.headManifest(ref.repository, refString(ref));
-        const digest = head?.digest ?? (await client.getManifest(ref.repository, refString(ref))).digest;
-        out.result(digest, { digest });
-      } finally {
-        client.close();
-      }
-    });
+  withClientOptions(
+    program.command('digest').argument('<reference>').description('Print the digest a reference resolves to'),
+  ).action(async (reference: string, flags: ClientFlags) => {
+    const out = outputFor(flags);
+    const ref = parseRef(reference);
+    const client = await clientFor(ref.registry, flags);
+    try {
+      const head = await client.headManifest(ref.repository, refString(ref));
+      const digest = head?.digest ?? (await client.getManifest(ref.repository, refString(ref))).digest;
+      out.result(digest, { digest });
+    } finally {
+      client.close();
+    }
+  });
 
   withClientOptions(
     program
@@ -128,7 +149,11 @@ export function registerRegistryCommands(program: Command): void {
     const client = await clientFor(ref.registry, flags);
     try {
       const digest = ref.digest ?? (await client.getManifest(ref.repository, refString(ref))).digest;
-      const list = await client.referrers(ref.repository, digest, flags.artifactType ? { artifactType: flags.artifactType } : {});
+      const list = await client.referrers(
+        ref.repository,
+        digest,
+        flags.artifactType ? { artifactType: flags.artifactType } : {},
+      );
       const rows = list.map((d) => `${d.digest}  ${d.artifactType ?? d.mediaType}  ${d.size}`);
       out.result(rows.length ? rows.join('\n') : `No referrers of ${digest}`, list);
     } finally {
@@ -136,32 +161,38 @@ export function registerRegistryCommands(program: Command): void {
     }
   });
 
-  withClientOptions(program.command('tag').argument('<reference>').argument('<tag>', 'new tag in the same repository').description('Add a tag to an image'))
-    .action(async (reference: string, tag: string, flags: ClientFlags) => {
-      const out = outputFor(flags);
-      const ref = parseRef(reference);
-      parseRef(`${ref.registry}/${ref.repository}:${tag}`);
-      const client = await clientFor(ref.registry, flags);
-      try {
-        const manifest = await client.getManifest(ref.repository, refString(ref));
-        await client.putManifest(ref.repository, tag, manifest);
-        const target = formatReference({ registry: ref.registry, repository: ref.repository, tag });
-        out.result(`${target}@${manifest.digest}`, { reference: target, digest: manifest.digest });
-      } finally {
-        client.close();
-      }
-    });
+  withClientOptions(
+    program
+      .command('tag')
+      .argument('<reference>')
+      .argument('<tag>', 'new tag in the same repository')
+      .description('Add a tag to an image'),
+  ).action(async (reference: string, tag: string, flags: ClientFlags) => {
+    const out = outputFor(flags);
+    const ref = parseRef(reference);
+    parseRef(`${ref.registry}/${ref.repository}:${tag}`);
+    const client = await clientFor(ref.registry, flags);
+    try {
+      const manifest = await client.getManifest(ref.repository, refString(ref));
+      await client.putManifest(ref.repository, tag, manifest);
+      const target = formatReference({ registry: ref.registry, repository: ref.repository, tag });
+      out.result(`${target}@${manifest.digest}`, { reference: target, digest: manifest.digest });
+    } finally {
+      client.close();
+    }
+  });
 
-  withClientOptions(program.command('delete').argument('<reference>').description('Delete a manifest (by digest) or a tag'))
-    .action(async (reference: string, flags: ClientFlags) => {
-      const out = outputFor(flags);
-      const ref = parseRef(reference);
-      const client = await clientFor(ref.registry, flags);
-      try {
-        await client.deleteManifest(ref.repository, refString(ref));
-        out.result(`Deleted ${reference}`, { deleted: reference });
-      } finally {
-        client.close();
-      }
-    });
+  withClientOptions(
+    program.command('delete').argument('<reference>').description('Delete a manifest (by digest) or a tag'),
+  ).action(async (reference: string, flags: ClientFlags) => {
+    const out = outputFor(flags);
+    const ref = parseRef(reference);
+    const client = await clientFor(ref.registry, flags);
+    try {
+      await client.deleteManifest(ref.repository, refString(ref));
+      out.result(`Deleted ${reference}`, { deleted: reference });
+    } finally {
+      client.close();
+    }
+  });
 }

@@ -52,25 +52,35 @@ interface PreparedLayer {
 
 async function digestFile(path: string): Promise<{ digest: Digest; size: number }> {
   const digester = new Digester();
-  for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 })) digester.update(chunk as Buffer);
+  for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 }))
+    digester.update(chunk as Buffer);
   return { digest: digester.digest(), size: digester.size };
 }
 
 /** Cleans a path given on the command line into a title; refuses absolute paths and `..` as oras does. */
 export function titleFor(path: string): string {
-  if (path.startsWith('/')) throw new ClientError('INVALID_INPUT', `"${path}" is an absolute path; give a path relative to the current folder`);
+  if (path.startsWith('/'))
+    throw new ClientError(
+      'INVALID_INPUT',
+      `"${path}" is an absolute path; give a path relative to the current folder`,
+    );
   try {
     const title = safeEntryPath(path.split(sep).join('/'));
     if (!title) throw new ClientError('INVALID_INPUT', `"${path}" names no file`);
     return title;
   } catch (error) {
-    if (error instanceof ArchiveError) throw new ClientError('INVALID_INPUT', `"${path}" leaves the current folder; give a path inside it`);
+    if (error instanceof ArchiveError)
+      throw new ClientError('INVALID_INPUT', `"${path}" leaves the current folder; give a path inside it`);
     throw error;
   }
 }
 
 /** Packs a folder as tar+gzip (entries prefixed with the folder's title), returning the temp file. */
-async function packDirectory(dir: string, title: string, work: string): Promise<{ file: string; tarDigest: Digest }> {
+async function packDirectory(
+  dir: string,
+  title: string,
+  work: string,
+): Promise<{ file: string; tarDigest: Digest }> {
   const tar = pack();
   const file = join(work, `${title.replace(/\//g, '_')}-${Date.now()}.tar.gz`);
   const tarDigester = new Digester();
@@ -91,14 +101,17 @@ async function packDirectory(dir: string, title: string, work: string): Promise<
     });
   const walk = async (abs: string, name: string): Promise<void> => {
     await add({ name: `${name}/`, type: 'directory', mode: 0o755 });
-    for (const entry of (await readdir(abs, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+    for (const entry of (await readdir(abs, { withFileTypes: true })).sort((a, b) =>
+      a.name < b.name ? -1 : 1,
+    )) {
       const child = join(abs, entry.name);
       if (entry.isDirectory()) await walk(child, `${name}/${entry.name}`);
       else if (entry.isFile()) {
         const info = await stat(child);
         await new Promise<void>((resolveEntry, reject) => {
-          const sink = tar.entry({ name: `${name}/${entry.name}`, size: info.size, mode: info.mode & 0o777, mtime: info.mtime }, (e) =>
-            e ? reject(e) : resolveEntry(),
+          const sink = tar.entry(
+            { name: `${name}/${entry.name}`, size: info.size, mode: info.mode & 0o777, mtime: info.mtime },
+            (e) => (e ? reject(e) : resolveEntry()),
           );
           pipeline(createReadStream(child), sink as unknown as NodeJS.WritableStream).catch(reject);
         });
@@ -119,7 +132,9 @@ async function prepare(files: readonly PushFile[], work: string): Promise<Prepar
     try {
       info = await stat(entry.path);
     } catch (error) {
-      throw new ClientError('INVALID_INPUT', `Cannot read "${entry.path}": ${(error as Error).message}`, { cause: error });
+      throw new ClientError('INVALID_INPUT', `Cannot read "${entry.path}": ${(error as Error).message}`, {
+        cause: error,
+      });
     }
     if (info.isDirectory()) {
       const { file, tarDigest } = await packDirectory(entry.path, title, work);
@@ -135,7 +150,15 @@ async function prepare(files: readonly PushFile[], work: string): Promise<Prepar
       });
     } else if (info.isFile()) {
       const { digest, size } = await digestFile(entry.path);
-      layers.push({ file: entry.path, descriptor: { mediaType: entry.mediaType ?? MediaType.OciLayer, digest, size, annotations: { [TITLE]: title } } });
+      layers.push({
+        file: entry.path,
+        descriptor: {
+          mediaType: entry.mediaType ?? MediaType.OciLayer,
+          digest,
+          size,
+          annotations: { [TITLE]: title },
+        },
+      });
     } else {
       throw new ClientError('INVALID_INPUT', `"${entry.path}" is neither a file nor a folder`);
     }
@@ -154,12 +177,23 @@ function artifactManifest(layers: readonly Descriptor[], options: PushArtifactOp
     schemaVersion: 2,
     mediaType: MediaType.OciManifest,
     artifactType: options.artifactType ?? DEFAULT_ARTIFACT_TYPE,
-    config: { mediaType: MediaType.OciEmpty, digest: digestOf(EMPTY_CONFIG), size: 2, data: EMPTY_CONFIG.toString('base64') },
+    config: {
+      mediaType: MediaType.OciEmpty,
+      digest: digestOf(EMPTY_CONFIG),
+      size: 2,
+      data: EMPTY_CONFIG.toString('base64'),
+    },
     layers: layers.map((l) => ({
       mediaType: l.mediaType,
       digest: l.digest,
       size: l.size,
-      ...(l.annotations ? { annotations: Object.fromEntries(Object.entries(l.annotations).sort(([a], [b]) => (a < b ? -1 : 1))) } : {}),
+      ...(l.annotations
+        ? {
+            annotations: Object.fromEntries(
+              Object.entries(l.annotations).sort(([a], [b]) => (a < b ? -1 : 1)),
+            ),
+          }
+        : {}),
     })),
     ...(Object.keys(sorted).length > 0 ? { annotations: sorted } : {}),
   };
@@ -174,16 +208,32 @@ export async function pushArtifact(
   files: readonly PushFile[],
   options: PushArtifactOptions = {},
 ): Promise<ManifestResult> {
-  if (files.length === 0) throw new ClientError('INVALID_INPUT', 'Nothing to push: name at least one file or folder');
+  if (files.length === 0)
+    throw new ClientError('INVALID_INPUT', 'Nothing to push: name at least one file or folder');
   const work = await mkdtemp(join(tmpdir(), 'airlock-push-'));
   try {
     const layers = await prepare(files, work);
     const signal = options.signal ? { signal: options.signal } : {};
-    await client.pushBlob(target.repository, { digest: digestOf(EMPTY_CONFIG), size: 2, open: () => Promise.resolve(Readable.from([EMPTY_CONFIG])) }, signal);
+    await client.pushBlob(
+      target.repository,
+      { digest: digestOf(EMPTY_CONFIG), size: 2, open: () => Promise.resolve(Readable.from([EMPTY_CONFIG])) },
+      signal,
+    );
     for (const layer of layers) {
-      await client.pushBlob(target.repository, { digest: layer.descriptor.digest, size: layer.descriptor.size, open: () => Promise.resolve(createReadStream(layer.file)) }, signal);
+      await client.pushBlob(
+        target.repository,
+        {
+          digest: layer.descriptor.digest,
+          size: layer.descriptor.size,
+          open: () => Promise.resolve(createReadStream(layer.file)),
+        },
+        signal,
+      );
     }
-    const manifest = artifactManifest(layers.map((l) => l.descriptor), options);
+    const manifest = artifactManifest(
+      layers.map((l) => l.descriptor),
+      options,
+    );
     await client.putManifest(target.repository, target.reference, manifest, options.signal);
     return manifest;
   } finally {
@@ -210,9 +260,16 @@ export async function pullArtifact(
   try {
     parsed = parseManifest(manifest.bytes, manifest.mediaType);
   } catch (error) {
-    throw new ClientError('INVALID_RESPONSE', `${source.repository}:${source.reference} is not a valid manifest: ${(error as Error).message}`);
+    throw new ClientError(
+      'INVALID_RESPONSE',
+      `${source.repository}:${source.reference} is not a valid manifest: ${(error as Error).message}`,
+    );
   }
-  if (parsed.kind !== 'image') throw new ClientError('INVALID_INPUT', `${source.repository}:${source.reference} is an index; pull one of its manifests by digest`);
+  if (parsed.kind !== 'image')
+    throw new ClientError(
+      'INVALID_INPUT',
+      `${source.repository}:${source.reference} is an index; pull one of its manifests by digest`,
+    );
   const root = resolve(outDir);
   await mkdir(root, { recursive: true });
   const pulled: PulledFile[] = [];
@@ -223,11 +280,18 @@ export async function pullArtifact(
     try {
       title = safeEntryPath(rawTitle);
     } catch {
-      throw new ClientError('INVALID_RESPONSE', `Layer title "${rawTitle}" would be written outside "${outDir}"; refusing it`);
+      throw new ClientError(
+        'INVALID_RESPONSE',
+        `Layer title "${rawTitle}" would be written outside "${outDir}"; refusing it`,
+      );
     }
     const target = resolve(root, title);
-    if (!title || relative(root, target).startsWith('..')) throw new ClientError('INVALID_RESPONSE', `Layer title "${rawTitle}" is not a path inside "${outDir}"`);
-    const stream = await client.getBlob(source.repository, layer.digest, { size: layer.size, ...(options.signal ? { signal: options.signal } : {}) });
+    if (!title || relative(root, target).startsWith('..'))
+      throw new ClientError('INVALID_RESPONSE', `Layer title "${rawTitle}" is not a path inside "${outDir}"`);
+    const stream = await client.getBlob(source.repository, layer.digest, {
+      size: layer.size,
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
     if (layer.annotations?.[UNPACK] === 'true') {
       const staging = await mkdtemp(join(root, '.airlock-pull-'));
       try {
@@ -250,7 +314,12 @@ export async function pullArtifact(
         throw error;
       }
     }
-    pulled.push({ title, digest: layer.digest, size: layer.size, unpacked: layer.annotations?.[UNPACK] === 'true' });
+    pulled.push({
+      title,
+      digest: layer.digest,
+      size: layer.size,
+      unpacked: layer.annotations?.[UNPACK] === 'true',
+    });
   }
   return pulled;
 }

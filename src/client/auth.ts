@@ -69,7 +69,11 @@ export class Authenticator {
    * Learns from a 401: returns the header to retry with, or undefined when retrying cannot help
    * (no usable challenge, or Basic without credentials).
    */
-  async respond(res: HttpResponse, scopes: readonly string[], signal?: AbortSignal): Promise<string | undefined> {
+  async respond(
+    res: HttpResponse,
+    scopes: readonly string[],
+    signal?: AbortSignal,
+  ): Promise<string | undefined> {
     const challenge = parseChallenge(res.header('www-authenticate'));
     if (!challenge) return undefined;
     this.#scheme = challenge.scheme;
@@ -88,18 +92,25 @@ export class Authenticator {
 
   async #fetchToken(challenge: Challenge, scopes: readonly string[], signal?: AbortSignal): Promise<string> {
     const realm = challenge.params.realm;
-    if (!realm) throw new ClientError('UNAUTHORIZED', 'The registry asked for a bearer token but named no realm');
+    if (!realm)
+      throw new ClientError('UNAUTHORIZED', 'The registry asked for a bearer token but named no realm');
     let url: URL;
     try {
       url = new URL(realm);
     } catch (error) {
-      throw new ClientError('INVALID_RESPONSE', `The registry's token realm "${realm}" is not a URL`, { cause: error });
+      throw new ClientError('INVALID_RESPONSE', `The registry's token realm "${realm}" is not a URL`, {
+        cause: error,
+      });
     }
     const service = challenge.params.service;
     const credentials = this.#credentials;
     let res: HttpResponse;
     if (credentials && 'identityToken' in credentials) {
-      const form = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: credentials.identityToken, client_id: 'airlock' });
+      const form = new URLSearchParams({
+        grant_type: 'refresh_token',
+        refresh_token: credentials.identityToken,
+        client_id: 'airlock',
+      });
       if (service) form.set('service', service);
       if (scopes.length > 0) form.set('scope', scopes.join(' '));
       res = await this.#transport.send({
@@ -122,19 +133,30 @@ export class Authenticator {
     }
     const text = await res.text(64 * 1024);
     if (res.status === 401 || res.status === 403) {
-      throw new ClientError('UNAUTHORIZED', `The token service at ${url.host} refused the credentials (HTTP ${res.status})`, { status: res.status });
+      throw new ClientError(
+        'UNAUTHORIZED',
+        `The token service at ${url.host} refused the credentials (HTTP ${res.status})`,
+        { status: res.status },
+      );
     }
     if (res.status !== 200) {
-      throw new ClientError('HTTP', `The token service at ${url.host} answered HTTP ${res.status}`, { status: res.status });
+      throw new ClientError('HTTP', `The token service at ${url.host} answered HTTP ${res.status}`, {
+        status: res.status,
+      });
     }
     let body: { token?: string; access_token?: string; expires_in?: number };
     try {
       body = JSON.parse(text) as typeof body;
     } catch (error) {
-      throw new ClientError('INVALID_RESPONSE', `The token service at ${url.host} answered something that is not JSON`, { cause: error });
+      throw new ClientError(
+        'INVALID_RESPONSE',
+        `The token service at ${url.host} answered something that is not JSON`,
+        { cause: error },
+      );
     }
     const token = body.token ?? body.access_token;
-    if (!token) throw new ClientError('INVALID_RESPONSE', `The token service at ${url.host} answered without a token`);
+    if (!token)
+      throw new ClientError('INVALID_RESPONSE', `The token service at ${url.host} answered without a token`);
     const lifetime = Math.max(10, Number(body.expires_in ?? 60));
     // Renew a little early so a token never expires between header() and the registry reading it.
     this.#tokens.set(scopes.join(' '), { token, expiresAt: this.#now() + (lifetime - 5) * 1000 });

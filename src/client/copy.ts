@@ -40,17 +40,30 @@ function parse(manifest: ManifestResult, where: string): ParsedManifest {
   try {
     return parseManifest(manifest.bytes, manifest.mediaType);
   } catch (error) {
-    throw new ClientError('INVALID_RESPONSE', `Manifest ${manifest.digest} from ${where} is invalid: ${(error as Error).message}`, { cause: error });
+    throw new ClientError(
+      'INVALID_RESPONSE',
+      `Manifest ${manifest.digest} from ${where} is invalid: ${(error as Error).message}`,
+      { cause: error },
+    );
   }
 }
 
 function matches(descriptor: Descriptor, platform: Platform): boolean {
   const p = descriptor.platform;
-  return p !== undefined && p.os === platform.os && p.architecture === platform.architecture && (platform.variant === undefined || p.variant === platform.variant);
+  return (
+    p !== undefined &&
+    p.os === platform.os &&
+    p.architecture === platform.architecture &&
+    (platform.variant === undefined || p.variant === platform.variant)
+  );
 }
 
 /** Runs `tasks` with at most `limit` in flight; the first failure stops the rest. */
-async function bounded<T>(items: readonly T[], limit: number, task: (item: T) => Promise<void>): Promise<void> {
+async function bounded<T>(
+  items: readonly T[],
+  limit: number,
+  task: (item: T) => Promise<void>,
+): Promise<void> {
   let next = 0;
   let failed: unknown;
   const worker = async (): Promise<void> => {
@@ -71,7 +84,11 @@ async function bounded<T>(items: readonly T[], limit: number, task: (item: T) =>
  * Copies an image, index or artifact from `source` to `target`: blobs first (in parallel, skipped or
  * mounted where the target allows), then child manifests, then the root under the target's tag.
  */
-export async function copyImage(source: ImageSource, target: ImageTarget, options: CopyOptions = {}): Promise<CopyResult> {
+export async function copyImage(
+  source: ImageSource,
+  target: ImageTarget,
+  options: CopyOptions = {},
+): Promise<CopyResult> {
   const { signal } = options;
   const concurrency = options.concurrency ?? 4;
   let root = await source.root(signal);
@@ -79,14 +96,22 @@ export async function copyImage(source: ImageSource, target: ImageTarget, option
   if (options.platform && isIndexMediaType(parsedRoot.mediaType)) {
     const platform = options.platform;
     const child = parsedRoot.manifests.find((d) => matches(d, platform));
-    if (!child) throw new ClientError('NOT_FOUND', `${source.name} has no manifest for platform ${platform.os}/${platform.architecture}`);
+    if (!child)
+      throw new ClientError(
+        'NOT_FOUND',
+        `${source.name} has no manifest for platform ${platform.os}/${platform.architecture}`,
+      );
     root = await source.manifest(child.digest, signal);
     parsedRoot = parse(root, source.name);
   }
   const stats = { blobs: 0, bytes: 0, manifests: 0 };
   const done = new Set<string>();
 
-  const copyManifest = async (manifest: ManifestResult, parsed: ParsedManifest, root = false): Promise<void> => {
+  const copyManifest = async (
+    manifest: ManifestResult,
+    parsed: ParsedManifest,
+    root = false,
+  ): Promise<void> => {
     if (parsed.kind === 'index') {
       for (const child of parsed.manifests) {
         if (done.has(child.digest)) continue;
@@ -94,20 +119,34 @@ export async function copyImage(source: ImageSource, target: ImageTarget, option
         await copyManifest(childManifest, parse(childManifest, source.name));
       }
     } else {
-      const blobs = [...(parsed.config ? [parsed.config] : []), ...parsed.layers].filter((d) => !done.has(d.digest) && !d.urls?.length);
+      const blobs = [...(parsed.config ? [parsed.config] : []), ...parsed.layers].filter(
+        (d) => !done.has(d.digest) && !d.urls?.length,
+      );
       const unique = [...new Map(blobs.map((d) => [d.digest, d])).values()];
       await bounded(unique, concurrency, async (descriptor) => {
-        const result = await target.putBlob(descriptor, () => source.blob(descriptor, signal), { source, ...(signal ? { signal } : {}) });
+        const result = await target.putBlob(descriptor, () => source.blob(descriptor, signal), {
+          source,
+          ...(signal ? { signal } : {}),
+        });
         done.add(descriptor.digest);
         stats.blobs++;
         if (result === 'uploaded') stats.bytes += descriptor.size;
         options.onProgress?.({ kind: 'blob', digest: descriptor.digest, size: descriptor.size, result });
       });
     }
-    await target.putManifest(manifest, { root, ...(root ? { tag: target.tag } : {}), ...(signal ? { signal } : {}) });
+    await target.putManifest(manifest, {
+      root,
+      ...(root ? { tag: target.tag } : {}),
+      ...(signal ? { signal } : {}),
+    });
     done.add(manifest.digest);
     stats.manifests++;
-    options.onProgress?.({ kind: 'manifest', digest: manifest.digest, size: manifest.bytes.length, result: 'written' });
+    options.onProgress?.({
+      kind: 'manifest',
+      digest: manifest.digest,
+      size: manifest.bytes.length,
+      result: 'written',
+    });
     if (options.withReferrers) {
       for (const referrer of await source.referrers(manifest.digest, signal)) {
         if (done.has(referrer.digest)) continue;

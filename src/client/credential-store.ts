@@ -12,7 +12,10 @@ export interface StoredCredential {
 
 /** Airlock's own credential file, served to docker & co. by `docker-credential-airlock`. */
 export function credentialStorePath(env: NodeJS.ProcessEnv = process.env): string {
-  return join(env.AIRLOCK_CONFIG_DIR ?? join(env.XDG_CONFIG_HOME ?? join(homedir(), '.config'), 'airlock'), 'credentials.json');
+  return join(
+    env.AIRLOCK_CONFIG_DIR ?? join(env.XDG_CONFIG_HOME ?? join(homedir(), '.config'), 'airlock'),
+    'credentials.json',
+  );
 }
 
 /** A small JSON file of host → credential, written atomically with mode 0600. */
@@ -24,7 +27,11 @@ export class CredentialStore {
       return JSON.parse(await readFile(this.path, 'utf8')) as Record<string, StoredCredential>;
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return {};
-      throw new ClientError('INVALID_INPUT', `Cannot read credential store "${this.path}": ${(error as Error).message}`, { cause: error });
+      throw new ClientError(
+        'INVALID_INPUT',
+        `Cannot read credential store "${this.path}": ${(error as Error).message}`,
+        { cause: error },
+      );
     }
   }
 

@@ -7,8 +7,7 @@ import { ClientError } from './errors.js';
 
 /** What a registry is told about who is calling. */
 export type Credentials =
-  | { readonly username: string; readonly password: string }
-  | { readonly identityToken: string };
+  { readonly username: string; readonly password: string } | { readonly identityToken: string };
 
 interface AuthEntry {
   auth?: string;
@@ -36,14 +35,23 @@ export async function readDockerConfig(path = dockerConfigPath()): Promise<Docke
     text = await readFile(path, 'utf8');
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return {};
-    throw new ClientError('INVALID_INPUT', `Cannot read docker config "${path}": ${(error as Error).message}`, { cause: error });
+    throw new ClientError(
+      'INVALID_INPUT',
+      `Cannot read docker config "${path}": ${(error as Error).message}`,
+      { cause: error },
+    );
   }
   try {
     const parsed = JSON.parse(text) as unknown;
-    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('not a JSON object');
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+      throw new Error('not a JSON object');
     return parsed as DockerConfig;
   } catch (error) {
-    throw new ClientError('INVALID_INPUT', `Cannot parse docker config "${path}": ${(error as Error).message}`, { cause: error });
+    throw new ClientError(
+      'INVALID_INPUT',
+      `Cannot parse docker config "${path}": ${(error as Error).message}`,
+      { cause: error },
+    );
   }
 }
 
@@ -70,10 +78,15 @@ function fromEntry(entry: AuthEntry, host: string): Credentials | undefined {
   if (entry.auth) {
     const decoded = Buffer.from(entry.auth, 'base64').toString('utf8');
     const colon = decoded.indexOf(':');
-    if (colon < 0) throw new ClientError('INVALID_INPUT', `The "auth" entry for "${host}" in the docker config is not base64 "user:password"`);
+    if (colon < 0)
+      throw new ClientError(
+        'INVALID_INPUT',
+        `The "auth" entry for "${host}" in the docker config is not base64 "user:password"`,
+      );
     return { username: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
   }
-  if (entry.username !== undefined && entry.password !== undefined) return { username: entry.username, password: entry.password };
+  if (entry.username !== undefined && entry.password !== undefined)
+    return { username: entry.username, password: entry.password };
   return undefined;
 }
 
@@ -83,27 +96,48 @@ export interface HelperOptions {
 }
 
 /** Runs `docker-credential-NAME ACTION` with `input` on standard input and returns standard output. */
-export async function runCredentialHelper(name: string, action: 'get' | 'store' | 'erase' | 'list', input: string, options: HelperOptions = {}): Promise<string> {
+export async function runCredentialHelper(
+  name: string,
+  action: 'get' | 'store' | 'erase' | 'list',
+  input: string,
+  options: HelperOptions = {},
+): Promise<string> {
   const program = `docker-credential-${name}`;
   return new Promise((resolve, reject) => {
-    const child = spawn(program, [action], { env: options.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(program, [action], {
+      env: options.env ?? process.env,
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
     let out = '';
     let err = '';
     child.stdout.on('data', (c: Buffer) => (out += c.toString()));
     child.stderr.on('data', (c: Buffer) => (err += c.toString()));
     child.on('error', (error) =>
-      reject(new ClientError('INVALID_INPUT', `Credential helper "${program}" cannot be run: ${error.message}`, { cause: error })),
+      reject(
+        new ClientError('INVALID_INPUT', `Credential helper "${program}" cannot be run: ${error.message}`, {
+          cause: error,
+        }),
+      ),
     );
     child.on('close', (code) => {
       if (code === 0) resolve(out);
-      else reject(new ClientError('INVALID_INPUT', `Credential helper "${program} ${action}" failed: ${(out + err).trim() || `exit ${code}`}`));
+      else
+        reject(
+          new ClientError(
+            'INVALID_INPUT',
+            `Credential helper "${program} ${action}" failed: ${(out + err).trim() || `exit ${code}`}`,
+          ),
+        );
     });
     child.stdin.end(input);
   });
 }
 
 /** Credentials for `host` from the docker config: credHelpers, then auths, then credsStore. */
-export async function lookupCredentials(host: string, options: { configPath?: string; env?: NodeJS.ProcessEnv } = {}): Promise<Credentials | undefined> {
+export async function lookupCredentials(
+  host: string,
+  options: { configPath?: string; env?: NodeJS.ProcessEnv } = {},
+): Promise<Credentials | undefined> {
   const config = await readDockerConfig(options.configPath ?? dockerConfigPath(options.env));
   const helper = config.credHelpers?.[host];
   if (helper) return helperGet(helper, host, options.env);
@@ -118,7 +152,11 @@ export async function lookupCredentials(host: string, options: { configPath?: st
   return undefined;
 }
 
-async function helperGet(helper: string, host: string, env?: NodeJS.ProcessEnv): Promise<Credentials | undefined> {
+async function helperGet(
+  helper: string,
+  host: string,
+  env?: NodeJS.ProcessEnv,
+): Promise<Credentials | undefined> {
   let out: string;
   try {
     out = await runCredentialHelper(helper, 'get', host, env ? { env } : {});
@@ -134,14 +172,23 @@ async function helperGet(helper: string, host: string, env?: NodeJS.ProcessEnv):
 }
 
 /** Saves credentials for `host` where docker would: its credHelper or credsStore, else `auths`. */
-export async function storeCredentials(host: string, credentials: Credentials, options: { configPath?: string; env?: NodeJS.ProcessEnv } = {}): Promise<string> {
+export async function storeCredentials(
+  host: string,
+  credentials: Credentials,
+  options: { configPath?: string; env?: NodeJS.ProcessEnv } = {},
+): Promise<string> {
   const path = options.configPath ?? dockerConfigPath(options.env);
   const config = await readDockerConfig(path);
   const helper = config.credHelpers?.[host] ?? config.credsStore;
   if (helper) {
     const username = 'identityToken' in credentials ? '<token>' : credentials.username;
     const secret = 'identityToken' in credentials ? credentials.identityToken : credentials.password;
-    await runCredentialHelper(helper, 'store', JSON.stringify({ ServerURL: host, Username: username, Secret: secret }), options.env ? { env: options.env } : {});
+    await runCredentialHelper(
+      helper,
+      'store',
+      JSON.stringify({ ServerURL: host, Username: username, Secret: secret }),
+      options.env ? { env: options.env } : {},
+    );
     return `credential helper docker-credential-${helper}`;
   }
   config.auths ??= {};
@@ -154,7 +201,10 @@ export async function storeCredentials(host: string, credentials: Credentials, o
 }
 
 /** Removes stored credentials for `host`; true when there were some. */
-export async function eraseCredentials(host: string, options: { configPath?: string; env?: NodeJS.ProcessEnv } = {}): Promise<boolean> {
+export async function eraseCredentials(
+  host: string,
+  options: { configPath?: string; env?: NodeJS.ProcessEnv } = {},
+): Promise<boolean> {
   const path = options.configPath ?? dockerConfigPath(options.env);
   const config = await readDockerConfig(path);
   const helper = config.credHelpers?.[host] ?? config.credsStore;

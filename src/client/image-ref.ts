@@ -2,7 +2,11 @@ import { OciLayout, parseReference, type Reference } from '../oci/index.js';
 import { ClientError } from './errors.js';
 import type { ImageSource, ImageTarget } from './image-store.js';
 import type { RegistryClient } from './registry-client.js';
-import { openDockerArchiveSource, openOciArchiveSource, openOciArchiveTarget } from './stores/archive-store.js';
+import {
+  openDockerArchiveSource,
+  openOciArchiveSource,
+  openOciArchiveTarget,
+} from './stores/archive-store.js';
 import { LayoutStore } from './stores/layout-store.js';
 import { RegistryStore } from './stores/registry-store.js';
 
@@ -49,7 +53,8 @@ export function parseImageLocation(text: string): ImageLocation {
     if (!file) fail('the archive file is empty');
     return { kind: 'docker-archive', file, ...(name ? { name } : {}) };
   }
-  if (/^[a-z0-9-]+:\/\//.test(text) && !text.startsWith('docker://')) fail('unknown transport (use oci:, oci-archive:, docker-archive: or docker://)');
+  if (/^[a-z0-9-]+:\/\//.test(text) && !text.startsWith('docker://'))
+    fail('unknown transport (use oci:, oci-archive:, docker-archive: or docker://)');
   try {
     return { kind: 'registry', ref: parseReference(text.replace(/^docker:\/\//, '')) };
   } catch (error) {
@@ -82,6 +87,9 @@ export async function openTarget(location: ImageLocation, clients: ClientFactory
     case 'oci-archive':
       return openOciArchiveTarget(location.file, location.tag);
     case 'docker-archive':
-      throw new ClientError('INVALID_INPUT', `Writing docker-archive is not supported yet; write oci-archive:${location.file} instead`);
+      throw new ClientError(
+        'INVALID_INPUT',
+        `Writing docker-archive is not supported yet; write oci-archive:${location.file} instead`,
+      );
   }
 }

@@ -22,9 +22,16 @@ export type PutBlobResult = 'exists' | 'mounted' | 'uploaded';
 export interface ImageTarget {
   readonly name: string;
   /** Stores a blob unless present; `source` may let a registry mount instead of uploading. */
-  putBlob(descriptor: Descriptor, open: () => Promise<Readable>, options?: { source?: ImageSource; signal?: AbortSignal }): Promise<PutBlobResult>;
+  putBlob(
+    descriptor: Descriptor,
+    open: () => Promise<Readable>,
+    options?: { source?: ImageSource; signal?: AbortSignal },
+  ): Promise<PutBlobResult>;
   /** Stores a manifest by digest; `root` marks the manifest the copy is about, `tag` names it. */
-  putManifest(manifest: ManifestResult, options?: { tag?: string | undefined; root?: boolean; signal?: AbortSignal }): Promise<void>;
+  putManifest(
+    manifest: ManifestResult,
+    options?: { tag?: string | undefined; root?: boolean; signal?: AbortSignal },
+  ): Promise<void>;
   /** The tag the reference names, if any, used for the root manifest. */
   readonly tag: string | undefined;
   /** Finishes the write (archives are packed here); `ok: false` discards partial output. */

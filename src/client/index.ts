@@ -1,5 +1,11 @@
 export { RegistryClient, isLocalHost, pullScope, pushScope, verifyingStream } from './registry-client.js';
-export type { RegistryClientOptions, ManifestResult, ManifestHead, BlobSource, BlobPushResult } from './registry-client.js';
+export type {
+  RegistryClientOptions,
+  ManifestResult,
+  ManifestHead,
+  BlobSource,
+  BlobPushResult,
+} from './registry-client.js';
 export { HttpTransport } from './transport.js';
 export type { TransportOptions, HttpRequest, HttpResponse, RequestBody } from './transport.js';
 export { Authenticator, parseChallenge } from './auth.js';
@@ -28,3 +34,7 @@ export type { ImageLocation, ClientFactory } from './image-ref.js';
 export { RegistryStore } from './stores/registry-store.js';
 export { LayoutStore } from './stores/layout-store.js';
 export { packFolder } from './stores/archive-store.js';
+export { appendLayer } from './append.js';
+export type { AppendOptions } from './append.js';
+export { pushArtifact, pullArtifact, titleFor, DEFAULT_ARTIFACT_TYPE } from './artifact.js';
+export type { PushFile, PushArtifactOptions, PulledFile } from './artifact.js';

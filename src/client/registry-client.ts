@@ -17,7 +17,7 @@ import { HttpTransport, type HttpResponse, type RequestBody } from './transport.
 
 /** Registry hosts that are spoken to over plain HTTP unless told otherwise, as crane does. */
 export function isLocalHost(host: string): boolean {
-  const name = host.startsWith('[') ? host.slice(1, host.indexOf(']')) : host.split(':')[0] ?? '';
+  const name = host.startsWith('[') ? host.slice(1, host.indexOf(']')) : (host.split(':')[0] ?? '');
   return name === 'localhost' || name.startsWith('127.') || name === '::1' || name.endsWith('.localhost');
 }
 
@@ -88,11 +88,20 @@ export function verifyingStream(expected: Digest, expectedSize?: number): Transf
     },
     flush(done: TransformCallback) {
       if (expectedSize !== undefined && digester.size !== expectedSize) {
-        done(new ClientError('DIGEST_MISMATCH', `Blob ${expected} should be ${expectedSize} bytes but ${digester.size} arrived`));
+        done(
+          new ClientError(
+            'DIGEST_MISMATCH',
+            `Blob ${expected} should be ${expectedSize} bytes but ${digester.size} arrived`,
+          ),
+        );
         return;
       }
       const actual = digester.digest();
-      done(actual === expected ? null : new ClientError('DIGEST_MISMATCH', `Blob ${expected} arrived with digest ${actual}`));
+      done(
+        actual === expected
+          ? null
+          : new ClientError('DIGEST_MISMATCH', `Blob ${expected} arrived with digest ${actual}`),
+      );
     },
   });
 }
@@ -115,7 +124,10 @@ export class RegistryClient {
     this.#ownsTransport = options.transport === undefined;
     this.#transport =
       options.transport ??
-      new HttpTransport({ ...(options.insecure ? { insecure: true } : {}), ...(options.ca ? { ca: options.ca } : {}) });
+      new HttpTransport({
+        ...(options.insecure ? { insecure: true } : {}),
+        ...(options.ca ? { ca: options.ca } : {}),
+      });
     this.#auth = new Authenticator(this.#transport, { credentials: options.credentials });
     this.#retry = options.retry ?? {};
     this.#monolithicMax = options.monolithicMaxBytes ?? 16 * 1024 * 1024;
@@ -171,11 +183,16 @@ export class RegistryClient {
       await res.drain().catch(() => undefined);
     }
     const code = ERROR_CODES[res.status] ?? 'HTTP';
-    const hint = res.status === 401 ? ' (log in with "airlock login" or pass --username/--password-stdin)' : '';
-    return new ClientError(code, `${options.method} ${this.host}${options.path} answered HTTP ${res.status}${detail}${hint}`, {
-      status: res.status,
-      ...(registryCode ? { registryCode } : {}),
-    });
+    const hint =
+      res.status === 401 ? ' (log in with "airlock login" or pass --username/--password-stdin)' : '';
+    return new ClientError(
+      code,
+      `${options.method} ${this.host}${options.path} answered HTTP ${res.status}${detail}${hint}`,
+      {
+        status: res.status,
+        ...(registryCode ? { registryCode } : {}),
+      },
+    );
   }
 
   /** GET /v2/: true when the registry answers (with or without auth). */
@@ -184,7 +201,11 @@ export class RegistryClient {
     await res.drain();
   }
 
-  async headManifest(repository: string, reference: string, signal?: AbortSignal): Promise<ManifestHead | undefined> {
+  async headManifest(
+    repository: string,
+    reference: string,
+    signal?: AbortSignal,
+  ): Promise<ManifestHead | undefined> {
     const res = await this.#call({
       method: 'HEAD',
       path: `/v2/${repository}/manifests/${reference}`,
@@ -197,7 +218,11 @@ export class RegistryClient {
     if (res.status === 404) return undefined;
     const digest = res.header('docker-content-digest');
     if (!digest) return undefined;
-    return { digest: parseDigest(digest).digest, mediaType: res.header('content-type') ?? '', size: Number(res.header('content-length') ?? 0) };
+    return {
+      digest: parseDigest(digest).digest,
+      mediaType: res.header('content-type') ?? '',
+      size: Number(res.header('content-length') ?? 0),
+    };
   }
 
   /** Fetches a manifest (4 MiB cap) and checks its digest when it was asked for by digest. */
@@ -214,7 +239,10 @@ export class RegistryClient {
     const algorithm = reference.includes(':') ? parseDigest(reference).algorithm : 'sha256';
     const digest = digestOf(bytes, algorithm);
     if (reference.includes(':') && digest !== reference) {
-      throw new ClientError('DIGEST_MISMATCH', `Manifest ${repository}@${reference} arrived with digest ${digest}`);
+      throw new ClientError(
+        'DIGEST_MISMATCH',
+        `Manifest ${repository}@${reference} arrived with digest ${digest}`,
+      );
     }
     let mediaType = (res.header('content-type') ?? '').split(';')[0]?.trim() ?? '';
     try {
@@ -226,7 +254,12 @@ export class RegistryClient {
     return { bytes, mediaType: mediaType || MediaType.OciManifest, digest };
   }
 
-  async putManifest(repository: string, reference: string, manifest: { bytes: Buffer; mediaType: string }, signal?: AbortSignal): Promise<Digest> {
+  async putManifest(
+    repository: string,
+    reference: string,
+    manifest: { bytes: Buffer; mediaType: string },
+    signal?: AbortSignal,
+  ): Promise<Digest> {
     const res = await this.#call({
       method: 'PUT',
       path: `/v2/${repository}/manifests/${reference}`,
@@ -241,37 +274,79 @@ export class RegistryClient {
   }
 
   async deleteManifest(repository: string, reference: string, signal?: AbortSignal): Promise<void> {
-    const res = await this.#call({ method: 'DELETE', path: `/v2/${repository}/manifests/${reference}`, scopes: [`repository:${repository}:delete`, pushScope(repository)], ok: [200, 202, 204], signal });
+    const res = await this.#call({
+      method: 'DELETE',
+      path: `/v2/${repository}/manifests/${reference}`,
+      scopes: [`repository:${repository}:delete`, pushScope(repository)],
+      ok: [200, 202, 204],
+      signal,
+    });
     await res.drain();
   }
 
   /** Size of a blob in the repository, or undefined when it is not there. */
   async statBlob(repository: string, digest: Digest, signal?: AbortSignal): Promise<number | undefined> {
-    const res = await this.#call({ method: 'HEAD', path: `/v2/${repository}/blobs/${digest}`, scopes: [pullScope(repository)], ok: [200, 404], signal });
+    const res = await this.#call({
+      method: 'HEAD',
+      path: `/v2/${repository}/blobs/${digest}`,
+      scopes: [pullScope(repository)],
+      ok: [200, 404],
+      signal,
+    });
     await res.drain();
     return res.status === 200 ? Number(res.header('content-length') ?? 0) : undefined;
   }
 
   /** Streams a blob, verifying its digest (and size, when given) as it arrives. */
-  async getBlob(repository: string, digest: Digest, options: { size?: number; signal?: AbortSignal } = {}): Promise<Readable> {
-    const res = await this.#call({ method: 'GET', path: `/v2/${repository}/blobs/${digest}`, scopes: [pullScope(repository)], ok: [200], signal: options.signal });
+  async getBlob(
+    repository: string,
+    digest: Digest,
+    options: { size?: number; signal?: AbortSignal } = {},
+  ): Promise<Readable> {
+    const res = await this.#call({
+      method: 'GET',
+      path: `/v2/${repository}/blobs/${digest}`,
+      scopes: [pullScope(repository)],
+      ok: [200],
+      signal: options.signal,
+    });
     const verify = verifyingStream(digest, options.size);
     res.body.on('error', (error) => verify.destroy(error));
     return res.body.pipe(verify);
   }
 
   /** Reads a small blob (a config) whole, verified, failing past `limit` bytes. */
-  async getBlobBytes(repository: string, digest: Digest, limit: number, signal?: AbortSignal): Promise<Buffer> {
-    const res = await this.#call({ method: 'GET', path: `/v2/${repository}/blobs/${digest}`, scopes: [pullScope(repository)], ok: [200], signal });
+  async getBlobBytes(
+    repository: string,
+    digest: Digest,
+    limit: number,
+    signal?: AbortSignal,
+  ): Promise<Buffer> {
+    const res = await this.#call({
+      method: 'GET',
+      path: `/v2/${repository}/blobs/${digest}`,
+      scopes: [pullScope(repository)],
+      ok: [200],
+      signal,
+    });
     const bytes = await res.bytes(limit);
     if (digestOf(bytes, parseDigest(digest).algorithm) !== digest) {
-      throw new ClientError('DIGEST_MISMATCH', `Blob ${digest} from ${this.host}/${repository} does not match its digest`);
+      throw new ClientError(
+        'DIGEST_MISMATCH',
+        `Blob ${digest} from ${this.host}/${repository} does not match its digest`,
+      );
     }
     return bytes;
   }
 
   async deleteBlob(repository: string, digest: Digest, signal?: AbortSignal): Promise<void> {
-    const res = await this.#call({ method: 'DELETE', path: `/v2/${repository}/blobs/${digest}`, scopes: [`repository:${repository}:delete`, pushScope(repository)], ok: [200, 202, 204], signal });
+    const res = await this.#call({
+      method: 'DELETE',
+      path: `/v2/${repository}/blobs/${digest}`,
+      scopes: [`repository:${repository}:delete`, pushScope(repository)],
+      ok: [200, 202, 204],
+      signal,
+    });
     await res.drain();
   }
 
@@ -279,12 +354,28 @@ export class RegistryClient {
    * Makes sure the repository has a blob: skips it when present, mounts it from `mountFrom` (same
    * registry) when possible, else uploads it — in one PUT when small, else as a streamed PATCH.
    */
-  async pushBlob(repository: string, blob: BlobSource, options: { mountFrom?: string; signal?: AbortSignal } = {}): Promise<BlobPushResult> {
+  async pushBlob(
+    repository: string,
+    blob: BlobSource,
+    options: { mountFrom?: string; signal?: AbortSignal } = {},
+  ): Promise<BlobPushResult> {
     const { signal, mountFrom } = options;
     if ((await this.statBlob(repository, blob.digest, signal)) !== undefined) return 'exists';
-    const scopes = mountFrom && mountFrom !== repository ? [pushScope(repository), pullScope(mountFrom)] : [pushScope(repository)];
-    const query = mountFrom && mountFrom !== repository ? `?mount=${blob.digest}&from=${encodeURIComponent(mountFrom)}` : '';
-    const start = await this.#call({ method: 'POST', path: `/v2/${repository}/blobs/uploads/${query}`, scopes, ok: [201, 202], signal });
+    const scopes =
+      mountFrom && mountFrom !== repository
+        ? [pushScope(repository), pullScope(mountFrom)]
+        : [pushScope(repository)];
+    const query =
+      mountFrom && mountFrom !== repository
+        ? `?mount=${blob.digest}&from=${encodeURIComponent(mountFrom)}`
+        : '';
+    const start = await this.#call({
+      method: 'POST',
+      path: `/v2/${repository}/blobs/uploads/${query}`,
+      scopes,
+      ok: [201, 202],
+      signal,
+    });
     await start.drain();
     if (start.status === 201) return 'mounted';
     let location = this.#location(start, repository);
@@ -325,7 +416,10 @@ export class RegistryClient {
         method: 'PATCH',
         path: location,
         scopes,
-        headers: { 'content-type': 'application/octet-stream', 'content-range': `${offset}-${offset + chunk.length - 1}` },
+        headers: {
+          'content-type': 'application/octet-stream',
+          'content-range': `${offset}-${offset + chunk.length - 1}`,
+        },
         body: chunk,
         ok: [202, 204],
         signal,
@@ -338,7 +432,11 @@ export class RegistryClient {
     return 'uploaded';
   }
 
-  async #finish(location: string, digest: Digest, options: { scopes: readonly string[]; signal?: AbortSignal | undefined; body?: Buffer }): Promise<void> {
+  async #finish(
+    location: string,
+    digest: Digest,
+    options: { scopes: readonly string[]; signal?: AbortSignal | undefined; body?: Buffer },
+  ): Promise<void> {
     const url = new URL(location, this.baseUrl);
     url.searchParams.set('digest', digest);
     const res = await this.#call({
@@ -355,25 +453,47 @@ export class RegistryClient {
 
   #location(res: HttpResponse, repository: string): string {
     const location = res.header('location');
-    if (!location) throw new ClientError('INVALID_RESPONSE', `${this.host} opened an upload to ${repository} without a Location`);
+    if (!location)
+      throw new ClientError(
+        'INVALID_RESPONSE',
+        `${this.host} opened an upload to ${repository} without a Location`,
+      );
     const url = new URL(location, this.baseUrl);
     if (url.host !== new URL(this.baseUrl).host) {
-      throw new ClientError('INVALID_RESPONSE', `${this.host} sent an upload Location on another host (${url.host}); not following it`);
+      throw new ClientError(
+        'INVALID_RESPONSE',
+        `${this.host} sent an upload Location on another host (${url.host}); not following it`,
+      );
     }
     return `${url.pathname}${url.search}`;
   }
 
   /** All tags, following `Link` pagination. */
   async listTags(repository: string, signal?: AbortSignal): Promise<string[]> {
-    return this.#paginate(`/v2/${repository}/tags/list`, [pullScope(repository)], (body) => (body as { tags?: string[] | null }).tags ?? [], signal);
+    return this.#paginate(
+      `/v2/${repository}/tags/list`,
+      [pullScope(repository)],
+      (body) => (body as { tags?: string[] | null }).tags ?? [],
+      signal,
+    );
   }
 
   /** All repositories in the catalog, following `Link` pagination. */
   async catalog(signal?: AbortSignal): Promise<string[]> {
-    return this.#paginate('/v2/_catalog', ['registry:catalog:*'], (body) => (body as { repositories?: string[] }).repositories ?? [], signal);
+    return this.#paginate(
+      '/v2/_catalog',
+      ['registry:catalog:*'],
+      (body) => (body as { repositories?: string[] }).repositories ?? [],
+      signal,
+    );
   }
 
-  async #paginate(first: string, scopes: readonly string[], pick: (body: unknown) => string[], signal?: AbortSignal): Promise<string[]> {
+  async #paginate(
+    first: string,
+    scopes: readonly string[],
+    pick: (body: unknown) => string[],
+    signal?: AbortSignal,
+  ): Promise<string[]> {
     const out: string[] = [];
     let path: string | undefined = first;
     for (let page = 0; path && page < 10_000; page++) {
@@ -381,7 +501,9 @@ export class RegistryClient {
       const body = JSON.parse(await res.text(16 * 1024 * 1024)) as unknown;
       out.push(...pick(body));
       const link = /<([^>]+)>\s*;\s*rel="?next"?/.exec(res.header('link') ?? '');
-      path = link?.[1] ? `${new URL(link[1], this.baseUrl).pathname}${new URL(link[1], this.baseUrl).search}` : undefined;
+      path = link?.[1]
+        ? `${new URL(link[1], this.baseUrl).pathname}${new URL(link[1], this.baseUrl).search}`
+        : undefined;
     }
     return out;
   }
@@ -390,12 +512,23 @@ export class RegistryClient {
    * Manifests that refer to `digest`: the referrers API, or where a registry lacks it (404), the
    * fallback tag `sha256-<hex>` that older clients maintain.
    */
-  async referrers(repository: string, digest: Digest, options: { artifactType?: string; signal?: AbortSignal } = {}): Promise<Descriptor[]> {
+  async referrers(
+    repository: string,
+    digest: Digest,
+    options: { artifactType?: string; signal?: AbortSignal } = {},
+  ): Promise<Descriptor[]> {
     const query = options.artifactType ? `?artifactType=${encodeURIComponent(options.artifactType)}` : '';
-    const res = await this.#call({ method: 'GET', path: `/v2/${repository}/referrers/${digest}${query}`, scopes: [pullScope(repository)], ok: [200, 404], signal: options.signal });
+    const res = await this.#call({
+      method: 'GET',
+      path: `/v2/${repository}/referrers/${digest}${query}`,
+      scopes: [pullScope(repository)],
+      ok: [200, 404],
+      signal: options.signal,
+    });
     let manifests: Descriptor[];
     if (res.status === 200) {
-      manifests = ((JSON.parse(await res.text(MAX_MANIFEST_BYTES)) as { manifests?: Descriptor[] }).manifests ?? []);
+      manifests =
+        (JSON.parse(await res.text(MAX_MANIFEST_BYTES)) as { manifests?: Descriptor[] }).manifests ?? [];
     } else {
       await res.drain();
       const tag = digest.replace(':', '-');
@@ -404,7 +537,9 @@ export class RegistryClient {
       const index = await this.getManifest(repository, tag, options.signal);
       manifests = (JSON.parse(index.bytes.toString('utf8')) as { manifests?: Descriptor[] }).manifests ?? [];
     }
-    return options.artifactType ? manifests.filter((m) => m.artifactType === options.artifactType) : manifests;
+    return options.artifactType
+      ? manifests.filter((m) => m.artifactType === options.artifactType)
+      : manifests;
   }
 }
 
@@ -415,7 +550,8 @@ async function readAll(stream: Readable, expected: number): Promise<Buffer> {
     size += (chunk as Buffer).byteLength;
     chunks.push(chunk as Buffer);
   }
-  if (size !== expected) throw new ClientError('INVALID_INPUT', `Blob source gave ${size} bytes where ${expected} were expected`);
+  if (size !== expected)
+    throw new ClientError('INVALID_INPUT', `Blob source gave ${size} bytes where ${expected} were expected`);
   return Buffer.concat(chunks, size);
 }
 

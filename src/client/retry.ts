@@ -17,7 +17,15 @@ export function isRetryableStatus(status: number): boolean {
   return status === 408 || status === 429 || (status >= 500 && status !== 501 && status !== 505);
 }
 
-const RETRYABLE_NETWORK = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'ENETUNREACH', 'UND_ERR_SOCKET']);
+const RETRYABLE_NETWORK = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EAI_AGAIN',
+  'ENETUNREACH',
+  'UND_ERR_SOCKET',
+]);
 
 /** True for network failures worth retrying (a reset or refused connection, a timeout). */
 export function isRetryableError(error: unknown): boolean {
@@ -53,7 +61,8 @@ export function defaultSleep(ms: number, signal?: AbortSignal): Promise<void> {
 }
 
 /** The outcome of one attempt: a value, or a reason to retry (with an optional server-given delay). */
-export type Attempt<T> = { readonly done: T } | { readonly retry: unknown; readonly afterMs?: number | undefined };
+export type Attempt<T> =
+  { readonly done: T } | { readonly retry: unknown; readonly afterMs?: number | undefined };
 
 /**
  * Runs `attempt` until it is done, or until retries run out (then the last reason is thrown).

@@ -1,4 +1,9 @@
-import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
+import {
+  Agent as HttpAgent,
+  request as httpRequest,
+  type IncomingHttpHeaders,
+  type IncomingMessage,
+} from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { existsSync, readFileSync } from 'node:fs';
 import type { Readable } from 'node:stream';
@@ -83,7 +88,8 @@ function wrap(res: IncomingMessage, url: URL): HttpResponse {
 
 function describeNetworkError(error: unknown, url: URL): ClientError {
   const code = (error as { code?: string }).code ?? '';
-  const tls = /CERT|SSL|TLS|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/.test(code) || /certificate|SSL/i.test(String(error));
+  const tls =
+    /CERT|SSL|TLS|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/.test(code) || /certificate|SSL/i.test(String(error));
   const what = tls
     ? `TLS handshake with ${url.host} failed: ${(error as Error).message} (use --ca-file for a private CA, or --insecure)`
     : `Cannot reach ${url.host}: ${(error as Error).message}`;
@@ -123,7 +129,8 @@ export class HttpTransport {
       const redirect = [301, 302, 303, 307, 308].includes(res.status) && location !== undefined;
       if (!redirect || (request.method !== 'GET' && request.method !== 'HEAD')) return res;
       await res.drain();
-      if (hop >= MAX_REDIRECTS) throw new ClientError('INVALID_RESPONSE', `Too many redirects from ${request.url.host}`);
+      if (hop >= MAX_REDIRECTS)
+        throw new ClientError('INVALID_RESPONSE', `Too many redirects from ${request.url.host}`);
       const next = new URL(location, url);
       if (next.host !== request.url.host) {
         const { authorization: _dropped, ...rest } = headers;
@@ -140,7 +147,10 @@ export class HttpTransport {
     const headers: Record<string, string> = { ...request.headers };
     const body = request.body;
     if (Buffer.isBuffer(body)) headers['content-length'] = String(body.byteLength);
-    else if (body === undefined && (request.method === 'PUT' || request.method === 'POST' || request.method === 'PATCH')) {
+    else if (
+      body === undefined &&
+      (request.method === 'PUT' || request.method === 'POST' || request.method === 'PATCH')
+    ) {
       headers['content-length'] ??= '0';
     }
     return new Promise<HttpResponse>((resolve, reject) => {

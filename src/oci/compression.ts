@@ -20,7 +20,8 @@ function decompressor(kind: Compression): Transform {
   if (kind === 'gzip') return createGunzip();
   if (kind === 'zstd') {
     const make = (zlib as unknown as { createZstdDecompress?: () => Transform }).createZstdDecompress;
-    if (!make) throw new ArchiveError('This layer is zstd-compressed; reading zstd needs Node.js 22.15 or newer');
+    if (!make)
+      throw new ArchiveError('This layer is zstd-compressed; reading zstd needs Node.js 22.15 or newer');
     return make();
   }
   return new PassThrough();
@@ -53,10 +54,21 @@ export async function decompressed(source: Readable, maxBytes = Infinity): Promi
   const limited = new Transform({
     transform(chunk: Buffer, _enc, done) {
       total += chunk.byteLength;
-      if (total > maxBytes) done(new ArchiveError(`Content expands to more than ${maxBytes} bytes (limit); refusing a possible decompression bomb`));
+      if (total > maxBytes)
+        done(
+          new ArchiveError(
+            `Content expands to more than ${maxBytes} bytes (limit); refusing a possible decompression bomb`,
+          ),
+        );
       else done(null, chunk);
     },
   });
-  out.on('error', (error) => limited.destroy(error instanceof ArchiveError ? error : new ArchiveError(`Cannot decompress ${kind} data: ${error.message}`)));
+  out.on('error', (error) =>
+    limited.destroy(
+      error instanceof ArchiveError
+        ? error
+        : new ArchiveError(`Cannot decompress ${kind} data: ${error.message}`),
+    ),
+  );
   return raw.pipe(out).pipe(limited);
 }

@@ -32,8 +32,16 @@ describe('extractLayers', () => {
   afterEach(async () => rm(dir, { recursive: true, force: true }));
 
   it('extracts plain and gzip layers in order, later files replacing earlier ones', async () => {
-    const l1 = await tar([{ name: 'a/one.yaml', body: 'v1' }, { name: 'keep.txt', body: 'k' }]);
-    const l2 = gzipSync(await tar([{ name: 'a/one.yaml', body: 'v2' }, { name: './b/', type: 'directory' }]));
+    const l1 = await tar([
+      { name: 'a/one.yaml', body: 'v1' },
+      { name: 'keep.txt', body: 'k' },
+    ]);
+    const l2 = gzipSync(
+      await tar([
+        { name: 'a/one.yaml', body: 'v2' },
+        { name: './b/', type: 'directory' },
+      ]),
+    );
     const out = join(dir, 'out');
     const result = await extractLayers([layer(l1), layer(l2)], out);
     assert.equal(await readFile(join(out, 'a/one.yaml'), 'utf8'), 'v2');
@@ -43,7 +51,11 @@ describe('extractLayers', () => {
   });
 
   it('applies whiteouts and opaque directories between layers', async () => {
-    const l1 = await tar([{ name: 'x/gone', body: '1' }, { name: 'x/stay', body: '2' }, { name: 'y/old', body: '3' }]);
+    const l1 = await tar([
+      { name: 'x/gone', body: '1' },
+      { name: 'x/stay', body: '2' },
+      { name: 'y/old', body: '3' },
+    ]);
     const l2 = await tar([{ name: 'x/.wh.gone' }, { name: 'y/.wh..wh..opq' }, { name: 'y/new', body: '4' }]);
     const out = join(dir, 'out');
     await extractLayers([layer(l1), layer(l2)], out);
@@ -53,7 +65,17 @@ describe('extractLayers', () => {
 
   it('keeps symlinks that stay inside the target', async () => {
     const out = join(dir, 'out');
-    await extractLayers([layer(await tar([{ name: 'real', body: 'r' }, { name: 'sub/ln', type: 'symlink', linkname: '../real' }]))], out);
+    await extractLayers(
+      [
+        layer(
+          await tar([
+            { name: 'real', body: 'r' },
+            { name: 'sub/ln', type: 'symlink', linkname: '../real' },
+          ]),
+        ),
+      ],
+      out,
+    );
     assert.equal(await readlink(join(out, 'sub/ln')), '../real');
   });
 
@@ -61,20 +83,56 @@ describe('extractLayers', () => {
     ['a ".." path', () => tar([{ name: '../escape', body: 'x' }]), /climbs out/],
     ['a nested ".." path', () => tar([{ name: 'a/../../escape', body: 'x' }]), /climbs out/],
     ['an absolute path', () => tar([{ name: '/etc/passwd', body: 'x' }]), /absolute path/],
-    ['a symlink pointing outside', () => tar([{ name: 'ln', type: 'symlink', linkname: '../../etc' }]), /points outside/],
+    [
+      'a symlink pointing outside',
+      () => tar([{ name: 'ln', type: 'symlink', linkname: '../../etc' }]),
+      /points outside/,
+    ],
     ['an absolute symlink', () => tar([{ name: 'ln', type: 'symlink', linkname: '/etc' }]), /absolute path/],
-    ['a write through a symlink', () => tar([{ name: 'ln', type: 'symlink', linkname: 'd' }, { name: 'd', type: 'directory' }, { name: 'ln/f', body: 'x' }]), /through the symlink/],
-    ['a hard link to a file outside', () => tar([{ name: 'h', type: 'link', linkname: '../../etc/passwd' }]), /climbs out/],
-    ['a hard link to nothing extracted', () => tar([{ name: 'h', type: 'link', linkname: 'missing' }]), /not a file extracted before it/],
-    ['a character device', () => tar([{ name: 'dev/null', type: 'character-device', devmajor: 1, devminor: 3 }]), /devices, FIFOs/],
+    [
+      'a write through a symlink',
+      () =>
+        tar([
+          { name: 'ln', type: 'symlink', linkname: 'd' },
+          { name: 'd', type: 'directory' },
+          { name: 'ln/f', body: 'x' },
+        ]),
+      /through the symlink/,
+    ],
+    [
+      'a hard link to a file outside',
+      () => tar([{ name: 'h', type: 'link', linkname: '../../etc/passwd' }]),
+      /climbs out/,
+    ],
+    [
+      'a hard link to nothing extracted',
+      () => tar([{ name: 'h', type: 'link', linkname: 'missing' }]),
+      /not a file extracted before it/,
+    ],
+    [
+      'a character device',
+      () => tar([{ name: 'dev/null', type: 'character-device', devmajor: 1, devminor: 3 }]),
+      /devices, FIFOs/,
+    ],
     ['a FIFO', () => tar([{ name: 'pipe', type: 'fifo' }]), /devices, FIFOs/],
-    ['a truncated archive', async () => (await tar([{ name: 'f', body: Buffer.alloc(5000, 1) }])).subarray(0, 1000), /Tar stream ended early|Cannot read tar data|Unexpected end/],
-    ['data that is not tar', () => Promise.resolve(Buffer.from('this is not a tar archive at all, just text '.repeat(20))), /Cannot read tar data|ended early|Invalid tar header/],
+    [
+      'a truncated archive',
+      async () => (await tar([{ name: 'f', body: Buffer.alloc(5000, 1) }])).subarray(0, 1000),
+      /Tar stream ended early|Cannot read tar data|Unexpected end/,
+    ],
+    [
+      'data that is not tar',
+      () => Promise.resolve(Buffer.from('this is not a tar archive at all, just text '.repeat(20))),
+      /Cannot read tar data|ended early|Invalid tar header/,
+    ],
   ];
   for (const [what, make, message] of malicious) {
     it(`refuses ${what}, leaving nothing behind`, async () => {
       const out = join(dir, 'out');
-      await assert.rejects(extractLayers([layer(await make())], out), (error: unknown) => error instanceof ArchiveError && message.test(error.message));
+      await assert.rejects(
+        extractLayers([layer(await make())], out),
+        (error: unknown) => error instanceof ArchiveError && message.test(error.message),
+      );
       assert.deepEqual(await readdir(dir), []);
     });
   }
@@ -88,7 +146,10 @@ describe('extractLayers', () => {
 
   it('stops at the entry limit', async () => {
     const many = await tar(Array.from({ length: 20 }, (_, i) => ({ name: `f${i}`, body: 'x' })));
-    await assert.rejects(extractLayers([layer(many)], join(dir, 'out'), { maxEntries: 10 }), /more than 10 entries/);
+    await assert.rejects(
+      extractLayers([layer(many)], join(dir, 'out'), { maxEntries: 10 }),
+      /more than 10 entries/,
+    );
   });
 
   it('refuses to extract over an existing target', async () => {

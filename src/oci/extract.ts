@@ -36,7 +36,8 @@ const OPAQUE = '.wh..wh..opq';
  * target: absolute paths, `..` components, NUL bytes. Returns '' for the root itself.
  */
 export function safeEntryPath(name: string): string {
-  if (name.includes('\0')) throw new ArchiveError(`Tar entry name contains a NUL byte: ${JSON.stringify(name)}`);
+  if (name.includes('\0'))
+    throw new ArchiveError(`Tar entry name contains a NUL byte: ${JSON.stringify(name)}`);
   if (name.startsWith('/')) throw new ArchiveError(`Tar entry "${name}" has an absolute path`);
   const parts = name.split('/').filter((p) => p !== '' && p !== '.');
   if (parts.includes('..')) throw new ArchiveError(`Tar entry "${name}" climbs out of the target with ".."`);
@@ -65,24 +66,28 @@ class Extractor {
     const parts = rel.split('/');
     for (let i = 1; i < parts.length; i++) {
       const prefix = parts.slice(0, i).join('/');
-      if (this.#symlinks.has(prefix)) throw new ArchiveError(`Tar entry "${rel}" would be written through the symlink "${prefix}"`);
+      if (this.#symlinks.has(prefix))
+        throw new ArchiveError(`Tar entry "${rel}" would be written through the symlink "${prefix}"`);
     }
   }
 
   #abs(rel: string): string {
     const abs = resolve(this.#root, rel);
-    if (abs !== this.#root && !abs.startsWith(this.#root + sep)) throw new ArchiveError(`Tar entry "${rel}" resolves outside the target`);
+    if (abs !== this.#root && !abs.startsWith(this.#root + sep))
+      throw new ArchiveError(`Tar entry "${rel}" resolves outside the target`);
     return abs;
   }
 
   async #clear(rel: string): Promise<void> {
     await rm(this.#abs(rel), { recursive: true, force: true });
-    for (const link of [...this.#symlinks]) if (link === rel || link.startsWith(`${rel}/`)) this.#symlinks.delete(link);
+    for (const link of [...this.#symlinks])
+      if (link === rel || link.startsWith(`${rel}/`)) this.#symlinks.delete(link);
   }
 
   async entry(header: Header, stream: TarEntryStream): Promise<void> {
     this.entries++;
-    if (this.entries > this.#maxEntries) throw new ArchiveError(`Archive has more than ${this.#maxEntries} entries (limit)`);
+    if (this.entries > this.#maxEntries)
+      throw new ArchiveError(`Archive has more than ${this.#maxEntries} entries (limit)`);
     const rel = safeEntryPath(header.name);
     if (rel === '') {
       stream.resume();
@@ -95,7 +100,8 @@ class Extractor {
       stream.resume();
       if (base === OPAQUE) {
         const dir = this.#abs(parent);
-        for (const name of await readdir(dir).catch(() => [] as string[])) await this.#clear(parent ? `${parent}/${name}` : name);
+        for (const name of await readdir(dir).catch(() => [] as string[]))
+          await this.#clear(parent ? `${parent}/${name}` : name);
       } else {
         const victim = base.slice(WHITEOUT.length);
         await this.#clear(parent ? `${parent}/${victim}` : victim);
@@ -116,9 +122,14 @@ class Extractor {
       case 'contiguous-file': {
         await this.#clear(rel);
         const size = header.size ?? 0;
-        if (this.bytes + size > this.#maxBytes) throw new ArchiveError(`Archive content is larger than ${this.#maxBytes} bytes (limit)`);
+        if (this.bytes + size > this.#maxBytes)
+          throw new ArchiveError(`Archive content is larger than ${this.#maxBytes} bytes (limit)`);
         this.bytes += size;
-        const handle = await open(abs, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, (header.mode ?? 0o644) & 0o755);
+        const handle = await open(
+          abs,
+          constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+          (header.mode ?? 0o644) & 0o755,
+        );
         await pipeline(Readable.from(stream as AsyncIterable<Buffer>), handle.createWriteStream());
         this.files++;
         return;
@@ -126,9 +137,11 @@ class Extractor {
       case 'symlink': {
         stream.resume();
         const target = header.linkname ?? '';
-        if (target.startsWith('/')) throw new ArchiveError(`Symlink "${rel}" points to the absolute path "${target}"`);
+        if (target.startsWith('/'))
+          throw new ArchiveError(`Symlink "${rel}" points to the absolute path "${target}"`);
         const resolved = posix.normalize(posix.join(parent, target));
-        if (resolved === '..' || resolved.startsWith('../')) throw new ArchiveError(`Symlink "${rel}" points outside the target ("${target}")`);
+        if (resolved === '..' || resolved.startsWith('../'))
+          throw new ArchiveError(`Symlink "${rel}" points outside the target ("${target}")`);
         await this.#clear(rel);
         await symlink(target, abs);
         this.#symlinks.add(rel);
@@ -140,14 +153,19 @@ class Extractor {
         this.#checkParents(target);
         const source = this.#abs(target);
         const info = await lstat(source).catch(() => undefined);
-        if (!info?.isFile()) throw new ArchiveError(`Hard link "${rel}" points to "${target}", which is not a file extracted before it`);
+        if (!info?.isFile())
+          throw new ArchiveError(
+            `Hard link "${rel}" points to "${target}", which is not a file extracted before it`,
+          );
         await this.#clear(rel);
         await link(source, abs);
         return;
       }
       default:
         stream.resume();
-        throw new ArchiveError(`Tar entry "${rel}" is a ${header.type ?? 'special file'}; devices, FIFOs and other special files are refused`);
+        throw new ArchiveError(
+          `Tar entry "${rel}" is a ${header.type ?? 'special file'}; devices, FIFOs and other special files are refused`,
+        );
     }
   }
 
@@ -211,4 +229,3 @@ export async function extractLayers(
   }
   return { files: extractor.files, bytes: extractor.bytes };
 }
-

@@ -36,7 +36,10 @@ export class OciLayout {
       if (!options.create) throw new ArchiveError(`"${dir}" is not an OCI layout (no oci-layout file)`);
       await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
       await writeFile(marker, `${JSON.stringify({ imageLayoutVersion: '1.0.0' })}\n`);
-      await writeFile(join(dir, 'index.json'), `${JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [] })}\n`);
+      await writeFile(
+        join(dir, 'index.json'),
+        `${JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [] })}\n`,
+      );
       return new OciLayout(dir);
     }
     let version: unknown;
@@ -69,7 +72,9 @@ export class OciLayout {
       if (manifests.length === 1 && manifests[0]) return manifests[0];
       const names = manifests.map((m) => m.annotations?.[REF_NAME]).filter(Boolean);
       throw new ArchiveError(
-        manifests.length === 0 ? `Layout "${this.dir}" is empty` : `Layout "${this.dir}" holds ${manifests.length} manifests; name one (${names.join(', ')})`,
+        manifests.length === 0
+          ? `Layout "${this.dir}" is empty`
+          : `Layout "${this.dir}" holds ${manifests.length} manifests; name one (${names.join(', ')})`,
       );
     }
     const found = manifests.find((m) => m.annotations?.[REF_NAME] === tag || m.digest === tag);
@@ -99,12 +104,16 @@ export class OciLayout {
     if (size === undefined) throw new ArchiveError(`Layout "${this.dir}" has no blob ${digest}`);
     if (size > limit) throw new ArchiveError(`Blob ${digest} is ${size} bytes, more than ${limit}`);
     const bytes = await readFile(this.blobPath(digest));
-    if (digestOf(bytes, parseDigest(digest).algorithm) !== digest) throw new ArchiveError(`Blob ${digest} in "${this.dir}" does not match its digest`);
+    if (digestOf(bytes, parseDigest(digest).algorithm) !== digest)
+      throw new ArchiveError(`Blob ${digest} in "${this.dir}" does not match its digest`);
     return bytes;
   }
 
   /** Writes a blob from a stream, verifying its digest before it becomes visible. */
-  async writeBlob(digest: Digest, source: Readable | AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<number> {
+  async writeBlob(
+    digest: Digest,
+    source: Readable | AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  ): Promise<number> {
     const existing = await this.blobSize(digest);
     if (existing !== undefined) {
       if (typeof (source as Readable).destroy === 'function') (source as Readable).destroy();
@@ -143,8 +152,13 @@ export class OciLayout {
   /** Adds a manifest to index.json (replacing one with the same name), written atomically. */
   async addManifest(descriptor: Descriptor, tag?: string): Promise<void> {
     const index = await this.index();
-    const entry: Descriptor = tag === undefined ? descriptor : { ...descriptor, annotations: { ...descriptor.annotations, [REF_NAME]: tag } };
-    index.manifests = index.manifests.filter((m) => (tag === undefined ? m.digest !== descriptor.digest : m.annotations?.[REF_NAME] !== tag));
+    const entry: Descriptor =
+      tag === undefined
+        ? descriptor
+        : { ...descriptor, annotations: { ...descriptor.annotations, [REF_NAME]: tag } };
+    index.manifests = index.manifests.filter((m) =>
+      tag === undefined ? m.digest !== descriptor.digest : m.annotations?.[REF_NAME] !== tag,
+    );
     index.manifests.push(entry);
     const path = join(this.dir, 'index.json');
     const temp = `${path}.${randomBytes(6).toString('hex')}.tmp`;

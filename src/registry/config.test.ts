@@ -33,14 +33,33 @@ describe('loadServeConfig', () => {
     ['an unknown key in a file', async () => withFile('colour: blue\n'), /unknown key "colour"/],
     ['YAML that does not parse', async () => withFile('addr: [unclosed\n'), /Cannot parse config file/],
     ['a file that is a list', async () => withFile('- a\n- b\n'), /expected a mapping/],
-    ['a missing file', () => loadServeConfig({ file: '/nonexistent/airlock.yaml', env: {} }), /Cannot read config file/],
-    ['a bad log level', () => loadServeConfig({ env: { AIRLOCK_LOG_LEVEL: 'loud' } }), /AIRLOCK_LOG_LEVEL.*must be one of/],
-    ['a bad address', () => loadServeConfig({ env: {}, flags: { addr: 'nohostport' } }), /"addr" must be HOST:PORT/],
-    ['a negative number', () => loadServeConfig({ env: { AIRLOCK_MAX_BLOB_BYTES: '-5' } }), /non-negative integer/],
+    [
+      'a missing file',
+      () => loadServeConfig({ file: '/nonexistent/airlock.yaml', env: {} }),
+      /Cannot read config file/,
+    ],
+    [
+      'a bad log level',
+      () => loadServeConfig({ env: { AIRLOCK_LOG_LEVEL: 'loud' } }),
+      /AIRLOCK_LOG_LEVEL.*must be one of/,
+    ],
+    [
+      'a bad address',
+      () => loadServeConfig({ env: {}, flags: { addr: 'nohostport' } }),
+      /"addr" must be HOST:PORT/,
+    ],
+    [
+      'a negative number',
+      () => loadServeConfig({ env: { AIRLOCK_MAX_BLOB_BYTES: '-5' } }),
+      /non-negative integer/,
+    ],
   ];
   for (const [what, load, message] of bad) {
     it(`rejects ${what} with a ConfigError naming the problem`, async () => {
-      await assert.rejects(load(), (error: unknown) => error instanceof ConfigError && message.test(error.message));
+      await assert.rejects(
+        load(),
+        (error: unknown) => error instanceof ConfigError && message.test(error.message),
+      );
     });
   }
 });

@@ -31,7 +31,8 @@ async function unpack(file: string): Promise<string> {
     await extractLayers([() => Promise.resolve(createReadStream(file))], join(work, 'root'), ARCHIVE_LIMITS);
   } catch (error) {
     await rm(work, { recursive: true, force: true });
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new ArchiveError(`Cannot read archive "${file}": no such file`);
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT')
+      throw new ArchiveError(`Cannot read archive "${file}": no such file`);
     throw new ArchiveError(`Cannot read archive "${file}": ${(error as Error).message}`);
   }
   return work;
@@ -40,7 +41,11 @@ async function unpack(file: string): Promise<string> {
 /** `oci-archive:FILE[:TAG]` as a source: the tarball is unpacked to a temp folder and read as a layout. */
 export async function openOciArchiveSource(file: string, tag: string | undefined): Promise<ImageSource> {
   const work = await unpack(file);
-  const store = new LayoutStore(await OciLayout.open(join(work, 'root')), tag, `oci-archive:${file}${tag ? `:${tag}` : ''}`);
+  const store = new LayoutStore(
+    await OciLayout.open(join(work, 'root')),
+    tag,
+    `oci-archive:${file}${tag ? `:${tag}` : ''}`,
+  );
   const close = store.close.bind(store);
   return Object.assign(store, {
     async close() {
@@ -72,15 +77,23 @@ export async function packFolder(dir: string, file: string): Promise<void> {
   const tar = pack();
   const out = pipeline(tar as unknown as Readable, createWriteStream(temp));
   const walk = async (rel: string): Promise<void> => {
-    for (const entry of (await readdir(join(dir, rel), { withFileTypes: true })).sort((a, b) => a.name.localeCompare(b.name))) {
+    for (const entry of (await readdir(join(dir, rel), { withFileTypes: true })).sort((a, b) =>
+      a.name.localeCompare(b.name),
+    )) {
       const path = rel ? `${rel}/${entry.name}` : entry.name;
       if (entry.isDirectory()) {
-        await new Promise<void>((resolve, reject) => tar.entry({ name: `${path}/`, type: 'directory', mode: 0o755, mtime: new Date(0) }, (e) => (e ? reject(e) : resolve())));
+        await new Promise<void>((resolve, reject) =>
+          tar.entry({ name: `${path}/`, type: 'directory', mode: 0o755, mtime: new Date(0) }, (e) =>
+            e ? reject(e) : resolve(),
+          ),
+        );
         await walk(path);
       } else if (entry.isFile()) {
         const { size } = await stat(join(dir, path));
         await new Promise<void>((resolve, reject) => {
-          const sink = tar.entry({ name: path, size, mode: 0o644, mtime: new Date(0) }, (e) => (e ? reject(e) : resolve()));
+          const sink = tar.entry({ name: path, size, mode: 0o644, mtime: new Date(0) }, (e) =>
+            e ? reject(e) : resolve(),
+          );
           pipeline(createReadStream(join(dir, path)), sink as unknown as NodeJS.WritableStream).catch(reject);
         });
       }
@@ -117,13 +130,25 @@ export async function openDockerArchiveSource(file: string, name: string | undef
     try {
       entries = JSON.parse(await readFile(join(root, 'manifest.json'), 'utf8')) as DockerManifestEntry[];
     } catch (error) {
-      throw new ArchiveError(`"${file}" is not a docker archive (no readable manifest.json): ${(error as Error).message}`);
+      throw new ArchiveError(
+        `"${file}" is not a docker archive (no readable manifest.json): ${(error as Error).message}`,
+      );
     }
-    if (!Array.isArray(entries) || entries.length === 0) throw new ArchiveError(`"${file}" has an empty manifest.json`);
+    if (!Array.isArray(entries) || entries.length === 0)
+      throw new ArchiveError(`"${file}" has an empty manifest.json`);
     const wanted = name === undefined ? undefined : name.includes(':') ? name : `${name}:latest`;
-    const entry = wanted === undefined ? entries[0] : entries.find((e) => e.RepoTags?.some((t) => t === wanted || t.endsWith(`/${wanted}`)));
-    if (!entry) throw new ArchiveError(`"${file}" has no image tagged "${name}" (it has ${entries.flatMap((e) => e.RepoTags ?? []).join(', ') || 'untagged images'})`);
-    if (wanted === undefined && entries.length > 1) throw new ArchiveError(`"${file}" holds ${entries.length} images; name one as docker-archive:${file}:NAME:TAG`);
+    const entry =
+      wanted === undefined
+        ? entries[0]
+        : entries.find((e) => e.RepoTags?.some((t) => t === wanted || t.endsWith(`/${wanted}`)));
+    if (!entry)
+      throw new ArchiveError(
+        `"${file}" has no image tagged "${name}" (it has ${entries.flatMap((e) => e.RepoTags ?? []).join(', ') || 'untagged images'})`,
+      );
+    if (wanted === undefined && entries.length > 1)
+      throw new ArchiveError(
+        `"${file}" holds ${entries.length} images; name one as docker-archive:${file}:NAME:TAG`,
+      );
 
     const blobs = new Map<Digest, string>();
     const configPath = join(root, safeEntryPath(entry.Config));
@@ -151,16 +176,24 @@ export async function openDockerArchiveSource(file: string, name: string | undef
         layers,
       }),
     );
-    const manifest: ManifestResult = { bytes: manifestBytes, digest: digestOf(manifestBytes), mediaType: MediaType.DockerManifest };
+    const manifest: ManifestResult = {
+      bytes: manifestBytes,
+      digest: digestOf(manifestBytes),
+      mediaType: MediaType.DockerManifest,
+    };
     return {
       name: `docker-archive:${file}${name ? `:${name}` : ''}`,
       root: () => Promise.resolve(manifest),
       manifest: (digest) =>
-        digest === manifest.digest ? Promise.resolve(manifest) : Promise.reject(new ArchiveError(`docker-archive has no manifest ${digest}`)),
+        digest === manifest.digest
+          ? Promise.resolve(manifest)
+          : Promise.reject(new ArchiveError(`docker-archive has no manifest ${digest}`)),
       blob: (descriptor) => {
         const path = blobs.get(descriptor.digest);
         if (!path) return Promise.reject(new ArchiveError(`docker-archive has no blob ${descriptor.digest}`));
-        return Promise.resolve(createReadStream(path).pipe(verifyingStream(descriptor.digest, descriptor.size)));
+        return Promise.resolve(
+          createReadStream(path).pipe(verifyingStream(descriptor.digest, descriptor.size)),
+        );
       },
       referrers: () => Promise.resolve([]),
       close: () => rm(work, { recursive: true, force: true }),
@@ -178,6 +211,7 @@ async function readHead(path: string): Promise<Buffer> {
 
 async function digestFile(path: string): Promise<{ digest: Digest; size: number }> {
   const digester = new Digester();
-  for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 })) digester.update(chunk as Buffer);
+  for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 }))
+    digester.update(chunk as Buffer);
   return { digest: digester.digest(), size: digester.size };
 }

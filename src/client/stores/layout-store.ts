@@ -34,7 +34,9 @@ export class LayoutStore implements ImageSource, ImageTarget {
   }
 
   blob(descriptor: Descriptor): Promise<Readable> {
-    return Promise.resolve(this.layout.openBlob(descriptor.digest).pipe(verifyingStream(descriptor.digest, descriptor.size)));
+    return Promise.resolve(
+      this.layout.openBlob(descriptor.digest).pipe(verifyingStream(descriptor.digest, descriptor.size)),
+    );
   }
 
   /** Referrers in a layout are the manifests it holds whose subject is `digest`. */
@@ -43,7 +45,8 @@ export class LayoutStore implements ImageSource, ImageTarget {
     for (const entry of (await this.layout.index()).manifests) {
       try {
         const parsed = parseManifest(await this.layout.readBlob(entry.digest, MAX_MANIFEST_BYTES));
-        if (parsed.subject?.digest === digest) out.push({ ...entry, ...(parsed.artifactType ? { artifactType: parsed.artifactType } : {}) });
+        if (parsed.subject?.digest === digest)
+          out.push({ ...entry, ...(parsed.artifactType ? { artifactType: parsed.artifactType } : {}) });
       } catch {
         // A missing or foreign entry is not a referrer.
       }
@@ -57,7 +60,10 @@ export class LayoutStore implements ImageSource, ImageTarget {
     return 'uploaded';
   }
 
-  async putManifest(manifest: ManifestResult, options: { tag?: string | undefined; root?: boolean } = {}): Promise<void> {
+  async putManifest(
+    manifest: ManifestResult,
+    options: { tag?: string | undefined; root?: boolean } = {},
+  ): Promise<void> {
     const digest = digestOf(manifest.bytes);
     await this.layout.writeBlob(digest, [manifest.bytes]);
     const parsed = parseManifest(manifest.bytes, manifest.mediaType);

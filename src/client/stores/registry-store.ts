@@ -25,18 +25,27 @@ export class RegistryStore implements ImageSource, ImageTarget {
   }
 
   blob(descriptor: Descriptor, signal?: AbortSignal): Promise<Readable> {
-    return this.client.getBlob(this.ref.repository, descriptor.digest, { size: descriptor.size, ...(signal ? { signal } : {}) });
+    return this.client.getBlob(this.ref.repository, descriptor.digest, {
+      size: descriptor.size,
+      ...(signal ? { signal } : {}),
+    });
   }
 
   referrers(digest: Digest, signal?: AbortSignal): Promise<Descriptor[]> {
     return this.client.referrers(this.ref.repository, digest, signal ? { signal } : {});
   }
 
-  putBlob(descriptor: Descriptor, open: () => Promise<Readable>, options: { source?: ImageSource; signal?: AbortSignal } = {}): Promise<PutBlobResult> {
+  putBlob(
+    descriptor: Descriptor,
+    open: () => Promise<Readable>,
+    options: { source?: ImageSource; signal?: AbortSignal } = {},
+  ): Promise<PutBlobResult> {
     const source = options.source;
     // A blob in another repository of the same registry is mounted, not uploaded again.
     const mountFrom =
-      source instanceof RegistryStore && source.ref.registry === this.ref.registry && source.ref.repository !== this.ref.repository
+      source instanceof RegistryStore &&
+      source.ref.registry === this.ref.registry &&
+      source.ref.repository !== this.ref.repository
         ? source.ref.repository
         : undefined;
     return this.client.pushBlob(
@@ -46,8 +55,16 @@ export class RegistryStore implements ImageSource, ImageTarget {
     );
   }
 
-  async putManifest(manifest: ManifestResult, options: { tag?: string | undefined; signal?: AbortSignal } = {}): Promise<void> {
-    await this.client.putManifest(this.ref.repository, options.tag ?? manifest.digest, manifest, options.signal);
+  async putManifest(
+    manifest: ManifestResult,
+    options: { tag?: string | undefined; signal?: AbortSignal } = {},
+  ): Promise<void> {
+    await this.client.putManifest(
+      this.ref.repository,
+      options.tag ?? manifest.digest,
+      manifest,
+      options.signal,
+    );
   }
 
   close(): Promise<void> {

@@ -1,0 +1,175 @@
+import type { Command } from 'commander';
+import {
+  appendLayer,
+  copyImage,
+  openSource,
+  parseImageLocation,
+  pullArtifact,
+  pushArtifact,
+  LayoutStore,
+  RegistryStore,
+  type ImageSource,
+  type PushFile,
+} from '../client/index.js';
+import { OciLayout, formatReference } from '../oci/index.js';
+import {
+  clientFor,
+  outputFor,
+  parseRef,
+  refString,
+  UsageError,
+  withClientOptions,
+  type ClientFlags,
+} from './common.js';
+import { parsePlatform } from './platform.js';
+
+function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+/** `k=v` pairs from repeated --annotation flags. */
+function annotationsFrom(pairs: readonly string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const pair of pairs) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) throw new UsageError(`--annotation "${pair}" is not KEY=VALUE`);
+    out[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  return out;
+}
+
+/** `FILE[:MEDIATYPE]` as oras takes it. */
+function pushFile(arg: string): PushFile {
+  const colon = arg.lastIndexOf(':');
+  if (colon > 0 && arg.slice(colon + 1).includes('/'))
+    return { path: arg.slice(0, colon), mediaType: arg.slice(colon + 1) };
+  return { path: arg };
+}
+
+/** `push`, `pull` (oras semantics) and `append` (crane semantics). */
+export function registerArtifactCommands(program: Command): void {
+  withClientOptions(
+    program
+      .command('push')
+      .argument('<reference>', 'where to push, HOST/REPO:TAG')
+      .argument('<files...>', 'files or folders (FILE[:MEDIATYPE]); folders are packed as tar+gzip')
+      .option('--artifact-type <type>', 'manifest artifactType', 'application/vnd.unknown.artifact.v1')
+      .option('-a, --annotation <key=value>', 'manifest annotation (repeatable)', collect, [])
+      .option('--no-created', 'omit the org.opencontainers.image.created stamp (reproducible digests)')
+      .description('Push files as an OCI artifact, like oras push'),
+  ).action(
+    async (
+      reference: string,
+      files: string[],
+      flags: ClientFlags & { artifactType: string; annotation: string[]; created: boolean },
+    ) => {
+      const out = outputFor(flags);
+      const ref = parseRef(reference);
+      const client = await clientFor(ref.registry, flags);
+      try {
+        const manifest = await pushArtifact(
+          client,
+          { repository: ref.repository, reference: refString(ref) },
+          files.map(pushFile),
+          {
+            artifactType: flags.artifactType,
+            annotations: annotationsFrom(flags.annotation),
+            created: flags.created,
+          },
+        );
+        out.result(`Pushed ${formatReference(ref)}\nDigest: ${manifest.digest}`, {
+          reference: formatReference(ref),
+          digest: manifest.digest,
+          mediaType: manifest.mediaType,
+        });
+      } finally {
+        client.close();
+      }
+    },
+  );
+
+  withClientOptions(
+    program
+      .command('pull')
+      .argument('<reference>')
+      .option('-d, --dir <dir>', 'folder to restore files into', '.')
+      .option(
+        '--layout <dir>',
+        'write an OCI image layout instead of files (a single manifest, or the whole index)',
+      )
+      .option('--platform <os/arch[/variant]>', 'with --layout: only this platform of an index')
+      .description("Pull an artifact's files (like oras pull), or an image into an OCI layout"),
+  ).action(async (reference: string, flags: ClientFlags & { dir: string; layout?: string }) => {
+    const out = outputFor(flags);
+    const ref = parseRef(reference);
+    const client = await clientFor(ref.registry, flags);
+    try {
+      if (flags.layout) {
+        const source = new RegistryStore(client, ref);
+        const target = new LayoutStore(
+          await OciLayout.open(flags.layout, { create: true }),
+          ref.tag ?? refString(ref),
+        );
+        const result = await copyImage(
+          source,
+          target,
+          flags.platform ? { platform: parsePlatform(flags.platform) } : {},
+        );
+        out.result(`Pulled ${formatReference(ref)} into OCI layout ${flags.layout} (${result.digest})`, {
+          layout: flags.layout,
+          ...result,
+        });
+        return;
+      }
+      const files = await pullArtifact(
+        client,
+        { repository: ref.repository, reference: refString(ref) },
+        flags.dir,
+      );
+      out.result(
+        files.map((f) => `${f.title}  ${f.digest}`).join('\n') || 'No files (no layer has a title)',
+        files,
+      );
+    } finally {
+      client.close();
+    }
+  });
+
+  withClientOptions(
+    program
+      .command('append')
+      .requiredOption('-f, --file <tar>', 'tar (plain or gzip) to add as the new top layer')
+      .requiredOption('-t, --tag <reference>', 'where to push the result, HOST/REPO:TAG')
+      .option(
+        '-b, --base <image>',
+        'base image (a reference or oci:/oci-archive:/docker-archive:); default: empty',
+      )
+      .option('--oci-empty-base', "with no base: use OCI media types instead of Docker's")
+      .option('--platform <os/arch[/variant]>', 'platform to pick when the base is an index', 'linux/amd64')
+      .description('Add a tar as a layer on a base image and push it, like crane append'),
+  ).action(
+    async (flags: ClientFlags & { file: string; tag: string; base?: string; ociEmptyBase?: boolean }) => {
+      const out = outputFor(flags);
+      const ref = parseRef(flags.tag);
+      const client = await clientFor(ref.registry, flags);
+      let base: ImageSource | undefined;
+      try {
+        if (flags.base)
+          base = await openSource(parseImageLocation(flags.base), (host) => clientFor(host, flags));
+        const target = new RegistryStore(client, ref);
+        const manifest = await appendLayer(target, flags.file, {
+          ...(base ? { base } : {}),
+          ociEmptyBase: flags.ociEmptyBase ?? false,
+          ...(flags.platform ? { platform: parsePlatform(flags.platform) } : {}),
+        });
+        out.result(`${formatReference({ ...ref, digest: manifest.digest })}`, {
+          reference: formatReference(ref),
+          digest: manifest.digest,
+        });
+      } finally {
+        await base?.close();
+        client.close();
+      }
+    },
+  );
+}
