@@ -4,6 +4,7 @@ import { ConfigError } from '../registry/index.js';
 import { registerArtifactCommands } from './artifact-commands.js';
 import { registerAuthCommands } from './auth-commands.js';
 import { registerCopy } from './copy-command.js';
+import { registerInspectCommands } from './inspect-commands.js';
 import { UsageError } from './common.js';
 import { createOutput } from './output.js';
 import { registerRegistryCommands } from './registry-commands.js';
@@ -23,6 +24,7 @@ export function buildProgram(): Command {
   registerRegistryCommands(program);
   registerCopy(program);
   registerArtifactCommands(program);
+  registerInspectCommands(program);
   return program;
 }
 

@@ -38,3 +38,7 @@ export { appendLayer } from './append.js';
 export type { AppendOptions } from './append.js';
 export { pushArtifact, pullArtifact, titleFor, DEFAULT_ARTIFACT_TYPE } from './artifact.js';
 export type { PushFile, PushArtifactOptions, PulledFile } from './artifact.js';
+export { flattenImage, resolvePlatform } from './flatten.js';
+export type { FlattenOptions, FlattenResult } from './flatten.js';
+export { describeTree, renderTree } from './tree.js';
+export type { TreeNode } from './tree.js';

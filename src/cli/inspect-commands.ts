@@ -1,0 +1,112 @@
+import type { Command } from 'commander';
+import {
+  describeTree,
+  flattenImage,
+  openSource,
+  parseImageLocation,
+  renderTree,
+  LayoutStore,
+  RegistryStore,
+  type ImageSource,
+  type TreeNode,
+} from '../client/index.js';
+import { REF_NAME } from '../oci/index.js';
+import { clientFor, outputFor, withClientOptions, type ClientFlags } from './common.js';
+import { parsePlatform } from './platform.js';
+
+/** `tree` and `extract`. */
+export function registerInspectCommands(program: Command): void {
+  withClientOptions(
+    program
+      .command('tree')
+      .argument('<source>', 'a repository (HOST/REPO, every tag), a reference, or oci:DIR / oci-archive:FILE')
+      .description('Show tags, manifests, platforms and referrers (signatures, SBOMs) as a tree'),
+  ).action(async (text: string, flags: ClientFlags) => {
+    const out = outputFor(flags);
+    const location = parseImageLocation(text);
+    const source: ImageSource = await openSource(location, (host) => clientFor(host, flags));
+    try {
+      const nodes: TreeNode[] = [];
+      let title = source.name;
+      if (
+        source instanceof RegistryStore &&
+        !/[:@][^/]*$/.test(
+          text
+            .replace(/^docker:\/\//, '')
+            .split('/')
+            .slice(1)
+            .join('/'),
+        )
+      ) {
+        // A bare repository: every tag.
+        title = `${source.ref.registry}/${source.ref.repository}`;
+        for (const tag of await source.client.listTags(source.ref.repository)) {
+          const head = await source.client.getManifest(source.ref.repository, tag);
+          nodes.push(
+            await describeTree(
+              source,
+              { mediaType: head.mediaType, digest: head.digest, size: head.bytes.length },
+              tag,
+            ),
+          );
+        }
+      } else if (source instanceof LayoutStore && source.tag === undefined) {
+        for (const entry of (await source.layout.index()).manifests) {
+          if ((await source.layout.blobSize(entry.digest)) === undefined) continue;
+          nodes.push(await describeTree(source, entry, entry.annotations?.[REF_NAME] ?? entry.digest));
+        }
+      } else {
+        const root = await source.root();
+        const label =
+          source instanceof RegistryStore
+            ? (source.ref.tag ?? source.ref.digest ?? '')
+            : (source.name.split(':').pop() ?? '');
+        nodes.push(
+          await describeTree(
+            source,
+            { mediaType: root.mediaType, digest: root.digest, size: root.bytes.length },
+            label,
+          ),
+        );
+      }
+      out.result(renderTree(title, nodes), { name: title, tags: nodes });
+    } finally {
+      await source.close();
+    }
+  });
+
+  withClientOptions(
+    program
+      .command('extract')
+      .argument('<source>', 'image: a reference, oci:DIR[:TAG], oci-archive:FILE, docker-archive:FILE')
+      .argument('<out>', "new folder to write the image's files into")
+      .option('--dir <path>', 'only this folder of the image')
+      .option('--platform <os/arch[/variant]>', 'platform to pick from an index (default linux/amd64)')
+      .option('--max-bytes <n>', 'stop past this many bytes of file content', String(4 * 1024 ** 3))
+      .option('--max-entries <n>', 'stop past this many tar entries', '1000000')
+      .description("Flatten an image's layers (whiteouts applied, unsafe paths refused) into a folder"),
+  ).action(
+    async (
+      text: string,
+      outDir: string,
+      flags: ClientFlags & { dir?: string; maxBytes: string; maxEntries: string },
+    ) => {
+      const out = outputFor(flags);
+      const source = await openSource(parseImageLocation(text), (host) => clientFor(host, flags));
+      try {
+        const result = await flattenImage(source, outDir, {
+          ...(flags.dir ? { dir: flags.dir } : {}),
+          ...(flags.platform ? { platform: parsePlatform(flags.platform) } : {}),
+          maxBytes: Number(flags.maxBytes),
+          maxEntries: Number(flags.maxEntries),
+        });
+        out.result(
+          `Extracted ${result.files} files (${result.bytes} bytes) of ${source.name} into ${outDir}`,
+          { ...result, out: outDir, source: source.name },
+        );
+      } finally {
+        await source.close();
+      }
+    },
+  );
+}

@@ -1,0 +1,77 @@
+import { isIndexMediaType, parseManifest, type Descriptor, type Digest } from '../oci/index.js';
+import type { ImageSource } from './image-store.js';
+
+/** One node of `airlock tree`: a tag or manifest, its platforms (children) and its referrers. */
+export interface TreeNode {
+  readonly label: string;
+  readonly digest: Digest;
+  readonly mediaType: string;
+  readonly artifactType?: string;
+  readonly platform?: string;
+  readonly children: TreeNode[];
+  readonly referrers: TreeNode[];
+}
+
+function platformText(d: Descriptor): string | undefined {
+  return d.platform
+    ? [d.platform.os, d.platform.architecture, d.platform.variant].filter(Boolean).join('/')
+    : undefined;
+}
+
+/** Walks a manifest: index children (platforms) and, for each manifest, its referrers (recursively). */
+export async function describeTree(
+  source: ImageSource,
+  descriptor: Descriptor,
+  label: string,
+  depth = 0,
+  signal?: AbortSignal,
+): Promise<TreeNode> {
+  const manifest = await source.manifest(descriptor.digest, signal);
+  const parsed = parseManifest(manifest.bytes, manifest.mediaType);
+  const children: TreeNode[] = [];
+  if (isIndexMediaType(parsed.mediaType)) {
+    for (const child of parsed.manifests) {
+      children.push(
+        await describeTree(source, child, platformText(child) ?? child.digest, depth + 1, signal),
+      );
+    }
+  }
+  const referrers: TreeNode[] = [];
+  if (depth < 8) {
+    for (const ref of await source.referrers(descriptor.digest, signal)) {
+      referrers.push(await describeTree(source, ref, ref.artifactType ?? ref.mediaType, depth + 1, signal));
+    }
+  }
+  const platform = platformText(descriptor);
+  return {
+    label,
+    digest: descriptor.digest,
+    mediaType: parsed.mediaType,
+    ...(parsed.artifactType ? { artifactType: parsed.artifactType } : {}),
+    ...(platform ? { platform } : {}),
+    children,
+    referrers,
+  };
+}
+
+/** Renders nodes with box-drawing lines, as `tree` does. */
+export function renderTree(title: string, nodes: readonly TreeNode[]): string {
+  const lines = [title];
+  const walk = (list: readonly TreeNode[], prefix: string): void => {
+    list.forEach((node, i) => {
+      const last = i === list.length - 1;
+      const kind = isIndexMediaType(node.mediaType)
+        ? 'index'
+        : node.artifactType &&
+            !node.artifactType.includes('image.config') &&
+            !node.artifactType.includes('container.image')
+          ? node.artifactType
+          : 'image';
+      lines.push(`${prefix}${last ? '└── ' : '├── '}${node.label}  ${node.digest}  (${kind})`);
+      const next = prefix + (last ? '    ' : '│   ');
+      walk([...node.children, ...node.referrers.map((r) => ({ ...r, label: `referrer: ${r.label}` }))], next);
+    });
+  };
+  walk(nodes, '');
+  return lines.join('\n');
+}
