@@ -24,12 +24,17 @@ export function registerCopy(program: Command): void {
       .option('--platform <os/arch[/variant]>', 'copy only this platform of an index')
       .option('--with-referrers', 'also copy signatures, SBOMs and other referrers')
       .option('-j, --jobs <n>', 'blobs transferred at once', '4')
+      .option(
+        '--s3-endpoint <url>',
+        'object store for s3:// sources (else AIRLOCK_S3_ENDPOINT or ~/.config/airlock/s3.json)',
+      )
+      .option('--s3-region <region>', 'region to sign s3:// requests for (default us-east-1)')
       .description('Copy an image, index or artifact between registries, layouts and archives'),
   ).action(
     async (
       sourceText: string,
       destinationText: string,
-      flags: ClientFlags & { withReferrers?: boolean; jobs: string },
+      flags: ClientFlags & { withReferrers?: boolean; jobs: string; s3Endpoint?: string; s3Region?: string },
     ) => {
       const out = outputFor(flags);
       const clients = (host: string) => clientFor(host, flags);
@@ -37,7 +42,12 @@ export function registerCopy(program: Command): void {
       let target: ImageTarget | undefined;
       let ok = false;
       try {
-        source = await openSource(parseImageLocation(sourceText), clients);
+        source = await openSource(parseImageLocation(sourceText), clients, {
+          s3: {
+            ...(flags.s3Endpoint ? { endpoint: flags.s3Endpoint } : {}),
+            ...(flags.s3Region ? { region: flags.s3Region } : {}),
+          },
+        });
         target = await openTarget(parseImageLocation(destinationText), clients);
         const result = await copyImage(source, target, {
           ...(flags.platform ? { platform: parsePlatform(flags.platform) } : {}),

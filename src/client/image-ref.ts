@@ -2,7 +2,14 @@ import { OciLayout, parseReference, type Reference } from '../oci/index.js';
 import { ClientError } from './errors.js';
 import type { ImageSource, ImageTarget } from './image-store.js';
 import type { RegistryClient } from './registry-client.js';
+import { createWriteStream } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { getS3Object, loadS3Config, parseS3Url, type S3Config } from './s3.js';
 import {
+  openArchiveSource,
   openDockerArchiveSource,
   openOciArchiveSource,
   openOciArchiveTarget,
@@ -15,7 +22,8 @@ export type ImageLocation =
   | { readonly kind: 'registry'; readonly ref: Reference }
   | { readonly kind: 'oci'; readonly dir: string; readonly tag?: string }
   | { readonly kind: 'oci-archive'; readonly file: string; readonly tag?: string }
-  | { readonly kind: 'docker-archive'; readonly file: string; readonly name?: string };
+  | { readonly kind: 'docker-archive'; readonly file: string; readonly name?: string }
+  | { readonly kind: 's3'; readonly bucket: string; readonly key: string };
 
 /** `PATH[:TAG]`, where a colon followed by text without a slash starts the tag. */
 function pathAndTag(rest: string): { path: string; tag?: string } {
@@ -53,6 +61,7 @@ export function parseImageLocation(text: string): ImageLocation {
     if (!file) fail('the archive file is empty');
     return { kind: 'docker-archive', file, ...(name ? { name } : {}) };
   }
+  if (text.startsWith('s3://')) return { kind: 's3', ...parseS3Url(text) };
   if (/^[a-z0-9-]+:\/\//.test(text) && !text.startsWith('docker://'))
     fail('unknown transport (use oci:, oci-archive:, docker-archive: or docker://)');
   try {
@@ -65,7 +74,41 @@ export function parseImageLocation(text: string): ImageLocation {
 /** Makes registry clients for hosts; the CLI passes one that applies its flags. */
 export type ClientFactory = (host: string) => Promise<RegistryClient>;
 
-export async function openSource(location: ImageLocation, clients: ClientFactory): Promise<ImageSource> {
+export interface OpenSourceOptions {
+  /** S3 settings for `s3://` sources. Default: from the environment and ~/.config/airlock/s3.json. */
+  readonly s3?: Partial<S3Config>;
+}
+
+/** Downloads an s3:// image tarball to a temp file and opens it as an archive (OCI or docker). */
+async function openS3Source(
+  location: { bucket: string; key: string },
+  options: OpenSourceOptions,
+): Promise<ImageSource> {
+  const config = await loadS3Config(options.s3 ?? {});
+  const work = await mkdtemp(join(tmpdir(), 'airlock-s3-'));
+  try {
+    const file = join(work, 'object.tar');
+    const { body } = await getS3Object(location, config);
+    await pipeline(body, createWriteStream(file));
+    const source = await openArchiveSource(file, `s3://${location.bucket}/${location.key}`);
+    const close = source.close.bind(source);
+    return Object.assign(source, {
+      async close() {
+        await close();
+        await rm(work, { recursive: true, force: true });
+      },
+    });
+  } catch (error) {
+    await rm(work, { recursive: true, force: true });
+    throw error;
+  }
+}
+
+export async function openSource(
+  location: ImageLocation,
+  clients: ClientFactory,
+  options: OpenSourceOptions = {},
+): Promise<ImageSource> {
   switch (location.kind) {
     case 'registry':
       return new RegistryStore(await clients(location.ref.registry), location.ref);
@@ -75,6 +118,8 @@ export async function openSource(location: ImageLocation, clients: ClientFactory
       return openOciArchiveSource(location.file, location.tag);
     case 'docker-archive':
       return openDockerArchiveSource(location.file, location.name);
+    case 's3':
+      return openS3Source(location, options);
   }
 }
 
@@ -90,6 +135,11 @@ export async function openTarget(location: ImageLocation, clients: ClientFactory
       throw new ClientError(
         'INVALID_INPUT',
         `Writing docker-archive is not supported yet; write oci-archive:${location.file} instead`,
+      );
+    case 's3':
+      throw new ClientError(
+        'INVALID_INPUT',
+        's3:// can only be read from; copy to oci-archive:FILE and upload that',
       );
   }
 }

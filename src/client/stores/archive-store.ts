@@ -123,7 +123,44 @@ interface DockerManifestEntry {
  * registry gets the compressed layers `docker push` would send.
  */
 export async function openDockerArchiveSource(file: string, name: string | undefined): Promise<ImageSource> {
+  return dockerArchiveFrom(await unpack(file), file, name);
+}
+
+/** Reads any image tarball: an OCI layout inside (oci-archive, and docker 25+ saves) or docker's manifest.json. */
+export async function openArchiveSource(file: string, label: string, name?: string): Promise<ImageSource> {
   const work = await unpack(file);
+  const root = join(work, 'root');
+  try {
+    const hasLayout = await stat(join(root, 'oci-layout')).then(
+      () => true,
+      () => false,
+    );
+    const hasDocker = await stat(join(root, 'manifest.json')).then(
+      () => true,
+      () => false,
+    );
+    if (hasLayout && !(hasDocker && name?.includes(':'))) {
+      const store = new LayoutStore(await OciLayout.open(root), name, label);
+      const close = store.close.bind(store);
+      return Object.assign(store, {
+        async close() {
+          await close();
+          await rm(work, { recursive: true, force: true });
+        },
+      });
+    }
+    if (!hasDocker)
+      throw new ArchiveError(
+        `${label} is neither an OCI archive (no oci-layout) nor a docker archive (no manifest.json)`,
+      );
+  } catch (error) {
+    await rm(work, { recursive: true, force: true });
+    throw error;
+  }
+  return dockerArchiveFrom(work, label, name);
+}
+
+async function dockerArchiveFrom(work: string, file: string, name: string | undefined): Promise<ImageSource> {
   const root = join(work, 'root');
   try {
     let entries: DockerManifestEntry[];
