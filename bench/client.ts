@@ -41,12 +41,18 @@ export class RegistryClient {
 
   async #send(url: URL, options: RequestOptions): Promise<Response> {
     return new Promise<Response>((resolve, reject) => {
-      const req = request(url, { method: options.method, headers: options.headers ?? {}, agent: this.#agent }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (chunk: Buffer) => chunks.push(chunk));
-        res.on('error', reject);
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
-      });
+      const req = request(
+        url,
+        { method: options.method, headers: options.headers ?? {}, agent: this.#agent },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (chunk: Buffer) => chunks.push(chunk));
+          res.on('error', reject);
+          res.on('end', () =>
+            resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }),
+          );
+        },
+      );
       req.on('error', reject);
       const body = options.body;
       if (body === undefined || Buffer.isBuffer(body)) {
@@ -103,7 +109,9 @@ export class RegistryClient {
       await this.#send(this.#location(res), { method: 'DELETE' });
       this.monolithicPost = false;
     } else {
-      throw new Error(`${this.label}: probe POST answered ${res.status}: ${res.body.toString().slice(0, 500)}`);
+      throw new Error(
+        `${this.label}: probe POST answered ${res.status}: ${res.body.toString().slice(0, 500)}`,
+      );
     }
     return this.monolithicPost;
   }
@@ -143,7 +151,10 @@ export class RegistryClient {
     }
     const url = this.#location(res);
     url.searchParams.set('digest', blob.digest);
-    this.#checkDigest(await this.#expect(url, { method: 'PUT', headers: { 'content-length': 0 } }, 201), blob);
+    this.#checkDigest(
+      await this.#expect(url, { method: 'PUT', headers: { 'content-length': 0 } }, 201),
+      blob,
+    );
   }
 
   /** GETs a blob and discards it; returns the byte count. With `verify`, also checks the digest. */
@@ -179,13 +190,21 @@ export class RegistryClient {
   async putManifest(repo: string, tag: string, manifest: Buffer): Promise<void> {
     await this.#expect(
       this.#url(`/v2/${repo}/manifests/${tag}`),
-      { method: 'PUT', headers: { 'content-type': OCI_MANIFEST, 'content-length': manifest.byteLength }, body: manifest },
+      {
+        method: 'PUT',
+        headers: { 'content-type': OCI_MANIFEST, 'content-length': manifest.byteLength },
+        body: manifest,
+      },
       201,
     );
   }
 
   async getManifest(repo: string, tag: string): Promise<Buffer> {
-    const res = await this.#expect(this.#url(`/v2/${repo}/manifests/${tag}`), { method: 'GET', headers: { accept: OCI_MANIFEST } }, 200);
+    const res = await this.#expect(
+      this.#url(`/v2/${repo}/manifests/${tag}`),
+      { method: 'GET', headers: { accept: OCI_MANIFEST } },
+      200,
+    );
     return res.body;
   }
 }

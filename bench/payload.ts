@@ -3,6 +3,8 @@ import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
 
 const WRITE_CHUNK = 4 * 1024 * 1024;
+/** Bytes of the unique suffix every {@link BlobSource.of} blob ends with. */
+export const SUFFIX_BYTES = 16;
 /** Read size when streaming bodies from the file (the same size Airlock reads and writes with). */
 export const STREAM_CHUNK = 1024 * 1024;
 
@@ -29,7 +31,9 @@ export async function createRandomFile(path: string, size: number): Promise<Rand
   return { path, data, hash: createHash('sha256').update(data) };
 }
 
-type Segment = { readonly kind: 'file'; readonly start: number; readonly end: number } | { readonly kind: 'bytes'; readonly bytes: Buffer };
+type Segment =
+  | { readonly kind: 'file'; readonly path: string; readonly start: number; readonly end: number }
+  | { readonly kind: 'bytes'; readonly bytes: Buffer };
 
 function segmentSize(segment: Segment): number {
   return segment.kind === 'file' ? segment.end - segment.start : segment.bytes.byteLength;
@@ -42,23 +46,29 @@ function segmentSize(segment: Segment): number {
 export class BlobSource {
   readonly size: number;
   readonly digest: string;
-  readonly #file: RandomFile;
   readonly #segments: readonly Segment[];
 
-  private constructor(file: RandomFile, segments: readonly Segment[], digest: string) {
-    this.#file = file;
+  private constructor(segments: readonly Segment[], digest: string) {
     this.#segments = segments;
     this.size = segments.reduce((sum, s) => sum + segmentSize(s), 0);
     this.digest = digest;
+  }
+
+  /** A small blob held in memory. */
+  static fromBytes(bytes: Buffer): BlobSource {
+    return new BlobSource(
+      [{ kind: 'bytes', bytes }],
+      `sha256:${createHash('sha256').update(bytes).digest('hex')}`,
+    );
   }
 
   /** The first `bytes` of the file, `repeat` times over, then a fresh random suffix. */
   static of(file: RandomFile, options: { bytes?: number; repeat?: number } = {}): BlobSource {
     const bytes = options.bytes ?? file.data.byteLength;
     const repeat = options.repeat ?? 1;
-    const suffix = randomBytes(16);
+    const suffix = randomBytes(SUFFIX_BYTES);
     const segments: Segment[] = [];
-    for (let i = 0; i < repeat; i++) segments.push({ kind: 'file', start: 0, end: bytes });
+    for (let i = 0; i < repeat; i++) segments.push({ kind: 'file', path: file.path, start: 0, end: bytes });
     segments.push({ kind: 'bytes', bytes: suffix });
     let hash: Hash;
     if (repeat === 1 && bytes === file.data.byteLength) {
@@ -67,7 +77,7 @@ export class BlobSource {
       hash = createHash('sha256');
       for (let i = 0; i < repeat; i++) hash.update(file.data.subarray(0, bytes));
     }
-    return new BlobSource(file, segments, `sha256:${hash.update(suffix).digest('hex')}`);
+    return new BlobSource(segments, `sha256:${hash.update(suffix).digest('hex')}`);
   }
 
   /** Streams bytes [start, end) of the blob, reading the file parts from disk. */
@@ -83,7 +93,7 @@ export class BlobSource {
         yield segment.bytes.subarray(from, to);
         continue;
       }
-      const stream = createReadStream(this.#file.path, {
+      const stream = createReadStream(segment.path, {
         start: segment.start + from,
         end: segment.start + to - 1,
         highWaterMark: STREAM_CHUNK,

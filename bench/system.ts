@@ -5,7 +5,6 @@ import { availableParallelism, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { findPeer } from '../test/helpers/peers.js';
-import { run } from '../test/helpers/processes.js';
 
 const MB = 1e6;
 
@@ -20,18 +19,67 @@ export interface MachineInfo {
   readonly node: string;
   readonly distribution: string;
   readonly wrk: string;
+  /** The Airlock build under test: commit, and whether src/ differs from it. */
+  readonly airlock: string;
+}
+
+export interface ExecResult {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/**
+ * Runs a command with no standard input and collects its output. (The test helpers' `run` writes to the
+ * child's stdin, which fails with an unhandled EPIPE when a command such as `sync` exits before reading it.)
+ */
+export async function exec(
+  command: string,
+  args: readonly string[],
+  options: { timeoutMs?: number } = {},
+): Promise<ExecResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 120_000);
+    child.once('error', (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
 }
 
 async function firstLine(command: string, args: readonly string[]): Promise<string> {
   try {
-    const result = await run(command, args, { timeoutMs: 10_000 });
+    const result = await exec(command, args, { timeoutMs: 10_000 });
     return (result.stdout + result.stderr).trim().split('\n')[0]?.trim() ?? '';
   } catch {
     return 'unknown';
   }
 }
 
-export async function machineInfo(tmp: string): Promise<MachineInfo> {
+async function airlockVersion(root: string): Promise<string> {
+  const head =
+    (await exec('git', ['-C', root, 'rev-parse', '--short', 'HEAD'])).stdout.trim() || 'unknown commit';
+  const status = (await exec('git', ['-C', root, 'status', '--porcelain', '--', 'src'])).stdout.trim();
+  const changed = status === '' ? [] : status.split('\n').map((line) => line.slice(3));
+  if (changed.length === 0) return `commit ${head}, src/ clean`;
+  // Only these folders make up the server's request path; other changes (CLI, client) do not touch it.
+  const serving = changed.filter((path) => /^src\/(registry|storage|oci|log)\//.test(path));
+  return (
+    `commit ${head} + ${changed.length} uncommitted file(s) in src/ ` +
+    (serving.length === 0 ? '(none in registry/, storage/, oci/, log/)' : `(incl. ${serving.join(', ')})`)
+  );
+}
+
+export async function machineInfo(tmp: string, options: { root: string }): Promise<MachineInfo> {
   const cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
   const model = /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1]?.trim() ?? 'unknown';
   const nproc = Number(await firstLine('nproc', [])) || availableParallelism();
@@ -45,14 +93,32 @@ export async function machineInfo(tmp: string): Promise<MachineInfo> {
     node: process.version,
     distribution: await firstLine(findPeer('docker-registry') ?? 'docker-registry', ['--version']),
     wrk: (await firstLine('wrk', ['-v'])).replace(/\s*Copyright.*$/, ''),
+    airlock: await airlockVersion(options.root),
   };
+}
+
+/** The 1, 5 and 15 minute load averages: other work on the machine skews every number here. */
+export function loadAverage(): string {
+  return readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
 }
 
 /** Resident set size now and its high-water mark, in bytes, from /proc/PID/status. */
 export function memoryOf(pid: number): { rss: number; hwm: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kib = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) * 1024;
+  const kib = (field: string): number =>
+    Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) * 1024;
   return { rss: kib('VmRSS'), hwm: kib('VmHWM') };
+}
+
+let clockTicks: number | undefined;
+
+/** User + system CPU seconds a process (all its threads) has used so far, from /proc/PID/stat. */
+export async function cpuSeconds(pid: number): Promise<number> {
+  clockTicks ??= Number((await exec('getconf', ['CLK_TCK'])).stdout.trim()) || 100;
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command name, which is in parentheses and may hold spaces: state is [0], utime [11], stime [12].
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / clockTicks;
 }
 
 /** Samples a process's RSS on a timer; `stop()` returns the largest sample. */
@@ -76,7 +142,8 @@ export function sampleRss(pid: number, intervalMs = 25): { stop(): number } {
 
 /** Flushes every dirty page to disk so one measurement does not pay for the previous one's writeback. */
 export async function syncDisks(): Promise<void> {
-  await run('sync', []);
+  const result = await exec('sync', []);
+  if (result.code !== 0) throw new Error(`sync exited ${result.code}: ${result.stderr}`);
 }
 
 /** Writes `data` to a new file in `dir` in 1 MiB writes, fsyncs it, and returns MB/s. */
@@ -98,10 +165,22 @@ export async function rawWriteMBps(dir: string, data: Buffer): Promise<number> {
   return data.byteLength / MB / seconds;
 }
 
-/** A bare node:http server in its own process answering every request with `body`: the ceiling for a node server here. */
-export async function startBaselineServer(body: Buffer, contentType: string): Promise<{ url: string; child: ChildProcess; stop(): Promise<void> }> {
+/**
+ * A bare node:http server in its own process (see baseline-server.ts): answers GETs with `body` (or streams
+ * `options.file` for blob GETs) and drains uploads; the ceiling for a node server on this machine.
+ */
+export async function startBaselineServer(
+  body: Buffer,
+  options: { contentType: string; file?: string },
+): Promise<{ url: string; child: ChildProcess; stop(): Promise<void> }> {
   const script = join(dirname(fileURLToPath(import.meta.url)), 'baseline-server.js');
-  const child = spawn(process.execPath, [script, contentType, body.toString('base64')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const args = [
+    script,
+    options.contentType,
+    body.toString('base64'),
+    ...(options.file ? [options.file] : []),
+  ];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
   const port = await new Promise<number>((resolve, reject) => {
     let text = '';
     child.stdout?.on('data', (chunk: Buffer) => {

@@ -1,4 +1,4 @@
-import { run } from '../test/helpers/processes.js';
+import { exec } from './system.js';
 
 /** What one wrk run measured. Latencies in milliseconds. */
 export interface WrkResult {
@@ -64,7 +64,8 @@ export async function runWrk(url: string, options: WrkOptions = {}): Promise<Wrk
     ...(options.headers ?? []).flatMap((h) => ['-H', h]),
     url,
   ];
-  const result = await run('wrk', args, { timeoutMs: (seconds + 30) * 1000 });
-  if (result.code !== 0) throw new Error(`wrk ${args.join(' ')} exited ${result.code}\n${result.stdout}\n${result.stderr}`);
+  const result = await exec('wrk', args, { timeoutMs: (seconds + 30) * 1000 });
+  if (result.code !== 0)
+    throw new Error(`wrk ${args.join(' ')} exited ${result.code}\n${result.stdout}\n${result.stderr}`);
   return parseWrk(result.stdout);
 }
