@@ -1,6 +1,5 @@
 import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
-import type { Readable } from 'node:stream';
 import {
   digestOf,
   isForeignLayer,
@@ -66,11 +65,6 @@ export interface ManifestContent {
   readonly body: Buffer;
   /** The request's Content-Type, checked against the manifest's own mediaType. */
   readonly contentType?: string | undefined;
-}
-
-export interface BlobRead {
-  readonly size: number;
-  readonly stream: Readable;
 }
 
 function parseDigestOrThrow(value: string): ReturnType<typeof parseDigest> {
@@ -153,7 +147,8 @@ export class Registry {
   async statBlob(name: string, digestText: string): Promise<number> {
     const digest = digestOrThrow(digestText);
     const size = await this.#meta.blobLink(name, digest);
-    if (size !== undefined) return size;
+    // Check the bytes too, so a GET fails with a proper 404 before any header is sent, never midway.
+    if (size !== undefined && (await this.#blobs.stat(digest))) return size;
     const manifest = await this.#manifestRecord(name, digest);
     if (manifest) return manifest.size;
     throw new RegistryError('BLOB_UNKNOWN', `Blob "${digest}" is not in repository "${name}"`, {
@@ -161,13 +156,12 @@ export class Registry {
     });
   }
 
-  async readBlob(name: string, digestText: string, range?: ByteRange): Promise<BlobRead> {
-    const size = await this.statBlob(name, digestText);
-    const digest = digestText as Digest;
+  /** Writes a blob (or a range) of the repository to `destination`; the caller has sent the headers. */
+  async sendBlob(digest: Digest, destination: NodeJS.WritableStream, range?: ByteRange): Promise<void> {
     try {
-      return { size, stream: await this.#blobs.read(digest, range) };
+      await this.#blobs.writeTo(digest, destination, range);
     } catch (error) {
-      return storageToRegistry(error);
+      storageToRegistry(error);
     }
   }
 

@@ -3,7 +3,8 @@ import { link, mkdir, open, readdir, rm, stat, unlink } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { finished } from 'node:stream/promises';
+import { once } from 'node:events';
 import { Digester, parseDigest, type Digest, type DigestAlgorithm } from '../oci/index.js';
 import type { BlobInfo, BlobStore, BlobWriteOptions, ByteRange, UploadAppendOptions } from './blob-store.js';
 import { StorageError } from './errors.js';
@@ -31,18 +32,33 @@ async function fsyncPath(path: string): Promise<void> {
   }
 }
 
-/** Hashes and counts bytes on their way to disk, enforcing a size cap. */
-async function* hashing(
+/**
+ * Copies a stream to a file, hashing on the way and stopping past `maxBytes`. A plain loop over the
+ * file's write stream (no generator stage between them) keeps the per-chunk cost of large uploads low.
+ */
+async function writeHashed(
   source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
-  digester: Digester,
-  limit: { maxBytes: number; already: number },
-): AsyncGenerator<Uint8Array> {
-  for await (const chunk of source) {
-    if (limit.already + digester.size + chunk.byteLength > limit.maxBytes) {
-      throw new StorageError('TOO_LARGE', `Blob is larger than the ${limit.maxBytes} bytes allowed`);
+  path: string,
+  options: { digester: Digester; maxBytes: number; append: boolean; signal?: AbortSignal },
+): Promise<void> {
+  const { digester, maxBytes } = options;
+  const out = createWriteStream(path, { flags: options.append ? 'a' : 'w', highWaterMark: READ_CHUNK });
+  const failed = new Promise<never>((_, reject) => out.once('error', reject));
+  failed.catch(() => undefined);
+  try {
+    for await (const chunk of source) {
+      options.signal?.throwIfAborted();
+      if (digester.size + chunk.byteLength > maxBytes) {
+        throw new StorageError('TOO_LARGE', `Blob is larger than the ${maxBytes} bytes allowed`);
+      }
+      digester.update(chunk);
+      if (!out.write(chunk)) await Promise.race([once(out, 'drain'), failed]);
     }
-    digester.update(chunk);
-    yield chunk;
+    out.end();
+    await Promise.race([finished(out), failed]);
+  } catch (error) {
+    out.destroy();
+    throw error;
   }
 }
 
@@ -125,6 +141,60 @@ export class FsBlobStore implements BlobStore {
     });
   }
 
+  /**
+   * Sends file bytes through two reused buffers: read into one while the other is being written. Unlike a
+   * read stream, this allocates nothing per chunk, which keeps large downloads free of garbage collection.
+   */
+  async writeTo(digest: Digest, destination: NodeJS.WritableStream, range?: ByteRange): Promise<void> {
+    const handle = await open(this.#blobPath(digest), 'r').catch((error: unknown) => {
+      if (isMissing(error)) throw new StorageError('BLOB_NOT_FOUND', `Blob "${digest}" is not stored`);
+      throw error;
+    });
+    try {
+      const { size } = await handle.stat();
+      const start = range?.start ?? 0;
+      const end = range?.end ?? size - 1;
+      if (range && (start < 0 || start > end || end >= size)) {
+        throw new StorageError('RANGE_NOT_SATISFIABLE', `Range ${start}-${end} is outside 0-${size - 1}`);
+      }
+      let closed = false;
+      const onClose = (): void => {
+        closed = true;
+      };
+      destination.once('close', onClose);
+      const buffers = [Buffer.allocUnsafe(READ_CHUNK), Buffer.allocUnsafe(READ_CHUNK)];
+      const inFlight: Array<Promise<void> | undefined> = [undefined, undefined];
+      let position = start;
+      let which = 0;
+      try {
+        while (position <= end && !closed) {
+          await inFlight[which];
+          const buffer = buffers[which] as Buffer;
+          const { bytesRead } = await handle.read(
+            buffer,
+            0,
+            Math.min(READ_CHUNK, end - position + 1),
+            position,
+          );
+          if (bytesRead === 0) throw new Error(`Blob "${digest}" ended at ${position} of ${size} bytes`);
+          inFlight[which] = new Promise<void>((resolve, reject) => {
+            const written = destination.write(buffer.subarray(0, bytesRead), (error) =>
+              error ? reject(error) : resolve(),
+            );
+            void written;
+          });
+          position += bytesRead;
+          which ^= 1;
+        }
+        if (!closed) await Promise.all(inFlight);
+      } finally {
+        destination.off('close', onClose);
+      }
+    } finally {
+      await handle.close();
+    }
+  }
+
   async readBytes(digest: Digest, maxBytes: number): Promise<Buffer> {
     const info = await this.stat(digest);
     if (!info) throw new StorageError('BLOB_NOT_FOUND', `Blob "${digest}" is not stored`);
@@ -149,13 +219,12 @@ export class FsBlobStore implements BlobStore {
     const temp = join(this.#root, 'uploads', `${TEMP_PREFIX}${randomBytes(12).toString('hex')}`);
     const digester = new Digester(algorithm);
     try {
-      await pipeline(
-        source,
-        (src: AsyncIterable<Uint8Array> | Iterable<Uint8Array>) =>
-          hashing(src, digester, { maxBytes: options.maxBytes ?? Infinity, already: 0 }),
-        createWriteStream(temp, { highWaterMark: READ_CHUNK }),
-        options.signal ? { signal: options.signal } : {},
-      );
+      await writeHashed(source, temp, {
+        digester,
+        maxBytes: options.maxBytes ?? Infinity,
+        append: false,
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
       return await this.#publish(temp, digester, expected);
     } finally {
       await rm(temp, { force: true });
@@ -255,13 +324,12 @@ export class FsBlobStore implements BlobStore {
     state.busy = true;
     const chunkDigester = state.digester;
     try {
-      await pipeline(
-        source,
-        (src: AsyncIterable<Uint8Array> | Iterable<Uint8Array>) =>
-          hashing(src, chunkDigester, { maxBytes: options.maxBytes ?? Infinity, already: 0 }),
-        createWriteStream(this.#uploadPath(id), { flags: 'a', highWaterMark: READ_CHUNK }),
-        options.signal ? { signal: options.signal } : {},
-      );
+      await writeHashed(source, this.#uploadPath(id), {
+        digester: chunkDigester,
+        maxBytes: options.maxBytes ?? Infinity,
+        append: true,
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
       state.size = chunkDigester.size;
       return state.size;
     } catch (error) {

@@ -33,6 +33,11 @@ export interface BlobStore {
   stat(digest: Digest): Promise<BlobInfo | undefined>;
   /** Streams a blob or a byte range of it; throws BLOB_NOT_FOUND or RANGE_NOT_SATISFIABLE. */
   read(digest: Digest, range?: ByteRange): Promise<Readable>;
+  /**
+   * Writes a blob (or a range of it) to `destination`, honouring back-pressure, and resolves when the
+   * last byte was handed over. Throws BLOB_NOT_FOUND or RANGE_NOT_SATISFIABLE before writing anything.
+   */
+  writeTo(digest: Digest, destination: NodeJS.WritableStream, range?: ByteRange): Promise<void>;
   /** Reads a small blob whole (manifests, configs); throws TOO_LARGE past `maxBytes`. */
   readBytes(digest: Digest, maxBytes: number): Promise<Buffer>;
   /** Stores a stream whose digest must be `expected`; throws DIGEST_MISMATCH and keeps nothing otherwise. */

@@ -46,6 +46,7 @@ const ROUTES: readonly Route[] = [
 ];
 
 function decode(part: string): string {
+  if (!part.includes('%')) return part;
   try {
     return decodeURIComponent(part);
   } catch {

@@ -24,6 +24,23 @@ export function createRequestListener(
   options: HttpHandlerOptions,
 ): (req: IncomingMessage, res: ServerResponse) => void {
   const { log, metrics } = options;
+  // Bound metric children per label set: a label lookup per request costs more than the counter itself.
+  const counters = new Map<string, { inc(): void }>();
+  const timers = new Map<string, { observe(value: number): void }>();
+  const count = (method: string, route: string, status: number): void => {
+    const key = `${method} ${route} ${status}`;
+    let counter = counters.get(key);
+    if (!counter) {
+      counter = metrics.requests.labels(method, route, String(status));
+      counters.set(key, counter);
+    }
+    counter.inc();
+    let timer = timers.get(route);
+    if (!timer) {
+      timer = metrics.duration.labels(route);
+      timers.set(route, timer);
+    }
+  };
   return (req, res) => {
     const started = process.hrtime.bigint();
     const url = req.url ?? '/';
@@ -31,11 +48,16 @@ export function createRequestListener(
     const incomingId = req.headers[Header.RequestId];
     const id =
       typeof incomingId === 'string' && incomingId.length <= 128 ? incomingId : `${BOOT}-${++sequence}`;
+    let query: URLSearchParams | undefined;
     const ctx: Context = {
       req,
       res,
       path: q < 0 ? url : url.slice(0, q),
-      query: new URLSearchParams(q < 0 ? '' : url.slice(q + 1)),
+      // Parsed only when a handler asks: most requests (manifest and blob reads) never do.
+      get query() {
+        query ??= new URLSearchParams(q < 0 ? '' : url.slice(q + 1));
+        return query;
+      },
       id,
       log,
       route: 'unknown',
@@ -45,24 +67,20 @@ export function createRequestListener(
     res.on('finish', () => {
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       const status = res.statusCode;
-      metrics.requests.inc({ method: req.method ?? '', route: ctx.route, status });
-      metrics.duration.observe({ route: ctx.route }, seconds);
+      const method = req.method ?? '';
+      count(method, ctx.route, status);
+      timers.get(ctx.route)?.observe(seconds);
       // Content-Length, not a 'data' listener: listening would consume bodies the handlers stream.
       const received = Number(req.headers['content-length'] ?? 0);
       if (received > 0) metrics.bytesIn.inc(received);
       const sent = Number(res.getHeader('content-length') ?? 0);
-      if (sent > 0 && req.method !== 'HEAD') metrics.bytesOut.inc(sent);
-      const line = {
-        reqId: id,
-        method: req.method,
-        path: ctx.path,
-        route: ctx.route,
-        status,
-        ms: Math.round(seconds * 1000),
-      };
-      if (status >= 500) log.error(line, 'request');
-      else if (req.method === 'GET' || req.method === 'HEAD') log.debug(line, 'request');
-      else log.info(line, 'request');
+      if (sent > 0 && method !== 'HEAD') metrics.bytesOut.inc(sent);
+      const level = status >= 500 ? 'error' : method === 'GET' || method === 'HEAD' ? 'debug' : 'info';
+      if (!log.isLevelEnabled(level)) return;
+      log[level](
+        { reqId: id, method, path: ctx.path, route: ctx.route, status, ms: Math.round(seconds * 1000) },
+        'request',
+      );
     });
     handle(ctx, options).catch((error: unknown) => sendError(ctx, error));
   };

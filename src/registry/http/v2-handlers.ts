@@ -1,4 +1,4 @@
-import { Header, MediaType, MAX_MANIFEST_BYTES } from '../../oci/index.js';
+import { Header, MediaType, MAX_MANIFEST_BYTES, type Digest } from '../../oci/index.js';
 import type { ByteRange } from '../../storage/index.js';
 import { RegistryError } from '../errors.js';
 import type { Registry } from '../registry.js';
@@ -182,7 +182,6 @@ export async function getBlob(
   }
   const rangeHeader = ctx.req.headers.range;
   const range = rangeHeader && size > 0 ? parseRangeHeader(rangeHeader, size) : undefined;
-  const { stream } = await registry.readBlob(name, digest, range);
   const length = range ? range.end - range.start + 1 : size;
   ctx.res.writeHead(range ? 206 : 200, {
     ...common,
@@ -190,14 +189,8 @@ export async function getBlob(
     'content-length': length,
     ...(range ? { 'content-range': `bytes ${range.start}-${range.end}/${size}` } : {}),
   });
-  await new Promise<void>((resolve, reject) => {
-    stream.on('error', reject);
-    ctx.res.on('close', () => {
-      stream.destroy();
-      resolve();
-    });
-    stream.pipe(ctx.res);
-  });
+  await registry.sendBlob(digest as Digest, ctx.res, range);
+  ctx.res.end();
 }
 
 export async function deleteBlob(
