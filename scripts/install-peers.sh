@@ -7,7 +7,7 @@
 #
 #   TOOL (default: all)
 #     apt: docker-registry skopeo podman buildah containerd (alias: ctr) umoci wrk jq curl
-#     go:  crane oras regctl conformance
+#     go:  crane oras regctl conformance minio
 #
 # Prints one line per selected tool: NAME VERSION PATH. Exits non-zero with a
 # message on the first failure.
@@ -88,8 +88,13 @@ CONFORMANCE_VERSION=v0.0.0-20231101194043-f2182352d4cc
 CONFORMANCE_SUM="h1:jL+CgYEEZluGb08ZcLpEyhn389kNMlwrWOHaIqXazq0="
 CONFORMANCE_GOMOD_SUM="h1:odnkI+gfnNSdq8NaG/nKvENDEWkXAjjbgp8GKMllVSI="
 
+# MinIO, the S3-compatible server the s3:// source is tested against (a long build: ~10 min cold).
+MINIO_MOD=github.com/minio/minio
+MINIO_PKG=github.com/minio/minio
+MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
+
 APT_TOOLS=(docker-registry skopeo podman buildah containerd umoci wrk jq curl)
-GO_TOOLS=(crane oras regctl conformance)
+GO_TOOLS=(crane oras regctl conformance minio)
 
 PEERS_DIR="${AIRLOCK_PEERS:-$HOME/.cache/airlock-peers}"
 BIN_DIR="$PEERS_DIR/bin"
@@ -312,6 +317,10 @@ report_go() { # NAME
     regctl)
       path=$BIN_DIR/regctl
       out=$("$path" version 2>&1 | grep -i vcstag) || die "regctl: '$path version' failed" ;;
+    minio)
+      path=$BIN_DIR/minio
+      "$path" --version >/dev/null 2>&1 || die "minio: '$path --version' failed"
+      out=$(cat "$BIN_DIR/.minio.version") ;;
     conformance)
       path=$BIN_DIR/conformance.test
       # init() panics without OCI_ROOT_URL; listing tests needs no registry.
@@ -343,6 +352,7 @@ install_go() {
       crane) go_tool crane "$CRANE_MOD" "$CRANE_PKG" "$CRANE_VERSION" "" ;;
       oras) go_tool oras "$ORAS_MOD" "$ORAS_PKG" "$ORAS_VERSION" "$ORAS_LDFLAGS" ;;
       regctl) go_tool regctl "$REGCTL_MOD" "$REGCTL_PKG" "$REGCTL_VERSION" "" ;;
+      minio) go_tool minio "$MINIO_MOD" "$MINIO_PKG" "$MINIO_VERSION" "" ;;
       conformance) build_conformance ;;
     esac
   done
