@@ -5,8 +5,10 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGzip, createGunzip } from 'node:zlib';
+import { extract } from 'tar-stream';
 import {
   Digester,
+  decompressed,
   detectCompression,
   digestOf,
   isIndexMediaType,
@@ -84,6 +86,34 @@ async function hashStream(source: Readable): Promise<{ digest: Digest; size: num
   return { digest: digester.digest(), size: digester.size };
 }
 
+/** Reads the layer once as a tar, so a broken or truncated file is refused before anything is pushed. */
+async function checkTar(file: string): Promise<void> {
+  try {
+    const tar = extract();
+    const done = new Promise<void>((resolveDone, reject) => {
+      tar.on('entry', (_header, stream, next) => {
+        stream.on('end', next);
+        stream.resume();
+      });
+      tar.on('finish', resolveDone);
+      tar.on('error', reject);
+      tar.on('close', () => reject(new Error('Tar stream ended early')));
+    });
+    const plain = await decompressed(createReadStream(file));
+    plain.on('error', (error) => tar.destroy(error));
+    plain.pipe(tar);
+    await done;
+  } catch (error) {
+    throw new ClientError(
+      'INVALID_INPUT',
+      `Layer "${file}" is not a readable tar: ${(error as Error).message}`,
+      {
+        cause: error,
+      },
+    );
+  }
+}
+
 /** A gzip layer from a tar (gzipped once into `work` when it is plain); `diffId` is the tar's digest. */
 async function prepareLayer(file: string, work: string): Promise<PreparedLayer> {
   let head: Buffer = Buffer.alloc(0);
@@ -97,6 +127,7 @@ async function prepareLayer(file: string, work: string): Promise<PreparedLayer> 
   const kind = detectCompression(head);
   if (kind === 'zstd')
     throw new ClientError('INVALID_INPUT', `Layer "${file}" is zstd-compressed; give a plain or gzip tar`);
+  await checkTar(file);
   if (kind === 'gzip') {
     const { digest, size } = await hashStream(createReadStream(file));
     const diffId = (await hashStream(createReadStream(file).pipe(createGunzip()))).digest;

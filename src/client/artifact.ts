@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, readdir, rename, rm, stat } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { pack } from 'tar-stream';
 import { tmpdir } from 'node:os';
-import { basename, dirname, join, relative, resolve, sep } from 'node:path';
+import { dirname, join, relative, resolve, sep } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import {
@@ -271,8 +271,10 @@ export async function pullArtifact(
       `${source.repository}:${source.reference} is an index; pull one of its manifests by digest`,
     );
   const root = resolve(outDir);
-  await mkdir(root, { recursive: true });
-  const pulled: PulledFile[] = [];
+  // Every title is checked before anything is downloaded, and layers land in a staging folder that is
+  // moved into place only when all of them arrived intact, so a refused title or a corrupt blob leaves
+  // nothing behind in outDir.
+  const wanted: Array<{ layer: Descriptor; title: string; unpack: boolean }> = [];
   for (const layer of parsed.layers) {
     const rawTitle = layer.annotations?.[TITLE];
     if (!rawTitle) continue;
@@ -288,38 +290,33 @@ export async function pullArtifact(
     const target = resolve(root, title);
     if (!title || relative(root, target).startsWith('..'))
       throw new ClientError('INVALID_RESPONSE', `Layer title "${rawTitle}" is not a path inside "${outDir}"`);
-    const stream = await client.getBlob(source.repository, layer.digest, {
-      size: layer.size,
-      ...(options.signal ? { signal: options.signal } : {}),
-    });
-    if (layer.annotations?.[UNPACK] === 'true') {
-      const staging = await mkdtemp(join(root, '.airlock-pull-'));
-      try {
-        await extractLayers([() => Promise.resolve(stream)], join(staging, 'x'), { whiteouts: false });
-        const extracted = join(staging, 'x', title);
-        await rm(target, { recursive: true, force: true });
-        await mkdir(dirname(target), { recursive: true });
-        await rename(extracted, target);
-      } finally {
-        await rm(staging, { recursive: true, force: true });
-      }
-    } else {
-      await mkdir(dirname(target), { recursive: true });
-      const temp = join(dirname(target), `.${basename(target)}.airlock-partial`);
-      try {
-        await pipeline(stream, createWriteStream(temp));
-        await rename(temp, target);
-      } catch (error) {
-        await rm(temp, { force: true });
-        throw error;
-      }
+    wanted.push({ layer, title, unpack: layer.annotations?.[UNPACK] === 'true' });
+  }
+  const created = await mkdir(root, { recursive: true });
+  const staging = await mkdtemp(join(root, '.airlock-pull-'));
+  const pulled: PulledFile[] = [];
+  let ok = false;
+  try {
+    for (const [i, { layer, title, unpack }] of wanted.entries()) {
+      const stream = await client.getBlob(source.repository, layer.digest, {
+        size: layer.size,
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
+      const staged = join(staging, String(i));
+      if (unpack) await extractLayers([() => Promise.resolve(stream)], staged, { whiteouts: false });
+      else await pipeline(stream, createWriteStream(staged));
+      pulled.push({ title, digest: layer.digest, size: layer.size, unpacked: unpack });
     }
-    pulled.push({
-      title,
-      digest: layer.digest,
-      size: layer.size,
-      unpacked: layer.annotations?.[UNPACK] === 'true',
-    });
+    for (const [i, { title, unpack }] of wanted.entries()) {
+      const target = resolve(root, title);
+      await rm(target, { recursive: true, force: true });
+      await mkdir(dirname(target), { recursive: true });
+      await rename(unpack ? join(staging, String(i), title) : join(staging, String(i)), target);
+    }
+    ok = true;
+  } finally {
+    await rm(staging, { recursive: true, force: true });
+    if (!ok && created !== undefined) await rm(created, { recursive: true, force: true });
   }
   return pulled;
 }

@@ -14,6 +14,7 @@ import {
   openOciArchiveSource,
   openOciArchiveTarget,
 } from './stores/archive-store.js';
+import { DockerArchiveTarget } from './stores/docker-archive-target.js';
 import { LayoutStore } from './stores/layout-store.js';
 import { RegistryStore } from './stores/registry-store.js';
 
@@ -132,10 +133,7 @@ export async function openTarget(location: ImageLocation, clients: ClientFactory
     case 'oci-archive':
       return openOciArchiveTarget(location.file, location.tag);
     case 'docker-archive':
-      throw new ClientError(
-        'INVALID_INPUT',
-        `Writing docker-archive is not supported yet; write oci-archive:${location.file} instead`,
-      );
+      return DockerArchiveTarget.open(location.file, location.name);
     case 's3':
       throw new ClientError(
         'INVALID_INPUT',

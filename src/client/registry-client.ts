@@ -3,6 +3,7 @@ import {
   Digester,
   digestOf,
   parseDigest,
+  Header,
   MediaType,
   MANIFEST_MEDIA_TYPES,
   MAX_MANIFEST_BYTES,
@@ -270,7 +271,52 @@ export class RegistryClient {
       signal,
     });
     await res.drain();
-    return digestOf(manifest.bytes);
+    const digest = digestOf(manifest.bytes);
+    if (!res.header(Header.OciSubject)) await this.#updateReferrersTag(repository, digest, manifest, signal);
+    return digest;
+  }
+
+  /**
+   * A registry without the referrers API stores a manifest with a subject but answers no OCI-Subject;
+   * the spec then asks the client to list it in the fallback index tagged `sha256-<hex>`.
+   */
+  async #updateReferrersTag(
+    repository: string,
+    digest: Digest,
+    manifest: { bytes: Buffer; mediaType: string },
+    signal?: AbortSignal,
+  ): Promise<void> {
+    let body: {
+      subject?: { digest?: string };
+      artifactType?: string;
+      config?: { mediaType?: string };
+      annotations?: Record<string, string>;
+    };
+    try {
+      body = JSON.parse(manifest.bytes.toString('utf8')) as typeof body;
+    } catch {
+      return;
+    }
+    const subject = body.subject?.digest;
+    if (typeof subject !== 'string' || !subject.includes(':')) return;
+    const tag = subject.replace(':', '-');
+    let manifests: Descriptor[] = [];
+    if (await this.headManifest(repository, tag, signal)) {
+      const existing = await this.getManifest(repository, tag, signal);
+      manifests =
+        (JSON.parse(existing.bytes.toString('utf8')) as { manifests?: Descriptor[] }).manifests ?? [];
+    }
+    if (manifests.some((m) => m.digest === digest)) return;
+    const artifactType = body.artifactType ?? body.config?.mediaType;
+    manifests.push({
+      mediaType: manifest.mediaType,
+      digest,
+      size: manifest.bytes.length,
+      ...(artifactType ? { artifactType } : {}),
+      ...(body.annotations ? { annotations: body.annotations } : {}),
+    });
+    const bytes = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests }));
+    await this.putManifest(repository, tag, { bytes, mediaType: MediaType.OciIndex }, signal);
   }
 
   async deleteManifest(repository: string, reference: string, signal?: AbortSignal): Promise<void> {

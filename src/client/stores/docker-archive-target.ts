@@ -1,0 +1,132 @@
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import {
+  decompressed,
+  isIndexMediaType,
+  OciLayout,
+  parseManifest,
+  parseReference,
+  type Descriptor,
+  type Platform,
+} from '../../oci/index.js';
+import { ClientError } from '../errors.js';
+import type { ImageTarget, PutBlobResult } from '../image-store.js';
+import type { ManifestResult } from '../registry-client.js';
+import { packFolder } from './archive-store.js';
+
+/**
+ * `docker-archive:FILE[:NAME:TAG]` as a target: the `docker save` layout (manifest.json, `<hex>.json`
+ * config, uncompressed `<hex>/layer.tar` layers, `repositories`) that `docker load` and `podman load` read.
+ * Blobs are staged in a temp folder; the tar is written to FILE.partial and renamed on success.
+ */
+export class DockerArchiveTarget implements ImageTarget {
+  readonly name: string;
+  readonly tag = undefined;
+  #root: ManifestResult | undefined;
+
+  private constructor(
+    readonly file: string,
+    readonly imageName: string | undefined,
+    readonly work: string,
+    readonly layout: OciLayout,
+    readonly platform: Platform,
+  ) {
+    this.name = `docker-archive:${file}${imageName ? `:${imageName}` : ''}`;
+  }
+
+  static async open(
+    file: string,
+    imageName: string | undefined,
+    platform?: Platform,
+  ): Promise<DockerArchiveTarget> {
+    if (imageName !== undefined) {
+      try {
+        parseReference(imageName);
+      } catch (error) {
+        throw new ClientError(
+          'INVALID_INPUT',
+          `docker-archive name "${imageName}" is not NAME:TAG: ${(error as Error).message}`,
+        );
+      }
+    }
+    const work = await mkdtemp(join(tmpdir(), 'airlock-docker-archive-'));
+    const layout = await OciLayout.open(join(work, 'blobs'), { create: true });
+    return new DockerArchiveTarget(
+      file,
+      imageName,
+      work,
+      layout,
+      platform ?? { os: 'linux', architecture: 'amd64' },
+    );
+  }
+
+  async putBlob(descriptor: Descriptor, open: () => Promise<Readable>): Promise<PutBlobResult> {
+    if ((await this.layout.blobSize(descriptor.digest)) !== undefined) return 'exists';
+    await this.layout.writeBlob(descriptor.digest, await open());
+    return 'uploaded';
+  }
+
+  async putManifest(manifest: ManifestResult, options: { root?: boolean } = {}): Promise<void> {
+    await this.layout.writeBlob(manifest.digest, [manifest.bytes]);
+    if (options.root) this.#root = manifest;
+  }
+
+  async close(ok: boolean): Promise<void> {
+    try {
+      if (ok) await this.#write();
+    } finally {
+      await rm(this.work, { recursive: true, force: true });
+    }
+  }
+
+  async #write(): Promise<void> {
+    if (!this.#root) throw new ClientError('INVALID_INPUT', 'Nothing was copied into the docker archive');
+    let manifest = parseManifest(this.#root.bytes, this.#root.mediaType);
+    if (isIndexMediaType(manifest.mediaType)) {
+      const want = this.platform;
+      const child =
+        manifest.manifests.find(
+          (d) => d.platform?.os === want.os && d.platform.architecture === want.architecture,
+        ) ?? manifest.manifests[0];
+      if (!child) throw new ClientError('INVALID_INPUT', 'The index is empty; nothing to save');
+      manifest = parseManifest(await this.layout.readBlob(child.digest, 4 * 1024 * 1024), child.mediaType);
+    }
+    if (!manifest.config)
+      throw new ClientError('INVALID_INPUT', 'A docker archive holds images; this is not one');
+    const tree = join(this.work, 'tree');
+    await mkdir(tree);
+    const configName = `${manifest.config.digest.slice('sha256:'.length)}.json`;
+    await pipeline(this.layout.openBlob(manifest.config.digest), createWriteStream(join(tree, configName)));
+    const layers: string[] = [];
+    for (const layer of manifest.layers) {
+      // docker save stores layers uncompressed, named by their content.
+      const dir = layer.digest.slice('sha256:'.length);
+      await mkdir(join(tree, dir), { recursive: true });
+      await pipeline(
+        await decompressed(createReadStream(this.layout.blobPath(layer.digest))),
+        createWriteStream(join(tree, dir, 'layer.tar')),
+      );
+      layers.push(`${dir}/layer.tar`);
+    }
+    const repoTags = this.imageName
+      ? [this.imageName.includes(':') ? this.imageName : `${this.imageName}:latest`]
+      : null;
+    await writeFile(
+      join(tree, 'manifest.json'),
+      JSON.stringify([{ Config: configName, RepoTags: repoTags, Layers: layers }]),
+    );
+    if (repoTags?.[0]) {
+      const tagAt = repoTags[0].lastIndexOf(':');
+      const top = layers.at(-1)?.split('/')[0] ?? '';
+      await writeFile(
+        join(tree, 'repositories'),
+        JSON.stringify({ [repoTags[0].slice(0, tagAt)]: { [repoTags[0].slice(tagAt + 1)]: top } }),
+      );
+    }
+    await packFolder(tree, this.file);
+  }
+}
