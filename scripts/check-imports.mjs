@@ -34,7 +34,9 @@ const IMPORT_RE = /(?:^|\n)\s*(?:import|export)\s[^'"]*?from\s+['"](\.[^'"]+)['"
 for (const file of files) {
   const folder = relative(SRC, file).split('/')[0];
   if (!(folder in ALLOWED)) {
-    problems.push(`${relative('.', file)}: folder "${folder}" is not in the architecture (add it to scripts/check-imports.mjs)`);
+    problems.push(
+      `${relative('.', file)}: folder "${folder}" is not in the architecture (add it to scripts/check-imports.mjs)`,
+    );
     continue;
   }
   const text = readFileSync(file, 'utf8');
@@ -47,7 +49,9 @@ for (const file of files) {
     if (!ALLOWED[folder].includes(targetFolder)) {
       problems.push(`${relative('.', file)}: ${folder}/ may not import ${targetFolder}/ ("${match[1]}")`);
     } else if (relative(SRC, target) !== `${targetFolder}/index.ts`) {
-      problems.push(`${relative('.', file)}: import ${targetFolder}/ through its index.ts, not "${match[1]}"`);
+      problems.push(
+        `${relative('.', file)}: import ${targetFolder}/ through its index.ts, not "${match[1]}"`,
+      );
     }
   }
   graph.set(file, edges);
@@ -62,7 +66,10 @@ function visit(node) {
   for (const next of graph.get(node) ?? []) {
     if (!graph.has(next)) continue;
     if (state.get(next) === 1) {
-      const cycle = stack.slice(stack.indexOf(next)).concat(next).map((f) => relative('.', f));
+      const cycle = stack
+        .slice(stack.indexOf(next))
+        .concat(next)
+        .map((f) => relative('.', f));
       problems.push(`import cycle: ${cycle.join(' -> ')}`);
     } else if (!state.has(next)) visit(next);
   }

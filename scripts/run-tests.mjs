@@ -6,7 +6,15 @@
 //   crash       dist/test/crash/**/*.test.js
 //   e2e         dist/test/e2e/**/*.test.js
 // Usage: node scripts/run-tests.mjs unit integration [-- extra node --test flags]
-import { readdirSync, statSync, existsSync, readFileSync, appendFileSync, mkdtempSync, rmSync } from 'node:fs';
+import {
+  readdirSync,
+  statSync,
+  existsSync,
+  readFileSync,
+  appendFileSync,
+  mkdtempSync,
+  rmSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -70,7 +78,14 @@ const result = spawnSync(
 const tap = existsSync(tapFile) ? readFileSync(tapFile, 'utf8') : '';
 rmSync(tapDir, { recursive: true, force: true });
 const count = (label) => Number(new RegExp(`^# ${label} (\\d+)$`, 'm').exec(tap)?.[1] ?? 0);
-const totals = { passed: count('pass'), failed: count('fail') + count('cancelled'), skipped: count('skipped') };
-console.log(`${names.join('+')}: ${totals.passed} passed, ${totals.failed} failed, ${totals.skipped} skipped`);
-if (process.env.AIRLOCK_TEST_TOTALS) appendFileSync(process.env.AIRLOCK_TEST_TOTALS, `${JSON.stringify(totals)}\n`);
+const totals = {
+  passed: count('pass'),
+  failed: count('fail') + count('cancelled'),
+  skipped: count('skipped'),
+};
+console.log(
+  `${names.join('+')}: ${totals.passed} passed, ${totals.failed} failed, ${totals.skipped} skipped`,
+);
+if (process.env.AIRLOCK_TEST_TOTALS)
+  appendFileSync(process.env.AIRLOCK_TEST_TOTALS, `${JSON.stringify(totals)}\n`);
 process.exit(result.status ?? 1);
