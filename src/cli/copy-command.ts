@@ -9,6 +9,7 @@ import {
 } from '../client/index.js';
 import { clientFor, outputFor, withClientOptions, type ClientFlags } from './common.js';
 import { parsePlatform } from './platform.js';
+import { ProgressLine } from './progress.js';
 
 /** `airlock copy SRC DST`: any transport to any transport, all platforms by default. */
 export function registerCopy(program: Command): void {
@@ -49,11 +50,12 @@ export function registerCopy(program: Command): void {
           },
         });
         target = await openTarget(parseImageLocation(destinationText), clients);
-        const result = await copyImage(source, target, {
+        const progress = new ProgressLine({ json: out.json, quiet: out.quiet });
+      const result = await copyImage(source, target, {
           ...(flags.platform ? { platform: parsePlatform(flags.platform) } : {}),
           withReferrers: flags.withReferrers ?? false,
           concurrency: Math.max(1, Number(flags.jobs) || 4),
-          onProgress: (e) => out.info(`${e.kind} ${e.digest.slice(0, 19)} ${e.result}`),
+          onProgress: (e) => progress.update(e),
         });
         ok = true;
         out.result(`Copied ${source.name} to ${target.name} (${result.digest})`, {
