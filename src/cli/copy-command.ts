@@ -57,6 +57,7 @@ export function registerCopy(program: Command): void {
           concurrency: Math.max(1, Number(flags.jobs) || 4),
           onProgress: (e) => progress.update(e),
         });
+        progress.done();
         ok = true;
         out.result(`Copied ${source.name} to ${target.name} (${result.digest})`, {
           ...result,
