@@ -7,6 +7,11 @@ interface ServeFlags {
   addr?: string;
   data?: string;
   logLevel?: string;
+  initAdmin?: string;
+  allowAnonymous?: boolean;
+  auth?: string;
+  tlsCert?: string;
+  tlsKey?: string;
 }
 
 /** `airlock serve`: run the registry on the embedded default (filesystem + SQLite). */
@@ -17,6 +22,11 @@ export function registerServe(program: Command): void {
     .option('-c, --config <file>', 'YAML or JSON config file (env AIRLOCK_CONFIG)')
     .option('--addr <host:port>', 'address to listen on (default 127.0.0.1:5000, env AIRLOCK_ADDR)')
     .option('--data <dir>', 'data folder (default ./airlock-data, env AIRLOCK_DATA)')
+    .option('--init-admin <name>', 'create this admin user if none exists (password: AIRLOCK_ADMIN_PASSWORD, else printed once)')
+    .option('--allow-anonymous', 'serve a non-loopback address without authentication')
+    .option('--auth <mode>', 'auto (on once a user exists) or on (default auto, env AIRLOCK_AUTH)')
+    .option('--tls-cert <file>', 'PEM certificate for HTTPS (env AIRLOCK_TLS_CERT)')
+    .option('--tls-key <file>', 'PEM private key for HTTPS (env AIRLOCK_TLS_KEY)')
     .option(
       '--log-level <level>',
       'fatal|error|warn|info|debug|trace|silent (default info, env AIRLOCK_LOG_LEVEL)',
@@ -25,7 +35,16 @@ export function registerServe(program: Command): void {
       const file = flags.config ?? process.env.AIRLOCK_CONFIG;
       const config = await loadServeConfig({
         ...(file ? { file } : {}),
-        flags: { addr: flags.addr, data: flags.data, logLevel: flags.logLevel },
+        flags: {
+          addr: flags.addr,
+          data: flags.data,
+          logLevel: flags.logLevel,
+          initAdmin: flags.initAdmin,
+          allowAnonymous: flags.allowAnonymous,
+          auth: flags.auth,
+          tlsCert: flags.tlsCert,
+          tlsKey: flags.tlsKey,
+        },
       });
       const log = createLogger({ level: config.logLevel });
       const running = await startRegistry(config, { log });

@@ -75,7 +75,9 @@ function wrap(res: IncomingMessage, url: URL): HttpResponse {
       return (await bytes(limit)).toString('utf8');
     },
     async drain() {
-      if (res.complete || res.destroyed) return;
+      // A complete but unread response still holds its keep-alive socket until 'end' is emitted,
+      // so it is resumed even when every byte has arrived.
+      if (res.destroyed || res.readableEnded) return;
       res.resume();
       await new Promise<void>((resolve) => {
         res.once('end', resolve);

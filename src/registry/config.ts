@@ -19,6 +19,17 @@ export interface ServeConfig {
   readonly uploadTtlSeconds: number;
   /** Seconds to let in-flight requests finish on shutdown. Default: 30. */
   readonly shutdownGraceSeconds: number;
+  /** `auto`: access control is on once a user exists; `on`: always. Default: auto. */
+  readonly auth: 'auto' | 'on';
+  /** Allow an open (unauthenticated) registry on a non-loopback address. Default: false. */
+  readonly allowAnonymous: boolean;
+  /** Create this admin user at start if no user exists (password from AIRLOCK_ADMIN_PASSWORD, else generated and printed once). */
+  readonly initAdmin: string;
+  /** PEM certificate and key files for HTTPS. Default: none (plain HTTP). */
+  readonly tlsCert: string;
+  readonly tlsKey: string;
+  /** Lifetime of issued bearer tokens. Default: 300. */
+  readonly tokenLifetimeSeconds: number;
 }
 
 export const DEFAULT_CONFIG: ServeConfig = {
@@ -29,6 +40,12 @@ export const DEFAULT_CONFIG: ServeConfig = {
   manifestCacheBytes: 64 * 1024 * 1024,
   uploadTtlSeconds: 7 * 24 * 3600,
   shutdownGraceSeconds: 30,
+  auth: 'auto',
+  allowAnonymous: false,
+  initAdmin: '',
+  tlsCert: '',
+  tlsKey: '',
+  tokenLifetimeSeconds: 300,
 };
 
 /** Environment variable for each key. */
@@ -40,6 +57,12 @@ const ENV: Record<keyof ServeConfig, string> = {
   manifestCacheBytes: 'AIRLOCK_MANIFEST_CACHE_BYTES',
   uploadTtlSeconds: 'AIRLOCK_UPLOAD_TTL_SECONDS',
   shutdownGraceSeconds: 'AIRLOCK_SHUTDOWN_GRACE_SECONDS',
+  auth: 'AIRLOCK_AUTH',
+  allowAnonymous: 'AIRLOCK_ALLOW_ANONYMOUS',
+  initAdmin: 'AIRLOCK_INIT_ADMIN',
+  tlsCert: 'AIRLOCK_TLS_CERT',
+  tlsKey: 'AIRLOCK_TLS_KEY',
+  tokenLifetimeSeconds: 'AIRLOCK_TOKEN_LIFETIME_SECONDS',
 };
 
 /** Thrown for a config file, variable or flag that cannot be used; the message names it. */
@@ -52,7 +75,10 @@ const NUMERIC_KEYS = new Set<keyof ServeConfig>([
   'manifestCacheBytes',
   'uploadTtlSeconds',
   'shutdownGraceSeconds',
+  'tokenLifetimeSeconds',
 ]);
+const BOOLEAN_KEYS = new Set<keyof ServeConfig>(['allowAnonymous']);
+const OPTIONAL_STRING_KEYS = new Set<keyof ServeConfig>(['initAdmin', 'tlsCert', 'tlsKey']);
 
 function coerce(key: keyof ServeConfig, value: unknown, source: string): unknown {
   if (NUMERIC_KEYS.has(key)) {
@@ -64,10 +90,19 @@ function coerce(key: keyof ServeConfig, value: unknown, source: string): unknown
     }
     return n;
   }
+  if (BOOLEAN_KEYS.has(key)) {
+    if (value === true || value === 'true' || value === '1') return true;
+    if (value === false || value === 'false' || value === '0') return false;
+    throw new ConfigError(`Invalid ${source}: "${key}" must be true or false, got ${JSON.stringify(value)}`);
+  }
+  if (OPTIONAL_STRING_KEYS.has(key) && typeof value === 'string') return value;
   if (typeof value !== 'string' || value === '') {
     throw new ConfigError(
       `Invalid ${source}: "${key}" must be a non-empty string, got ${JSON.stringify(value)}`,
     );
+  }
+  if (key === 'auth' && value !== 'auto' && value !== 'on') {
+    throw new ConfigError(`Invalid ${source}: "auth" must be "auto" or "on", got "${value}"`);
   }
   if (key === 'logLevel' && !(LOG_LEVELS as readonly string[]).includes(value)) {
     throw new ConfigError(

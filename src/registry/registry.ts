@@ -19,6 +19,7 @@ import {
   type ByteRange,
   type ManifestRecord,
   type MetadataStore,
+  type TagRecord,
   type Page,
 } from '../storage/index.js';
 import { RegistryError } from './errors.js';
@@ -53,6 +54,13 @@ export interface StoredManifest {
 export interface PutManifestResult {
   readonly digest: Digest;
   readonly subject?: Digest;
+}
+
+export interface ArtifactSummary extends ManifestRecord {
+  readonly kind: 'image' | 'index';
+  readonly configMediaType?: string;
+  readonly tags: readonly TagRecord[];
+  readonly children: readonly Descriptor[];
 }
 
 export interface UploadChunk {
@@ -456,6 +464,50 @@ export class Registry {
 
   listRepositories(page: Page): Promise<string[]> {
     return this.#meta.listRepositories(page);
+  }
+
+  repositoryExists(name: string): Promise<boolean> {
+    return this.#meta.repositoryExists(name);
+  }
+
+  async createRepository(name: string): Promise<void> {
+    this.checkName(name);
+    await this.#meta.ensureRepository(name);
+  }
+
+  /** Removes a repository and everything in it (blob bytes stay until garbage collection). */
+  async deleteRepository(name: string): Promise<boolean> {
+    const removed = await this.#meta.deleteRepository(name);
+    this.#manifestLinks.deleteWhere((key) => key.startsWith(`${name}@`));
+    this.#tags.deleteWhere((key) => key.startsWith(`${name}:`));
+    return removed;
+  }
+
+  listManifests(name: string): Promise<ManifestRecord[]> {
+    return this.#meta.listManifests(name);
+  }
+
+  /** Manifests with their tags, config media type and index children, for the Harbor-style artifact list. */
+  async describeArtifacts(name: string): Promise<ArtifactSummary[]> {
+    const manifests = await this.#meta.listManifests(name);
+    const tags = await this.#meta.listTags(name);
+    const out: ArtifactSummary[] = [];
+    for (const record of manifests) {
+      let parsed: ParsedManifest | undefined;
+      try {
+        parsed = parseManifest((await this.getManifest(name, record.digest)).bytes, record.mediaType);
+      } catch {
+        parsed = undefined;
+      }
+      out.push({
+        ...record,
+        kind: parsed?.kind ?? 'image',
+        ...(parsed?.config ? { configMediaType: parsed.config.mediaType } : {}),
+        tags: tags.filter((t) => t.digest === record.digest),
+        children: parsed?.manifests ?? [],
+      });
+    }
+    return out;
   }
 
   /** Descriptors of the manifests whose subject is `subject`, as the referrers API returns them. */

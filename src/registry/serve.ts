@@ -3,7 +3,13 @@ import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
 import type { Server } from 'node:http';
 import type { Logger } from '../log/index.js';
-import { FsBlobStore, openSqliteMetadataStore, type MetadataStore } from '../storage/index.js';
+import { readFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { FsBlobStore, openSqliteStores, type AuthStore } from '../storage/index.js';
+import { AccessControl } from './auth/access.js';
+import { hashPassword } from './auth/password.js';
+import { TokenService } from './auth/tokens.js';
+import { ConfigError } from './config.js';
 import { isLoopback, parseAddr, type ServeConfig } from './config.js';
 import { createHttpServer, createRequestListener } from './http/server.js';
 import { RegistryMetrics } from './metrics.js';
@@ -16,6 +22,7 @@ export interface RunningRegistry {
   readonly port: number;
   readonly registry: Registry;
   readonly server: Server;
+  readonly access: AccessControl;
   /** Stops accepting connections, lets in-flight requests finish (up to the grace period), closes stores. */
   close(): Promise<void>;
 }
@@ -36,7 +43,7 @@ export async function startRegistry(
   await mkdir(dataDir, { recursive: true });
   const blobs = new FsBlobStore(dataDir);
   await blobs.init();
-  const metadata: MetadataStore = await openSqliteMetadataStore(join(dataDir, 'airlock.db'));
+  const { metadata, auth: authStore } = await openSqliteStores(join(dataDir, 'airlock.db'));
   const registry = new Registry({
     blobs,
     metadata,
@@ -52,13 +59,27 @@ export async function startRegistry(
   }, PURGE_INTERVAL_MS);
   purgeTimer.unref();
 
+  const { host, port } = parseAddr(config.addr);
+  const initial = await initAdmin(authStore, config, log);
+  const enabled = config.auth === 'on' || (await authStore.countUsers()) > 0;
+  if (!enabled && !isLoopback(host) && !config.allowAnonymous) {
+    await metadata.close();
+    throw new ConfigError(
+      `Refusing to serve "${config.addr}" without authentication: create an admin with --init-admin NAME, or pass --allow-anonymous to run an open registry`,
+    );
+  }
+  const tokens = new TokenService({ keyDir: join(dataDir, 'keys'), lifetimeSeconds: config.tokenLifetimeSeconds });
+  await tokens.init();
+  const access = new AccessControl({ store: authStore, tokens, enabled });
+  await access.refresh();
+  const tls = config.tlsCert || config.tlsKey ? await loadTls(config) : undefined;
+
   let accepting = true;
   const metrics = new RegistryMetrics({
     activeUploads: () => registry.activeUploads,
     storageBytes: () => blobs.usage(),
   });
-  const server = createHttpServer(createRequestListener({ registry, log, metrics, ready: () => accepting }));
-  const { host, port } = parseAddr(config.addr);
+  const server = createHttpServer(createRequestListener({ registry, log, metrics, ready: () => accepting, access, tls: tls !== undefined }), tls);
   await new Promise<void>((resolveListen, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {
@@ -68,13 +89,14 @@ export async function startRegistry(
   });
   const actualPort = (server.address() as AddressInfo).port;
   const urlHost = host.includes(':') ? `[${host}]` : host === '' || host === '0.0.0.0' ? '127.0.0.1' : host;
-  const url = `http://${urlHost}:${actualPort}`;
-  if (!isLoopback(host)) {
+  const url = `${tls ? 'https' : 'http'}://${urlHost}:${actualPort}`;
+  if (!isLoopback(host) && !enabled) {
     log.warn(
       { addr: config.addr },
-      'listening on a non-loopback address without authentication: anyone who can reach it can push and delete',
+      'listening on a non-loopback address without authentication (--allow-anonymous): anyone who can reach it can push and delete',
     );
   }
+  if (initial) process.stderr.write(`Created admin "${initial.name}" with password: ${initial.password}\n(shown once; change it with "airlock user passwd")\n`);
   log.info({ addr: `${host}:${actualPort}`, data: dataDir }, 'registry listening');
 
   let closing: Promise<void> | undefined;
@@ -92,5 +114,29 @@ export async function startRegistry(
     })();
     return closing;
   };
-  return { url, host, port: actualPort, registry, server, close };
+  return { url, host, port: actualPort, registry, server, close, access };
+}
+
+/** Creates the first admin when asked and no user exists yet; returns a generated password to show once. */
+async function initAdmin(store: AuthStore, config: ServeConfig, log: Logger): Promise<{ name: string; password: string } | undefined> {
+  if (!config.initAdmin || (await store.countUsers()) > 0) return undefined;
+  if (!/^[A-Za-z0-9._@-]{1,128}$/.test(config.initAdmin)) throw new ConfigError(`Invalid --init-admin name "${config.initAdmin}"`);
+  const given = process.env.AIRLOCK_ADMIN_PASSWORD;
+  if (given !== undefined && given.length < 8) throw new ConfigError('AIRLOCK_ADMIN_PASSWORD must have at least 8 characters');
+  const password = given ?? randomBytes(18).toString('base64url');
+  const now = Date.now();
+  await store.putUser({ name: config.initAdmin, passwordHash: await hashPassword(password), createdAt: now });
+  await store.addBinding({ member: `user:${config.initAdmin}`, role: 'admin', scope: '*', createdAt: now });
+  await store.appendAudit({ at: now, actor: 'airlock', action: 'user.add', target: config.initAdmin, detail: { admin: true } });
+  log.info({ user: config.initAdmin }, 'created the first admin');
+  return given === undefined ? { name: config.initAdmin, password } : undefined;
+}
+
+async function loadTls(config: ServeConfig): Promise<{ cert: Buffer; key: Buffer }> {
+  if (!config.tlsCert || !config.tlsKey) throw new ConfigError('HTTPS needs both --tls-cert and --tls-key');
+  try {
+    return { cert: await readFile(config.tlsCert), key: await readFile(config.tlsKey) };
+  } catch (error) {
+    throw new ConfigError(`Cannot read the TLS certificate or key: ${(error as Error).message}`);
+  }
 }

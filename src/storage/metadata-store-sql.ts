@@ -110,6 +110,28 @@ export class SqlMetadataStore implements MetadataStore {
     return rows.map((row) => row.repository);
   }
 
+  async deleteRepository(name: string): Promise<boolean> {
+    return this.#db.transaction().execute(async (trx) => {
+      await trx.deleteFrom('tags').where('repository', '=', name).execute();
+      await trx.deleteFrom('manifests').where('repository', '=', name).execute();
+      await trx.deleteFrom('blob_links').where('repository', '=', name).execute();
+      await trx.deleteFrom('uploads').where('repository', '=', name).execute();
+      const result = await trx.deleteFrom('repositories').where('name', '=', name).executeTakeFirst();
+      return Number(result.numDeletedRows) > 0;
+    });
+  }
+
+  async listManifests(repository: string): Promise<ManifestRecord[]> {
+    const rows = await this.#db
+      .selectFrom('manifests')
+      .selectAll()
+      .where('repository', '=', repository)
+      .orderBy('created_at', 'desc')
+      .orderBy('digest')
+      .execute();
+    return rows.map(toRecord);
+  }
+
   async putManifest(repository: string, manifest: ManifestRecord, tag?: string): Promise<void> {
     const now = Date.now();
     await this.#db.transaction().execute(async (trx) => {

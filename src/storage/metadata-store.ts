@@ -48,6 +48,11 @@ export interface MetadataStore {
   /** Repositories that link `digest` (for mounts and garbage collection). */
   repositoriesWithBlob(digest: Digest): Promise<string[]>;
 
+  /** Removes a repository with its manifests, tags, blob links and upload sessions; true when it existed. */
+  deleteRepository(name: string): Promise<boolean>;
+  /** Every manifest in a repository, newest first. */
+  listManifests(repository: string): Promise<ManifestRecord[]>;
+
   putManifest(repository: string, manifest: ManifestRecord, tag?: string): Promise<void>;
   getManifest(repository: string, digest: Digest): Promise<ManifestRecord | undefined>;
   /** Removes a manifest and every tag pointing at it; true when it existed. */

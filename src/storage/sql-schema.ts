@@ -17,6 +17,19 @@ export interface Schema {
   };
   tags: { repository: string; name: string; digest: string; updated_at: number };
   uploads: { id: string; repository: string; created_at: number };
+  users: { name: string; password_hash: string; created_at: number };
+  robots: {
+    name: string;
+    secret_hash: string;
+    description: string;
+    created_at: number;
+    expires_at: number | null;
+    revoked_at: number | null;
+  };
+  bindings: { member: string; role: string; scope: string; created_at: number };
+  repository_settings: { name: string; description: string; public_read: number; created_at: number };
+  clusters: { name: string; issuer: string; jwks: string | null; created_at: number };
+  audit_log: { id: number | undefined; at: number; actor: string; action: string; target: string; detail: string | null };
 }
 
 /** Ordered, append-only list of schema changes; each runs once, inside a transaction. */
@@ -68,6 +81,56 @@ const MIGRATIONS: ReadonlyArray<(db: Kysely<Schema>) => Promise<void>> = [
       .addColumn('repository', 'varchar(255)', (c) => c.notNull())
       .addColumn('created_at', 'bigint', (c) => c.notNull())
       .execute();
+  },
+  // 2: access control
+  async (db) => {
+    await db.schema
+      .createTable('users')
+      .addColumn('name', 'varchar(128)', (c) => c.primaryKey())
+      .addColumn('password_hash', 'text', (c) => c.notNull())
+      .addColumn('created_at', 'bigint', (c) => c.notNull())
+      .execute();
+    await db.schema
+      .createTable('robots')
+      .addColumn('name', 'varchar(128)', (c) => c.primaryKey())
+      .addColumn('secret_hash', 'varchar(128)', (c) => c.notNull())
+      .addColumn('description', 'text', (c) => c.notNull())
+      .addColumn('created_at', 'bigint', (c) => c.notNull())
+      .addColumn('expires_at', 'bigint')
+      .addColumn('revoked_at', 'bigint')
+      .execute();
+    await db.schema
+      .createTable('bindings')
+      .addColumn('member', 'varchar(255)', (c) => c.notNull())
+      .addColumn('role', 'varchar(16)', (c) => c.notNull())
+      .addColumn('scope', 'varchar(256)', (c) => c.notNull())
+      .addColumn('created_at', 'bigint', (c) => c.notNull())
+      .addPrimaryKeyConstraint('bindings_pk', ['member', 'scope'])
+      .execute();
+    await db.schema
+      .createTable('repository_settings')
+      .addColumn('name', 'varchar(255)', (c) => c.primaryKey())
+      .addColumn('description', 'text', (c) => c.notNull())
+      .addColumn('public_read', 'integer', (c) => c.notNull())
+      .addColumn('created_at', 'bigint', (c) => c.notNull())
+      .execute();
+    await db.schema
+      .createTable('clusters')
+      .addColumn('name', 'varchar(128)', (c) => c.primaryKey())
+      .addColumn('issuer', 'text', (c) => c.notNull())
+      .addColumn('jwks', 'text')
+      .addColumn('created_at', 'bigint', (c) => c.notNull())
+      .execute();
+    await db.schema
+      .createTable('audit_log')
+      .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+      .addColumn('at', 'bigint', (c) => c.notNull())
+      .addColumn('actor', 'varchar(255)', (c) => c.notNull())
+      .addColumn('action', 'varchar(64)', (c) => c.notNull())
+      .addColumn('target', 'text', (c) => c.notNull())
+      .addColumn('detail', 'text')
+      .execute();
+    await db.schema.createIndex('audit_log_at').on('audit_log').column('at').execute();
   },
 ];
 

@@ -57,12 +57,19 @@ describe('airlock serve', () => {
     }
   });
 
-  it('warns when it listens on a non-loopback address without authentication', async () => {
+  it('refuses a non-loopback address without authentication, and warns with --allow-anonymous', async () => {
     const dir = await tempDir();
-    const child = await run(process.execPath, [CLI, 'serve', '--addr', '0.0.0.0:0', '--data', join(dir, 'd'), '--log-level', 'warn'], {
-      timeoutMs: 1500,
+    const refused = await run(process.execPath, [CLI, 'serve', '--addr', '0.0.0.0:0', '--data', join(dir, 'd'), '--log-level', 'warn'], {
+      timeoutMs: 5000,
     });
-    assert.match(child.stderr, /non-loopback address without authentication/);
+    assert.equal(refused.code, 2);
+    assert.match(refused.stderr, /Refusing to serve "0\.0\.0\.0:0" without authentication/);
+    const open = await run(
+      process.execPath,
+      [CLI, 'serve', '--addr', '0.0.0.0:0', '--data', join(dir, 'd'), '--log-level', 'warn', '--allow-anonymous'],
+      { timeoutMs: 1500 },
+    );
+    assert.match(open.stderr, /non-loopback address without authentication/);
     await rm(dir, { recursive: true, force: true });
   });
 

@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../../log/index.js';
 import { Header } from '../../oci/index.js';
 import { RegistryError } from '../errors.js';
+import type { AccessControl, Caller } from '../auth/access.js';
 
 /** One request as the handlers see it. */
 export interface Context {
@@ -13,6 +14,11 @@ export interface Context {
   readonly log: Logger;
   /** Route label for metrics and logs, set by the router. */
   route: string;
+  readonly access: AccessControl;
+  /** Who is calling; anonymous until the request's credentials were checked. */
+  caller: Caller;
+  /** `https` or `http`, for URLs the registry hands out (the token realm). */
+  readonly scheme: string;
 }
 
 export const API_VERSION = 'registry/2.0';
@@ -48,6 +54,9 @@ export function sendError(ctx: Context, error: unknown): void {
   }
   if (error instanceof RegistryError) {
     if (error.status >= 500) ctx.log.error({ err: error }, 'request failed');
+    if (error.code === 'UNAUTHORIZED' && !ctx.res.hasHeader('www-authenticate')) {
+      ctx.res.setHeader('www-authenticate', challenge(ctx, (error.detail as { scope?: string } | undefined)?.scope));
+    }
     sendJson(ctx, error.toBody(), { status: error.status, headers: { [Header.ApiVersion]: API_VERSION } });
     return;
   }
@@ -61,6 +70,13 @@ export function sendError(ctx: Context, error: unknown): void {
     },
     { status: 500 },
   );
+}
+
+/** The Bearer challenge pointing clients at this registry's token endpoint. */
+export function challenge(ctx: Context, scope?: string, insufficient = false): string {
+  const host = ctx.req.headers.host ?? 'localhost';
+  const realm = `${ctx.scheme}://${host}/auth/token`;
+  return `Bearer realm="${realm}",service="${ctx.access.tokens.service}"${scope ? `,scope="${scope}"` : ''}${insufficient ? ',error="insufficient_scope"' : ''}`;
 }
 
 /** Reads a small request body whole; more than `limit` bytes fails with 413. */

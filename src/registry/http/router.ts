@@ -1,6 +1,7 @@
 import { RegistryError } from '../errors.js';
 import type { Registry } from '../registry.js';
-import type { Context } from './context.js';
+import type { Action } from '../auth/policy.js';
+import { challenge, type Context } from './context.js';
 import * as v2 from './v2-handlers.js';
 
 type Handler = (ctx: Context, registry: Registry, target: v2.Target) => Promise<void> | void;
@@ -9,6 +10,8 @@ interface Route {
   readonly label: string;
   readonly pattern: RegExp;
   readonly methods: Readonly<Record<string, Handler>>;
+  /** What each method needs on the repository. */
+  readonly needs: Readonly<Record<string, Action>>;
 }
 
 /** `/v2/<name>/…` routes, matched from the end so that names may contain slashes. */
@@ -17,31 +20,37 @@ const ROUTES: readonly Route[] = [
     label: 'manifests',
     pattern: /^\/v2\/(.+)\/manifests\/([^/]+)$/,
     methods: { GET: v2.getManifest, HEAD: v2.getManifest, PUT: v2.putManifest, DELETE: v2.deleteManifest },
+    needs: { GET: 'pull', HEAD: 'pull', PUT: 'push', DELETE: 'delete' },
   },
   {
     label: 'uploads',
     pattern: /^\/v2\/(.+)\/blobs\/uploads\/?()$/,
     methods: { POST: v2.startUpload },
+    needs: { POST: 'push' },
   },
   {
     label: 'upload',
     pattern: /^\/v2\/(.+)\/blobs\/uploads\/([^/]+)$/,
     methods: { GET: v2.uploadStatus, PATCH: v2.patchUpload, PUT: v2.finishUpload, DELETE: v2.cancelUpload },
+    needs: { GET: 'push', PATCH: 'push', PUT: 'push', DELETE: 'push' },
   },
   {
     label: 'blobs',
     pattern: /^\/v2\/(.+)\/blobs\/([^/]+)$/,
     methods: { GET: v2.getBlob, HEAD: v2.getBlob, DELETE: v2.deleteBlob },
+    needs: { GET: 'pull', HEAD: 'pull', DELETE: 'delete' },
   },
   {
     label: 'tags',
     pattern: /^\/v2\/(.+)\/tags\/list()$/,
     methods: { GET: v2.tagsList },
+    needs: { GET: 'pull' },
   },
   {
     label: 'referrers',
     pattern: /^\/v2\/(.+)\/referrers\/([^/]+)$/,
     methods: { GET: v2.referrers },
+    needs: { GET: 'pull' },
   },
 ];
 
@@ -61,6 +70,9 @@ export async function routeV2(ctx: Context, registry: Registry): Promise<boolean
   if (path === '/v2/' || path === '/v2') {
     ctx.route = 'base';
     if (method !== 'GET' && method !== 'HEAD') throw methodNotAllowed(method, path);
+    if (ctx.access.enabled && ctx.caller.principal.kind === 'anonymous') {
+      throw new RegistryError('UNAUTHORIZED', 'Authentication required');
+    }
     v2.base(ctx);
     return true;
   }
@@ -78,10 +90,25 @@ export async function routeV2(ctx: Context, registry: Registry): Promise<boolean
     if (!handler) throw methodNotAllowed(method, path);
     const name = decode(match[1] ?? '');
     registry.checkName(name);
+    const need = route.needs[method];
+    if (need && !ctx.access.allows(ctx.caller, name, need)) denied(ctx, name, need);
     await handler(ctx, registry, { name, ref: decode(match[2] ?? '') });
     return true;
   }
   return false;
+}
+
+/** 401 with a challenge for the anonymous or a token lacking scope; 403 for a known caller without the role. */
+function denied(ctx: Context, name: string, action: Action): never {
+  const scope = `repository:${name}:${action === 'pull' ? 'pull' : `pull,${action}`}`;
+  if (ctx.caller.claims) {
+    ctx.res.setHeader('www-authenticate', challenge(ctx, scope, true));
+    throw new RegistryError('UNAUTHORIZED', `The token does not grant "${action}" on "${name}"`, { detail: { scope } });
+  }
+  if (ctx.caller.principal.kind === 'anonymous') {
+    throw new RegistryError('UNAUTHORIZED', `Authentication required to ${action} "${name}"`, { detail: { scope } });
+  }
+  throw new RegistryError('DENIED', `${ctx.caller.principal.member} may not ${action} "${name}"`, { detail: { repository: name, action } });
 }
 
 function methodNotAllowed(method: string, path: string): RegistryError {

@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomBytes } from 'node:crypto';
+import { createServer as createHttpsServer } from 'node:https';
 import type { Logger } from '../../log/index.js';
 import { Header } from '../../oci/index.js';
 import { RegistryError } from '../errors.js';
@@ -7,6 +8,10 @@ import type { RegistryMetrics } from '../metrics.js';
 import type { Registry } from '../registry.js';
 import { API_VERSION, sendError, sendJson, type Context } from './context.js';
 import { routeV2 } from './router.js';
+import { routeApi } from './api-handlers.js';
+import { tokenEndpoint } from './token-handler.js';
+import { ANONYMOUS } from '../auth/policy.js';
+import type { AccessControl } from '../auth/access.js';
 
 export interface HttpHandlerOptions {
   readonly registry: Registry;
@@ -14,6 +19,9 @@ export interface HttpHandlerOptions {
   readonly metrics: RegistryMetrics;
   /** False while the process drains for shutdown; /readyz then answers 503. */
   readonly ready: () => boolean;
+  readonly access: AccessControl;
+  /** Whether the server speaks TLS (for the token realm URL). Default: false. */
+  readonly tls?: boolean;
 }
 
 const BOOT = randomBytes(4).toString('hex');
@@ -61,6 +69,9 @@ export function createRequestListener(
       id,
       log,
       route: 'unknown',
+      access: options.access,
+      caller: { principal: ANONYMOUS },
+      scheme: options.tls ? 'https' : 'http',
     };
     res.setHeader(Header.RequestId, id);
     res.setHeader(Header.ApiVersion, API_VERSION);
@@ -88,6 +99,18 @@ export function createRequestListener(
 
 async function handle(ctx: Context, options: HttpHandlerOptions): Promise<void> {
   const { path } = ctx;
+  const protectedPath = path.startsWith('/v2') || path.startsWith('/api/') || path === '/auth/token';
+  if (protectedPath && ctx.access.enabled) {
+    ctx.caller = await ctx.access.authenticate(ctx.req.headers.authorization, ctx.req.socket.remoteAddress ?? '');
+  }
+  if (path === '/auth/token') {
+    await tokenEndpoint(ctx);
+    return;
+  }
+  if (path.startsWith('/api/')) {
+    if (await routeApi(ctx, options.registry)) return;
+    throw new RegistryError('NAME_UNKNOWN', `No management API at "${path}"`, { status: 404 });
+  }
   if (path.startsWith('/v2')) {
     if (await routeV2(ctx, options.registry)) return;
     throw new RegistryError('NAME_UNKNOWN', `No registry API at "${path}"`, { status: 404 });
@@ -114,8 +137,12 @@ async function handle(ctx: Context, options: HttpHandlerOptions): Promise<void> 
 }
 
 /** Creates the node HTTP server with timeouts suited to long blob transfers. */
-export function createHttpServer(listener: (req: IncomingMessage, res: ServerResponse) => void): Server {
-  const server = createServer({ keepAlive: true, requestTimeout: 0, headersTimeout: 60_000 }, listener);
+export function createHttpServer(
+  listener: (req: IncomingMessage, res: ServerResponse) => void,
+  tls?: { cert: Buffer; key: Buffer },
+): Server {
+  const options = { keepAlive: true, requestTimeout: 0, headersTimeout: 60_000 };
+  const server = tls ? createHttpsServer({ ...options, ...tls }, listener) : createServer(options, listener);
   server.keepAliveTimeout = 65_000;
   return server;
 }

@@ -79,13 +79,27 @@ export function base(ctx: Context): void {
 
 export async function catalog(ctx: Context, registry: Registry): Promise<void> {
   const page = pageQuery(ctx, LIST_MAX);
-  const repositories = page.n === 0 ? [] : await registry.listRepositories(page);
+  const repositories = page.n === 0 ? [] : await visibleRepositories(ctx, registry, page);
   const headers: Record<string, string> = {};
   const last = repositories.at(-1);
   if (last !== undefined && repositories.length === page.n) {
     headers.link = `</v2/_catalog?last=${encodeURIComponent(last)}&n=${page.n}>; rel="next"`;
   }
   sendJson(ctx, { repositories }, { headers });
+}
+
+/** Catalog pages holding only repositories the caller may see (pages are filled past hidden ones). */
+async function visibleRepositories(ctx: Context, registry: Registry, page: { n: number; last?: string }): Promise<string[]> {
+  if (!ctx.access.enabled) return registry.listRepositories(page);
+  const out: string[] = [];
+  let last = page.last;
+  for (let round = 0; round < 100 && out.length < page.n; round++) {
+    const batch = await registry.listRepositories({ n: 1000, ...(last === undefined ? {} : { last }) });
+    for (const name of batch) if (out.length < page.n && ctx.access.canSee(ctx.caller, name)) out.push(name);
+    if (batch.length < 1000) break;
+    last = batch.at(-1);
+  }
+  return out;
 }
 
 export async function tagsList(ctx: Context, registry: Registry, { name }: Target): Promise<void> {
@@ -206,7 +220,8 @@ export async function deleteBlob(
 export async function startUpload(ctx: Context, registry: Registry, { name }: Target): Promise<void> {
   const mount = ctx.query.get('mount');
   const from = ctx.query.get('from');
-  if (mount && from) {
+  // A mount needs read access to the source; without it the client gets a normal upload session.
+  if (mount && from && ctx.access.allows(ctx.caller, from, 'pull')) {
     if (await registry.mountBlob(name, mount, from)) {
       await drain(ctx);
       sendEmpty(ctx, 201, { location: `/v2/${name}/blobs/${mount}`, [Header.ContentDigest]: mount });
