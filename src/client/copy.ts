@@ -31,7 +31,11 @@ export interface CopyOptions {
 export interface CopyResult {
   readonly digest: Digest;
   readonly mediaType: string;
+  /** Blobs handled, and how: uploaded (bytes moved), mounted from another repository, or already there. */
   readonly blobs: number;
+  readonly uploaded: number;
+  readonly mounted: number;
+  readonly skipped: number;
   readonly bytes: number;
   readonly manifests: number;
 }
@@ -104,7 +108,7 @@ export async function copyImage(
     root = await source.manifest(child.digest, signal);
     parsedRoot = parse(root, source.name);
   }
-  const stats = { blobs: 0, bytes: 0, manifests: 0 };
+  const stats = { blobs: 0, uploaded: 0, mounted: 0, skipped: 0, bytes: 0, manifests: 0 };
   const done = new Set<string>();
 
   const copyManifest = async (
@@ -130,7 +134,11 @@ export async function copyImage(
         });
         done.add(descriptor.digest);
         stats.blobs++;
-        if (result === 'uploaded') stats.bytes += descriptor.size;
+        if (result === 'uploaded') {
+          stats.uploaded++;
+          stats.bytes += descriptor.size;
+        } else if (result === 'mounted') stats.mounted++;
+        else stats.skipped++;
         options.onProgress?.({ kind: 'blob', digest: descriptor.digest, size: descriptor.size, result });
       });
     }

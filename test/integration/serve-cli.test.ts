@@ -67,7 +67,7 @@ describe('airlock serve', () => {
     const open = await run(
       process.execPath,
       [CLI, 'serve', '--addr', '0.0.0.0:0', '--data', join(dir, 'd'), '--log-level', 'warn', '--allow-anonymous'],
-      { timeoutMs: 1500 },
+      { timeoutMs: 5000 },
     );
     assert.match(open.stderr, /non-loopback address without authentication/);
     await rm(dir, { recursive: true, force: true });
