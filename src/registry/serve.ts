@@ -68,7 +68,10 @@ export async function startRegistry(
       `Refusing to serve "${config.addr}" without authentication: create an admin with --init-admin NAME, or pass --allow-anonymous to run an open registry`,
     );
   }
-  const tokens = new TokenService({ keyDir: join(dataDir, 'keys'), lifetimeSeconds: config.tokenLifetimeSeconds });
+  const tokens = new TokenService({
+    keyDir: join(dataDir, 'keys'),
+    lifetimeSeconds: config.tokenLifetimeSeconds,
+  });
   await tokens.init();
   const access = new AccessControl({ store: authStore, tokens, enabled });
   await access.refresh();
@@ -79,7 +82,10 @@ export async function startRegistry(
     activeUploads: () => registry.activeUploads,
     storageBytes: () => blobs.usage(),
   });
-  const server = createHttpServer(createRequestListener({ registry, log, metrics, ready: () => accepting, access, tls: tls !== undefined }), tls);
+  const server = createHttpServer(
+    createRequestListener({ registry, log, metrics, ready: () => accepting, access, tls: tls !== undefined }),
+    tls,
+  );
   await new Promise<void>((resolveListen, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {
@@ -96,7 +102,10 @@ export async function startRegistry(
       'listening on a non-loopback address without authentication (--allow-anonymous): anyone who can reach it can push and delete',
     );
   }
-  if (initial) process.stderr.write(`Created admin "${initial.name}" with password: ${initial.password}\n(shown once; change it with "airlock user passwd")\n`);
+  if (initial)
+    process.stderr.write(
+      `Created admin "${initial.name}" with password: ${initial.password}\n(shown once; change it with "airlock user passwd")\n`,
+    );
   log.info({ addr: `${host}:${actualPort}`, data: dataDir }, 'registry listening');
 
   let closing: Promise<void> | undefined;
@@ -118,16 +127,28 @@ export async function startRegistry(
 }
 
 /** Creates the first admin when asked and no user exists yet; returns a generated password to show once. */
-async function initAdmin(store: AuthStore, config: ServeConfig, log: Logger): Promise<{ name: string; password: string } | undefined> {
+async function initAdmin(
+  store: AuthStore,
+  config: ServeConfig,
+  log: Logger,
+): Promise<{ name: string; password: string } | undefined> {
   if (!config.initAdmin || (await store.countUsers()) > 0) return undefined;
-  if (!/^[A-Za-z0-9._@-]{1,128}$/.test(config.initAdmin)) throw new ConfigError(`Invalid --init-admin name "${config.initAdmin}"`);
+  if (!/^[A-Za-z0-9._@-]{1,128}$/.test(config.initAdmin))
+    throw new ConfigError(`Invalid --init-admin name "${config.initAdmin}"`);
   const given = process.env.AIRLOCK_ADMIN_PASSWORD;
-  if (given !== undefined && given.length < 8) throw new ConfigError('AIRLOCK_ADMIN_PASSWORD must have at least 8 characters');
+  if (given !== undefined && given.length < 8)
+    throw new ConfigError('AIRLOCK_ADMIN_PASSWORD must have at least 8 characters');
   const password = given ?? randomBytes(18).toString('base64url');
   const now = Date.now();
   await store.putUser({ name: config.initAdmin, passwordHash: await hashPassword(password), createdAt: now });
   await store.addBinding({ member: `user:${config.initAdmin}`, role: 'admin', scope: '*', createdAt: now });
-  await store.appendAudit({ at: now, actor: 'airlock', action: 'user.add', target: config.initAdmin, detail: { admin: true } });
+  await store.appendAudit({
+    at: now,
+    actor: 'airlock',
+    action: 'user.add',
+    target: config.initAdmin,
+    detail: { admin: true },
+  });
   log.info({ user: config.initAdmin }, 'created the first admin');
   return given === undefined ? { name: config.initAdmin, password } : undefined;
 }

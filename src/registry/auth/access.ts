@@ -58,7 +58,9 @@ export class AccessControl {
   /** Reloads bindings and public repositories, and forgets cached credentials (after any change). */
   async refresh(): Promise<void> {
     this.#bindings = await this.store.listBindings();
-    this.#publicRepos = new Set((await this.store.listRepositorySettings()).filter((r) => r.publicRead).map((r) => r.name));
+    this.#publicRepos = new Set(
+      (await this.store.listRepositorySettings()).filter((r) => r.publicRead).map((r) => r.name),
+    );
     this.#credentials.clear();
   }
 
@@ -110,7 +112,8 @@ export class AccessControl {
     const value = authorization.slice(space + 1).trim();
     if (scheme === 'bearer') {
       const claims = await this.tokens.verify(value);
-      if (!claims) throw new RegistryError('UNAUTHORIZED', 'The bearer token is invalid or expired; request a new one');
+      if (!claims)
+        throw new RegistryError('UNAUTHORIZED', 'The bearer token is invalid or expired; request a new one');
       return { principal: principalFromSubject(claims.subject), claims };
     }
     if (scheme === 'basic') {
@@ -119,13 +122,17 @@ export class AccessControl {
       if (cached && cached.until > this.#now()) return { principal: cached.principal };
       const decoded = Buffer.from(value, 'base64').toString('utf8');
       const colon = decoded.indexOf(':');
-      if (colon < 0) throw new RegistryError('UNAUTHORIZED', 'Basic credentials must be base64 "user:password"');
+      if (colon < 0)
+        throw new RegistryError('UNAUTHORIZED', 'Basic credentials must be base64 "user:password"');
       const principal = await this.login(decoded.slice(0, colon), decoded.slice(colon + 1), address);
       if (this.#credentials.size > 10_000) this.#credentials.clear();
       this.#credentials.set(cacheKey, { principal, until: this.#now() + CREDENTIAL_CACHE_MS });
       return { principal };
     }
-    throw new RegistryError('UNAUTHORIZED', `Authorization scheme "${scheme}" is not supported; use Basic or Bearer`);
+    throw new RegistryError(
+      'UNAUTHORIZED',
+      `Authorization scheme "${scheme}" is not supported; use Basic or Bearer`,
+    );
   }
 
   #bindingsOf(principal: Principal): Binding[] {
@@ -137,9 +144,13 @@ export class AccessControl {
     if (!this.enabled) return new Set<Action>(['pull', 'push', 'delete', 'manage']);
     if (caller.claims) {
       const claims = caller.claims;
-      return new Set((['pull', 'push', 'delete', 'manage'] as const).filter((a) => tokenAllows(claims, repository, a)));
+      return new Set(
+        (['pull', 'push', 'delete', 'manage'] as const).filter((a) => tokenAllows(claims, repository, a)),
+      );
     }
-    return grantedActions(this.#bindingsOf(caller.principal), repository, { publicRead: this.#publicRepos.has(repository) });
+    return grantedActions(this.#bindingsOf(caller.principal), repository, {
+      publicRead: this.#publicRepos.has(repository),
+    });
   }
 
   allows(caller: Caller, repository: string, action: Action): boolean {
@@ -149,7 +160,10 @@ export class AccessControl {
   /** Registry-wide rights (users, robots, clusters, audit): an admin binding on `*`. */
   isRegistryAdmin(caller: Caller): boolean {
     if (!this.enabled) return true;
-    if (caller.claims) return caller.claims.access.some((a) => a.type === 'registry' && a.name === 'admin' && a.actions.includes('*'));
+    if (caller.claims)
+      return caller.claims.access.some(
+        (a) => a.type === 'registry' && a.name === 'admin' && a.actions.includes('*'),
+      );
     return registryActions(this.#bindingsOf(caller.principal)).has('manage');
   }
 
@@ -164,7 +178,8 @@ export class AccessControl {
     const out: AccessClaim[] = [];
     for (const scope of parseScopes(scopeText.join(' '))) {
       if (scope.type === 'registry') {
-        if (scope.name === 'catalog' && principal.kind !== 'anonymous') out.push({ type: 'registry', name: 'catalog', actions: ['*'] });
+        if (scope.name === 'catalog' && principal.kind !== 'anonymous')
+          out.push({ type: 'registry', name: 'catalog', actions: ['*'] });
         continue;
       }
       const allowed = this.actions(caller, scope.name);

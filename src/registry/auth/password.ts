@@ -5,10 +5,18 @@ const R = 8;
 const P = 1;
 const KEY_LENGTH = 32;
 
-function derive(password: string, salt: Buffer, params: { n: number; r: number; p: number }): Promise<Buffer> {
+function derive(
+  password: string,
+  salt: Buffer,
+  params: { n: number; r: number; p: number },
+): Promise<Buffer> {
   return new Promise((resolve, reject) => {
-    scrypt(password, salt, KEY_LENGTH, { N: params.n, r: params.r, p: params.p, maxmem: 256 * params.n * params.r }, (error, key) =>
-      error ? reject(error) : resolve(key),
+    scrypt(
+      password,
+      salt,
+      KEY_LENGTH,
+      { N: params.n, r: params.r, p: params.p, maxmem: 256 * params.n * params.r },
+      (error, key) => (error ? reject(error) : resolve(key)),
     );
   });
 }

@@ -38,10 +38,15 @@ export function scopeCovers(scope: string, repository: string): boolean {
 }
 
 /** Actions the bindings grant on a repository (the union of every matching binding's role). */
-export function grantedActions(bindings: readonly Binding[], repository: string, options: { publicRead?: boolean } = {}): Set<Action> {
+export function grantedActions(
+  bindings: readonly Binding[],
+  repository: string,
+  options: { publicRead?: boolean } = {},
+): Set<Action> {
   const actions = new Set<Action>(options.publicRead ? ['pull'] : []);
   for (const binding of bindings) {
-    if (scopeCovers(binding.scope, repository)) for (const action of ROLE_ACTIONS[binding.role]) actions.add(action);
+    if (scopeCovers(binding.scope, repository))
+      for (const action of ROLE_ACTIONS[binding.role]) actions.add(action);
   }
   return actions;
 }
@@ -49,6 +54,7 @@ export function grantedActions(bindings: readonly Binding[], repository: string,
 /** Registry-wide actions (managing users, robots, clusters): only bindings on `*` count. */
 export function registryActions(bindings: readonly Binding[]): Set<Action> {
   const actions = new Set<Action>();
-  for (const binding of bindings) if (binding.scope === '*') for (const action of ROLE_ACTIONS[binding.role]) actions.add(action);
+  for (const binding of bindings)
+    if (binding.scope === '*') for (const action of ROLE_ACTIONS[binding.role]) actions.add(action);
   return actions;
 }

@@ -1,7 +1,16 @@
 import { mkdir, readdir, readFile, rename, writeFile, rm } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { SignJWT, exportJWK, generateKeyPair, importJWK, jwtVerify, type JWK, type CryptoKey, type JWTPayload } from 'jose';
+import {
+  SignJWT,
+  exportJWK,
+  generateKeyPair,
+  importJWK,
+  jwtVerify,
+  type JWK,
+  type CryptoKey,
+  type JWTPayload,
+} from 'jose';
 import type { Action } from './policy.js';
 
 /** One grant in a token, as the Docker token spec writes it. */
@@ -46,7 +55,14 @@ export function parseScopes(text: string): AccessClaim[] {
     if (first < 0 || last === first) continue;
     const type = scope.slice(0, first);
     if (type !== 'repository' && type !== 'registry') continue;
-    out.push({ type, name: scope.slice(first + 1, last), actions: scope.slice(last + 1).split(',').filter(Boolean) });
+    out.push({
+      type,
+      name: scope.slice(first + 1, last),
+      actions: scope
+        .slice(last + 1)
+        .split(',')
+        .filter(Boolean),
+    });
   }
   return out;
 }
@@ -81,7 +97,11 @@ export class TokenService {
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const keys: StoredKey[] = [];
     for (const name of (await readdir(dir)).filter((n) => n.endsWith('.jwk.json'))) {
-      const stored = JSON.parse(await readFile(join(dir, name), 'utf8')) as { kid: string; createdAt: number; jwk: JWK };
+      const stored = JSON.parse(await readFile(join(dir, name), 'utf8')) as {
+        kid: string;
+        createdAt: number;
+        jwk: JWK;
+      };
       const privateKey = (await importJWK(stored.jwk, 'ES256')) as CryptoKey;
       const { d: _private, ...publicJwk } = stored.jwk;
       const publicKey = (await importJWK(publicJwk, 'ES256')) as CryptoKey;
@@ -105,11 +125,16 @@ export class TokenService {
     this.#keys = keys.slice(0, 2);
   }
 
-  async issue(subject: string, access: readonly AccessClaim[]): Promise<{ token: string; expiresIn: number; issuedAt: string }> {
+  async issue(
+    subject: string,
+    access: readonly AccessClaim[],
+  ): Promise<{ token: string; expiresIn: number; issuedAt: string }> {
     const key = this.#keys[0];
     if (!key) throw new Error('TokenService.init() was not called');
     const now = Math.floor(this.#now() / 1000);
-    const token = await new SignJWT({ access: access.map((a) => ({ type: a.type, name: a.name, actions: [...a.actions] })) })
+    const token = await new SignJWT({
+      access: access.map((a) => ({ type: a.type, name: a.name, actions: [...a.actions] })),
+    })
       .setProtectedHeader({ alg: 'ES256', kid: key.kid, typ: 'JWT' })
       .setIssuer(this.issuer)
       .setSubject(subject)
@@ -167,5 +192,10 @@ function decodeHeader(token: string): { kid?: string; alg?: string } | undefined
 
 /** Whether a token's claims allow `action` on a repository. */
 export function tokenAllows(claims: TokenClaims, repository: string, action: Action): boolean {
-  return claims.access.some((a) => a.type === 'repository' && a.name === repository && (a.actions.includes(action) || a.actions.includes('*')));
+  return claims.access.some(
+    (a) =>
+      a.type === 'repository' &&
+      a.name === repository &&
+      (a.actions.includes(action) || a.actions.includes('*')),
+  );
 }

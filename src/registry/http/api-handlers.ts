@@ -1,4 +1,3 @@
-
 import { repositoryNameProblem } from '../../oci/index.js';
 import type { Role } from '../../storage/index.js';
 import { RegistryError } from '../errors.js';
@@ -15,17 +14,23 @@ async function body(ctx: Context): Promise<Json> {
   const bytes = await readSmallBody(ctx, 1024 * 1024, 'request');
   try {
     const parsed = JSON.parse(bytes.toString('utf8')) as unknown;
-    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('not an object');
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+      throw new Error('not an object');
     return parsed as Json;
   } catch (error) {
-    throw new RegistryError('UNSUPPORTED', `The request body is not a JSON object: ${(error as Error).message}`, { status: 400 });
+    throw new RegistryError(
+      'UNSUPPORTED',
+      `The request body is not a JSON object: ${(error as Error).message}`,
+      { status: 400 },
+    );
   }
 }
 
 function field(data: Json, name: string, required = true): string | undefined {
   const value = data[name];
   if (value === undefined && !required) return undefined;
-  if (typeof value !== 'string' || value === '') throw new RegistryError('UNSUPPORTED', `Field "${name}" must be a non-empty string`, { status: 400 });
+  if (typeof value !== 'string' || value === '')
+    throw new RegistryError('UNSUPPORTED', `Field "${name}" must be a non-empty string`, { status: 400 });
   return value;
 }
 
@@ -34,25 +39,35 @@ function badRequest(message: string): RegistryError {
 }
 
 function requireLogin(ctx: Context): void {
-  if (ctx.access.enabled && ctx.caller.principal.kind === 'anonymous') throw new RegistryError('UNAUTHORIZED', 'Authentication required');
+  if (ctx.access.enabled && ctx.caller.principal.kind === 'anonymous')
+    throw new RegistryError('UNAUTHORIZED', 'Authentication required');
 }
 
 function requireAdmin(ctx: Context): void {
   requireLogin(ctx);
-  if (!ctx.access.isRegistryAdmin(ctx.caller)) throw new RegistryError('DENIED', `${ctx.caller.principal.member} is not a registry admin`);
+  if (!ctx.access.isRegistryAdmin(ctx.caller))
+    throw new RegistryError('DENIED', `${ctx.caller.principal.member} is not a registry admin`);
 }
 
 /** Admin on a repository or prefix: an admin binding on a scope covering it. */
 function requireManage(ctx: Context, scope: string): void {
   requireLogin(ctx);
   const probe = scope === '*' ? '' : scope.endsWith('/') ? `${scope}x` : scope;
-  if (scope === '*' ? !ctx.access.isRegistryAdmin(ctx.caller) : !ctx.access.allows(ctx.caller, probe, 'manage')) {
+  if (
+    scope === '*' ? !ctx.access.isRegistryAdmin(ctx.caller) : !ctx.access.allows(ctx.caller, probe, 'manage')
+  ) {
     throw new RegistryError('DENIED', `${ctx.caller.principal.member} may not manage "${scope}"`);
   }
 }
 
 async function audit(ctx: Context, action: string, target: string, detail?: Json): Promise<void> {
-  const entry = { at: Date.now(), actor: ctx.caller.principal.member, action, target, ...(detail ? { detail } : {}) };
+  const entry = {
+    at: Date.now(),
+    actor: ctx.caller.principal.member,
+    action,
+    target,
+    ...(detail ? { detail } : {}),
+  };
   await ctx.access.store.appendAudit(entry);
   ctx.log.info({ audit: entry }, 'audit');
 }
@@ -70,8 +85,17 @@ export async function routeApi(ctx: Context, registry: Registry): Promise<boolea
       requireLogin(ctx);
       const settings = new Map((await store.listRepositorySettings()).map((r) => [r.name, r]));
       const names = new Set([...(await registry.listRepositories({ n: 100_000 })), ...settings.keys()]);
-      const list = [...names].sort().filter((n) => ctx.access.canSee(ctx.caller, n) || ctx.access.allows(ctx.caller, n, 'manage'));
-      sendJson(ctx, list.map((name) => ({ name, description: settings.get(name)?.description ?? '', public: settings.get(name)?.publicRead ?? false })));
+      const list = [...names]
+        .sort()
+        .filter((n) => ctx.access.canSee(ctx.caller, n) || ctx.access.allows(ctx.caller, n, 'manage'));
+      sendJson(
+        ctx,
+        list.map((name) => ({
+          name,
+          description: settings.get(name)?.description ?? '',
+          public: settings.get(name)?.publicRead ?? false,
+        })),
+      );
       return true;
     }
     if (method === 'POST') {
@@ -85,7 +109,12 @@ export async function routeApi(ctx: Context, registry: Registry): Promise<boolea
         throw new RegistryError('UNSUPPORTED', `Repository "${name}" already exists`, { status: 409 });
       }
       const description = typeof data.description === 'string' ? data.description : '';
-      await store.putRepositorySettings({ name, description, publicRead: data.public === true, createdAt: Date.now() });
+      await store.putRepositorySettings({
+        name,
+        description,
+        publicRead: data.public === true,
+        createdAt: Date.now(),
+      });
       await registry.createRepository(name);
       await ctx.access.refresh();
       await audit(ctx, 'repository.create', name, { description });
@@ -112,7 +141,10 @@ export async function routeApi(ctx: Context, registry: Registry): Promise<boolea
       if (scope !== undefined) requireManage(ctx, scope);
       else requireAdmin(ctx);
       const member = ctx.query.get('member') ?? undefined;
-      const list = await store.listBindings({ ...(scope === undefined ? {} : { scope }), ...(member === undefined ? {} : { member }) });
+      const list = await store.listBindings({
+        ...(scope === undefined ? {} : { scope }),
+        ...(member === undefined ? {} : { member }),
+      });
       sendJson(ctx, list);
       return true;
     }
@@ -126,14 +158,16 @@ export async function routeApi(ctx: Context, registry: Registry): Promise<boolea
       if (scopeWhy) throw badRequest(`Invalid scope "${scope}": ${scopeWhy}`);
       requireManage(ctx, scope);
       if (method === 'DELETE') {
-        if (!(await store.removeBinding(member, scope))) throw new RegistryError('NAME_UNKNOWN', `No binding of ${member} on "${scope}"`);
+        if (!(await store.removeBinding(member, scope)))
+          throw new RegistryError('NAME_UNKNOWN', `No binding of ${member} on "${scope}"`);
         await ctx.access.refresh();
         await audit(ctx, 'binding.remove', scope, { member });
         sendEmpty(ctx, 204);
         return true;
       }
       const role = field(data, 'role') as string;
-      if (!(ROLES as readonly string[]).includes(role)) throw badRequest(`Invalid role "${role}": use ${ROLES.join(', ')}`);
+      if (!(ROLES as readonly string[]).includes(role))
+        throw badRequest(`Invalid role "${role}": use ${ROLES.join(', ')}`);
       await store.addBinding({ member, scope, role: role as Role, createdAt: Date.now() });
       await ctx.access.refresh();
       await audit(ctx, 'binding.add', scope, { member, role });
@@ -145,16 +179,24 @@ export async function routeApi(ctx: Context, registry: Registry): Promise<boolea
   if (path === '/users') {
     requireAdmin(ctx);
     if (method === 'GET') {
-      sendJson(ctx, (await store.listUsers()).map((u) => ({ name: u.name, createdAt: new Date(u.createdAt).toISOString() })));
+      sendJson(
+        ctx,
+        (await store.listUsers()).map((u) => ({
+          name: u.name,
+          createdAt: new Date(u.createdAt).toISOString(),
+        })),
+      );
       return true;
     }
     if (method === 'POST') {
       const data = await body(ctx);
       const name = field(data, 'name') as string;
-      if (!/^[A-Za-z0-9._@-]{1,128}$/.test(name)) throw badRequest(`Invalid user name "${name}": letters, digits, ".", "_", "@" and "-"`);
+      if (!/^[A-Za-z0-9._@-]{1,128}$/.test(name))
+        throw badRequest(`Invalid user name "${name}": letters, digits, ".", "_", "@" and "-"`);
       const password = field(data, 'password') as string;
       if (password.length < 8) throw badRequest('The password must have at least 8 characters');
-      if (await store.getUser(name)) throw new RegistryError('UNSUPPORTED', `User "${name}" already exists`, { status: 409 });
+      if (await store.getUser(name))
+        throw new RegistryError('UNSUPPORTED', `User "${name}" already exists`, { status: 409 });
       await store.putUser({ name, passwordHash: await hashPassword(password), createdAt: Date.now() });
       await ctx.access.refresh();
       await audit(ctx, 'user.add', name);
@@ -206,10 +248,13 @@ export async function routeApi(ctx: Context, registry: Registry): Promise<boolea
     if (method === 'POST') {
       const data = await body(ctx);
       const name = field(data, 'name') as string;
-      if (!/^[a-z0-9._-]{1,128}$/.test(name)) throw badRequest(`Invalid robot name "${name}": lower-case letters, digits, ".", "_" and "-"`);
-      if (await store.getRobot(name)) throw new RegistryError('UNSUPPORTED', `Robot "${name}" already exists`, { status: 409 });
+      if (!/^[a-z0-9._-]{1,128}$/.test(name))
+        throw badRequest(`Invalid robot name "${name}": lower-case letters, digits, ".", "_" and "-"`);
+      if (await store.getRobot(name))
+        throw new RegistryError('UNSUPPORTED', `Robot "${name}" already exists`, { status: 409 });
       const days = data.expiresInDays;
-      if (days !== undefined && (typeof days !== 'number' || !(days > 0))) throw badRequest('expiresInDays must be a positive number');
+      if (days !== undefined && (typeof days !== 'number' || !(days > 0)))
+        throw badRequest('expiresInDays must be a positive number');
       const { secret, hash } = newRobotSecret();
       const createdAt = Date.now();
       await store.putRobot({
@@ -220,7 +265,11 @@ export async function routeApi(ctx: Context, registry: Registry): Promise<boolea
         ...(typeof days === 'number' ? { expiresAt: createdAt + days * 86_400_000 } : {}),
       });
       await audit(ctx, 'robot.create', name);
-      sendJson(ctx, { name, username: `robot$${name}`, secret, note: 'the secret is shown once' }, { status: 201 });
+      sendJson(
+        ctx,
+        { name, username: `robot$${name}`, secret, note: 'the secret is shown once' },
+        { status: 201 },
+      );
       return true;
     }
   }
@@ -228,7 +277,8 @@ export async function routeApi(ctx: Context, registry: Registry): Promise<boolea
   if (robotMatch && method === 'DELETE') {
     requireAdmin(ctx);
     const name = decodeURIComponent(robotMatch[1] ?? '');
-    if (!(await store.revokeRobot(name, Date.now()))) throw new RegistryError('NAME_UNKNOWN', `No active robot "${name}"`);
+    if (!(await store.revokeRobot(name, Date.now())))
+      throw new RegistryError('NAME_UNKNOWN', `No active robot "${name}"`);
     await ctx.access.refresh();
     await audit(ctx, 'robot.revoke', name);
     sendEmpty(ctx, 204);
@@ -239,7 +289,14 @@ export async function routeApi(ctx: Context, registry: Registry): Promise<boolea
     requireAdmin(ctx);
     const since = ctx.query.get('since');
     const actor = ctx.query.get('actor');
-    sendJson(ctx, await store.listAudit({ ...(since ? { since: Date.parse(since) } : {}), ...(actor ? { actor } : {}), limit: Number(ctx.query.get('limit') ?? 1000) }));
+    sendJson(
+      ctx,
+      await store.listAudit({
+        ...(since ? { since: Date.parse(since) } : {}),
+        ...(actor ? { actor } : {}),
+        limit: Number(ctx.query.get('limit') ?? 1000),
+      }),
+    );
     return true;
   }
   if (path === '/whoami' && method === 'GET') {

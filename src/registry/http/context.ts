@@ -55,7 +55,10 @@ export function sendError(ctx: Context, error: unknown): void {
   if (error instanceof RegistryError) {
     if (error.status >= 500) ctx.log.error({ err: error }, 'request failed');
     if (error.code === 'UNAUTHORIZED' && !ctx.res.hasHeader('www-authenticate')) {
-      ctx.res.setHeader('www-authenticate', challenge(ctx, (error.detail as { scope?: string } | undefined)?.scope));
+      ctx.res.setHeader(
+        'www-authenticate',
+        challenge(ctx, (error.detail as { scope?: string } | undefined)?.scope),
+      );
     }
     sendJson(ctx, error.toBody(), { status: error.status, headers: { [Header.ApiVersion]: API_VERSION } });
     return;

@@ -9,9 +9,13 @@ function paginate<T>(ctx: Context, items: readonly T[]): { page: T[]; headers: R
   const start = (page - 1) * size;
   const links: string[] = [];
   const base = ctx.path;
-  const keep = [...ctx.query.entries()].filter(([k]) => k !== 'page' && k !== 'page_size').map(([k, v]) => `&${k}=${encodeURIComponent(v)}`).join('');
+  const keep = [...ctx.query.entries()]
+    .filter(([k]) => k !== 'page' && k !== 'page_size')
+    .map(([k, v]) => `&${k}=${encodeURIComponent(v)}`)
+    .join('');
   if (page > 1) links.push(`<${base}?page=${page - 1}&page_size=${size}${keep}>; rel="prev"`);
-  if (start + size < items.length) links.push(`<${base}?page=${page + 1}&page_size=${size}${keep}>; rel="next"`);
+  if (start + size < items.length)
+    links.push(`<${base}?page=${page + 1}&page_size=${size}${keep}>; rel="next"`);
   return {
     page: items.slice(start, start + size),
     headers: { 'x-total-count': String(items.length), ...(links.length ? { link: links.join(', ') } : {}) },
@@ -34,8 +38,11 @@ function idOf(name: string): number {
 export async function harborApi(ctx: Context, registry: Registry): Promise<boolean> {
   ctx.route = 'harbor';
   if ((ctx.req.method ?? 'GET') !== 'GET') return false;
-  if (ctx.access.enabled && ctx.caller.principal.kind === 'anonymous') throw new RegistryError('UNAUTHORIZED', 'Authentication required');
-  const visible = (await registry.listRepositories({ n: 1_000_000 })).filter((name) => ctx.access.canSee(ctx.caller, name));
+  if (ctx.access.enabled && ctx.caller.principal.kind === 'anonymous')
+    throw new RegistryError('UNAUTHORIZED', 'Authentication required');
+  const visible = (await registry.listRepositories({ n: 1_000_000 })).filter((name) =>
+    ctx.access.canSee(ctx.caller, name),
+  );
   const path = ctx.path.slice('/api/v2.0'.length);
   if (path === '/projects') {
     const projects = new Map<string, string[]>();
@@ -43,7 +50,12 @@ export async function harborApi(ctx: Context, registry: Registry): Promise<boole
       const project = name.split('/')[0] ?? name;
       projects.set(project, [...(projects.get(project) ?? []), name]);
     }
-    const list = [...projects.entries()].map(([name, repos]) => ({ project_id: idOf(name), name, repo_count: repos.length, metadata: { public: 'false' } }));
+    const list = [...projects.entries()].map(([name, repos]) => ({
+      project_id: idOf(name),
+      name,
+      repo_count: repos.length,
+      metadata: { public: 'false' },
+    }));
     const { page, headers } = paginate(ctx, list);
     sendJson(ctx, page, { headers });
     return true;
@@ -55,7 +67,15 @@ export async function harborApi(ctx: Context, registry: Registry): Promise<boole
     for (const name of visible.filter((n) => n.startsWith(`${project}/`))) {
       const manifests = await registry.listManifests(name);
       const latest = manifests[0]?.createdAt ?? 0;
-      list.push({ id: idOf(name), name, project_id: idOf(project), artifact_count: manifests.length, creation_time: iso(manifests.at(-1)?.createdAt ?? latest), update_time: iso(latest), pull_count: 0 });
+      list.push({
+        id: idOf(name),
+        name,
+        project_id: idOf(project),
+        artifact_count: manifests.length,
+        creation_time: iso(manifests.at(-1)?.createdAt ?? latest),
+        update_time: iso(latest),
+        pull_count: 0,
+      });
     }
     const { page, headers } = paginate(ctx, list);
     sendJson(ctx, page, { headers });
@@ -67,11 +87,17 @@ export async function harborApi(ctx: Context, registry: Registry): Promise<boole
     // Harbor clients encode "a/b" as a%252Fb; the URL layer turned that into a%2Fb, decode once more.
     const repository = decodeURIComponent(decodeURIComponent(artifacts[2] ?? ''));
     const name = `${project}/${repository}`;
-    if (!ctx.access.canSee(ctx.caller, name)) throw new RegistryError('NAME_UNKNOWN', `Repository "${name}" is not known`);
+    if (!ctx.access.canSee(ctx.caller, name))
+      throw new RegistryError('NAME_UNKNOWN', `Repository "${name}" is not known`);
     const withTag = ctx.query.get('with_tag') !== 'false';
     const list = (await registry.describeArtifacts(name)).map((a) => ({
       id: idOf(a.digest),
-      type: a.artifactType?.includes('image.config') || a.artifactType?.includes('container.image') || a.kind === 'index' ? 'IMAGE' : 'ARTIFACT',
+      type:
+        a.artifactType?.includes('image.config') ||
+        a.artifactType?.includes('container.image') ||
+        a.kind === 'index'
+          ? 'IMAGE'
+          : 'ARTIFACT',
       digest: a.digest,
       size: a.size,
       push_time: iso(a.createdAt),
@@ -82,8 +108,22 @@ export async function harborApi(ctx: Context, registry: Registry): Promise<boole
       project_id: idOf(project),
       repository_id: idOf(name),
       repository_name: name,
-      tags: withTag && a.tags.length > 0 ? a.tags.map((t) => ({ name: t.name, push_time: iso(t.updatedAt), repository_id: idOf(name), immutable: false })) : null,
-      references: a.children.length > 0 ? a.children.map((c) => ({ child_digest: c.digest, ...(c.platform ? { platform: c.platform } : {}) })) : null,
+      tags:
+        withTag && a.tags.length > 0
+          ? a.tags.map((t) => ({
+              name: t.name,
+              push_time: iso(t.updatedAt),
+              repository_id: idOf(name),
+              immutable: false,
+            }))
+          : null,
+      references:
+        a.children.length > 0
+          ? a.children.map((c) => ({
+              child_digest: c.digest,
+              ...(c.platform ? { platform: c.platform } : {}),
+            }))
+          : null,
       annotations: a.annotations ?? null,
     }));
     const { page, headers } = paginate(ctx, list);

@@ -79,6 +79,11 @@ export async function routeV2(ctx: Context, registry: Registry): Promise<boolean
   if (path === '/v2/_catalog') {
     ctx.route = 'catalog';
     if (method !== 'GET') throw methodNotAllowed(method, path);
+    if (ctx.access.enabled && ctx.caller.principal.kind === 'anonymous') {
+      throw new RegistryError('UNAUTHORIZED', 'Authentication required to list repositories', {
+        detail: { scope: 'registry:catalog:*' },
+      });
+    }
     await v2.catalog(ctx, registry);
     return true;
   }
@@ -103,12 +108,18 @@ function denied(ctx: Context, name: string, action: Action): never {
   const scope = `repository:${name}:${action === 'pull' ? 'pull' : `pull,${action}`}`;
   if (ctx.caller.claims) {
     ctx.res.setHeader('www-authenticate', challenge(ctx, scope, true));
-    throw new RegistryError('UNAUTHORIZED', `The token does not grant "${action}" on "${name}"`, { detail: { scope } });
+    throw new RegistryError('UNAUTHORIZED', `The token does not grant "${action}" on "${name}"`, {
+      detail: { scope },
+    });
   }
   if (ctx.caller.principal.kind === 'anonymous') {
-    throw new RegistryError('UNAUTHORIZED', `Authentication required to ${action} "${name}"`, { detail: { scope } });
+    throw new RegistryError('UNAUTHORIZED', `Authentication required to ${action} "${name}"`, {
+      detail: { scope },
+    });
   }
-  throw new RegistryError('DENIED', `${ctx.caller.principal.member} may not ${action} "${name}"`, { detail: { repository: name, action } });
+  throw new RegistryError('DENIED', `${ctx.caller.principal.member} may not ${action} "${name}"`, {
+    detail: { repository: name, action },
+  });
 }
 
 function methodNotAllowed(method: string, path: string): RegistryError {

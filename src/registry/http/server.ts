@@ -101,7 +101,10 @@ async function handle(ctx: Context, options: HttpHandlerOptions): Promise<void> 
   const { path } = ctx;
   const protectedPath = path.startsWith('/v2') || path.startsWith('/api/') || path === '/auth/token';
   if (protectedPath && ctx.access.enabled) {
-    ctx.caller = await ctx.access.authenticate(ctx.req.headers.authorization, ctx.req.socket.remoteAddress ?? '');
+    ctx.caller = await ctx.access.authenticate(
+      ctx.req.headers.authorization,
+      ctx.req.socket.remoteAddress ?? '',
+    );
   }
   if (path === '/auth/token') {
     await tokenEndpoint(ctx);

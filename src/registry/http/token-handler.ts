@@ -18,31 +18,51 @@ export async function tokenEndpoint(ctx: Context): Promise<void> {
     scopes = ctx.query.getAll('scope');
     service = ctx.query.get('service');
     principal = ctx.caller.principal;
-    if (ctx.caller.claims) throw new RegistryError('UNAUTHORIZED', 'Use Basic credentials to request a token, not a token');
+    if (ctx.caller.claims)
+      throw new RegistryError('UNAUTHORIZED', 'Use Basic credentials to request a token, not a token');
   } else if (method === 'POST') {
     const form = new URLSearchParams((await readSmallBody(ctx, 64 * 1024, 'form')).toString('utf8'));
     scopes = form.getAll('scope').flatMap((s) => s.split(' '));
     service = form.get('service');
     const grant = form.get('grant_type');
     if (grant === 'password') {
-      principal = await ctx.access.login(form.get('username') ?? '', form.get('password') ?? '', ctx.req.socket.remoteAddress ?? '');
+      principal = await ctx.access.login(
+        form.get('username') ?? '',
+        form.get('password') ?? '',
+        ctx.req.socket.remoteAddress ?? '',
+      );
     } else if (grant === 'refresh_token') {
       const claims = await ctx.access.tokens.verify(form.get('refresh_token') ?? '');
-      if (!claims) throw new RegistryError('UNAUTHORIZED', 'The refresh token is invalid or expired; log in again');
+      if (!claims)
+        throw new RegistryError('UNAUTHORIZED', 'The refresh token is invalid or expired; log in again');
       principal = principalFromSubject(claims.subject);
     } else {
-      throw new RegistryError('UNSUPPORTED', `grant_type "${grant ?? ''}" is not supported; use password or refresh_token`, { status: 400 });
+      throw new RegistryError(
+        'UNSUPPORTED',
+        `grant_type "${grant ?? ''}" is not supported; use password or refresh_token`,
+        { status: 400 },
+      );
     }
   } else {
-    throw new RegistryError('UNSUPPORTED', `Method ${method} is not supported on /auth/token`, { status: 405 });
+    throw new RegistryError('UNSUPPORTED', `Method ${method} is not supported on /auth/token`, {
+      status: 405,
+    });
   }
   if (service !== null && service !== ctx.access.tokens.service) {
-    throw new RegistryError('DENIED', `This registry issues tokens for service "${ctx.access.tokens.service}", not "${service}"`, { status: 400 });
+    throw new RegistryError(
+      'DENIED',
+      `This registry issues tokens for service "${ctx.access.tokens.service}", not "${service}"`,
+      { status: 400 },
+    );
   }
   if (principal === ANONYMOUS && ctx.access.enabled && scopes.length === 0) {
     throw new RegistryError('UNAUTHORIZED', 'Credentials are required for a token without scope');
   }
   const access = ctx.access.grant(principal, scopes);
   const { token, expiresIn, issuedAt } = await ctx.access.tokens.issue(principal.member, access);
-  sendJson(ctx, { token, access_token: token, expires_in: expiresIn, issued_at: issuedAt }, { headers: { 'cache-control': 'no-store' } });
+  sendJson(
+    ctx,
+    { token, access_token: token, expires_in: expiresIn, issued_at: issuedAt },
+    { headers: { 'cache-control': 'no-store' } },
+  );
 }

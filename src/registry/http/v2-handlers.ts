@@ -89,13 +89,19 @@ export async function catalog(ctx: Context, registry: Registry): Promise<void> {
 }
 
 /** Catalog pages holding only repositories the caller may see (pages are filled past hidden ones). */
-async function visibleRepositories(ctx: Context, registry: Registry, page: { n: number; last?: string }): Promise<string[]> {
+async function visibleRepositories(
+  ctx: Context,
+  registry: Registry,
+  page: { n: number; last?: string },
+): Promise<string[]> {
   if (!ctx.access.enabled) return registry.listRepositories(page);
   const out: string[] = [];
   let last = page.last;
   for (let round = 0; round < 100 && out.length < page.n; round++) {
     const batch = await registry.listRepositories({ n: 1000, ...(last === undefined ? {} : { last }) });
-    for (const name of batch) if (out.length < page.n && ctx.access.canSee(ctx.caller, name)) out.push(name);
+    // A bearer token for the catalog names no repositories; what the principal may see is what counts.
+    const who = { principal: ctx.caller.principal };
+    for (const name of batch) if (out.length < page.n && ctx.access.canSee(who, name)) out.push(name);
     if (batch.length < 1000) break;
     last = batch.at(-1);
   }
