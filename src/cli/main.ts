@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
 import { ConfigError } from '../registry/index.js';
+import { registerAdminCommands } from './admin-commands.js';
 import { registerArtifactCommands } from './artifact-commands.js';
 import { registerAuthCommands } from './auth-commands.js';
 import { registerCopy } from './copy-command.js';
@@ -25,6 +26,7 @@ export function buildProgram(): Command {
   registerCopy(program);
   registerArtifactCommands(program);
   registerInspectCommands(program);
+  registerAdminCommands(program);
   return program;
 }
 

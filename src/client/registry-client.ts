@@ -114,6 +114,7 @@ export class RegistryClient {
   readonly #transport: HttpTransport;
   readonly #ownsTransport: boolean;
   readonly #auth: Authenticator;
+  readonly #credentials: Credentials | undefined;
   readonly #retry: RetryPolicy;
   readonly #monolithicMax: number;
   readonly #chunkBytes: number | undefined;
@@ -130,6 +131,7 @@ export class RegistryClient {
         ...(options.ca ? { ca: options.ca } : {}),
       });
     this.#auth = new Authenticator(this.#transport, { credentials: options.credentials });
+    this.#credentials = options.credentials;
     this.#retry = options.retry ?? {};
     this.#monolithicMax = options.monolithicMaxBytes ?? 16 * 1024 * 1024;
     this.#chunkBytes = options.chunkBytes;
@@ -194,6 +196,33 @@ export class RegistryClient {
         ...(registryCode ? { registryCode } : {}),
       },
     );
+  }
+
+  /**
+   * Calls Airlock's management API (`/api/…`) with a JSON body, sending Basic credentials up front
+   * (management calls are made by people and robots with passwords, not with scoped tokens).
+   */
+  async api<T = unknown>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
+    const url = new URL(path, this.baseUrl);
+    const credentials = this.#credentials;
+    const authorization =
+      credentials && 'username' in credentials
+        ? `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString('base64')}`
+        : undefined;
+    const res = await this.#transport.send({
+      method,
+      url,
+      headers: {
+        accept: 'application/json',
+        ...(authorization ? { authorization } : {}),
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+      },
+      ...(body === undefined ? {} : { body: Buffer.from(JSON.stringify(body)) }),
+      ...(signal ? { signal } : {}),
+    });
+    if (res.status >= 400) throw await this.#failure(res, { method, path, scopes: [], ok: [] });
+    const text = await res.text(16 * 1024 * 1024);
+    return (text ? JSON.parse(text) : undefined) as T;
   }
 
   /** GET /v2/: true when the registry answers (with or without auth). */

@@ -32,6 +32,24 @@ function uploadHeaders(name: string, id: string, size: number): Record<string, s
   };
 }
 
+/** Writes who changed what to the audit log (and the log stream); reads are not audited. */
+async function recordAudit(
+  ctx: Context,
+  action: string,
+  target: string,
+  detail?: Record<string, unknown>,
+): Promise<void> {
+  const entry = {
+    at: Date.now(),
+    actor: ctx.caller.principal.member,
+    action,
+    target,
+    ...(detail ? { detail } : {}),
+  };
+  await ctx.access.store.appendAudit(entry);
+  ctx.log.info({ audit: entry }, 'audit');
+}
+
 /** Parses `Range: bytes=start-end` (also `start-` and `-suffix`) against a blob's size. */
 export function parseRangeHeader(value: string, size: number): ByteRange | undefined {
   const match = /^bytes=(\d*)-(\d*)$/.exec(value.trim());
@@ -173,6 +191,7 @@ export async function putManifest(
     body,
     contentType: ctx.req.headers['content-type'],
   });
+  await recordAudit(ctx, 'manifest.push', `${name}:${reference}`, { digest: result.digest });
   sendEmpty(ctx, 201, {
     location: `/v2/${name}/manifests/${result.digest}`,
     [Header.ContentDigest]: result.digest,
@@ -186,6 +205,7 @@ export async function deleteManifest(
   { name, ref: reference }: Target,
 ): Promise<void> {
   await registry.deleteManifest(name, reference);
+  await recordAudit(ctx, 'manifest.delete', `${name}:${reference}`);
   sendEmpty(ctx, 202);
 }
 
@@ -219,6 +239,7 @@ export async function deleteBlob(
   { name, ref: digest }: Target,
 ): Promise<void> {
   await registry.deleteBlob(name, digest);
+  await recordAudit(ctx, 'blob.delete', `${name}@${digest}`);
   sendEmpty(ctx, 202);
 }
 

@@ -1,0 +1,255 @@
+import type { Command } from 'commander';
+import type { RegistryClient } from '../client/index.js';
+import {
+  clientFor,
+  outputFor,
+  readStdin,
+  UsageError,
+  withClientOptions,
+  type ClientFlags,
+} from './common.js';
+
+interface Row {
+  [key: string]: unknown;
+}
+
+/** Splits `HOST/path...` into the registry host and the rest (a repository, prefix or nothing). */
+function hostAndPath(text: string): { host: string; path: string } {
+  const slash = text.indexOf('/');
+  const host = slash < 0 ? text : text.slice(0, slash);
+  if (!host) throw new UsageError(`"${text}" names no registry host`);
+  return { host, path: slash < 0 ? '' : text.slice(slash + 1) };
+}
+
+function table(rows: readonly Row[], columns: readonly string[]): string {
+  if (rows.length === 0) return '(none)';
+  const widths = columns.map((c) => Math.max(c.length, ...rows.map((r) => String(r[c] ?? '').length)));
+  const line = (cells: readonly string[]) =>
+    cells
+      .map((cell, i) => cell.padEnd(widths[i] ?? 0))
+      .join('  ')
+      .trimEnd();
+  return [
+    line(columns.map((c) => c.toUpperCase())),
+    ...rows.map((r) => line(columns.map((c) => String(r[c] ?? '')))),
+  ].join('\n');
+}
+
+async function withClient<T>(
+  host: string,
+  flags: ClientFlags,
+  use: (client: RegistryClient) => Promise<T>,
+): Promise<T> {
+  const client = await clientFor(host, flags);
+  try {
+    return await use(client);
+  } finally {
+    client.close();
+  }
+}
+
+async function newPassword(flags: { passwordStdin?: boolean; newPassword?: string }): Promise<string> {
+  if (flags.newPassword) return flags.newPassword;
+  if (flags.passwordStdin) return readStdin();
+  throw new UsageError('Give the new password on standard input with --new-password-stdin');
+}
+
+/** `repo`, `iam`, `user`, `robot` and `audit`: the management API from the command line. */
+export function registerAdminCommands(program: Command): void {
+  const repo = program.command('repo').description('Create, list and delete repositories');
+  withClientOptions(
+    repo
+      .command('create')
+      .argument('<repository>', 'HOST/PROJECT/REPO')
+      .option('--description <text>', 'description', '')
+      .option('--public', 'anyone may pull'),
+  )
+    .description('Create a repository')
+    .action(async (text: string, flags: ClientFlags & { description: string; public?: boolean }) => {
+      const out = outputFor(flags);
+      const { host, path } = hostAndPath(text);
+      const created = await withClient(host, flags, (c) =>
+        c.api('POST', '/api/v1/repositories', {
+          name: path,
+          description: flags.description,
+          public: flags.public ?? false,
+        }),
+      );
+      out.result(`Created repository ${host}/${path}`, created);
+    });
+  withClientOptions(repo.command('list').argument('<host>')).action(
+    async (host: string, flags: ClientFlags) => {
+      const out = outputFor(flags);
+      const list = await withClient(host, flags, (c) => c.api<Row[]>('GET', '/api/v1/repositories'));
+      out.result(table(list, ['name', 'public', 'description']), list);
+    },
+  );
+  withClientOptions(repo.command('delete').argument('<repository>', 'HOST/PROJECT/REPO')).action(
+    async (text: string, flags: ClientFlags) => {
+      const out = outputFor(flags);
+      const { host, path } = hostAndPath(text);
+      await withClient(host, flags, (c) =>
+        c.api('DELETE', `/api/v1/repositories/${encodeURIComponent(path)}`),
+      );
+      out.result(`Deleted repository ${host}/${path} and everything in it`, { deleted: path });
+    },
+  );
+
+  const iam = program.command('iam').description('Role bindings: who may pull, push, delete and manage');
+  const scopeOf = (path: string, flags: { registryWide?: boolean }): string =>
+    flags.registryWide ? '*' : path || '*';
+  withClientOptions(
+    iam
+      .command('add-binding')
+      .argument('<scope>', 'HOST/PROJECT/REPO, HOST/PROJECT/ (a prefix), or HOST with --registry-wide')
+      .requiredOption('--member <member>', 'user:NAME, robot:NAME or serviceAccount:NS/NAME@CLUSTER')
+      .requiredOption('--role <role>', 'reader, writer or admin')
+      .option('--registry-wide', 'bind on the whole registry'),
+  ).action(
+    async (text: string, flags: ClientFlags & { member: string; role: string; registryWide?: boolean }) => {
+      const out = outputFor(flags);
+      const { host, path } = hostAndPath(text);
+      const scope = scopeOf(path, flags);
+      const result = await withClient(host, flags, (c) =>
+        c.api('POST', '/api/v1/bindings', { member: flags.member, role: flags.role, scope }),
+      );
+      out.result(`Granted ${flags.role} on "${scope}" to ${flags.member}`, result);
+    },
+  );
+  withClientOptions(
+    iam
+      .command('remove-binding')
+      .argument('<scope>')
+      .requiredOption('--member <member>', 'the member to remove')
+      .option('--registry-wide', 'the binding is on the whole registry'),
+  ).action(async (text: string, flags: ClientFlags & { member: string; registryWide?: boolean }) => {
+    const out = outputFor(flags);
+    const { host, path } = hostAndPath(text);
+    const scope = scopeOf(path, flags);
+    await withClient(host, flags, (c) =>
+      c.api(
+        'DELETE',
+        `/api/v1/bindings?member=${encodeURIComponent(flags.member)}&scope=${encodeURIComponent(scope)}`,
+      ),
+    );
+    out.result(`Removed the binding of ${flags.member} on "${scope}"`, { member: flags.member, scope });
+  });
+  withClientOptions(
+    iam.command('list').argument('<scope>', 'HOST (all bindings) or HOST/PROJECT/REPO'),
+  ).action(async (text: string, flags: ClientFlags) => {
+    const out = outputFor(flags);
+    const { host, path } = hostAndPath(text);
+    const list = await withClient(host, flags, (c) =>
+      c.api<Row[]>('GET', `/api/v1/bindings${path ? `?scope=${encodeURIComponent(path)}` : ''}`),
+    );
+    out.result(table(list, ['scope', 'member', 'role']), list);
+  });
+
+  const user = program.command('user').description('Registry users (passwords are stored as scrypt hashes)');
+  withClientOptions(
+    user
+      .command('add')
+      .argument('<host>')
+      .argument('<name>')
+      .option('--new-password-stdin', "read the new user's password from standard input"),
+  ).action(async (host: string, name: string, flags: ClientFlags & { newPasswordStdin?: boolean }) => {
+    const out = outputFor(flags);
+    const password = await newPassword({ ...(flags.newPasswordStdin ? { passwordStdin: true } : {}) });
+    await withClient(host, flags, (c) => c.api('POST', '/api/v1/users', { name, password }));
+    out.result(`Added user ${name}`, { name });
+  });
+  withClientOptions(
+    user
+      .command('passwd')
+      .argument('<host>')
+      .argument('<name>')
+      .option('--new-password-stdin', 'read the new password from standard input'),
+  ).action(async (host: string, name: string, flags: ClientFlags & { newPasswordStdin?: boolean }) => {
+    const out = outputFor(flags);
+    const password = await newPassword({ ...(flags.newPasswordStdin ? { passwordStdin: true } : {}) });
+    await withClient(host, flags, (c) =>
+      c.api('PUT', `/api/v1/users/${encodeURIComponent(name)}/password`, { password }),
+    );
+    out.result(`Changed the password of ${name}`, { name });
+  });
+  withClientOptions(user.command('remove').argument('<host>').argument('<name>')).action(
+    async (host: string, name: string, flags: ClientFlags) => {
+      const out = outputFor(flags);
+      await withClient(host, flags, (c) => c.api('DELETE', `/api/v1/users/${encodeURIComponent(name)}`));
+      out.result(`Removed user ${name} and their bindings`, { name });
+    },
+  );
+  withClientOptions(user.command('list').argument('<host>')).action(
+    async (host: string, flags: ClientFlags) => {
+      const out = outputFor(flags);
+      const list = await withClient(host, flags, (c) => c.api<Row[]>('GET', '/api/v1/users'));
+      out.result(table(list, ['name', 'createdAt']), list);
+    },
+  );
+
+  const robot = program
+    .command('robot')
+    .description('Robot accounts: long random secrets for pipelines, shown once');
+  withClientOptions(
+    robot
+      .command('create')
+      .argument('<host>')
+      .argument('<name>')
+      .option('--description <text>', 'what it is for', '')
+      .option('--expires-days <n>', 'expire after this many days'),
+  ).action(
+    async (
+      host: string,
+      name: string,
+      flags: ClientFlags & { description: string; expiresDays?: string },
+    ) => {
+      const out = outputFor(flags);
+      const days = flags.expiresDays === undefined ? undefined : Number(flags.expiresDays);
+      if (days !== undefined && !(days > 0))
+        throw new UsageError(`--expires-days "${flags.expiresDays}" must be a positive number`);
+      const created = await withClient(host, flags, (c) =>
+        c.api<{ username: string; secret: string }>('POST', '/api/v1/robots', {
+          name,
+          description: flags.description,
+          ...(days ? { expiresInDays: days } : {}),
+        }),
+      );
+      out.result(`Robot ${created.username} created. Its secret (shown once):\n${created.secret}`, created);
+    },
+  );
+  withClientOptions(robot.command('revoke').argument('<host>').argument('<name>')).action(
+    async (host: string, name: string, flags: ClientFlags) => {
+      const out = outputFor(flags);
+      await withClient(host, flags, (c) => c.api('DELETE', `/api/v1/robots/${encodeURIComponent(name)}`));
+      out.result(`Revoked robot ${name}`, { name, revoked: true });
+    },
+  );
+  withClientOptions(robot.command('list').argument('<host>')).action(
+    async (host: string, flags: ClientFlags) => {
+      const out = outputFor(flags);
+      const list = await withClient(host, flags, (c) => c.api<Row[]>('GET', '/api/v1/robots'));
+      out.result(table(list, ['name', 'description', 'createdAt', 'expiresAt', 'revoked']), list);
+    },
+  );
+
+  withClientOptions(
+    program
+      .command('audit')
+      .argument('<host>')
+      .option('--since <time>', 'ISO time')
+      .option('--actor <member>', 'only this member'),
+  )
+    .description('Show the audit log: pushes, deletes, role and user changes')
+    .action(async (host: string, flags: ClientFlags & { since?: string; actor?: string }) => {
+      const out = outputFor(flags);
+      const query = new URLSearchParams({
+        ...(flags.since ? { since: flags.since } : {}),
+        ...(flags.actor ? { actor: flags.actor } : {}),
+      }).toString();
+      const list = await withClient(host, flags, (c) =>
+        c.api<Row[]>('GET', `/api/v1/audit${query ? `?${query}` : ''}`),
+      );
+      const rows = list.map((e) => ({ ...e, at: new Date(Number(e.at)).toISOString() }));
+      out.result(table(rows, ['at', 'actor', 'action', 'target']), list);
+    });
+}
