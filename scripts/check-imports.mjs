@@ -7,15 +7,16 @@ import { join, dirname, resolve, relative } from 'node:path';
 const ALLOWED = {
   oci: [],
   log: [],
+  pki: [],
   storage: ['oci', 'log'],
   client: ['oci', 'log'],
   kube: ['client', 'oci', 'log'],
-  registry: ['storage', 'client', 'oci', 'log'],
-  sign: ['client', 'oci', 'log'],
+  registry: ['storage', 'client', 'oci', 'log', 'pki'],
+  sign: ['client', 'oci', 'log', 'pki'],
   sync: ['kube', 'sign', 'client', 'oci', 'log'],
   mirror: ['registry', 'storage', 'client', 'oci', 'log'],
   bundle: ['registry', 'client', 'oci', 'log'],
-  cli: ['registry', 'storage', 'client', 'sign', 'sync', 'kube', 'mirror', 'bundle', 'oci', 'log'],
+  cli: ['registry', 'storage', 'client', 'sign', 'sync', 'kube', 'mirror', 'bundle', 'oci', 'log', 'pki'],
 };
 
 const SRC = resolve('src');

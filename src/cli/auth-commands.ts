@@ -1,14 +1,20 @@
 import type { Command } from 'commander';
 import {
   CredentialStore,
-  RegistryClient,
   eraseCredentials,
   readDockerConfig,
   storeCredentials,
   writeDockerConfig,
   dockerConfigPath,
 } from '../client/index.js';
-import { outputFor, readStdin, UsageError, withClientOptions, type ClientFlags } from './common.js';
+import {
+  clientFor,
+  outputFor,
+  readStdin,
+  UsageError,
+  withClientOptions,
+  type ClientFlags,
+} from './common.js';
 
 /** `login`, `logout` and `auth configure-docker`. */
 export function registerAuthCommands(program: Command): void {
@@ -24,11 +30,7 @@ export function registerAuthCommands(program: Command): void {
     if (password === undefined || password === '')
       throw new UsageError('login needs a password: pass it with --password-stdin');
     const credentials = { username: flags.username, password };
-    const client = new RegistryClient(host, {
-      credentials,
-      ...(flags.plainHttp ? { plainHttp: true } : {}),
-      ...(flags.insecure ? { insecure: true } : {}),
-    });
+    const client = await clientFor(host, { ...flags, password, passwordStdin: false });
     try {
       await client.ping();
     } finally {

@@ -51,7 +51,7 @@ export function registerCopy(program: Command): void {
         });
         target = await openTarget(parseImageLocation(destinationText), clients);
         const progress = new ProgressLine({ json: out.json, quiet: out.quiet });
-      const result = await copyImage(source, target, {
+        const result = await copyImage(source, target, {
           ...(flags.platform ? { platform: parsePlatform(flags.platform) } : {}),
           withReferrers: flags.withReferrers ?? false,
           concurrency: Math.max(1, Number(flags.jobs) || 4),

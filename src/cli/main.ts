@@ -4,6 +4,7 @@ import { ConfigError } from '../registry/index.js';
 import { registerAdminCommands } from './admin-commands.js';
 import { registerArtifactCommands } from './artifact-commands.js';
 import { registerAuthCommands } from './auth-commands.js';
+import { registerCerts } from './certs-command.js';
 import { registerCopy } from './copy-command.js';
 import { registerInspectCommands } from './inspect-commands.js';
 import { UsageError } from './common.js';
@@ -27,6 +28,7 @@ export function buildProgram(): Command {
   registerArtifactCommands(program);
   registerInspectCommands(program);
   registerAdminCommands(program);
+  registerCerts(program);
   return program;
 }
 

@@ -22,7 +22,10 @@ export function registerServe(program: Command): void {
     .option('-c, --config <file>', 'YAML or JSON config file (env AIRLOCK_CONFIG)')
     .option('--addr <host:port>', 'address to listen on (default 127.0.0.1:5000, env AIRLOCK_ADDR)')
     .option('--data <dir>', 'data folder (default ./airlock-data, env AIRLOCK_DATA)')
-    .option('--init-admin <name>', 'create this admin user if none exists (password: AIRLOCK_ADMIN_PASSWORD, else printed once)')
+    .option(
+      '--init-admin <name>',
+      'create this admin user if none exists (password: AIRLOCK_ADMIN_PASSWORD, else printed once)',
+    )
     .option('--allow-anonymous', 'serve a non-loopback address without authentication')
     .option('--auth <mode>', 'auto (on once a user exists) or on (default auto, env AIRLOCK_AUTH)')
     .option('--tls-cert <file>', 'PEM certificate for HTTPS (env AIRLOCK_TLS_CERT)')

@@ -110,7 +110,10 @@ export function verifyingStream(expected: Digest, expectedSize?: number): Transf
 /** A client for one registry host, speaking the OCI Distribution API with auth, retries and streaming. */
 export class RegistryClient {
   readonly host: string;
-  readonly baseUrl: string;
+  /** `http(s)://host`; for a local host without --plain-http it may switch to https after the first call. */
+  baseUrl: string;
+  /** Local hosts start on plain HTTP and move to HTTPS when the server turns out to speak TLS. */
+  #schemeUndecided: boolean;
   readonly #transport: HttpTransport;
   readonly #ownsTransport: boolean;
   readonly #auth: Authenticator;
@@ -123,6 +126,7 @@ export class RegistryClient {
     this.host = host === 'docker.io' ? 'registry-1.docker.io' : host;
     const plain = options.plainHttp ?? isLocalHost(this.host);
     this.baseUrl = `${plain ? 'http' : 'https'}://${this.host}`;
+    this.#schemeUndecided = options.plainHttp === undefined && plain;
     this.#ownsTransport = options.transport === undefined;
     this.#transport =
       options.transport ??
@@ -143,6 +147,28 @@ export class RegistryClient {
 
   /** Sends one API call with auth, retries and error mapping; the caller reads or drains the body. */
   async #call(options: CallOptions): Promise<HttpResponse> {
+    if (!this.#schemeUndecided) return this.#callOnce(options);
+    try {
+      const res = await this.#callOnce(options);
+      this.#schemeUndecided = false;
+      return res;
+    } catch (error) {
+      // A TLS server hangs up on plain HTTP: speak HTTPS to it from now on (crane does the same).
+      if (!(
+        error instanceof ClientError &&
+        error.code === 'NETWORK' &&
+        /hang up|ECONNRESET|EPROTO|HPE_/i.test(
+          `${error.message} ${String((error as { errno?: unknown }).errno)}`,
+        )
+      ))
+        throw error;
+      this.#schemeUndecided = false;
+      this.baseUrl = `https://${this.host}`;
+      return this.#callOnce(options);
+    }
+  }
+
+  async #callOnce(options: CallOptions): Promise<HttpResponse> {
     const url = new URL(options.path, this.baseUrl);
     const res = await withRetry(
       async () => {
