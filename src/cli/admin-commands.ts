@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import type { RegistryClient } from '../client/index.js';
 import {
@@ -229,6 +230,49 @@ export function registerAdminCommands(program: Command): void {
       const out = outputFor(flags);
       const list = await withClient(host, flags, (c) => c.api<Row[]>('GET', '/api/v1/robots'));
       out.result(table(list, ['name', 'description', 'createdAt', 'expiresAt', 'revoked']), list);
+    },
+  );
+
+  const cluster = program
+    .command('cluster')
+    .description('Kubernetes clusters whose service-account tokens the registry accepts');
+  withClientOptions(
+    cluster
+      .command('trust')
+      .argument('<host>')
+      .argument('<name>', 'cluster name, used in members serviceAccount:NS/NAME@CLUSTER')
+      .requiredOption(
+        '--issuer <url>',
+        "the cluster's service-account issuer (kube-apiserver --service-account-issuer)",
+      )
+      .option('--jwks <file>', 'static JWKS (kubectl get --raw /openid/v1/jwks) for air-gapped set-ups'),
+  ).action(async (host: string, name: string, flags: ClientFlags & { issuer: string; jwks?: string }) => {
+    const out = outputFor(flags);
+    let jwks: unknown;
+    if (flags.jwks) {
+      try {
+        jwks = JSON.parse(await readFile(flags.jwks, 'utf8'));
+      } catch (error) {
+        throw new UsageError(`Cannot read --jwks "${flags.jwks}": ${(error as Error).message}`);
+      }
+    }
+    const result = await withClient(host, flags, (c) =>
+      c.api('POST', '/api/v1/clusters', { name, issuer: flags.issuer, ...(jwks ? { jwks } : {}) }),
+    );
+    out.result(`Trusting service-account tokens of cluster ${name} (issuer ${flags.issuer})`, result);
+  });
+  withClientOptions(cluster.command('list').argument('<host>')).action(
+    async (host: string, flags: ClientFlags) => {
+      const out = outputFor(flags);
+      const list = await withClient(host, flags, (c) => c.api<Row[]>('GET', '/api/v1/clusters'));
+      out.result(table(list, ['name', 'issuer', 'staticJwks']), list);
+    },
+  );
+  withClientOptions(cluster.command('remove').argument('<host>').argument('<name>')).action(
+    async (host: string, name: string, flags: ClientFlags) => {
+      const out = outputFor(flags);
+      await withClient(host, flags, (c) => c.api('DELETE', `/api/v1/clusters/${encodeURIComponent(name)}`));
+      out.result(`No longer trusting cluster ${name}`, { name });
     },
   );
 

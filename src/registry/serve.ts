@@ -9,6 +9,8 @@ import { FsBlobStore, openSqliteStores, type AuthStore } from '../storage/index.
 import { AccessControl } from './auth/access.js';
 import { hashPassword } from './auth/password.js';
 import { TokenService } from './auth/tokens.js';
+import { ServiceAccountVerifier } from './auth/service-accounts.js';
+import { HttpTransport } from '../client/index.js';
 import { ConfigError } from './config.js';
 import { isLoopback, parseAddr, type ServeConfig } from './config.js';
 import { createHttpServer, createRequestListener } from './http/server.js';
@@ -73,7 +75,8 @@ export async function startRegistry(
     lifetimeSeconds: config.tokenLifetimeSeconds,
   });
   await tokens.init();
-  const access = new AccessControl({ store: authStore, tokens, enabled });
+  const serviceAccounts = new ServiceAccountVerifier({ store: authStore, fetchJson: fetchJsonWithSystemCas });
+  const access = new AccessControl({ store: authStore, tokens, enabled, serviceAccounts });
   await access.refresh();
   const tls = config.tlsCert || config.tlsKey ? await loadTls(config) : undefined;
 
@@ -159,5 +162,21 @@ async function loadTls(config: ServeConfig): Promise<{ cert: Buffer; key: Buffer
     return { cert: await readFile(config.tlsCert), key: await readFile(config.tlsKey) };
   } catch (error) {
     throw new ConfigError(`Cannot read the TLS certificate or key: ${(error as Error).message}`);
+  }
+}
+
+/** OIDC discovery documents and key sets, fetched with the system's and Node's CAs (64 KiB cap). */
+async function fetchJsonWithSystemCas(url: string): Promise<unknown> {
+  const transport = new HttpTransport();
+  try {
+    const res = await transport.send({
+      method: 'GET',
+      url: new URL(url),
+      headers: { accept: 'application/json' },
+    });
+    if (res.status !== 200) throw new Error(`${url} answered HTTP ${res.status}`);
+    return JSON.parse(await res.text(64 * 1024)) as unknown;
+  } finally {
+    transport.close();
   }
 }

@@ -3,6 +3,7 @@ import { RegistryError } from '../errors.js';
 import { sameHash, sha256, verifyPassword } from './password.js';
 import { ANONYMOUS, grantedActions, registryActions, type Action, type Principal } from './policy.js';
 import { parseScopes, tokenAllows, type AccessClaim, type TokenClaims, type TokenService } from './tokens.js';
+import type { ServiceAccountVerifier } from './service-accounts.js';
 
 /** An authenticated request: who, and (for bearer tokens) exactly what the token grants. */
 export interface Caller {
@@ -13,6 +14,8 @@ export interface Caller {
 export interface AccessControlOptions {
   readonly store: AuthStore;
   readonly tokens: TokenService;
+  /** Verifies Kubernetes service-account tokens from trusted clusters. Default: none accepted. */
+  readonly serviceAccounts?: ServiceAccountVerifier;
   /** When false every request is allowed (the open embedded default on loopback). */
   readonly enabled: boolean;
   readonly now?: () => number;
@@ -40,6 +43,7 @@ export class AccessControl {
   readonly enabled: boolean;
   readonly tokens: TokenService;
   readonly store: AuthStore;
+  readonly serviceAccounts: ServiceAccountVerifier | undefined;
   readonly #now: () => number;
   readonly #maxFailures: number;
   readonly #credentials = new Map<string, { principal: Principal; until: number }>();
@@ -51,6 +55,7 @@ export class AccessControl {
     this.enabled = options.enabled;
     this.tokens = options.tokens;
     this.store = options.store;
+    this.serviceAccounts = options.serviceAccounts;
     this.#now = options.now ?? Date.now;
     this.#maxFailures = options.maxFailures ?? 10;
   }
@@ -62,6 +67,7 @@ export class AccessControl {
       (await this.store.listRepositorySettings()).filter((r) => r.publicRead).map((r) => r.name),
     );
     this.#credentials.clear();
+    await this.serviceAccounts?.refresh();
   }
 
   #throttle(key: string): void {
@@ -84,6 +90,13 @@ export class AccessControl {
   async login(username: string, password: string, address = ''): Promise<Principal> {
     const key = `${username}\u0000${address}`;
     this.#throttle(key);
+    if (username === 'serviceaccount' || username === 'kubernetes') {
+      // A service-account token given as the password (how docker-style clients carry it).
+      const principal = await this.serviceAccounts?.verify(password);
+      if (!principal) this.#fail(key);
+      this.#failures.delete(key);
+      return principal;
+    }
     const robotName = /^robot[$:](.+)$/.exec(username)?.[1];
     if (robotName !== undefined) {
       const robot = await this.store.getRobot(robotName);
@@ -112,6 +125,10 @@ export class AccessControl {
     const value = authorization.slice(space + 1).trim();
     if (scheme === 'bearer') {
       const claims = await this.tokens.verify(value);
+      if (!claims && this.serviceAccounts?.claimsTrustedIssuer(value)) {
+        const principal = await this.serviceAccounts.verify(value);
+        if (principal) return { principal };
+      }
       if (!claims)
         throw new RegistryError('UNAUTHORIZED', 'The bearer token is invalid or expired; request a new one');
       return { principal: principalFromSubject(claims.subject), claims };

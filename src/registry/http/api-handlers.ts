@@ -285,6 +285,60 @@ export async function routeApi(ctx: Context, registry: Registry): Promise<boolea
     return true;
   }
 
+  if (path === '/clusters') {
+    requireAdmin(ctx);
+    if (method === 'GET') {
+      sendJson(
+        ctx,
+        (await store.listClusters()).map((c) => ({
+          name: c.name,
+          issuer: c.issuer,
+          staticJwks: c.jwks !== undefined,
+        })),
+      );
+      return true;
+    }
+    if (method === 'POST') {
+      const data = await body(ctx);
+      const name = field(data, 'name') as string;
+      if (!/^[a-z0-9.-]{1,128}$/.test(name))
+        throw badRequest(`Invalid cluster name "${name}": lower-case letters, digits, "." and "-"`);
+      const issuer = field(data, 'issuer') as string;
+      let jwks: string | undefined;
+      if (data.jwks !== undefined) {
+        const parsed = typeof data.jwks === 'string' ? (JSON.parse(data.jwks) as unknown) : data.jwks;
+        if (
+          typeof parsed !== 'object' ||
+          parsed === null ||
+          !Array.isArray((parsed as { keys?: unknown }).keys)
+        ) {
+          throw badRequest('jwks must be a JSON Web Key Set: {"keys": [...]}');
+        }
+        jwks = JSON.stringify(parsed);
+      } else if (!/^https:\/\//.test(issuer)) {
+        throw badRequest(
+          'Without a static jwks the issuer must be an https URL whose OIDC discovery the registry can reach',
+        );
+      }
+      await store.putCluster({ name, issuer, createdAt: Date.now(), ...(jwks ? { jwks } : {}) });
+      await ctx.access.refresh();
+      await audit(ctx, 'cluster.trust', name, { issuer });
+      sendJson(ctx, { name, issuer, staticJwks: jwks !== undefined }, { status: 201 });
+      return true;
+    }
+  }
+  const clusterMatch = /^\/clusters\/([^/]+)$/.exec(path);
+  if (clusterMatch && method === 'DELETE') {
+    requireAdmin(ctx);
+    const name = decodeURIComponent(clusterMatch[1] ?? '');
+    if (!(await store.deleteCluster(name)))
+      throw new RegistryError('NAME_UNKNOWN', `No trusted cluster "${name}"`);
+    await ctx.access.refresh();
+    await audit(ctx, 'cluster.remove', name);
+    sendEmpty(ctx, 204);
+    return true;
+  }
+
   if (path === '/audit' && method === 'GET') {
     requireAdmin(ctx);
     const since = ctx.query.get('since');
