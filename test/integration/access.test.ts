@@ -240,8 +240,25 @@ describe('access control', () => {
     await api('POST', '/api/v1/bindings', { member: 'robot:temp', role: 'reader', scope: 'p/app' });
     headers.set('temp', basic('robot$temp', secret));
     assert.equal((await call('temp', 'GET', '/v2/p/app/tags/list')).status, 200);
+    const before = (await (
+      await call('temp', 'GET', '/auth/token?service=airlock&scope=repository:p/app:pull')
+    ).json()) as { token: string };
     assert.equal((await api('DELETE', '/api/v1/robots/temp')).status, 204);
     assert.equal((await call('temp', 'GET', '/v2/p/app/tags/list')).status, 401);
+    // Its last token cannot be refreshed into a new one.
+    const form = new URLSearchParams({
+      grant_type: 'refresh_token',
+      refresh_token: before.token,
+      service: 'airlock',
+      scope: 'repository:p/app:pull,push',
+    });
+    const refreshed = await fetch(`${reg.url}/auth/token`, {
+      method: 'POST',
+      body: form,
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    });
+    assert.equal(refreshed.status, 401);
+    assert.match(await refreshed.text(), /robot:temp is no longer active/);
   });
 
   it('rate-limits repeated wrong passwords with 429 TOOMANYREQUESTS', async () => {

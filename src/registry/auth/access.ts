@@ -117,6 +117,21 @@ export class AccessControl {
     return { kind: 'user', member: `user:${username}` };
   }
 
+  /** Whether a principal's account still exists and is usable (token refreshes check this). */
+  async isActive(principal: Principal): Promise<boolean> {
+    if (principal.kind === 'user')
+      return (await this.store.getUser(principal.member.slice('user:'.length))) !== undefined;
+    if (principal.kind === 'robot') {
+      const robot = await this.store.getRobot(principal.member.slice('robot:'.length));
+      return (
+        robot !== undefined &&
+        robot.revokedAt === undefined &&
+        (robot.expiresAt === undefined || robot.expiresAt > this.#now())
+      );
+    }
+    return principal.kind === 'serviceAccount';
+  }
+
   /** Reads the Authorization header: nothing is anonymous; Basic and Bearer are checked. */
   async authenticate(authorization: string | undefined, address = ''): Promise<Caller> {
     if (!authorization) return { principal: ANONYMOUS };

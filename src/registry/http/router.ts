@@ -70,7 +70,8 @@ export async function routeV2(ctx: Context, registry: Registry): Promise<boolean
   if (path === '/v2/' || path === '/v2') {
     ctx.route = 'base';
     if (method !== 'GET' && method !== 'HEAD') throw methodNotAllowed(method, path);
-    if (ctx.access.enabled && ctx.caller.principal.kind === 'anonymous') {
+    // Any valid token answers the version check, an anonymous one too (as the reference registry does).
+    if (ctx.access.enabled && ctx.caller.principal.kind === 'anonymous' && !ctx.caller.claims) {
       throw new RegistryError('UNAUTHORIZED', 'Authentication required');
     }
     v2.base(ctx);

@@ -1,5 +1,5 @@
 import { RegistryError } from '../errors.js';
-import { ANONYMOUS, type Principal } from '../auth/policy.js';
+import type { Principal } from '../auth/policy.js';
 import { principalFromSubject } from '../auth/access.js';
 import { readSmallBody, sendJson, type Context } from './context.js';
 
@@ -36,6 +36,10 @@ export async function tokenEndpoint(ctx: Context): Promise<void> {
       if (!claims)
         throw new RegistryError('UNAUTHORIZED', 'The refresh token is invalid or expired; log in again');
       principal = principalFromSubject(claims.subject);
+      // A refresh must not outlive the account: a removed user or a revoked or expired robot gets nothing.
+      if (!(await ctx.access.isActive(principal))) {
+        throw new RegistryError('UNAUTHORIZED', `${principal.member} is no longer active; log in again`);
+      }
     } else {
       throw new RegistryError(
         'UNSUPPORTED',
@@ -54,9 +58,6 @@ export async function tokenEndpoint(ctx: Context): Promise<void> {
       `This registry issues tokens for service "${ctx.access.tokens.service}", not "${service}"`,
       { status: 400 },
     );
-  }
-  if (principal === ANONYMOUS && ctx.access.enabled && scopes.length === 0) {
-    throw new RegistryError('UNAUTHORIZED', 'Credentials are required for a token without scope');
   }
   const access = ctx.access.grant(principal, scopes);
   const { token, expiresIn, issuedAt } = await ctx.access.tokens.issue(principal.member, access);
