@@ -370,11 +370,18 @@ export function renderSection(r: BenchResults): string {
     .join('\n');
 }
 
-const BEGIN = '<!-- registry-bench:begin -->';
-const END = '<!-- registry-bench:end -->';
-
-/** Writes the section into BENCHMARKS.md between markers, replacing an earlier one; other text stays. */
-export async function updateBenchmarksFile(path: string, section: string): Promise<void> {
+/**
+ * Writes the section into BENCHMARKS.md between `<!-- NAME:begin -->` and `<!-- NAME:end -->` markers
+ * (NAME is `registry-bench` unless `where.marker` says otherwise), replacing an earlier one; other text stays.
+ */
+export async function updateBenchmarksFile(
+  path: string,
+  section: string,
+  where: { marker?: string } = {},
+): Promise<void> {
+  const marker = where.marker ?? 'registry-bench';
+  const BEGIN = `<!-- ${marker}:begin -->`;
+  const END = `<!-- ${marker}:end -->`;
   let text: string;
   try {
     text = await readFile(path, 'utf8');

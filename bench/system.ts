@@ -56,7 +56,8 @@ export async function exec(
   });
 }
 
-async function firstLine(command: string, args: readonly string[]): Promise<string> {
+/** The first line a command prints (stdout, else stderr), e.g. its version; 'unknown' when it cannot run. */
+export async function firstLine(command: string, args: readonly string[]): Promise<string> {
   try {
     const result = await exec(command, args, { timeoutMs: 10_000 });
     return (result.stdout + result.stderr).trim().split('\n')[0]?.trim() ?? '';
