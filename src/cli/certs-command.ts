@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { createCa, createServerCertificate, type Pem } from '../pki/index.js';
+import type { Pem } from '../pki/index.js';
 import { outputFor, UsageError } from './common.js';
 
 function collect(value: string, previous: string[] = []): string[] {
@@ -47,6 +47,7 @@ export function registerCerts(program: Command): void {
       const days = Number(flags.days);
       if (!Number.isInteger(days) || days <= 0)
         throw new UsageError(`--days "${flags.days}" must be a positive whole number`);
+      const { createCa, createServerCertificate } = await import('../pki/index.js');
       const dir = resolve(flags.dir);
       await mkdir(dir, { recursive: true, mode: 0o700 });
       let ca = await readPem(dir);

@@ -1,6 +1,5 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
-import { ConfigError } from '../registry/index.js';
 import { registerAdminCommands } from './admin-commands.js';
 import { registerArtifactCommands } from './artifact-commands.js';
 import { registerAuthCommands } from './auth-commands.js';
@@ -41,7 +40,8 @@ async function main(): Promise<void> {
       process.exitCode = error.exitCode === 0 ? 0 : 2;
       return;
     }
-    if (error instanceof ConfigError || error instanceof UsageError) {
+    // ConfigError is matched by name so that the registry's modules load only for `serve`.
+    if (error instanceof UsageError || (error instanceof Error && error.name === 'ConfigError')) {
       out.error(error.message);
       process.exitCode = 2;
       return;

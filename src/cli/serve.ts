@@ -1,6 +1,4 @@
 import type { Command } from 'commander';
-import { createLogger } from '../log/index.js';
-import { loadServeConfig, startRegistry } from '../registry/index.js';
 
 interface ServeFlags {
   config?: string;
@@ -36,6 +34,9 @@ export function registerServe(program: Command): void {
     )
     .action(async (flags: ServeFlags) => {
       const file = flags.config ?? process.env.AIRLOCK_CONFIG;
+      // Loaded here, not at the top: other commands start faster without the server's modules.
+      const { createLogger } = await import('../log/index.js');
+      const { loadServeConfig, startRegistry } = await import('../registry/index.js');
       const config = await loadServeConfig({
         ...(file ? { file } : {}),
         flags: {

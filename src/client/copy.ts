@@ -128,7 +128,9 @@ export async function copyImage(
       );
       const unique = [...new Map(blobs.map((d) => [d.digest, d])).values()];
       await bounded(unique, concurrency, async (descriptor) => {
-        const result = await target.putBlob(descriptor, () => source.blob(descriptor, signal), {
+        // Every target checks the digest as it stores (registries, layouts, archives), so the
+        // source does not hash the bytes a second time.
+        const result = await target.putBlob(descriptor, () => source.blob(descriptor, signal, false), {
           source,
           ...(signal ? { signal } : {}),
         });

@@ -10,7 +10,11 @@ export interface ImageSource {
   root(signal?: AbortSignal): Promise<ManifestResult>;
   manifest(digest: Digest, signal?: AbortSignal): Promise<ManifestResult>;
   /** A blob's bytes; implementations verify the digest while streaming. */
-  blob(descriptor: Descriptor, signal?: AbortSignal): Promise<Readable>;
+  /**
+   * A blob's bytes, verified against the digest while streaming unless `verify` is false (for a
+   * destination that checks the digest itself, so the bytes are hashed once).
+   */
+  blob(descriptor: Descriptor, signal?: AbortSignal, verify?: boolean): Promise<Readable>;
   /** Manifests whose subject is `digest`; empty when the store cannot tell. */
   referrers(digest: Digest, signal?: AbortSignal): Promise<Descriptor[]>;
   close(): Promise<void>;

@@ -182,9 +182,10 @@ export class RegistryClient {
           });
         let response = await send(this.#auth.header(options.scopes));
         if (response.status === 401) {
-          await response.drain();
           const authorization = await this.#auth.respond(response, options.scopes, options.signal);
+          // Unanswerable: the body (the registry's error) is left for the failure message.
           if (authorization === undefined) return { done: response };
+          await response.drain();
           response = await send(authorization);
         }
         if (isRetryableStatus(response.status) && !options.ok.includes(response.status)) {
@@ -327,7 +328,8 @@ export class RegistryClient {
     });
     await res.drain();
     const digest = digestOf(manifest.bytes);
-    if (!res.header(Header.OciSubject)) await this.#updateReferrersTag(repository, digest, manifest, signal);
+    if (!res.header(Header.OciSubject))
+      await this.#updateReferrersTag(repository, { ...manifest, digest }, signal);
     return digest;
   }
 
@@ -337,10 +339,10 @@ export class RegistryClient {
    */
   async #updateReferrersTag(
     repository: string,
-    digest: Digest,
-    manifest: { bytes: Buffer; mediaType: string },
+    manifest: { bytes: Buffer; mediaType: string; digest: Digest },
     signal?: AbortSignal,
   ): Promise<void> {
+    const { digest } = manifest;
     let body: {
       subject?: { digest?: string };
       artifactType?: string;
@@ -402,7 +404,7 @@ export class RegistryClient {
   async getBlob(
     repository: string,
     digest: Digest,
-    options: { size?: number; signal?: AbortSignal } = {},
+    options: { size?: number; signal?: AbortSignal; verify?: boolean } = {},
   ): Promise<Readable> {
     const res = await this.#call({
       method: 'GET',
@@ -411,6 +413,8 @@ export class RegistryClient {
       ok: [200],
       signal: options.signal,
     });
+    // verify: false is for callers whose destination checks the digest itself (a copy's target).
+    if (options.verify === false) return res.body;
     const verify = verifyingStream(digest, options.size);
     res.body.on('error', (error) => verify.destroy(error));
     return res.body.pipe(verify);

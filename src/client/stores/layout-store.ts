@@ -33,10 +33,9 @@ export class LayoutStore implements ImageSource, ImageTarget {
     return { bytes, digest, mediaType: parseManifest(bytes).mediaType };
   }
 
-  blob(descriptor: Descriptor): Promise<Readable> {
-    return Promise.resolve(
-      this.layout.openBlob(descriptor.digest).pipe(verifyingStream(descriptor.digest, descriptor.size)),
-    );
+  blob(descriptor: Descriptor, _signal?: AbortSignal, verify = true): Promise<Readable> {
+    const stream = this.layout.openBlob(descriptor.digest);
+    return Promise.resolve(verify ? stream.pipe(verifyingStream(descriptor.digest, descriptor.size)) : stream);
   }
 
   /** Referrers in a layout are the manifests it holds whose subject is `digest`. */

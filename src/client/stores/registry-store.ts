@@ -24,9 +24,10 @@ export class RegistryStore implements ImageSource, ImageTarget {
     return this.client.getManifest(this.ref.repository, digest, signal);
   }
 
-  blob(descriptor: Descriptor, signal?: AbortSignal): Promise<Readable> {
+  blob(descriptor: Descriptor, signal?: AbortSignal, verify = true): Promise<Readable> {
     return this.client.getBlob(this.ref.repository, descriptor.digest, {
       size: descriptor.size,
+      verify,
       ...(signal ? { signal } : {}),
     });
   }
