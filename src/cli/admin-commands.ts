@@ -22,9 +22,15 @@ function hostAndPath(text: string): { host: string; path: string } {
   return { host, path: slash < 0 ? '' : text.slice(slash + 1) };
 }
 
+/** A table cell: objects as JSON, missing values empty. */
+function cell(value: unknown): string {
+  if (value === undefined || value === null) return '';
+  return typeof value === 'object' ? JSON.stringify(value) : String(value);
+}
+
 function table(rows: readonly Row[], columns: readonly string[]): string {
   if (rows.length === 0) return '(none)';
-  const widths = columns.map((c) => Math.max(c.length, ...rows.map((r) => String(r[c] ?? '').length)));
+  const widths = columns.map((c) => Math.max(c.length, ...rows.map((r) => cell(r[c]).length)));
   const line = (cells: readonly string[]) =>
     cells
       .map((cell, i) => cell.padEnd(widths[i] ?? 0))
@@ -32,7 +38,7 @@ function table(rows: readonly Row[], columns: readonly string[]): string {
       .trimEnd();
   return [
     line(columns.map((c) => c.toUpperCase())),
-    ...rows.map((r) => line(columns.map((c) => String(r[c] ?? '')))),
+    ...rows.map((r) => line(columns.map((c) => cell(r[c])))),
   ].join('\n');
 }
 

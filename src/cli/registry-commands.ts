@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { createWriteStream } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
-import { isIndexMediaType, parseManifest, formatReference, type Digest } from '../oci/index.js';
+import { isIndexMediaType, parseManifest, formatReference } from '../oci/index.js';
 import { selectPlatform } from './platform.js';
 import {
   clientFor,
@@ -119,7 +119,7 @@ export function registerRegistryCommands(program: Command): void {
     if (!ref.digest) throw new UsageError(`"${reference}" names no digest; use HOST/REPO@sha256:…`);
     const client = await clientFor(ref.registry, flags);
     try {
-      const stream = await client.getBlob(ref.repository, ref.digest as Digest);
+      const stream = await client.getBlob(ref.repository, ref.digest);
       if (!flags.file) {
         await pipeline(stream, process.stdout);
         return;

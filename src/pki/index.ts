@@ -44,10 +44,7 @@ async function exportKey(key: webcrypto.CryptoKey): Promise<string> {
 
 /** A private CA (ECDSA P-256, CA:true, pathlen 0) for air-gapped sites. */
 export async function createCa(commonName: string, options: CertificateOptions = {}): Promise<Pem> {
-  const keys = (await webcrypto.subtle.generateKey(ALGORITHM, true, [
-    'sign',
-    'verify',
-  ])) as webcrypto.CryptoKeyPair;
+  const keys = await webcrypto.subtle.generateKey(ALGORITHM, true, ['sign', 'verify']);
   const now = options.now ?? new Date();
   const cert = await X509CertificateGenerator.createSelfSigned({
     serialNumber: serial(),
@@ -80,10 +77,7 @@ export async function createServerCertificate(
     false,
     ['sign'],
   );
-  const keys = (await webcrypto.subtle.generateKey(ALGORITHM, true, [
-    'sign',
-    'verify',
-  ])) as webcrypto.CryptoKeyPair;
+  const keys = await webcrypto.subtle.generateKey(ALGORITHM, true, ['sign', 'verify']);
   const now = options.now ?? new Date();
   const cert = await X509CertificateGenerator.create({
     serialNumber: serial(),

@@ -33,7 +33,10 @@ export class SqlAuthStore implements AuthStore {
   }
 
   async countUsers(): Promise<number> {
-    const row = await this.#db.selectFrom('users').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirst();
+    const row = await this.#db
+      .selectFrom('users')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .executeTakeFirst();
     return Number(row?.n ?? 0);
   }
 
@@ -60,7 +63,11 @@ export class SqlAuthStore implements AuthStore {
 
   async listUsers(): Promise<UserRecord[]> {
     const rows = await this.#db.selectFrom('users').selectAll().orderBy('name').execute();
-    return rows.map((row) => ({ name: row.name, passwordHash: row.password_hash, createdAt: Number(row.created_at) }));
+    return rows.map((row) => ({
+      name: row.name,
+      passwordHash: row.password_hash,
+      createdAt: Number(row.created_at),
+    }));
   }
 
   async getRobot(name: string): Promise<RobotRecord | undefined> {
@@ -99,13 +106,22 @@ export class SqlAuthStore implements AuthStore {
   async addBinding(binding: Binding): Promise<void> {
     await this.#db
       .insertInto('bindings')
-      .values({ member: binding.member, role: binding.role, scope: binding.scope, created_at: binding.createdAt })
+      .values({
+        member: binding.member,
+        role: binding.role,
+        scope: binding.scope,
+        created_at: binding.createdAt,
+      })
       .onConflict((oc) => oc.columns(['member', 'scope']).doUpdateSet({ role: binding.role }))
       .execute();
   }
 
   async removeBinding(member: string, scope: string): Promise<boolean> {
-    const result = await this.#db.deleteFrom('bindings').where('member', '=', member).where('scope', '=', scope).executeTakeFirst();
+    const result = await this.#db
+      .deleteFrom('bindings')
+      .where('member', '=', member)
+      .where('scope', '=', scope)
+      .executeTakeFirst();
     return Number(result.numDeletedRows) > 0;
   }
 
@@ -114,12 +130,28 @@ export class SqlAuthStore implements AuthStore {
     if (filter.member !== undefined) query = query.where('member', '=', filter.member);
     if (filter.scope !== undefined) query = query.where('scope', '=', filter.scope);
     const rows = await query.execute();
-    return rows.map((row) => ({ member: row.member, role: row.role as Role, scope: row.scope, createdAt: Number(row.created_at) }));
+    return rows.map((row) => ({
+      member: row.member,
+      role: row.role as Role,
+      scope: row.scope,
+      createdAt: Number(row.created_at),
+    }));
   }
 
   async getRepositorySettings(name: string): Promise<RepositorySettings | undefined> {
-    const row = await this.#db.selectFrom('repository_settings').selectAll().where('name', '=', name).executeTakeFirst();
-    return row && { name: row.name, description: row.description, publicRead: row.public_read === 1, createdAt: Number(row.created_at) };
+    const row = await this.#db
+      .selectFrom('repository_settings')
+      .selectAll()
+      .where('name', '=', name)
+      .executeTakeFirst();
+    return (
+      row && {
+        name: row.name,
+        description: row.description,
+        publicRead: row.public_read === 1,
+        createdAt: Number(row.created_at),
+      }
+    );
   }
 
   async putRepositorySettings(settings: RepositorySettings): Promise<void> {
@@ -132,13 +164,21 @@ export class SqlAuthStore implements AuthStore {
   }
 
   async deleteRepositorySettings(name: string): Promise<boolean> {
-    const result = await this.#db.deleteFrom('repository_settings').where('name', '=', name).executeTakeFirst();
+    const result = await this.#db
+      .deleteFrom('repository_settings')
+      .where('name', '=', name)
+      .executeTakeFirst();
     return Number(result.numDeletedRows) > 0;
   }
 
   async listRepositorySettings(): Promise<RepositorySettings[]> {
     const rows = await this.#db.selectFrom('repository_settings').selectAll().orderBy('name').execute();
-    return rows.map((row) => ({ name: row.name, description: row.description, publicRead: row.public_read === 1, createdAt: Number(row.created_at) }));
+    return rows.map((row) => ({
+      name: row.name,
+      description: row.description,
+      publicRead: row.public_read === 1,
+      createdAt: Number(row.created_at),
+    }));
   }
 
   async putCluster(cluster: ClusterTrust): Promise<void> {
@@ -152,12 +192,24 @@ export class SqlAuthStore implements AuthStore {
 
   async getCluster(name: string): Promise<ClusterTrust | undefined> {
     const row = await this.#db.selectFrom('clusters').selectAll().where('name', '=', name).executeTakeFirst();
-    return row && { name: row.name, issuer: row.issuer, createdAt: Number(row.created_at), ...(row.jwks === null ? {} : { jwks: row.jwks }) };
+    return (
+      row && {
+        name: row.name,
+        issuer: row.issuer,
+        createdAt: Number(row.created_at),
+        ...(row.jwks === null ? {} : { jwks: row.jwks }),
+      }
+    );
   }
 
   async listClusters(): Promise<ClusterTrust[]> {
     const rows = await this.#db.selectFrom('clusters').selectAll().orderBy('name').execute();
-    return rows.map((row) => ({ name: row.name, issuer: row.issuer, createdAt: Number(row.created_at), ...(row.jwks === null ? {} : { jwks: row.jwks }) }));
+    return rows.map((row) => ({
+      name: row.name,
+      issuer: row.issuer,
+      createdAt: Number(row.created_at),
+      ...(row.jwks === null ? {} : { jwks: row.jwks }),
+    }));
   }
 
   async deleteCluster(name: string): Promise<boolean> {
@@ -168,12 +220,23 @@ export class SqlAuthStore implements AuthStore {
   async appendAudit(entry: Omit<AuditEntry, 'id'>): Promise<void> {
     await this.#db
       .insertInto('audit_log')
-      .values({ id: undefined, at: entry.at, actor: entry.actor, action: entry.action, target: entry.target, detail: entry.detail ? JSON.stringify(entry.detail) : null })
+      .values({
+        id: undefined,
+        at: entry.at,
+        actor: entry.actor,
+        action: entry.action,
+        target: entry.target,
+        detail: entry.detail ? JSON.stringify(entry.detail) : null,
+      })
       .execute();
   }
 
   async listAudit(filter: { since?: number; actor?: string; limit?: number } = {}): Promise<AuditEntry[]> {
-    let query = this.#db.selectFrom('audit_log').selectAll().orderBy('id', 'desc').limit(filter.limit ?? 1000);
+    let query = this.#db
+      .selectFrom('audit_log')
+      .selectAll()
+      .orderBy('id', 'desc')
+      .limit(filter.limit ?? 1000);
     if (filter.since !== undefined) query = query.where('at', '>=', filter.since);
     if (filter.actor !== undefined) query = query.where('actor', '=', filter.actor);
     const rows = await query.execute();

@@ -186,7 +186,7 @@ export class FsBlobStore implements BlobStore {
           position += bytesRead;
           which ^= 1;
         }
-        if (!closed) await Promise.all(inFlight);
+        if (!closed) await Promise.all(inFlight.filter((p): p is Promise<void> => p !== undefined));
       } finally {
         destination.off('close', onClose);
       }

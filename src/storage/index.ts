@@ -5,6 +5,15 @@ export type { MetadataStore, ManifestRecord, TagRecord, UploadSession, Page } fr
 export { SqlMetadataStore } from './metadata-store-sql.js';
 export { openSqliteMetadataStore, openSqliteStores } from './sqlite.js';
 export { SqlAuthStore } from './auth-store-sql.js';
-export type { AuthStore, Role, UserRecord, RobotRecord, Binding, RepositorySettings, ClusterTrust, AuditEntry } from './auth-store.js';
+export type {
+  AuthStore,
+  Role,
+  UserRecord,
+  RobotRecord,
+  Binding,
+  RepositorySettings,
+  ClusterTrust,
+  AuditEntry,
+} from './auth-store.js';
 export { StorageError } from './errors.js';
 export type { StorageErrorCode } from './errors.js';

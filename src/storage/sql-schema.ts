@@ -29,7 +29,14 @@ export interface Schema {
   bindings: { member: string; role: string; scope: string; created_at: number };
   repository_settings: { name: string; description: string; public_read: number; created_at: number };
   clusters: { name: string; issuer: string; jwks: string | null; created_at: number };
-  audit_log: { id: number | undefined; at: number; actor: string; action: string; target: string; detail: string | null };
+  audit_log: {
+    id: number | undefined;
+    at: number;
+    actor: string;
+    action: string;
+    target: string;
+    detail: string | null;
+  };
 }
 
 /** Ordered, append-only list of schema changes; each runs once, inside a transaction. */

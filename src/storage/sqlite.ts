@@ -13,7 +13,9 @@ export async function openSqliteMetadataStore(file: string): Promise<SqlMetadata
 }
 
 /** The metadata and auth stores over one SQLite file (one connection, one migration history). */
-export async function openSqliteStores(file: string): Promise<{ metadata: SqlMetadataStore; auth: SqlAuthStore }> {
+export async function openSqliteStores(
+  file: string,
+): Promise<{ metadata: SqlMetadataStore; auth: SqlAuthStore }> {
   const database = new Database(file);
   database.pragma('journal_mode = WAL');
   database.pragma('synchronous = FULL');

@@ -48,7 +48,7 @@ describe('airlock serve', () => {
           sent++;
         },
       });
-      const res = await fetch(`${server.url}${location}`, { method: 'PATCH', body, duplex: 'half' } as RequestInit);
+      const res = await fetch(`${server.url}${location}`, { method: 'PATCH', body, duplex: 'half' });
       assert.equal(res.status, 202);
       assert.equal(res.headers.get('range'), `0-${8 * chunk.length - 1}`);
     } finally {
@@ -59,14 +59,28 @@ describe('airlock serve', () => {
 
   it('refuses a non-loopback address without authentication, and warns with --allow-anonymous', async () => {
     const dir = await tempDir();
-    const refused = await run(process.execPath, [CLI, 'serve', '--addr', '0.0.0.0:0', '--data', join(dir, 'd'), '--log-level', 'warn'], {
-      timeoutMs: 5000,
-    });
+    const refused = await run(
+      process.execPath,
+      [CLI, 'serve', '--addr', '0.0.0.0:0', '--data', join(dir, 'd'), '--log-level', 'warn'],
+      {
+        timeoutMs: 5000,
+      },
+    );
     assert.equal(refused.code, 2);
     assert.match(refused.stderr, /Refusing to serve "0\.0\.0\.0:0" without authentication/);
     const open = await run(
       process.execPath,
-      [CLI, 'serve', '--addr', '0.0.0.0:0', '--data', join(dir, 'd'), '--log-level', 'warn', '--allow-anonymous'],
+      [
+        CLI,
+        'serve',
+        '--addr',
+        '0.0.0.0:0',
+        '--data',
+        join(dir, 'd'),
+        '--log-level',
+        'warn',
+        '--allow-anonymous',
+      ],
       { timeoutMs: 5000 },
     );
     assert.match(open.stderr, /non-loopback address without authentication/);

@@ -36,7 +36,7 @@ describe('Kubernetes service-account tokens', () => {
     reg = await startTestRegistry({ initAdmin: 'admin' });
     delete process.env.AIRLOCK_ADMIN_PASSWORD;
     const keys = await generateKeyPair('RS256');
-    privateKey = keys.privateKey as CryptoKey;
+    privateKey = keys.privateKey;
     jwk = { ...(await exportJWK(keys.publicKey)), kid: 'k1', alg: 'RS256', use: 'sig' };
     const trust = await fetch(`${reg.url}/api/v1/clusters`, {
       method: 'POST',
@@ -93,7 +93,7 @@ describe('Kubernetes service-account tokens', () => {
     const cases = [
       await saToken({ aud: 'kubernetes' }),
       await saToken({ iss: 'https://evil.example' }),
-      await saToken({ key: other.privateKey as CryptoKey }),
+      await saToken({ key: other.privateKey }),
       await saToken({ exp: Math.floor(Date.now() / 1000) - 60 }),
     ];
     for (const token of cases)

@@ -5,7 +5,7 @@ import { memberProblem } from '../auth/access.js';
 import { hashPassword, newRobotSecret } from '../auth/password.js';
 import { ROLES, scopeProblem } from '../auth/policy.js';
 import type { Registry } from '../registry.js';
-import { readSmallBody, sendEmpty, sendJson, type Context } from './context.js';
+import { readSmallBody, recordAudit, sendEmpty, sendJson, type Context } from './context.js';
 import { harborApi } from './harbor-api.js';
 
 type Json = Record<string, unknown>;
@@ -60,18 +60,6 @@ function requireManage(ctx: Context, scope: string): void {
   }
 }
 
-async function audit(ctx: Context, action: string, target: string, detail?: Json): Promise<void> {
-  const entry = {
-    at: Date.now(),
-    actor: ctx.caller.principal.member,
-    action,
-    target,
-    ...(detail ? { detail } : {}),
-  };
-  await ctx.access.store.appendAudit(entry);
-  ctx.log.info({ audit: entry }, 'audit');
-}
-
 /** Routes `/api/v1/…` (management) and `/api/v2.0/…` (Harbor-compatible reads); false when nothing matches. */
 export async function routeApi(ctx: Context, registry: Registry): Promise<boolean> {
   if (ctx.path.startsWith('/api/v2.0/')) return harborApi(ctx, registry);
@@ -117,7 +105,7 @@ export async function routeApi(ctx: Context, registry: Registry): Promise<boolea
       });
       await registry.createRepository(name);
       await ctx.access.refresh();
-      await audit(ctx, 'repository.create', name, { description });
+      await recordAudit(ctx, { action: 'repository.create', target: name, detail: { description } });
       sendJson(ctx, { name, description, public: data.public === true }, { status: 201 });
       return true;
     }
@@ -130,7 +118,7 @@ export async function routeApi(ctx: Context, registry: Registry): Promise<boolea
     await store.deleteRepositorySettings(name);
     if (!removed) throw new RegistryError('NAME_UNKNOWN', `Repository "${name}" is not known`);
     await ctx.access.refresh();
-    await audit(ctx, 'repository.delete', name);
+    await recordAudit(ctx, { action: 'repository.delete', target: name });
     sendEmpty(ctx, 204);
     return true;
   }
@@ -161,7 +149,7 @@ export async function routeApi(ctx: Context, registry: Registry): Promise<boolea
         if (!(await store.removeBinding(member, scope)))
           throw new RegistryError('NAME_UNKNOWN', `No binding of ${member} on "${scope}"`);
         await ctx.access.refresh();
-        await audit(ctx, 'binding.remove', scope, { member });
+        await recordAudit(ctx, { action: 'binding.remove', target: scope, detail: { member } });
         sendEmpty(ctx, 204);
         return true;
       }
@@ -170,7 +158,7 @@ export async function routeApi(ctx: Context, registry: Registry): Promise<boolea
         throw badRequest(`Invalid role "${role}": use ${ROLES.join(', ')}`);
       await store.addBinding({ member, scope, role: role as Role, createdAt: Date.now() });
       await ctx.access.refresh();
-      await audit(ctx, 'binding.add', scope, { member, role });
+      await recordAudit(ctx, { action: 'binding.add', target: scope, detail: { member, role } });
       sendJson(ctx, { member, scope, role }, { status: 201 });
       return true;
     }
@@ -199,7 +187,7 @@ export async function routeApi(ctx: Context, registry: Registry): Promise<boolea
         throw new RegistryError('UNSUPPORTED', `User "${name}" already exists`, { status: 409 });
       await store.putUser({ name, passwordHash: await hashPassword(password), createdAt: Date.now() });
       await ctx.access.refresh();
-      await audit(ctx, 'user.add', name);
+      await recordAudit(ctx, { action: 'user.add', target: name });
       sendJson(ctx, { name }, { status: 201 });
       return true;
     }
@@ -216,7 +204,7 @@ export async function routeApi(ctx: Context, registry: Registry): Promise<boolea
       if (!user) throw new RegistryError('NAME_UNKNOWN', `No user "${name}"`);
       await store.putUser({ ...user, passwordHash: await hashPassword(password) });
       await ctx.access.refresh();
-      await audit(ctx, 'user.passwd', name);
+      await recordAudit(ctx, { action: 'user.passwd', target: name });
       sendEmpty(ctx, 204);
       return true;
     }
@@ -224,7 +212,7 @@ export async function routeApi(ctx: Context, registry: Registry): Promise<boolea
       requireAdmin(ctx);
       if (!(await store.deleteUser(name))) throw new RegistryError('NAME_UNKNOWN', `No user "${name}"`);
       await ctx.access.refresh();
-      await audit(ctx, 'user.remove', name);
+      await recordAudit(ctx, { action: 'user.remove', target: name });
       sendEmpty(ctx, 204);
       return true;
     }
@@ -264,7 +252,7 @@ export async function routeApi(ctx: Context, registry: Registry): Promise<boolea
         createdAt,
         ...(typeof days === 'number' ? { expiresAt: createdAt + days * 86_400_000 } : {}),
       });
-      await audit(ctx, 'robot.create', name);
+      await recordAudit(ctx, { action: 'robot.create', target: name });
       sendJson(
         ctx,
         { name, username: `robot$${name}`, secret, note: 'the secret is shown once' },
@@ -280,7 +268,7 @@ export async function routeApi(ctx: Context, registry: Registry): Promise<boolea
     if (!(await store.revokeRobot(name, Date.now())))
       throw new RegistryError('NAME_UNKNOWN', `No active robot "${name}"`);
     await ctx.access.refresh();
-    await audit(ctx, 'robot.revoke', name);
+    await recordAudit(ctx, { action: 'robot.revoke', target: name });
     sendEmpty(ctx, 204);
     return true;
   }
@@ -322,7 +310,7 @@ export async function routeApi(ctx: Context, registry: Registry): Promise<boolea
       }
       await store.putCluster({ name, issuer, createdAt: Date.now(), ...(jwks ? { jwks } : {}) });
       await ctx.access.refresh();
-      await audit(ctx, 'cluster.trust', name, { issuer });
+      await recordAudit(ctx, { action: 'cluster.trust', target: name, detail: { issuer } });
       sendJson(ctx, { name, issuer, staticJwks: jwks !== undefined }, { status: 201 });
       return true;
     }
@@ -334,7 +322,7 @@ export async function routeApi(ctx: Context, registry: Registry): Promise<boolea
     if (!(await store.deleteCluster(name)))
       throw new RegistryError('NAME_UNKNOWN', `No trusted cluster "${name}"`);
     await ctx.access.refresh();
-    await audit(ctx, 'cluster.remove', name);
+    await recordAudit(ctx, { action: 'cluster.remove', target: name });
     sendEmpty(ctx, 204);
     return true;
   }

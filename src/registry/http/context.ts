@@ -127,3 +127,13 @@ export function pageQuery(ctx: Context, max: number): { n: number; last?: string
   const last = ctx.query.get('last');
   return { n, ...(last ? { last } : {}) };
 }
+
+/** Appends who changed what to the audit log and the log stream (reads are not audited). */
+export async function recordAudit(
+  ctx: Context,
+  entry: { action: string; target: string; detail?: Record<string, unknown> },
+): Promise<void> {
+  const line = { at: Date.now(), actor: ctx.caller.principal.member, ...entry };
+  await ctx.access.store.appendAudit(line);
+  ctx.log.info({ audit: line }, 'audit');
+}

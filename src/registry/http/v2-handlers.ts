@@ -7,6 +7,7 @@ import {
   drain,
   pageQuery,
   readSmallBody,
+  recordAudit,
   sendEmpty,
   sendJson,
   type Context,
@@ -30,24 +31,6 @@ function uploadHeaders(name: string, id: string, size: number): Record<string, s
     range: `0-${Math.max(size - 1, 0)}`,
     [Header.UploadUuid]: id,
   };
-}
-
-/** Writes who changed what to the audit log (and the log stream); reads are not audited. */
-async function recordAudit(
-  ctx: Context,
-  action: string,
-  target: string,
-  detail?: Record<string, unknown>,
-): Promise<void> {
-  const entry = {
-    at: Date.now(),
-    actor: ctx.caller.principal.member,
-    action,
-    target,
-    ...(detail ? { detail } : {}),
-  };
-  await ctx.access.store.appendAudit(entry);
-  ctx.log.info({ audit: entry }, 'audit');
 }
 
 /** Parses `Range: bytes=start-end` (also `start-` and `-suffix`) against a blob's size. */
@@ -191,7 +174,11 @@ export async function putManifest(
     body,
     contentType: ctx.req.headers['content-type'],
   });
-  await recordAudit(ctx, 'manifest.push', `${name}:${reference}`, { digest: result.digest });
+  await recordAudit(ctx, {
+    action: 'manifest.push',
+    target: `${name}:${reference}`,
+    detail: { digest: result.digest },
+  });
   sendEmpty(ctx, 201, {
     location: `/v2/${name}/manifests/${result.digest}`,
     [Header.ContentDigest]: result.digest,
@@ -205,7 +192,7 @@ export async function deleteManifest(
   { name, ref: reference }: Target,
 ): Promise<void> {
   await registry.deleteManifest(name, reference);
-  await recordAudit(ctx, 'manifest.delete', `${name}:${reference}`);
+  await recordAudit(ctx, { action: 'manifest.delete', target: `${name}:${reference}` });
   sendEmpty(ctx, 202);
 }
 
@@ -239,7 +226,7 @@ export async function deleteBlob(
   { name, ref: digest }: Target,
 ): Promise<void> {
   await registry.deleteBlob(name, digest);
-  await recordAudit(ctx, 'blob.delete', `${name}@${digest}`);
+  await recordAudit(ctx, { action: 'blob.delete', target: `${name}@${digest}` });
   sendEmpty(ctx, 202);
 }
 
