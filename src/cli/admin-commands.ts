@@ -25,7 +25,9 @@ function hostAndPath(text: string): { host: string; path: string } {
 /** A table cell: objects as JSON, missing values empty. */
 function cell(value: unknown): string {
   if (value === undefined || value === null) return '';
-  return typeof value === 'object' ? JSON.stringify(value) : String(value);
+  if (typeof value === 'string') return value;
+  if (typeof value === 'number' || typeof value === 'boolean') return String(value);
+  return JSON.stringify(value);
 }
 
 function table(rows: readonly Row[], columns: readonly string[]): string {
