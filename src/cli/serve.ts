@@ -10,6 +10,7 @@ interface ServeFlags {
   auth?: string;
   tlsCert?: string;
   tlsKey?: string;
+  createRepositoryOnPush?: boolean;
 }
 
 /** `airlock serve`: run the registry on the embedded default (filesystem + SQLite). */
@@ -25,6 +26,10 @@ export function registerServe(program: Command): void {
       'create this admin user if none exists (password: AIRLOCK_ADMIN_PASSWORD, else printed once)',
     )
     .option('--allow-anonymous', 'serve a non-loopback address without authentication')
+    .option(
+      '--no-create-repository-on-push',
+      'refuse pushes to repositories not created with "airlock repo create"',
+    )
     .option('--auth <mode>', 'auto (on once a user exists) or on (default auto, env AIRLOCK_AUTH)')
     .option('--tls-cert <file>', 'PEM certificate for HTTPS (env AIRLOCK_TLS_CERT)')
     .option('--tls-key <file>', 'PEM private key for HTTPS (env AIRLOCK_TLS_KEY)')
@@ -48,6 +53,7 @@ export function registerServe(program: Command): void {
           auth: flags.auth,
           tlsCert: flags.tlsCert,
           tlsKey: flags.tlsKey,
+          createRepositoryOnPush: flags.createRepositoryOnPush === false ? false : undefined,
         },
       });
       const log = createLogger({ level: config.logLevel });

@@ -30,6 +30,8 @@ export interface ServeConfig {
   readonly tlsKey: string;
   /** Lifetime of issued bearer tokens. Default: 300. */
   readonly tokenLifetimeSeconds: number;
+  /** A push to a repository that does not exist creates it (true) or is refused (false). Default: true. */
+  readonly createRepositoryOnPush: boolean;
 }
 
 export const DEFAULT_CONFIG: ServeConfig = {
@@ -46,6 +48,7 @@ export const DEFAULT_CONFIG: ServeConfig = {
   tlsCert: '',
   tlsKey: '',
   tokenLifetimeSeconds: 300,
+  createRepositoryOnPush: true,
 };
 
 /** Environment variable for each key. */
@@ -63,6 +66,7 @@ const ENV: Record<keyof ServeConfig, string> = {
   tlsCert: 'AIRLOCK_TLS_CERT',
   tlsKey: 'AIRLOCK_TLS_KEY',
   tokenLifetimeSeconds: 'AIRLOCK_TOKEN_LIFETIME_SECONDS',
+  createRepositoryOnPush: 'AIRLOCK_CREATE_REPOSITORY_ON_PUSH',
 };
 
 /** Thrown for a config file, variable or flag that cannot be used; the message names it. */
@@ -77,7 +81,7 @@ const NUMERIC_KEYS = new Set<keyof ServeConfig>([
   'shutdownGraceSeconds',
   'tokenLifetimeSeconds',
 ]);
-const BOOLEAN_KEYS = new Set<keyof ServeConfig>(['allowAnonymous']);
+const BOOLEAN_KEYS = new Set<keyof ServeConfig>(['allowAnonymous', 'createRepositoryOnPush']);
 const OPTIONAL_STRING_KEYS = new Set<keyof ServeConfig>(['initAdmin', 'tlsCert', 'tlsKey']);
 
 function coerce(key: keyof ServeConfig, value: unknown, source: string): unknown {

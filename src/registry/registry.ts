@@ -43,6 +43,8 @@ export interface RegistryOptions {
   readonly maxBlobBytes?: number;
   /** Current time, injectable for tests. Default: Date.now. */
   readonly now?: () => number;
+  /** Whether a push may create a repository. Default: true. */
+  readonly createRepositoryOnPush?: boolean;
 }
 
 export interface StoredManifest {
@@ -128,12 +130,14 @@ export class Registry {
   /** `repo:tag` → digest. */
   readonly #tags = new LruCache<string, Digest>(100_000);
   readonly #activeUploads = new Set<string>();
+  readonly #createOnPush: boolean;
 
   constructor(options: RegistryOptions) {
     this.#blobs = options.blobs;
     this.#meta = options.metadata;
     this.#maxBlobBytes = options.maxBlobBytes ?? Infinity;
     this.#now = options.now ?? Date.now;
+    this.#createOnPush = options.createRepositoryOnPush ?? true;
     this.#manifestBytes = new LruCache(options.manifestCacheBytes ?? 64 * 1024 * 1024);
   }
 
@@ -468,6 +472,18 @@ export class Registry {
 
   repositoryExists(name: string): Promise<boolean> {
     return this.#meta.repositoryExists(name);
+  }
+
+  /** Refuses a push to a repository that does not exist when repositories must be created first. */
+  async checkPushTarget(name: string): Promise<void> {
+    if (this.#createOnPush || (await this.#meta.repositoryExists(name))) return;
+    throw new RegistryError(
+      'NAME_UNKNOWN',
+      `Repository "${name}" does not exist; create it first ("airlock repo create")`,
+      {
+        detail: { name },
+      },
+    );
   }
 
   async createRepository(name: string): Promise<void> {

@@ -50,6 +50,7 @@ export async function startRegistry(
     blobs,
     metadata,
     manifestCacheBytes: config.manifestCacheBytes,
+    createRepositoryOnPush: config.createRepositoryOnPush,
     ...(config.maxBlobBytes > 0 ? { maxBlobBytes: config.maxBlobBytes } : {}),
   });
   const purged = await registry.purgeUploads(config.uploadTtlSeconds * 1000);

@@ -98,6 +98,7 @@ export async function routeV2(ctx: Context, registry: Registry): Promise<boolean
     registry.checkName(name);
     const need = route.needs[method];
     if (need && !ctx.access.allows(ctx.caller, name, need)) denied(ctx, name, need);
+    if (need === 'push') await registry.checkPushTarget(name);
     await handler(ctx, registry, { name, ref: decode(match[2] ?? '') });
     return true;
   }
