@@ -92,6 +92,8 @@ async function checkTar(file: string): Promise<void> {
     const tar = extract();
     const done = new Promise<void>((resolveDone, reject) => {
       tar.on('entry', (_header, stream, next) => {
+        // A truncated entry's error also reaches the tar stream's 'error', which is what rejects.
+        stream.on('error', () => undefined);
         stream.on('end', next);
         stream.resume();
       });

@@ -3,7 +3,7 @@ import { ClientError } from './errors.js';
 import type { ImageSource, ImageTarget } from './image-store.js';
 import type { RegistryClient } from './registry-client.js';
 import { createWriteStream } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -128,8 +128,17 @@ export async function openTarget(location: ImageLocation, clients: ClientFactory
   switch (location.kind) {
     case 'registry':
       return new RegistryStore(await clients(location.ref.registry), location.ref);
-    case 'oci':
-      return new LayoutStore(await OciLayout.open(location.dir, { create: true }), location.tag);
+    case 'oci': {
+      const created = await mkdir(location.dir, { recursive: true });
+      const store = new LayoutStore(await OciLayout.open(location.dir, { create: true }), location.tag);
+      if (created === undefined) return store;
+      // A layout this copy created is removed again when the copy fails, so no half-written folder stays.
+      return Object.assign(store, {
+        async close(ok: boolean) {
+          if (!ok) await rm(created, { recursive: true, force: true });
+        },
+      });
+    }
     case 'oci-archive':
       return openOciArchiveTarget(location.file, location.tag);
     case 'docker-archive':

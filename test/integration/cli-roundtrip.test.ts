@@ -87,12 +87,14 @@ function printedDigest(stdout: string): string {
   return match[1];
 }
 
-/** Progress lines of `airlock copy` (on stderr): "blob sha256:… mounted" and the like. */
-function blobResults(stderr: string): string[] {
-  return stderr
-    .split('\n')
-    .filter((l) => l.startsWith('blob '))
-    .map((l) => l.split(' ')[2] ?? '');
+interface CopyJson {
+  readonly digest: string;
+  readonly blobs: number;
+  readonly uploaded: number;
+  readonly mounted: number;
+  /** Bytes uploaded (blobs mounted or already there count 0). */
+  readonly bytes: number;
+  readonly manifests: number;
 }
 
 async function seed(
@@ -320,9 +322,14 @@ for (const target of TARGETS) {
         'copy',
         `${registry.host}/${ns}-proj/src:v1`,
         `${registry.host}/${ns}-team/dst:v1`,
+        '-o',
+        'json',
       ]);
-      assert.deepEqual(blobResults(result.stderr), ['mounted', 'mounted', 'mounted']);
-      assert.match(result.stdout, new RegExp(image.descriptor.digest));
+      const copied = json<CopyJson>(result.stdout);
+      assert.deepEqual(
+        [copied.digest, copied.blobs, copied.mounted, copied.uploaded, copied.bytes],
+        [image.descriptor.digest, 3, 3, 0, 0],
+      );
       assert.deepEqual(await artifactDifferences(registry.url, `${ns}-team/dst`, image), []);
       assert.equal(
         (await fetchManifest(registry.url, `${ns}-team/dst`, 'v1')).digest,
@@ -341,8 +348,12 @@ for (const target of TARGETS) {
       await seed(registry, `${ns}-proj/app`, 'v1', image);
       const src = `${registry.host}/${ns}-proj/app:v1`;
 
-      const toOther = await airlockOk(env, ['copy', src, `${other.host}/${ns}-mirror/app:v1`]);
-      assert.deepEqual(blobResults(toOther.stderr), ['uploaded', 'uploaded']);
+      const toOther = await airlockOk(env, ['copy', src, `${other.host}/${ns}-mirror/app:v1`, '-o', 'json']);
+      assert.equal(json<CopyJson>(toOther.stdout).uploaded, 2);
+      assert.equal(
+        json<CopyJson>(toOther.stdout).bytes,
+        [...image.blobs.values()].reduce((sum, b) => sum + b.length, 0),
+      );
       assert.deepEqual(await artifactDifferences(other.url, `${ns}-mirror/app`, image), []);
 
       const layout = join(work, 'layout');

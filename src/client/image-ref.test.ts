@@ -1,0 +1,78 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ClientError } from './errors.js';
+import { openTarget, parseImageLocation, type ClientFactory } from './image-ref.js';
+
+const noClients: ClientFactory = () => Promise.reject(new Error('no registry in this test'));
+
+describe('parseImageLocation', () => {
+  it("reads skopeo's transports and plain references", () => {
+    const cases: [string, unknown][] = [
+      ['oci:/data/layout', { kind: 'oci', dir: '/data/layout' }],
+      ['oci:/data/layout:v1', { kind: 'oci', dir: '/data/layout', tag: 'v1' }],
+      ['oci:rel/dir:v1.2', { kind: 'oci', dir: 'rel/dir', tag: 'v1.2' }],
+      ['oci:/data/layout:', { kind: 'oci', dir: '/data/layout' }],
+      ['oci-archive:/tmp/image.tar', { kind: 'oci-archive', file: '/tmp/image.tar' }],
+      ['oci-archive:/tmp/image.tar:latest', { kind: 'oci-archive', file: '/tmp/image.tar', tag: 'latest' }],
+      ['docker-archive:/tmp/save.tar', { kind: 'docker-archive', file: '/tmp/save.tar' }],
+      [
+        'docker-archive:/tmp/save.tar:example/app:v1',
+        { kind: 'docker-archive', file: '/tmp/save.tar', name: 'example/app:v1' },
+      ],
+      [
+        'docker://127.0.0.1:5000/org/app:v1',
+        { kind: 'registry', ref: { registry: '127.0.0.1:5000', repository: 'org/app', tag: 'v1' } },
+      ],
+      [
+        'registry.example/org/app',
+        { kind: 'registry', ref: { registry: 'registry.example', repository: 'org/app', tag: 'latest' } },
+      ],
+      [
+        'alpine',
+        { kind: 'registry', ref: { registry: 'docker.io', repository: 'library/alpine', tag: 'latest' } },
+      ],
+    ];
+    for (const [text, expected] of cases) assert.deepEqual(parseImageLocation(text), expected, text);
+  });
+
+  it('says what is wrong with locations it cannot use', () => {
+    const cases: [string, RegExp][] = [
+      ['oci:', /the layout folder is empty/],
+      ['oci-archive:', /the archive file is empty/],
+      ['docker-archive:', /the archive file is empty/],
+      ['ftp://host/file', /unknown transport/],
+      ['Registry.Example/UPPER:v1', /Cannot use "Registry\.Example\/UPPER:v1"/],
+    ];
+    for (const [text, pattern] of cases) {
+      assert.throws(
+        () => parseImageLocation(text),
+        (e: unknown) => e instanceof ClientError && e.code === 'INVALID_INPUT' && pattern.test(e.message),
+        text,
+      );
+    }
+  });
+});
+
+describe('openTarget for oci:', () => {
+  it('removes a layout it created when the copy fails, and keeps a folder that was already there', async () => {
+    const work = await mkdtemp(join(tmpdir(), 'airlock-image-ref-'));
+    try {
+      const fresh = await openTarget(parseImageLocation(`oci:${join(work, 'new', 'layout')}:v1`), noClients);
+      assert.ok((await readdir(work)).includes('new'));
+      await fresh.close(false);
+      assert.deepEqual(await readdir(work), []);
+
+      const kept = await openTarget(parseImageLocation(`oci:${join(work, 'kept')}`), noClients);
+      await kept.close(true);
+      assert.deepEqual((await readdir(join(work, 'kept'))).sort(), ['blobs', 'index.json', 'oci-layout']);
+      const again = await openTarget(parseImageLocation(`oci:${join(work, 'kept')}`), noClients);
+      await again.close(false);
+      assert.deepEqual((await readdir(join(work, 'kept'))).sort(), ['blobs', 'index.json', 'oci-layout']);
+    } finally {
+      await rm(work, { recursive: true, force: true });
+    }
+  });
+});
