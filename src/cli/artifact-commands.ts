@@ -69,8 +69,7 @@ export function registerArtifactCommands(program: Command): void {
       try {
         const manifest = await pushArtifact(
           client,
-          { repository: ref.repository, reference: refString(ref) },
-          files.map(pushFile),
+          { repository: ref.repository, reference: refString(ref), files: files.map(pushFile) },
           {
             artifactType: flags.artifactType,
             annotations: annotationsFrom(flags.annotation),
@@ -121,11 +120,11 @@ export function registerArtifactCommands(program: Command): void {
         });
         return;
       }
-      const files = await pullArtifact(
-        client,
-        { repository: ref.repository, reference: refString(ref) },
-        flags.dir,
-      );
+      const files = await pullArtifact(client, {
+        repository: ref.repository,
+        reference: refString(ref),
+        outDir: flags.dir,
+      });
       out.result(
         files.map((f) => `${f.title}  ${f.digest}`).join('\n') || 'No files (no layer has a title)',
         files,

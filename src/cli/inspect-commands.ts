@@ -46,14 +46,16 @@ export function registerInspectCommands(program: Command): void {
             await describeTree(
               source,
               { mediaType: head.mediaType, digest: head.digest, size: head.bytes.length },
-              tag,
+              { label: tag },
             ),
           );
         }
       } else if (source instanceof LayoutStore && source.tag === undefined) {
         for (const entry of (await source.layout.index()).manifests) {
           if ((await source.layout.blobSize(entry.digest)) === undefined) continue;
-          nodes.push(await describeTree(source, entry, entry.annotations?.[REF_NAME] ?? entry.digest));
+          nodes.push(
+            await describeTree(source, entry, { label: entry.annotations?.[REF_NAME] ?? entry.digest }),
+          );
         }
       } else {
         const root = await source.root();
@@ -65,7 +67,7 @@ export function registerInspectCommands(program: Command): void {
           await describeTree(
             source,
             { mediaType: root.mediaType, digest: root.digest, size: root.bytes.length },
-            label,
+            { label },
           ),
         );
       }

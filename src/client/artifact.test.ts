@@ -127,8 +127,7 @@ describe('pushArtifact and pullArtifact', () => {
     const client = new FakeClient();
     const manifest = await pushArtifact(
       client.asClient(),
-      { repository: 'org/app', reference: 'v1' },
-      [{ path: 'a.txt' }],
+      { repository: 'org/app', reference: 'v1', files: [{ path: 'a.txt' }] },
       {
         annotations: { 'z.last': '1', 'a.first': '2' },
         now: new Date('2020-01-01T00:00:00.123Z'),
@@ -160,15 +159,14 @@ describe('pushArtifact and pullArtifact', () => {
     assert.deepEqual(client.blobs.get(digestOf('{}')), Buffer.from('{}'));
     const bare = await pushArtifact(
       client.asClient(),
-      { repository: 'org/app', reference: 'v2' },
-      [{ path: 'a.txt' }],
+      { repository: 'org/app', reference: 'v2', files: [{ path: 'a.txt' }] },
       {
         created: false,
       },
     );
     assert.equal((JSON.parse(bare.bytes.toString()) as { annotations?: unknown }).annotations, undefined);
     await assert.rejects(
-      pushArtifact(client.asClient(), { repository: 'org/app', reference: 'v3' }, []),
+      pushArtifact(client.asClient(), { repository: 'org/app', reference: 'v3', files: [] }),
       /Nothing to push/,
     );
   });
@@ -180,7 +178,11 @@ describe('pushArtifact and pullArtifact', () => {
       { title: 'notes.txt', bytes: Buffer.from('notes') },
       { title: 'conf', bytes: folder, unpack: true },
     ]);
-    const files = await pullArtifact(client.asClient(), { repository: 'org/app', reference: 'v1' }, 'out');
+    const files = await pullArtifact(client.asClient(), {
+      repository: 'org/app',
+      reference: 'v1',
+      outDir: 'out',
+    });
     assert.deepEqual(
       files.map((f) => [f.title, f.unpacked]),
       [
@@ -201,7 +203,7 @@ describe('pushArtifact and pullArtifact', () => {
         { title, bytes: Buffer.from('escape') },
       ]);
       await assert.rejects(
-        pullArtifact(client.asClient(), { repository: 'org/app', reference: 'v1' }, 'out'),
+        pullArtifact(client.asClient(), { repository: 'org/app', reference: 'v1', outDir: 'out' }),
         (e: unknown) => e instanceof ClientError && /outside "out"|not a path inside/.test(e.message),
         title,
       );
@@ -217,14 +219,14 @@ describe('pushArtifact and pullArtifact', () => {
       { title: 'second.txt', bytes: Buffer.from('second'), served: Buffer.from('SECOND') },
     ]);
     await assert.rejects(
-      pullArtifact(client.asClient(), { repository: 'org/app', reference: 'v1' }, join('new', 'out')),
+      pullArtifact(client.asClient(), { repository: 'org/app', reference: 'v1', outDir: join('new', 'out') }),
       (e: unknown) => e instanceof ClientError && e.code === 'DIGEST_MISMATCH',
     );
     assert.deepEqual(await readdir(dir), []);
     await mkdir('existing');
     await writeFile(join('existing', 'mine.txt'), 'mine');
     await assert.rejects(
-      pullArtifact(client.asClient(), { repository: 'org/app', reference: 'v1' }, 'existing'),
+      pullArtifact(client.asClient(), { repository: 'org/app', reference: 'v1', outDir: 'existing' }),
     );
     assert.deepEqual(await readdir('existing'), ['mine.txt']);
   });

@@ -204,10 +204,10 @@ function artifactManifest(layers: readonly Descriptor[], options: PushArtifactOp
 /** Pushes files and folders as an OCI artifact, the way `oras push` does. */
 export async function pushArtifact(
   client: RegistryClient,
-  target: { repository: string; reference: string },
-  files: readonly PushFile[],
+  target: { repository: string; reference: string; files: readonly PushFile[] },
   options: PushArtifactOptions = {},
 ): Promise<ManifestResult> {
+  const { files } = target;
   if (files.length === 0)
     throw new ClientError('INVALID_INPUT', 'Nothing to push: name at least one file or folder');
   const work = await mkdtemp(join(tmpdir(), 'airlock-push-'));
@@ -234,7 +234,7 @@ export async function pushArtifact(
       layers.map((l) => l.descriptor),
       options,
     );
-    await client.putManifest(target.repository, target.reference, manifest, options.signal);
+    await client.putManifest(target.repository, target.reference, { ...manifest, signal: options.signal });
     return manifest;
   } finally {
     await rm(work, { recursive: true, force: true });
@@ -251,10 +251,10 @@ export interface PulledFile {
 /** Restores an artifact's titled layers into `outDir` as `oras pull` does; titles that escape it are refused. */
 export async function pullArtifact(
   client: RegistryClient,
-  source: { repository: string; reference: string },
-  outDir: string,
+  source: { repository: string; reference: string; outDir: string },
   options: { signal?: AbortSignal } = {},
 ): Promise<PulledFile[]> {
+  const { outDir } = source;
   const manifest = await client.getManifest(source.repository, source.reference, options.signal);
   let parsed;
   try {

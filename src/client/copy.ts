@@ -81,7 +81,8 @@ async function bounded<T>(
     }
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  if (failed !== undefined) throw failed;
+  if (failed !== undefined)
+    throw failed instanceof Error ? failed : new Error('A blob transfer failed', { cause: failed });
 }
 
 /**

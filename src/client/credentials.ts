@@ -98,10 +98,10 @@ export interface HelperOptions {
 /** Runs `docker-credential-NAME ACTION` with `input` on standard input and returns standard output. */
 export async function runCredentialHelper(
   name: string,
-  action: 'get' | 'store' | 'erase' | 'list',
-  input: string,
+  request: { action: 'get' | 'store' | 'erase' | 'list'; input: string },
   options: HelperOptions = {},
 ): Promise<string> {
+  const { action, input } = request;
   const program = `docker-credential-${name}`;
   return new Promise((resolve, reject) => {
     const child = spawn(program, [action], {
@@ -159,7 +159,7 @@ async function helperGet(
 ): Promise<Credentials | undefined> {
   let out: string;
   try {
-    out = await runCredentialHelper(helper, 'get', host, env ? { env } : {});
+    out = await runCredentialHelper(helper, { action: 'get', input: host }, env ? { env } : {});
   } catch (error) {
     // Helpers answer "credentials not found" with a non-zero exit: that is "no credentials", not a failure.
     if (error instanceof ClientError && /credentials not found/i.test(error.message)) return undefined;
@@ -185,8 +185,7 @@ export async function storeCredentials(
     const secret = 'identityToken' in credentials ? credentials.identityToken : credentials.password;
     await runCredentialHelper(
       helper,
-      'store',
-      JSON.stringify({ ServerURL: host, Username: username, Secret: secret }),
+      { action: 'store', input: JSON.stringify({ ServerURL: host, Username: username, Secret: secret }) },
       options.env ? { env: options.env } : {},
     );
     return `credential helper docker-credential-${helper}`;
@@ -211,7 +210,11 @@ export async function eraseCredentials(
   let removed = false;
   if (helper) {
     try {
-      await runCredentialHelper(helper, 'erase', host, options.env ? { env: options.env } : {});
+      await runCredentialHelper(
+        helper,
+        { action: 'erase', input: host },
+        options.env ? { env: options.env } : {},
+      );
       removed = true;
     } catch (error) {
       if (!(error instanceof ClientError && /not found/i.test(error.message))) throw error;

@@ -29,9 +29,9 @@ export interface FlattenResult extends ExtractResult {
 export async function resolvePlatform(
   source: ImageSource,
   root: ManifestResult,
-  platform?: Platform,
-  signal?: AbortSignal,
+  options: { platform?: Platform | undefined; signal?: AbortSignal | undefined } = {},
 ): Promise<ManifestResult> {
+  const { platform, signal } = options;
   const parsed = parseManifest(root.bytes, root.mediaType);
   if (!isIndexMediaType(parsed.mediaType)) return root;
   const want = platform ?? { os: 'linux', architecture: 'amd64' };
@@ -57,7 +57,10 @@ export async function flattenImage(
   options: FlattenOptions = {},
 ): Promise<FlattenResult> {
   const { signal } = options;
-  const manifest = await resolvePlatform(source, await source.root(signal), options.platform, signal);
+  const manifest = await resolvePlatform(source, await source.root(signal), {
+    platform: options.platform,
+    signal,
+  });
   const parsed = parseManifest(manifest.bytes, manifest.mediaType);
   const target = resolve(out);
   if (await lstat(target).catch(() => undefined))

@@ -229,7 +229,7 @@ export class RegistryClient {
    * Calls Airlock's management API (`/api/…`) with a JSON body, sending Basic credentials up front
    * (management calls are made by people and robots with passwords, not with scoped tokens).
    */
-  async api<T = unknown>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
+  async api<T = unknown>(method: string, path: string, body?: unknown): Promise<T> {
     const url = new URL(path, this.baseUrl);
     const credentials = this.#credentials;
     const authorization =
@@ -245,7 +245,6 @@ export class RegistryClient {
         ...(body === undefined ? {} : { 'content-type': 'application/json' }),
       },
       ...(body === undefined ? {} : { body: Buffer.from(JSON.stringify(body)) }),
-      ...(signal ? { signal } : {}),
     });
     if (res.status >= 400) throw await this.#failure(res, { method, path, scopes: [], ok: [] });
     const text = await res.text(16 * 1024 * 1024);
@@ -314,9 +313,9 @@ export class RegistryClient {
   async putManifest(
     repository: string,
     reference: string,
-    manifest: { bytes: Buffer; mediaType: string },
-    signal?: AbortSignal,
+    manifest: { bytes: Buffer; mediaType: string; signal?: AbortSignal | undefined },
   ): Promise<Digest> {
+    const { signal } = manifest;
     const res = await this.#call({
       method: 'PUT',
       path: `/v2/${repository}/manifests/${reference}`,
@@ -373,7 +372,7 @@ export class RegistryClient {
       ...(body.annotations ? { annotations: body.annotations } : {}),
     });
     const bytes = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests }));
-    await this.putManifest(repository, tag, { bytes, mediaType: MediaType.OciIndex }, signal);
+    await this.putManifest(repository, tag, { bytes, mediaType: MediaType.OciIndex, signal });
   }
 
   async deleteManifest(repository: string, reference: string, signal?: AbortSignal): Promise<void> {
@@ -421,18 +420,12 @@ export class RegistryClient {
   }
 
   /** Reads a small blob (a config) whole, verified, failing past `limit` bytes. */
-  async getBlobBytes(
-    repository: string,
-    digest: Digest,
-    limit: number,
-    signal?: AbortSignal,
-  ): Promise<Buffer> {
+  async getBlobBytes(repository: string, digest: Digest, limit: number): Promise<Buffer> {
     const res = await this.#call({
       method: 'GET',
       path: `/v2/${repository}/blobs/${digest}`,
       scopes: [pullScope(repository)],
       ok: [200],
-      signal,
     });
     const bytes = await res.bytes(limit);
     if (digestOf(bytes, parseDigest(digest).algorithm) !== digest) {
@@ -575,30 +568,27 @@ export class RegistryClient {
 
   /** All tags, following `Link` pagination. */
   async listTags(repository: string, signal?: AbortSignal): Promise<string[]> {
-    return this.#paginate(
-      `/v2/${repository}/tags/list`,
-      [pullScope(repository)],
-      (body) => (body as { tags?: string[] | null }).tags ?? [],
+    return this.#paginate(`/v2/${repository}/tags/list`, {
+      scopes: [pullScope(repository)],
+      pick: (body) => (body as { tags?: string[] | null }).tags ?? [],
       signal,
-    );
+    });
   }
 
   /** All repositories in the catalog, following `Link` pagination. */
   async catalog(signal?: AbortSignal): Promise<string[]> {
-    return this.#paginate(
-      '/v2/_catalog',
-      ['registry:catalog:*'],
-      (body) => (body as { repositories?: string[] }).repositories ?? [],
+    return this.#paginate('/v2/_catalog', {
+      scopes: ['registry:catalog:*'],
+      pick: (body) => (body as { repositories?: string[] }).repositories ?? [],
       signal,
-    );
+    });
   }
 
   async #paginate(
     first: string,
-    scopes: readonly string[],
-    pick: (body: unknown) => string[],
-    signal?: AbortSignal,
+    how: { scopes: readonly string[]; pick: (body: unknown) => string[]; signal?: AbortSignal | undefined },
   ): Promise<string[]> {
+    const { scopes, pick, signal } = how;
     const out: string[] = [];
     let path: string | undefined = first;
     for (let page = 0; path && page < 10_000; page++) {

@@ -22,24 +22,33 @@ function platformText(d: Descriptor): string | undefined {
 export async function describeTree(
   source: ImageSource,
   descriptor: Descriptor,
-  label: string,
-  depth = 0,
-  signal?: AbortSignal,
+  where: { label: string; depth?: number; signal?: AbortSignal | undefined },
 ): Promise<TreeNode> {
+  const { label, depth = 0, signal } = where;
   const manifest = await source.manifest(descriptor.digest, signal);
   const parsed = parseManifest(manifest.bytes, manifest.mediaType);
   const children: TreeNode[] = [];
   if (isIndexMediaType(parsed.mediaType)) {
     for (const child of parsed.manifests) {
       children.push(
-        await describeTree(source, child, platformText(child) ?? child.digest, depth + 1, signal),
+        await describeTree(source, child, {
+          label: platformText(child) ?? child.digest,
+          depth: depth + 1,
+          signal,
+        }),
       );
     }
   }
   const referrers: TreeNode[] = [];
   if (depth < 8) {
     for (const ref of await source.referrers(descriptor.digest, signal)) {
-      referrers.push(await describeTree(source, ref, ref.artifactType ?? ref.mediaType, depth + 1, signal));
+      referrers.push(
+        await describeTree(source, ref, {
+          label: ref.artifactType ?? ref.mediaType,
+          depth: depth + 1,
+          signal,
+        }),
+      );
     }
   }
   const platform = platformText(descriptor);

@@ -28,14 +28,27 @@ export class DockerArchiveTarget implements ImageTarget {
   readonly tag = undefined;
   #root: ManifestResult | undefined;
 
-  private constructor(
-    readonly file: string,
-    readonly imageName: string | undefined,
-    readonly work: string,
-    readonly layout: OciLayout,
-    readonly platform: Platform,
-  ) {
-    this.name = `docker-archive:${file}${imageName ? `:${imageName}` : ''}`;
+  readonly file: string;
+  readonly imageName: string | undefined;
+  readonly work: string;
+  readonly layout: OciLayout;
+  readonly platform: Platform;
+
+  private constructor(parts: {
+    file: string;
+    imageName: string | undefined;
+    work: string;
+    layout: OciLayout;
+    platform: Platform;
+  }) {
+    ({
+      file: this.file,
+      imageName: this.imageName,
+      work: this.work,
+      layout: this.layout,
+      platform: this.platform,
+    } = parts);
+    this.name = `docker-archive:${this.file}${this.imageName ? `:${this.imageName}` : ''}`;
   }
 
   static async open(
@@ -55,13 +68,13 @@ export class DockerArchiveTarget implements ImageTarget {
     }
     const work = await mkdtemp(join(tmpdir(), 'airlock-docker-archive-'));
     const layout = await OciLayout.open(join(work, 'blobs'), { create: true });
-    return new DockerArchiveTarget(
+    return new DockerArchiveTarget({
       file,
       imageName,
       work,
       layout,
-      platform ?? { os: 'linux', architecture: 'amd64' },
-    );
+      platform: platform ?? { os: 'linux', architecture: 'amd64' },
+    });
   }
 
   async putBlob(descriptor: Descriptor, open: () => Promise<Readable>): Promise<PutBlobResult> {

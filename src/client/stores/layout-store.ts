@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
+import type { OciLayout } from '../../oci/index.js';
 import {
   digestOf,
-  OciLayout,
   MAX_MANIFEST_BYTES,
   parseManifest,
   type Descriptor,
@@ -35,7 +35,9 @@ export class LayoutStore implements ImageSource, ImageTarget {
 
   blob(descriptor: Descriptor, _signal?: AbortSignal, verify = true): Promise<Readable> {
     const stream = this.layout.openBlob(descriptor.digest);
-    return Promise.resolve(verify ? stream.pipe(verifyingStream(descriptor.digest, descriptor.size)) : stream);
+    return Promise.resolve(
+      verify ? stream.pipe(verifyingStream(descriptor.digest, descriptor.size)) : stream,
+    );
   }
 
   /** Referrers in a layout are the manifests it holds whose subject is `digest`. */

@@ -60,12 +60,10 @@ export class RegistryStore implements ImageSource, ImageTarget {
     manifest: ManifestResult,
     options: { tag?: string | undefined; signal?: AbortSignal } = {},
   ): Promise<void> {
-    await this.client.putManifest(
-      this.ref.repository,
-      options.tag ?? manifest.digest,
-      manifest,
-      options.signal,
-    );
+    await this.client.putManifest(this.ref.repository, options.tag ?? manifest.digest, {
+      ...manifest,
+      signal: options.signal,
+    });
   }
 
   close(): Promise<void> {
