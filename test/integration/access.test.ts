@@ -115,6 +115,23 @@ describe('access control', () => {
       const elsewhere = await call(who, 'GET', '/v2/q/secret/tags/list');
       await elsewhere.arrayBuffer();
       assert.equal(elsewhere.status, other);
+      // Tags, referrers and blob reads need the same pull right as manifests.
+      for (const path of [
+        '/v2/p/app/tags/list',
+        `/v2/p/app/referrers/${img.digest}`,
+        `/v2/p/app/blobs/${img.config.digest}`,
+      ]) {
+        const res = await call(who, 'GET', path);
+        await res.arrayBuffer();
+        assert.equal(res.status, pull, path);
+      }
+      // Upload sessions need push; a blob delete needs delete.
+      const session = await call(who, 'POST', '/v2/p/app/blobs/uploads/');
+      await session.arrayBuffer();
+      assert.equal(session.status, pushStatus === 201 ? 202 : pushStatus);
+      const blobDelete = await call(who, 'DELETE', `/v2/p/app/blobs/${'sha256:' + '0'.repeat(64)}`);
+      await blobDelete.arrayBuffer();
+      assert.equal(blobDelete.status, del === 202 ? 404 : del);
     });
   }
 
