@@ -2,20 +2,13 @@
 // users, robots and bindings made through the management API; private client configuration folders; and
 // a private containerd. Everything talks to 127.0.0.1 only.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
-import {
-  loggedRequests,
-  runForBytes,
-  runTool,
-  tempDirForTest,
-  type BuiltArtifact,
-  type LoggedRequest,
-} from './interop.js';
-import { startAirlockProcess, tempDir, type CommandResult, type RunningProcess } from './processes.js';
+import { loggedRequests, tempDirForTest, type BuiltArtifact, type LoggedRequest } from './interop.js';
+import { startAirlockProcess, type CommandResult, type RunningProcess } from './processes.js';
+import { startContainerd as startPrivateContainerd } from './containerd.js';
 
 export interface Credentials {
   readonly username: string;
@@ -247,66 +240,10 @@ export function assertOk(result: CommandResult, what: string): void {
   assert.equal(result.code, 0, `${what} exited ${result.code}:\n${result.stdout}\n${result.stderr}`);
 }
 
-export interface Ctr {
-  /** Runs `ctr` against the private containerd and test namespace; never throws on a non-zero exit. */
-  (args: readonly string[]): Promise<CommandResult>;
-  /** Raw bytes of a blob in containerd's content store. */
-  content(digest: string): Promise<Buffer>;
-}
-
-/**
- * Starts a private containerd (own root, state and sockets; no CRI plugin) for one test and stops it when
- * the test ends (the same set-up as test/interop/containerd.test.ts, whose helper is not exported).
- */
-export async function startContainerd(
+/** A private containerd for the auth tests: ctr results are returned, not thrown. */
+export function startContainerd(
   t: TestContext,
   binaries: { containerd: string; ctr: string },
-): Promise<Ctr> {
-  const dir = await tempDir('ctrd-auth-');
-  const socket = join(dir, 'containerd.sock');
-  const config = join(dir, 'config.toml');
-  await writeFile(
-    config,
-    [
-      'version = 2',
-      `root = "${join(dir, 'root')}"`,
-      `state = "${join(dir, 'state')}"`,
-      'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
-      '[grpc]',
-      `  address = "${socket}"`,
-      '[ttrpc]',
-      `  address = "${join(dir, 'containerd-ttrpc.sock')}"`,
-      '[debug]',
-      '  address = ""',
-      '[metrics]',
-      '  address = ""',
-      '[plugins."io.containerd.internal.v1.opt"]',
-      `  path = "${join(dir, 'opt')}"`,
-      '',
-    ].join('\n'),
-  );
-  const child = spawn(binaries.containerd, ['--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let log = '';
-  child.stdout.on('data', (chunk: Buffer) => (log += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (log += chunk.toString()));
-  const exited = new Promise<void>((done) => child.once('exit', () => done()));
-  t.after(async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-    await exited;
-    clearTimeout(timer);
-    await rm(dir, { recursive: true, force: true });
-  });
-  const base = ['--address', socket, '--namespace', 'airlock-auth-test'];
-  const ctr: Ctr = Object.assign((args: readonly string[]) => runTool(binaries.ctr, [...base, ...args]), {
-    content: (digest: string) => runForBytes(binaries.ctr, [...base, 'content', 'get', digest]),
-  });
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    const probe = await runTool(binaries.ctr, ['--address', socket, 'version'], { timeoutMs: 5_000 });
-    if (probe.code === 0) return ctr;
-    if (child.exitCode !== null || Date.now() > deadline)
-      throw new Error(`containerd did not start\n${log}\n${probe.stderr}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+): ReturnType<typeof startPrivateContainerd> {
+  return startPrivateContainerd(t, binaries, { namespace: 'airlock-auth-test', failOnError: false });
 }

@@ -465,7 +465,11 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
       caPem = '';
       if (attempt < 3 && /address already in use/i.test(why) && Date.now() < deadline) continue;
       throw new Error(
-        `kube-apiserver did not become ready at ${server} within ${timeoutMs} ms (last: ${last}):\n${allLogs()}\n----- kube-apiserver -----\n${why.slice(-20_000)}`,
+        `kube-apiserver ${
+          apiserver.exitedEarly()
+            ? `exited (${apiserver.child.exitCode ?? apiserver.child.signalCode})`
+            : `did not become ready within ${timeoutMs} ms (last: ${last})`
+        } at ${server}:\n${allLogs()}\n----- kube-apiserver -----\n${why.slice(-20_000)}`,
       );
     }
     const readyMs = Date.now() - started;

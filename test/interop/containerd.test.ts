@@ -1,82 +1,16 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { describe, it, type TestContext } from 'node:test';
+import { describe, it } from 'node:test';
 import {
   artifactDifferences,
   buildIndex,
   buildSimpleImage,
-  runTool,
-  runToolOk,
   pushArtifact,
-  runForBytes,
   startAirlockForTest,
   TEST_TIMEOUT_MS,
   type BuiltArtifact,
 } from '../helpers/interop.js';
 import { requirePeer } from '../helpers/peers.js';
-import { tempDir, type CommandResult } from '../helpers/processes.js';
-
-interface Ctr {
-  (args: readonly string[]): Promise<CommandResult>;
-  /** Raw bytes of a blob in containerd's content store. */
-  content(digest: string): Promise<Buffer>;
-}
-
-/**
- * Starts a private containerd (own root, state, sockets; no CRI plugin) for one test and stops it
- * when the test ends. Returns a `ctr` bound to its socket and a test namespace.
- */
-async function startContainerd(t: TestContext, binaries: { containerd: string; ctr: string }): Promise<Ctr> {
-  const dir = await tempDir('ctrd-');
-  const socket = join(dir, 'containerd.sock');
-  const config = join(dir, 'config.toml');
-  await writeFile(
-    config,
-    [
-      'version = 2',
-      `root = "${join(dir, 'root')}"`,
-      `state = "${join(dir, 'state')}"`,
-      'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
-      '[grpc]',
-      `  address = "${socket}"`,
-      '[ttrpc]',
-      `  address = "${join(dir, 'containerd-ttrpc.sock')}"`,
-      '[debug]',
-      '  address = ""',
-      '[metrics]',
-      '  address = ""',
-      '[plugins."io.containerd.internal.v1.opt"]',
-      `  path = "${join(dir, 'opt')}"`,
-      '',
-    ].join('\n'),
-  );
-  const child = spawn(binaries.containerd, ['--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let log = '';
-  child.stdout.on('data', (chunk: Buffer) => (log += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (log += chunk.toString()));
-  const exited = new Promise<void>((done) => child.once('exit', () => done()));
-  t.after(async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-    await exited;
-    clearTimeout(timer);
-    await rm(dir, { recursive: true, force: true });
-  });
-  const base = ['--address', socket, '--namespace', 'airlock-test'];
-  const ctr: Ctr = Object.assign((args: readonly string[]) => runToolOk(binaries.ctr, [...base, ...args]), {
-    content: (digest: string) => runForBytes(binaries.ctr, [...base, 'content', 'get', digest]),
-  });
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    const probe = await runTool(binaries.ctr, ['--address', socket, 'version'], { timeoutMs: 5_000 });
-    if (probe.code === 0) return ctr;
-    if (child.exitCode !== null || Date.now() > deadline)
-      throw new Error(`containerd did not start\n${log}\n${probe.stderr}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+import { startContainerd, type Ctr } from '../helpers/containerd.js';
 
 interface CtrImage {
   readonly ref: string;
