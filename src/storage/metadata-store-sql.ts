@@ -21,6 +21,15 @@ function toRecord(row: ManifestRow): ManifestRecord {
   };
 }
 
+/** Records a repository unless it is known (inside the caller's transaction when given one). */
+async function ensureRepository(db: Kysely<Schema>, name: string, at: number): Promise<void> {
+  await db
+    .insertInto('repositories')
+    .values({ name, created_at: at })
+    .onConflict((oc) => oc.column('name').doNothing())
+    .execute();
+}
+
 /** MetadataStore over any Kysely database (SQLite embedded, PostgreSQL for replicas). */
 export class SqlMetadataStore implements MetadataStore {
   readonly #db: Kysely<Schema>;
@@ -40,11 +49,7 @@ export class SqlMetadataStore implements MetadataStore {
   }
 
   async ensureRepository(name: string): Promise<void> {
-    await this.#db
-      .insertInto('repositories')
-      .values({ name, created_at: Date.now() })
-      .onConflict((oc) => oc.column('name').doNothing())
-      .execute();
+    await ensureRepository(this.#db, name, Date.now());
   }
 
   async repositoryExists(name: string): Promise<boolean> {
@@ -69,11 +74,7 @@ export class SqlMetadataStore implements MetadataStore {
   async linkBlob(repository: string, digest: Digest, size: number): Promise<void> {
     const now = Date.now();
     await this.#db.transaction().execute(async (trx) => {
-      await trx
-        .insertInto('repositories')
-        .values({ name: repository, created_at: now })
-        .onConflict((oc) => oc.column('name').doNothing())
-        .execute();
+      await ensureRepository(trx, repository, now);
       await trx
         .insertInto('blob_links')
         .values({ repository, digest, size, created_at: now })
@@ -135,11 +136,7 @@ export class SqlMetadataStore implements MetadataStore {
   async putManifest(repository: string, manifest: ManifestRecord, tag?: string): Promise<void> {
     const now = Date.now();
     await this.#db.transaction().execute(async (trx) => {
-      await trx
-        .insertInto('repositories')
-        .values({ name: repository, created_at: now })
-        .onConflict((oc) => oc.column('name').doNothing())
-        .execute();
+      await ensureRepository(trx, repository, now);
       await trx
         .insertInto('manifests')
         .values({
@@ -241,11 +238,7 @@ export class SqlMetadataStore implements MetadataStore {
 
   async createUpload(session: UploadSession): Promise<void> {
     await this.#db.transaction().execute(async (trx) => {
-      await trx
-        .insertInto('repositories')
-        .values({ name: session.repository, created_at: session.createdAt })
-        .onConflict((oc) => oc.column('name').doNothing())
-        .execute();
+      await ensureRepository(trx, session.repository, session.createdAt);
       await trx
         .insertInto('uploads')
         .values({ id: session.id, repository: session.repository, created_at: session.createdAt })
