@@ -1,11 +1,10 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import type { RegistryClient } from '../client/index.js';
 import {
-  clientFor,
   outputFor,
   readStdin,
   UsageError,
+  withClient,
   withClientOptions,
   type ClientFlags,
 } from './common.js';
@@ -42,19 +41,6 @@ function table(rows: readonly Row[], columns: readonly string[]): string {
     line(columns.map((c) => c.toUpperCase())),
     ...rows.map((r) => line(columns.map((c) => cell(r[c])))),
   ].join('\n');
-}
-
-async function withClient<T>(
-  host: string,
-  flags: ClientFlags,
-  use: (client: RegistryClient) => Promise<T>,
-): Promise<T> {
-  const client = await clientFor(host, flags);
-  try {
-    return await use(client);
-  } finally {
-    client.close();
-  }
 }
 
 async function newPassword(flags: { passwordStdin?: boolean; newPassword?: string }): Promise<string> {

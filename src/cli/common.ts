@@ -105,3 +105,17 @@ export async function clientFor(host: string, flags: ClientFlags): Promise<Regis
 export function refString(ref: Reference): string {
   return ref.digest ?? ref.tag ?? 'latest';
 }
+
+/** Runs `use` with a client for `host` configured from the flags, closing it afterwards. */
+export async function withClient<T>(
+  host: string,
+  flags: ClientFlags,
+  use: (client: RegistryClient) => Promise<T>,
+): Promise<T> {
+  const client = await clientFor(host, flags);
+  try {
+    return await use(client);
+  } finally {
+    client.close();
+  }
+}

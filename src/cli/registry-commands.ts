@@ -5,11 +5,11 @@ import { pipeline } from 'node:stream/promises';
 import { isIndexMediaType, parseManifest, formatReference } from '../oci/index.js';
 import { selectPlatform } from './platform.js';
 import {
-  clientFor,
   outputFor,
   parseRef,
   refString,
   UsageError,
+  withClient,
   withClientOptions,
   type ClientFlags,
 } from './common.js';
@@ -26,13 +26,10 @@ export function registerRegistryCommands(program: Command): void {
   ).action(async (repository: string, flags: ClientFlags) => {
     const out = outputFor(flags);
     const ref = parseRef(repository);
-    const client = await clientFor(ref.registry, flags);
-    try {
+    await withClient(ref.registry, flags, async (client) => {
       const tags = await client.listTags(ref.repository);
       out.result(tags.join('\n'), tags);
-    } finally {
-      client.close();
-    }
+    });
   });
 
   withClientOptions(
@@ -42,13 +39,10 @@ export function registerRegistryCommands(program: Command): void {
       .description('List the repositories of a registry'),
   ).action(async (host: string, flags: ClientFlags) => {
     const out = outputFor(flags);
-    const client = await clientFor(host, flags);
-    try {
+    await withClient(host, flags, async (client) => {
       const repositories = await client.catalog();
       out.result(repositories.join('\n'), repositories);
-    } finally {
-      client.close();
-    }
+    });
   });
 
   withClientOptions(
@@ -58,14 +52,11 @@ export function registerRegistryCommands(program: Command): void {
       .description('Print the manifest of an image or artifact'),
   ).action(async (reference: string, flags: ClientFlags) => {
     const ref = parseRef(reference);
-    const client = await clientFor(ref.registry, flags);
-    try {
+    await withClient(ref.registry, flags, async (client) => {
       const manifest = await client.getManifest(ref.repository, refString(ref));
       process.stdout.write(manifest.bytes);
       if (process.stdout.isTTY) process.stdout.write('\n');
-    } finally {
-      client.close();
-    }
+    });
   });
 
   withClientOptions(
@@ -73,14 +64,11 @@ export function registerRegistryCommands(program: Command): void {
   ).action(async (reference: string, flags: ClientFlags) => {
     const out = outputFor(flags);
     const ref = parseRef(reference);
-    const client = await clientFor(ref.registry, flags);
-    try {
+    await withClient(ref.registry, flags, async (client) => {
       const head = await client.headManifest(ref.repository, refString(ref));
       const digest = head?.digest ?? (await client.getManifest(ref.repository, refString(ref))).digest;
       out.result(digest, { digest });
-    } finally {
-      client.close();
-    }
+    });
   });
 
   withClientOptions(
@@ -91,8 +79,7 @@ export function registerRegistryCommands(program: Command): void {
       .description('Print the config blob of an image'),
   ).action(async (reference: string, flags: ClientFlags) => {
     const ref = parseRef(reference);
-    const client = await clientFor(ref.registry, flags);
-    try {
+    await withClient(ref.registry, flags, async (client) => {
       let manifest = await client.getManifest(ref.repository, refString(ref));
       let parsed = parseManifest(manifest.bytes, manifest.mediaType);
       if (isIndexMediaType(parsed.mediaType)) {
@@ -103,9 +90,7 @@ export function registerRegistryCommands(program: Command): void {
       if (!parsed.config) throw new UsageError(`${reference} has no config`);
       process.stdout.write(await client.getBlobBytes(ref.repository, parsed.config.digest, CONFIG_LIMIT));
       if (process.stdout.isTTY) process.stdout.write('\n');
-    } finally {
-      client.close();
-    }
+    });
   });
 
   withClientOptions(
@@ -116,10 +101,10 @@ export function registerRegistryCommands(program: Command): void {
       .description('Download one blob, verified against its digest'),
   ).action(async (reference: string, flags: ClientFlags & { file?: string }) => {
     const ref = parseRef(reference);
-    if (!ref.digest) throw new UsageError(`"${reference}" names no digest; use HOST/REPO@sha256:…`);
-    const client = await clientFor(ref.registry, flags);
-    try {
-      const stream = await client.getBlob(ref.repository, ref.digest);
+    const digest = ref.digest;
+    if (!digest) throw new UsageError(`"${reference}" names no digest; use HOST/REPO@sha256:…`);
+    await withClient(ref.registry, flags, async (client) => {
+      const stream = await client.getBlob(ref.repository, digest);
       if (!flags.file) {
         await pipeline(stream, process.stdout);
         return;
@@ -132,9 +117,7 @@ export function registerRegistryCommands(program: Command): void {
         await rm(temp, { force: true });
         throw error;
       }
-    } finally {
-      client.close();
-    }
+    });
   });
 
   withClientOptions(
@@ -146,8 +129,7 @@ export function registerRegistryCommands(program: Command): void {
   ).action(async (reference: string, flags: ClientFlags & { artifactType?: string }) => {
     const out = outputFor(flags);
     const ref = parseRef(reference);
-    const client = await clientFor(ref.registry, flags);
-    try {
+    await withClient(ref.registry, flags, async (client) => {
       const digest = ref.digest ?? (await client.getManifest(ref.repository, refString(ref))).digest;
       const list = await client.referrers(
         ref.repository,
@@ -156,9 +138,7 @@ export function registerRegistryCommands(program: Command): void {
       );
       const rows = list.map((d) => `${d.digest}  ${d.artifactType ?? d.mediaType}  ${d.size}`);
       out.result(rows.length ? rows.join('\n') : `No referrers of ${digest}`, list);
-    } finally {
-      client.close();
-    }
+    });
   });
 
   withClientOptions(
@@ -171,15 +151,12 @@ export function registerRegistryCommands(program: Command): void {
     const out = outputFor(flags);
     const ref = parseRef(reference);
     parseRef(`${ref.registry}/${ref.repository}:${tag}`);
-    const client = await clientFor(ref.registry, flags);
-    try {
+    await withClient(ref.registry, flags, async (client) => {
       const manifest = await client.getManifest(ref.repository, refString(ref));
       await client.putManifest(ref.repository, tag, manifest);
       const target = formatReference({ registry: ref.registry, repository: ref.repository, tag });
       out.result(`${target}@${manifest.digest}`, { reference: target, digest: manifest.digest });
-    } finally {
-      client.close();
-    }
+    });
   });
 
   withClientOptions(
@@ -187,12 +164,9 @@ export function registerRegistryCommands(program: Command): void {
   ).action(async (reference: string, flags: ClientFlags) => {
     const out = outputFor(flags);
     const ref = parseRef(reference);
-    const client = await clientFor(ref.registry, flags);
-    try {
+    await withClient(ref.registry, flags, async (client) => {
       await client.deleteManifest(ref.repository, refString(ref));
       out.result(`Deleted ${reference}`, { deleted: reference });
-    } finally {
-      client.close();
-    }
+    });
   });
 }
