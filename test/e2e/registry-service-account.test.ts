@@ -53,7 +53,9 @@ describe("a service-account token from a real kube-apiserver pulls from Airlock 
     );
     assert.equal(request.status, 201, request.text);
     token = request.json.status.token;
-    const jwks = await cp.request('GET', '/openid/v1/jwks', { headers: { accept: 'application/jwk-set+json' } });
+    const jwks = await cp.request('GET', '/openid/v1/jwks', {
+      headers: { accept: 'application/jwk-set+json' },
+    });
     assert.equal(jwks.status, 200);
     const api = (method: string, path: string, body: unknown) =>
       fetch(`${airlock?.url}${path}`, {
