@@ -162,6 +162,32 @@ describe('blob API', () => {
     assert.equal((await c.request('HEAD', `/v2/p/ns/blobs/${b.digest}?ns=docker.io`)).status, 200);
   });
 
+  it('survives clients that hang up in the middle of a large download, leaking no file handles', async () => {
+    const big = blob(Buffer.alloc(32 * 1024 * 1024, 5));
+    await c.pushBlob('p/big', big);
+    const { request } = await import('node:http');
+    const { readdir } = await import('node:fs/promises');
+    const fds = async () => (await readdir('/proc/self/fd')).length;
+    const before = await fds();
+    for (let i = 0; i < 5; i++) {
+      await new Promise<void>((resolve) => {
+        const req = request(`${reg.url}/v2/p/big/blobs/${big.digest}`, (res) => {
+          res.once('data', () => {
+            req.destroy();
+            resolve();
+          });
+        });
+        req.on('error', () => resolve());
+        req.end();
+      });
+    }
+    await new Promise((r) => setTimeout(r, 200));
+    const res = await c.request('GET', `/v2/p/big/blobs/${big.digest}`);
+    assert.equal(res.status, 200);
+    assert.equal((await res.arrayBuffer()).byteLength, big.bytes.length);
+    assert.ok((await fds()) <= before + 2, 'file handles were released');
+  });
+
   it('keeps upload sessions across a restart', async () => {
     const own = await startTestRegistry();
     const dataDir = own.dataDir;
