@@ -47,6 +47,16 @@ export function sendEmpty(ctx: Context, status: number, headers: Record<string, 
 
 /** Turns any error into a response: spec JSON for RegistryError, a generic 500 that leaks nothing otherwise. */
 export function sendError(ctx: Context, error: unknown): void {
+  // A client that hung up mid-request is not a server fault: note it and drop the connection.
+  const code = (error as { code?: unknown }).code;
+  if (
+    (code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE') &&
+    (ctx.req.destroyed || ctx.res.destroyed)
+  ) {
+    ctx.log.info({ reqId: ctx.id, route: ctx.route }, 'client closed the connection mid-request');
+    ctx.res.destroy();
+    return;
+  }
   if (ctx.res.headersSent) {
     ctx.log.warn({ err: error }, 'request failed after the response started');
     ctx.res.destroy();
