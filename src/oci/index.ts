@@ -27,3 +27,5 @@ export { extractLayers, safeEntryPath } from './extract.js';
 export type { ExtractOptions, ExtractLimits, ExtractResult } from './extract.js';
 export { OciLayout, REF_NAME } from './layout.js';
 export type { LayoutIndex } from './layout.js';
+export { writeHashed } from './hashed-write.js';
+export type { HashedWriteOptions } from './hashed-write.js';

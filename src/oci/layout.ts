@@ -1,11 +1,11 @@
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { ArchiveError } from './compression.js';
 import { Digester, digestOf, parseDigest, type Digest } from './digest.js';
+import { writeHashed } from './hashed-write.js';
 import type { Descriptor } from './manifest.js';
 import { MediaType } from './media-types.js';
 
@@ -124,16 +124,7 @@ export class OciLayout {
     const temp = join(this.dir, 'blobs', algorithm, `.tmp-${randomBytes(8).toString('hex')}`);
     const digester = new Digester(algorithm);
     try {
-      await pipeline(
-        source,
-        async function* (src: AsyncIterable<Uint8Array> | Iterable<Uint8Array>) {
-          for await (const chunk of src) {
-            digester.update(chunk);
-            yield chunk;
-          }
-        },
-        createWriteStream(temp),
-      );
+      await writeHashed(source, temp, { digester });
       const actual = digester.digest();
       if (actual !== digest) throw new ArchiveError(`Blob ${digest} arrived with digest ${actual}`);
       await rename(temp, this.blobPath(digest));

@@ -1,11 +1,9 @@
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { link, mkdir, open, readdir, rm, stat, unlink } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { finished } from 'node:stream/promises';
-import { once } from 'node:events';
-import { Digester, parseDigest, type Digest, type DigestAlgorithm } from '../oci/index.js';
+import { Digester, parseDigest, writeHashed, type Digest, type DigestAlgorithm } from '../oci/index.js';
 import type { BlobInfo, BlobStore, BlobWriteOptions, ByteRange, UploadAppendOptions } from './blob-store.js';
 import { StorageError } from './errors.js';
 
@@ -32,35 +30,8 @@ async function fsyncPath(path: string): Promise<void> {
   }
 }
 
-/**
- * Copies a stream to a file, hashing on the way and stopping past `maxBytes`. A plain loop over the
- * file's write stream (no generator stage between them) keeps the per-chunk cost of large uploads low.
- */
-async function writeHashed(
-  source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
-  path: string,
-  options: { digester: Digester; maxBytes: number; append: boolean; signal?: AbortSignal },
-): Promise<void> {
-  const { digester, maxBytes } = options;
-  const out = createWriteStream(path, { flags: options.append ? 'a' : 'w', highWaterMark: READ_CHUNK });
-  const failed = new Promise<never>((_, reject) => out.once('error', reject));
-  failed.catch(() => undefined);
-  try {
-    for await (const chunk of source) {
-      options.signal?.throwIfAborted();
-      if (digester.size + chunk.byteLength > maxBytes) {
-        throw new StorageError('TOO_LARGE', `Blob is larger than the ${maxBytes} bytes allowed`);
-      }
-      digester.update(chunk);
-      if (!out.write(chunk)) await Promise.race([once(out, 'drain'), failed]);
-    }
-    out.end();
-    await Promise.race([finished(out), failed]);
-  } catch (error) {
-    out.destroy();
-    throw error;
-  }
-}
+const tooLarge = (maxBytes: number): StorageError =>
+  new StorageError('TOO_LARGE', `Blob is larger than the ${maxBytes} bytes allowed`);
 
 export interface FsBlobStoreOptions {
   /** Whether to fsync blob files and folders before a blob becomes visible. Default: true. */
@@ -224,6 +195,7 @@ export class FsBlobStore implements BlobStore {
     const digester = new Digester(algorithm);
     try {
       await writeHashed(source, temp, {
+        tooLarge,
         digester,
         maxBytes: options.maxBytes ?? Infinity,
         append: false,
@@ -329,6 +301,7 @@ export class FsBlobStore implements BlobStore {
     const chunkDigester = state.digester;
     try {
       await writeHashed(source, this.#uploadPath(id), {
+        tooLarge,
         digester: chunkDigester,
         maxBytes: options.maxBytes ?? Infinity,
         append: true,
