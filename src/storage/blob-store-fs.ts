@@ -149,10 +149,7 @@ export class FsBlobStore implements BlobStore {
           );
           if (bytesRead === 0) throw new Error(`Blob "${digest}" ended at ${position} of ${size} bytes`);
           const write = new Promise<void>((resolve, reject) => {
-            const written = destination.write(buffer.subarray(0, bytesRead), (error) =>
-              error ? reject(error) : resolve(),
-            );
-            void written;
+            destination.write(buffer.subarray(0, bytesRead), (error) => (error ? reject(error) : resolve()));
           });
           // Observed now, so a failed write (the client went away) is not an unhandled rejection while
           // the other buffer is being awaited; it still throws where it is awaited.

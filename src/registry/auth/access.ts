@@ -48,7 +48,8 @@ export class AccessControl {
   readonly #maxFailures: number;
   readonly #credentials = new Map<string, { principal: Principal; until: number }>();
   readonly #failures = new Map<string, { count: number; since: number }>();
-  #bindings: Binding[] = [];
+  /** Bindings by member, so a request looks up only its caller's. */
+  #bindings = new Map<string, Binding[]>();
   #publicRepos = new Set<string>();
 
   constructor(options: AccessControlOptions) {
@@ -62,7 +63,11 @@ export class AccessControl {
 
   /** Reloads bindings and public repositories, and forgets cached credentials (after any change). */
   async refresh(): Promise<void> {
-    this.#bindings = await this.store.listBindings();
+    const byMember = new Map<string, Binding[]>();
+    for (const binding of await this.store.listBindings()) {
+      byMember.set(binding.member, [...(byMember.get(binding.member) ?? []), binding]);
+    }
+    this.#bindings = byMember;
     this.#publicRepos = new Set(
       (await this.store.listRepositorySettings()).filter((r) => r.publicRead).map((r) => r.name),
     );
@@ -168,7 +173,7 @@ export class AccessControl {
   }
 
   #bindingsOf(principal: Principal): Binding[] {
-    return this.#bindings.filter((b) => b.member === principal.member);
+    return this.#bindings.get(principal.member) ?? [];
   }
 
   /** The actions a caller may take on a repository. */

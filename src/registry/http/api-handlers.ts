@@ -114,9 +114,10 @@ export async function routeApi(ctx: Context, registry: Registry): Promise<boolea
   if (repoMatch && method === 'DELETE') {
     const name = decodeURIComponent(repoMatch[1] ?? '');
     requireManage(ctx, name);
-    const removed = (await registry.deleteRepository(name)) || (await store.deleteRepositorySettings(name));
-    await store.deleteRepositorySettings(name);
-    if (!removed) throw new RegistryError('NAME_UNKNOWN', `Repository "${name}" is not known`);
+    const hadContent = await registry.deleteRepository(name);
+    const hadSettings = await store.deleteRepositorySettings(name);
+    if (!hadContent && !hadSettings)
+      throw new RegistryError('NAME_UNKNOWN', `Repository "${name}" is not known`);
     await ctx.access.refresh();
     await recordAudit(ctx, { action: 'repository.delete', target: name });
     sendEmpty(ctx, 204);
