@@ -15,7 +15,8 @@
 #               service is never started: a temporary /usr/sbin/policy-rc.d
 #               (exit 101) is put in place if none exists. Tests run their own
 #               etcd on free ports with a throwaway data dir.
-#   * kube-apiserver, kube-controller-manager
+#   * kube-apiserver, kube-controller-manager, kubectl (the benchmark's peer for
+#               `kubectl apply --server-side`)
 #               built from source with the machine's Go (GOTOOLCHAIN=local) from
 #               the k8s.io/kubernetes module on the Go module proxy, into
 #               ${AIRLOCK_PEERS:-$HOME/.cache/airlock-peers}/bin. A stamp file
@@ -41,7 +42,7 @@ set -euo pipefail
 # v1.36.x needs Go >= 1.26.0 (its go.mod says `go 1.26.0`); the machine has 1.26.x.
 KUBE_VERSION=v1.36.3
 KUBE_COMMIT=unknown # the module zip carries no git metadata
-KUBE_CMDS=(kube-apiserver kube-controller-manager)
+KUBE_CMDS=(kube-apiserver kube-controller-manager kubectl)
 
 PEERS_DIR="${AIRLOCK_PEERS:-$HOME/.cache/airlock-peers}"
 BIN_DIR="$PEERS_DIR/bin"
@@ -167,7 +168,7 @@ build_kube() {
     for m in $staging; do printf '\t%s => %s %s\n' "$m" "$m" "$staging_version"; done
     printf ')\n'
   } >"$tmp/go.mod"
-  printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "k8s.io/kubernetes/cmd/kube-apiserver"\n\t_ "k8s.io/kubernetes/cmd/kube-controller-manager"\n)\n' >"$tmp/tools.go"
+  printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "k8s.io/kubernetes/cmd/kube-apiserver"\n\t_ "k8s.io/kubernetes/cmd/kube-controller-manager"\n\t_ "k8s.io/kubernetes/cmd/kubectl"\n)\n' >"$tmp/tools.go"
 
   local minor=${KUBE_VERSION#v1.}
   minor=${minor%%.*}
@@ -186,7 +187,7 @@ build_kube() {
       # resolve the full graph (adds the go.sum lines and any indirect requirements)
       go mod tidy >&2 &&
       CGO_ENABLED=0 go build -trimpath -tags=providerless -ldflags="$ldflags" -o "$tmp/bin/" \
-        k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
+        k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl
   ) >&2 || die "go: building ${KUBE_CMDS[*]} from k8s.io/kubernetes@$KUBE_VERSION failed (see above; work dir $tmp)"
 
   for c in "${KUBE_CMDS[@]}"; do
@@ -200,7 +201,9 @@ build_kube() {
 
 report_kube() { # NAME
   local name=$1 path=$BIN_DIR/$1 out v
-  out=$("$path" --version 2>&1) || die "$name: '$path --version' failed: $out"
+  local flag=(--version)
+  [[ "$name" == kubectl ]] && flag=(version --client)
+  out=$("$path" "${flag[@]}" 2>&1) || die "$name: '$path ${flag[*]}' failed: $out"
   v=$(version_of "$out")
   [[ -n "$v" ]] || die "$name: could not read a version from: $out"
   print_tool "$name" "$v" "$path"

@@ -5,6 +5,7 @@ export type {
   ManifestHead,
   BlobSource,
   BlobPushResult,
+  RegistryPushEvent,
 } from './registry-client.js';
 export { HttpTransport } from './transport.js';
 export type { TransportOptions, HttpRequest, HttpResponse, RequestBody } from './transport.js';

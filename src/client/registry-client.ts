@@ -43,6 +43,15 @@ export interface ManifestResult {
   readonly digest: Digest;
 }
 
+/** One event of Airlock's event stream. */
+export interface RegistryPushEvent {
+  readonly action: 'push' | 'delete';
+  readonly repository: string;
+  readonly digest: string;
+  readonly tag?: string;
+  readonly mediaType?: string;
+}
+
 export interface ManifestHead {
   readonly digest: Digest;
   readonly mediaType: string;
@@ -249,6 +258,60 @@ export class RegistryClient {
     if (res.status >= 400) throw await this.#failure(res, { method, path, scopes: [], ok: [] });
     const text = await res.text(16 * 1024 * 1024);
     return (text ? JSON.parse(text) : undefined) as T;
+  }
+
+  /**
+   * Airlock's push/delete event stream (`/api/v1/events`, server-sent events) for some repositories:
+   * yields each event until the server ends the stream or `signal` aborts. A registry without the stream
+   * (not Airlock) fails with a NOT_FOUND ClientError; callers then poll.
+   */
+  async *events(
+    options: { repositories?: readonly string[]; signal?: AbortSignal; onOpen?: () => void } = {},
+  ): AsyncGenerator<RegistryPushEvent> {
+    const url = new URL('/api/v1/events', this.baseUrl);
+    for (const name of options.repositories ?? []) url.searchParams.append('repository', name);
+    const credentials = this.#credentials;
+    const authorization =
+      credentials && 'username' in credentials
+        ? `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString('base64')}`
+        : credentials
+          ? `Bearer ${credentials.identityToken}`
+          : undefined;
+    const res = await this.#transport.send({
+      method: 'GET',
+      url,
+      headers: { accept: 'text/event-stream', ...(authorization ? { authorization } : {}) },
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+    if (res.status !== 200 || !(res.header('content-type') ?? '').startsWith('text/event-stream'))
+      throw await this.#failure(res, { method: 'GET', path: '/api/v1/events', scopes: [], ok: [] });
+    options.onOpen?.();
+    let buffer = '';
+    try {
+      for await (const chunk of res.body) {
+        buffer += (chunk as Buffer).toString('utf8');
+        let end: number;
+        while ((end = buffer.indexOf('\n\n')) >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const data = block
+            .split('\n')
+            .filter((line) => line.startsWith('data:'))
+            .map((line) => line.slice(5).trimStart())
+            .join('\n');
+          if (!data) continue; // a comment (subscribed, heartbeat)
+          try {
+            yield JSON.parse(data) as RegistryPushEvent;
+          } catch {
+            // not JSON: skip the event rather than end the stream
+          }
+        }
+        if (buffer.length > 1024 * 1024)
+          throw new ClientError('TOO_LARGE', 'Event stream sent an event larger than 1 MiB');
+      }
+    } finally {
+      res.body.destroy();
+    }
   }
 
   /** GET /v2/: true when the registry answers (with or without auth). */

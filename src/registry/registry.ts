@@ -118,7 +118,8 @@ function storageToRegistry(error: unknown, uploadId?: string): never {
  * caches are invalidated by this instance's own writes.
  */
 export class Registry {
-  readonly events = new EventEmitter<{ event: [RegistryEvent] }>();
+  /** Pushes and deletes; `close` when the server shuts down (long-lived event streams end then). */
+  readonly events = new EventEmitter<{ event: [RegistryEvent]; close: [] }>();
   readonly #blobs: BlobStore;
   readonly #meta: MetadataStore;
   readonly #maxBlobBytes: number;
@@ -133,6 +134,7 @@ export class Registry {
   readonly #createOnPush: boolean;
 
   constructor(options: RegistryOptions) {
+    this.events.setMaxListeners(0); // one listener per event-stream subscriber
     this.#blobs = options.blobs;
     this.#meta = options.metadata;
     this.#maxBlobBytes = options.maxBlobBytes ?? Infinity;

@@ -117,6 +117,7 @@ export async function startRegistry(
     closing ??= (async () => {
       accepting = false;
       clearInterval(purgeTimer);
+      registry.events.emit('close');
       const drained = new Promise<void>((done) => server.close(() => done()));
       server.closeIdleConnections();
       const grace = new Promise<void>((done) => setTimeout(done, config.shutdownGraceSeconds * 1000).unref());

@@ -7,6 +7,7 @@ import { ROLES, scopeProblem } from '../auth/policy.js';
 import type { Registry } from '../registry.js';
 import { readSmallBody, recordAudit, sendEmpty, sendJson, type Context } from './context.js';
 import { harborApi } from './harbor-api.js';
+import { eventStream } from './events-handler.js';
 
 type Json = Record<string, unknown>;
 
@@ -340,6 +341,10 @@ export async function routeApi(ctx: Context, registry: Registry): Promise<boolea
         limit: Number(ctx.query.get('limit') ?? 1000),
       }),
     );
+    return true;
+  }
+  if (path === '/events' && method === 'GET') {
+    eventStream(ctx, registry);
     return true;
   }
   if (path === '/whoami' && method === 'GET') {

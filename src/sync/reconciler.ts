@@ -1,0 +1,710 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { RegistryClient } from '../client/index.js';
+import { KubeClient, KubeError, type KubeObject, type ResourceInfo } from '../kube/index.js';
+import type { Logger } from '../log/index.js';
+import type { Digest, Reference } from '../oci/index.js';
+import {
+  ANNOTATIONS,
+  MANAGED_BY_LABEL,
+  MANAGED_BY_VALUE,
+  REPO_SYNC,
+  ROOT_SYNC,
+  inventoryId,
+  managerValue,
+  objectKey,
+  parseDuration,
+  reconcilerName,
+  type ObjectId,
+  type SyncKind,
+  type SyncObject,
+} from './api.js';
+import { Applier, describeObject, type AppliedObject } from './applier.js';
+import { declareObjects, type Scope } from './declared.js';
+import { KNV, SyncError, toSyncErrors } from './errors.js';
+import {
+  fetchSource,
+  parseSourceImage,
+  parseSourcePlatform,
+  resolveSourceDigest,
+  type SourceLimits,
+} from './fetch.js';
+import { computeStatus } from './kstatus.js';
+import { registryClientFor, type RegistryAccessOptions } from './registry-auth.js';
+import { readSource } from './source.js';
+import { patchSyncStatus, readInventory, setCondition, stagePatch, writeInventory } from './status.js';
+
+/** Checks an image's signatures before it is applied (spec.oci.verify); throws with the reason. */
+export type SignatureVerifier = (
+  client: RegistryClient,
+  request: {
+    ref: Reference;
+    digest: Digest;
+    publicKeys: string;
+    ignoreReference: boolean;
+    signal?: AbortSignal;
+  },
+) => Promise<void>;
+
+export interface ReconcilerOptions extends RegistryAccessOptions {
+  readonly kube: KubeClient;
+  readonly log: Logger;
+  /** Where images are extracted (a fresh folder per run, removed after). Default: the OS temp dir. */
+  readonly workDir?: string;
+  readonly limits?: SourceLimits;
+  /** Subscribe to an Airlock registry's event stream to sync a push at once. Default true. */
+  readonly registryEvents?: boolean;
+  /** Verifies signatures for spec.oci.verify; without it such syncs fail with a clear error. */
+  readonly verifySignature?: SignatureVerifier;
+  /** Corrections of one object within a minute that count as a fight (KNV2005). Default 5. */
+  readonly fightThreshold?: number;
+  /** Clock, for tests. Default: () => new Date(). */
+  readonly now?: () => Date;
+}
+
+const DEFAULT_PERIOD_MS = 15_000;
+const SECRET: ResourceInfo = {
+  group: '',
+  version: 'v1',
+  kind: 'Secret',
+  plural: 'secrets',
+  namespaced: true,
+};
+
+interface Managed {
+  readonly applied: AppliedObject;
+  resourceVersion: string | undefined;
+  corrections: number[];
+}
+
+/**
+ * Keeps one RootSync or RepoSync in sync: on its period, on a registry push event and on drift, it
+ * resolves the image, fetches and validates the manifests, applies them with server-side apply, prunes
+ * what left, records the inventory and writes status the way Config Sync does.
+ */
+export class Reconciler {
+  readonly kind: SyncKind;
+  readonly namespace: string;
+  readonly name: string;
+  readonly reconciler: string;
+  readonly #options: ReconcilerOptions;
+  readonly #kube: KubeClient;
+  readonly #log: Logger;
+  readonly #applier: Applier;
+  readonly #abort = new AbortController();
+  readonly #managed = new Map<string, Managed>();
+  readonly #watches = new Map<string, AbortController>();
+  #timer: NodeJS.Timeout | undefined;
+  #running: Promise<void> | undefined;
+  #again = false;
+  #stopped = false;
+  #lastCommit: string | undefined;
+  #lastImage: string | undefined;
+  #lastGeneration: number | undefined;
+  #events: { key: string; abort: AbortController } | undefined;
+  #fights: SyncError[] = [];
+  #client: { key: string; client: RegistryClient } | undefined;
+
+  constructor(sync: { kind: SyncKind; namespace: string; name: string }, options: ReconcilerOptions) {
+    this.kind = sync.kind;
+    this.namespace = sync.namespace;
+    this.name = sync.name;
+    this.reconciler = reconcilerName(sync.kind, sync);
+    this.#options = options;
+    this.#kube = options.kube;
+    this.#log = options.log.child({
+      sync: `${sync.kind} ${sync.namespace}/${sync.name}`,
+      reconciler: this.reconciler,
+    });
+    this.#applier = new Applier(options.kube, {
+      fieldManager: this.reconciler,
+      manager: managerValue(sync.kind, sync),
+      inventory: inventoryId(sync),
+    });
+  }
+
+  #now(): Date {
+    return this.#options.now?.() ?? new Date();
+  }
+
+  /** Starts the loop: a reconcile now, then on every trigger. */
+  start(): void {
+    this.trigger('start');
+  }
+
+  /** Asks for a reconcile soon (coalesced with one already running). */
+  trigger(reason: string): void {
+    if (this.#stopped) return;
+    if (this.#running) {
+      this.#again = true;
+      return;
+    }
+    clearTimeout(this.#timer);
+    this.#log.debug({ reason }, 'reconcile triggered');
+    this.#running = this.#reconcile()
+      .catch((error: unknown) => this.#log.error({ err: error }, 'reconcile failed unexpectedly'))
+      .finally(() => {
+        this.#running = undefined;
+        if (this.#again && !this.#stopped) {
+          this.#again = false;
+          this.trigger('queued');
+        }
+      });
+  }
+
+  /** Waits for the current reconcile, if any (tests, shutdown). */
+  async idle(): Promise<void> {
+    while (this.#running) await this.#running;
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    this.#abort.abort();
+    for (const watch of this.#watches.values()) watch.abort();
+    this.#events?.abort.abort();
+    await this.idle();
+    this.#client?.client.close();
+  }
+
+  #schedule(ms: number): void {
+    if (this.#stopped) return;
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => this.trigger('period'), ms);
+    this.#timer.unref?.();
+  }
+
+  async #readSync(): Promise<SyncObject | undefined> {
+    return this.#kube.get<SyncObject>(this.kind === 'RootSync' ? ROOT_SYNC : REPO_SYNC, {
+      namespace: this.namespace,
+      name: this.name,
+    });
+  }
+
+  async #status(patch: Record<string, unknown>): Promise<void> {
+    try {
+      await patchSyncStatus(
+        this.#kube,
+        { kind: this.kind, namespace: this.namespace, name: this.name },
+        patch,
+      );
+    } catch (error) {
+      if (!(error instanceof KubeError && error.status === 404))
+        this.#log.warn({ err: error }, 'cannot write status');
+    }
+  }
+
+  async #clientFor(sync: SyncObject, ref: Reference): Promise<RegistryClient> {
+    const oci = sync.spec?.oci ?? {};
+    // k8sserviceaccount tokens live an hour: make a new client (and token) every 30 minutes.
+    const key = JSON.stringify({
+      oci,
+      slot: Math.floor(Date.now() / 1_800_000),
+      rv: sync.metadata.generation,
+    });
+    if (this.#client?.key === key) return this.#client.client;
+    const client = await registryClientFor(
+      this.#kube,
+      { namespace: this.namespace, reconciler: this.reconciler, oci, ref },
+      this.#options,
+    );
+    this.#client?.client.close();
+    this.#client = { key, client };
+    return client;
+  }
+
+  async #reconcile(): Promise<void> {
+    const sync = await this.#readSync();
+    if (!sync) return;
+    const spec = sync.spec ?? {};
+    const oci = spec.oci ?? {};
+    const image = oci.image ?? '';
+    const dir = oci.dir ?? '.';
+    const period = oci.period ? parseDuration(oci.period) : DEFAULT_PERIOD_MS;
+    const conditions = sync.status?.conditions;
+    const now = this.#now();
+    const generation = sync.metadata.generation;
+    const specChanged = generation !== this.#lastGeneration;
+
+    // --- the spec itself ---------------------------------------------------------------------------
+    const stalled = this.#specProblem(sync, period);
+    if (stalled) {
+      await this.#status({
+        observedGeneration: generation ?? null,
+        reconciler: this.reconciler,
+        source: stagePatch({ image, dir, errors: [stalled] }, now),
+        conditions: setCondition(
+          setCondition(
+            conditions,
+            { type: 'Stalled', status: 'True', reason: 'Validation', message: stalled.message },
+            now,
+          ),
+          { type: 'Reconciling', status: 'False', reason: 'Validation', message: 'The spec is invalid' },
+          now,
+        ),
+      });
+      this.#lastGeneration = generation;
+      return;
+    }
+    let ref: Reference;
+    try {
+      ref = parseSourceImage(image);
+    } catch (error) {
+      const errors = toSyncErrors(error);
+      await this.#status({ reconciler: this.reconciler, source: stagePatch({ image, dir, errors }, now) });
+      return;
+    }
+
+    // --- fetch ---------------------------------------------------------------------------------------
+    let client: RegistryClient;
+    let digest: Digest;
+    try {
+      client = await this.#clientFor(sync, ref);
+      digest = await resolveSourceDigest(client, ref, this.#abort.signal);
+    } catch (error) {
+      await this.#sourceFailed(sync, toSyncErrors(error, KNV.SOURCE));
+      return;
+    }
+    this.#watchRegistry(client, ref);
+    const commit = digest.slice(digest.indexOf(':') + 1);
+    const unchanged = commit === this.#lastCommit && image === this.#lastImage && !specChanged;
+    if (unchanged && this.#fights.length === 0) {
+      await this.#refreshObjectStatus(commit);
+      this.#schedule(period ?? DEFAULT_PERIOD_MS);
+      return;
+    }
+
+    const work = join(this.#options.workDir ?? tmpdir(), `airlock-sync-${randomBytes(6).toString('hex')}`);
+    try {
+      await mkdir(work, { recursive: true, mode: 0o700 });
+      const root = join(work, 'source');
+      const errorsBefore: SyncError[] = [];
+      let declared;
+      try {
+        await fetchSource(
+          client,
+          { ref, digest, out: root },
+          {
+            dir,
+            platform: parseSourcePlatform(oci.platform),
+            signal: this.#abort.signal,
+            ...this.#options.limits,
+          },
+        );
+        await this.#verify(sync, client, ref, digest);
+        const objects = await readSource(root);
+        declared = await declareObjects(objects, {
+          format: spec.sourceFormat === 'hierarchy' ? 'hierarchy' : 'unstructured',
+          scopeOf: (apiVersion, kind) => this.#scopeOf(apiVersion, kind),
+          repoNamespace: this.kind === 'RepoSync' ? this.namespace : undefined,
+        });
+      } catch (error) {
+        errorsBefore.push(...toSyncErrors(error, KNV.SOURCE));
+      }
+      if (!declared) {
+        await this.#sourceFailed(sync, errorsBefore, commit);
+        return;
+      }
+      await this.#status({
+        observedGeneration: generation ?? null,
+        reconciler: this.reconciler,
+        source: stagePatch({ image, dir, commit }, now),
+        rendering: stagePatch({ image, dir, commit, message: 'Rendering skipped' }, now),
+        conditions: setCondition(
+          setCondition(
+            setCondition(
+              conditions,
+              { type: 'Stalled', status: 'False', reason: 'Stalled', message: '' },
+              now,
+            ),
+            { type: 'Reconciling', status: 'False', reason: 'Source', message: 'Source fetched' },
+            now,
+          ),
+          { type: 'Syncing', status: 'True', reason: 'Sync', message: 'Syncing', commit },
+          now,
+        ),
+      });
+
+      // --- announce the digest (an admission webhook may refuse it) -------------------------------
+      const imageToSync = `${ref.registry}/${ref.repository}@${digest}`;
+      if (sync.metadata.annotations?.[ANNOTATIONS.imageToSync] !== imageToSync) {
+        try {
+          await this.#kube.mergePatch(
+            this.kind === 'RootSync' ? ROOT_SYNC : REPO_SYNC,
+            { namespace: this.namespace, name: this.name },
+            { metadata: { annotations: { [ANNOTATIONS.imageToSync]: imageToSync } } },
+          );
+        } catch (error) {
+          const message = error instanceof Error ? error.message : String(error);
+          await this.#syncDone(sync, {
+            image,
+            dir,
+            commit,
+            errors: [new SyncError(KNV.API_SERVER, message, { cause: error })],
+          });
+          this.#schedule(period ?? DEFAULT_PERIOD_MS);
+          return;
+        }
+      }
+
+      // --- apply, prune, inventory ---------------------------------------------------------------
+      const previous =
+        (await readInventory(this.#kube, { namespace: this.namespace, name: this.name })) ?? [];
+      const result = await this.#applier.run(declared, { commit, previous, signal: this.#abort.signal });
+      const inventory = [
+        ...result.applied.map((a) => ({ ...a.id, status: a.status, sourceHash: commit })),
+        ...result.retained.map((id) => ({ ...id, status: 'Unknown' as const, sourceHash: commit })),
+      ];
+      await writeInventory(
+        this.#kube,
+        {
+          namespace: this.namespace,
+          name: this.name,
+          fieldManager: this.reconciler,
+          inventory: this.#applier.identity.inventory,
+        },
+        inventory,
+      );
+      this.#track(result.applied);
+      this.#fights = [];
+      await this.#syncDone(sync, { image, dir, commit, errors: result.errors });
+      if (result.errors.length === 0) {
+        this.#lastCommit = commit;
+        this.#lastImage = image;
+        this.#lastGeneration = generation;
+      }
+      this.#log.info(
+        {
+          commit,
+          applied: result.applied.length,
+          pruned: result.pruned.length,
+          errors: result.errors.length,
+        },
+        'reconciled',
+      );
+    } catch (error) {
+      this.#log.error({ err: error }, 'reconcile failed');
+      await this.#syncDone(sync, { image, dir, commit, errors: toSyncErrors(error, KNV.APPLY) });
+    } finally {
+      await rm(work, { recursive: true, force: true });
+      // A digest-pinned image never changes: no polling, drift repair and events still run.
+      if (!ref.digest || this.#lastCommit !== commit) this.#schedule(period ?? DEFAULT_PERIOD_MS);
+    }
+  }
+
+  #specProblem(sync: SyncObject, period: number | undefined): SyncError | undefined {
+    const spec = sync.spec ?? {};
+    if ((spec.sourceType ?? 'git') !== 'oci')
+      return new SyncError(
+        KNV.INVALID_SYNC,
+        `${this.kind} ${this.namespace}/${this.name} has spec.sourceType "${spec.sourceType ?? 'git'}"; Airlock syncs only "oci"`,
+      );
+    if (period === undefined)
+      return new SyncError(
+        KNV.INVALID_SYNC,
+        `spec.oci.period "${spec.oci?.period ?? ''}" is not a duration such as "15s" or "1m"`,
+      );
+    if (
+      spec.sourceFormat !== undefined &&
+      spec.sourceFormat !== 'unstructured' &&
+      spec.sourceFormat !== 'hierarchy'
+    )
+      return new SyncError(
+        KNV.INVALID_SYNC,
+        `spec.sourceFormat "${spec.sourceFormat}" must be "unstructured" or "hierarchy"`,
+      );
+    if (this.kind === 'RepoSync' && spec.sourceFormat === 'hierarchy')
+      return new SyncError(KNV.INVALID_SYNC, 'a RepoSync only supports spec.sourceFormat "unstructured"');
+    return undefined;
+  }
+
+  async #verify(sync: SyncObject, client: RegistryClient, ref: Reference, digest: Digest): Promise<void> {
+    const verify = sync.spec?.oci?.verify;
+    if (!verify?.secretRef?.name) return;
+    if (!this.#options.verifySignature)
+      throw new SyncError(
+        KNV.SOURCE,
+        'spec.oci.verify is set but this controller was built without signature verification',
+      );
+    const where = { namespace: this.namespace, name: verify.secretRef.name };
+    const secret = await this.#kube.get(SECRET, where);
+    if (!secret)
+      throw new SyncError(
+        KNV.SOURCE,
+        `Secret ${where.namespace}/${where.name} named by spec.oci.verify does not exist`,
+      );
+    const data = (secret as { data?: Record<string, string> }).data ?? {};
+    const keys = Object.values(data)
+      .map((v) => Buffer.from(v, 'base64').toString('utf8'))
+      .filter((text) => text.includes('-----BEGIN'))
+      .join('\n');
+    if (!keys)
+      throw new SyncError(KNV.SOURCE, `Secret ${where.namespace}/${where.name} holds no PEM public key`);
+    try {
+      await this.#options.verifySignature(client, {
+        ref,
+        digest,
+        publicKeys: keys,
+        ignoreReference: verify.ignoreReference === true,
+        signal: this.#abort.signal,
+      });
+    } catch (error) {
+      throw new SyncError(
+        KNV.SOURCE,
+        `image ${ref.registry}/${ref.repository}@${digest} failed signature verification: ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
+  }
+
+  async #scopeOf(apiVersion: string, kind: string): Promise<Scope | undefined> {
+    const info = await this.#kube.findResource(apiVersion, kind);
+    if (!info) return undefined;
+    return info.namespaced ? 'Namespaced' : 'Cluster';
+  }
+
+  async #sourceFailed(sync: SyncObject, errors: SyncError[], commit?: string): Promise<void> {
+    const oci = sync.spec?.oci ?? {};
+    const now = this.#now();
+    this.#log.warn({ errors: errors.map((e) => `${e.code}: ${e.message}`) }, 'source failed');
+    await this.#status({
+      observedGeneration: sync.metadata.generation ?? null,
+      reconciler: this.reconciler,
+      source: stagePatch({ image: oci.image ?? '', dir: oci.dir ?? '.', commit, errors }, now),
+      conditions: setCondition(
+        setCondition(
+          sync.status?.conditions,
+          { type: 'Reconciling', status: 'False', reason: 'Source', message: 'Source failed' },
+          now,
+        ),
+        {
+          type: 'Syncing',
+          status: 'False',
+          reason: 'Source',
+          message: errors[0]?.message ?? 'Source failed',
+          ...(commit ? { commit } : {}),
+        },
+        now,
+      ),
+    });
+    const period = oci.period ? parseDuration(oci.period) : undefined;
+    // Retry sooner than the period while the source is broken, but not in a tight loop.
+    this.#schedule(Math.min(period ?? DEFAULT_PERIOD_MS, 5_000));
+  }
+
+  async #syncDone(
+    sync: SyncObject,
+    stage: { image: string; dir: string; commit: string; errors: readonly SyncError[] },
+  ): Promise<void> {
+    const now = this.#now();
+    const errors = [...stage.errors, ...this.#fights];
+    const ok = errors.length === 0;
+    const fresh = await this.#readSync().catch(() => undefined);
+    await this.#status({
+      sync: stagePatch({ image: stage.image, dir: stage.dir, commit: stage.commit, errors }, now),
+      ...(ok ? { lastSyncedCommit: stage.commit } : {}),
+      conditions: setCondition(
+        (fresh ?? sync).status?.conditions,
+        ok
+          ? {
+              type: 'Syncing',
+              status: 'False',
+              reason: 'Sync',
+              message: 'Sync Completed',
+              commit: stage.commit,
+            }
+          : {
+              type: 'Syncing',
+              status: 'False',
+              reason: 'Sync',
+              message: errors[0]!.message,
+              commit: stage.commit,
+            },
+        now,
+      ),
+    });
+  }
+
+  /** Re-reads managed objects' status into the inventory when nothing else changed. */
+  async #refreshObjectStatus(commit: string): Promise<void> {
+    const entries = await Promise.all(
+      [...this.#managed.values()].map(async (m) => {
+        const live = await this.#kube
+          .get(m.applied.info, { namespace: m.applied.id.namespace || undefined, name: m.applied.id.name })
+          .catch(() => undefined);
+        return { ...m.applied.id, status: computeStatus(live), sourceHash: commit };
+      }),
+    );
+    if (entries.length === 0) return;
+    await writeInventory(
+      this.#kube,
+      {
+        namespace: this.namespace,
+        name: this.name,
+        fieldManager: this.reconciler,
+        inventory: this.#applier.identity.inventory,
+      },
+      entries,
+    ).catch((error: unknown) => this.#log.warn({ err: error }, 'cannot refresh inventory status'));
+  }
+
+  // --- drift repair ------------------------------------------------------------------------------------
+
+  #track(applied: readonly AppliedObject[]): void {
+    const previous = this.#managed;
+    const next = new Map<string, Managed>();
+    for (const a of applied) {
+      const key = objectKey(a.id);
+      next.set(key, {
+        applied: a,
+        resourceVersion: a.resourceVersion,
+        corrections: previous.get(key)?.corrections ?? [],
+      });
+    }
+    previous.clear();
+    for (const [k, v] of next) previous.set(k, v);
+    const kinds = new Map<string, ResourceInfo>();
+    for (const a of applied) kinds.set(`${a.info.group}/${a.info.version}/${a.info.plural}`, a.info);
+    for (const [key, watch] of this.#watches)
+      if (!kinds.has(key)) {
+        watch.abort();
+        this.#watches.delete(key);
+      }
+    for (const [key, info] of kinds) if (!this.#watches.has(key)) this.#startWatch(key, info);
+  }
+
+  #startWatch(key: string, info: ResourceInfo): void {
+    const abort = new AbortController();
+    this.#watches.set(key, abort);
+    const namespace = this.kind === 'RepoSync' ? this.namespace : undefined;
+    const path = KubeClient.path(info, { namespace });
+    const run = async (): Promise<void> => {
+      let resourceVersion: string | undefined;
+      while (!abort.signal.aborted && !this.#stopped) {
+        try {
+          if (!resourceVersion) {
+            const list = await this.#kube.list(info, {
+              namespace,
+              labelSelector: `${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`,
+              signal: abort.signal,
+            });
+            resourceVersion = list.metadata.resourceVersion;
+            for (const item of list.items) this.#onObjectEvent(info, 'MODIFIED', item);
+          }
+          for await (const event of this.#kube.watch(path, {
+            query: {
+              resourceVersion,
+              labelSelector: `${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`,
+              timeoutSeconds: 300,
+            },
+            signal: abort.signal,
+          })) {
+            if (event.type === 'ERROR') {
+              resourceVersion = undefined; // 410 Gone: list again
+              break;
+            }
+            resourceVersion = event.object.metadata.resourceVersion ?? resourceVersion;
+            if (event.type !== 'BOOKMARK') this.#onObjectEvent(info, event.type, event.object);
+          }
+        } catch (error) {
+          if (abort.signal.aborted) return;
+          this.#log.debug({ err: error, resource: key }, 'watch ended; restarting');
+          resourceVersion = undefined;
+          await new Promise((r) => setTimeout(r, 1_000));
+        }
+      }
+    };
+    void run();
+  }
+
+  #onObjectEvent(info: ResourceInfo, type: string, object: KubeObject): void {
+    const id: ObjectId = {
+      group: info.group,
+      kind: info.kind,
+      namespace: object.metadata.namespace ?? '',
+      name: object.metadata.name,
+    };
+    const managed = this.#managed.get(objectKey(id));
+    if (!managed) return;
+    if (type !== 'DELETED' && object.metadata.resourceVersion === managed.resourceVersion) return;
+    if (type !== 'DELETED' && object.metadata.deletionTimestamp) return;
+    void this.#repair(managed, type);
+  }
+
+  async #repair(managed: Managed, type: string): Promise<void> {
+    if (this.#stopped || this.#running) return; // a reconcile in progress applies everything anyway
+    const { applied } = managed;
+    try {
+      const live = await this.#applier.applyOne(applied.desired, this.#abort.signal);
+      const changed = live.metadata.resourceVersion !== managed.resourceVersion;
+      managed.resourceVersion = live.metadata.resourceVersion;
+      if (!changed) return;
+      this.#log.info({ object: describeObject(applied.id), event: type }, 'drift repaired');
+      const now = Date.now();
+      managed.corrections = [...managed.corrections.filter((t) => now - t < 60_000), now];
+      if (managed.corrections.length >= (this.#options.fightThreshold ?? 5)) {
+        const fight = new SyncError(
+          KNV.RESOURCE_FIGHT,
+          `detected a fight over ${describeObject(applied.id)}: it was changed outside the source ${managed.corrections.length} times in a minute; another controller may be managing it`,
+        );
+        if (!this.#fights.some((f) => f.message === fight.message)) {
+          this.#fights.push(fight);
+          const sync = await this.#readSync();
+          if (sync)
+            await this.#syncDone(sync, {
+              image: sync.spec?.oci?.image ?? '',
+              dir: sync.spec?.oci?.dir ?? '.',
+              commit: this.#lastCommit ?? '',
+              errors: [],
+            });
+        }
+      }
+    } catch (error) {
+      this.#log.warn({ err: error, object: describeObject(applied.id) }, 'drift repair failed');
+    }
+  }
+
+  // --- registry events ---------------------------------------------------------------------------------
+
+  #watchRegistry(client: RegistryClient, ref: Reference): void {
+    if (this.#options.registryEvents === false) return;
+    const key = `${client.host} ${ref.repository} ${this.#client?.key ?? ''}`;
+    if (this.#events?.key === key) return;
+    this.#events?.abort.abort();
+    const abort = new AbortController();
+    this.#events = { key, abort };
+    const run = async (): Promise<void> => {
+      let delay = 1_000;
+      while (!abort.signal.aborted && !this.#stopped) {
+        try {
+          for await (const event of client.events({
+            repositories: [ref.repository],
+            signal: abort.signal,
+            onOpen: () => {
+              delay = 1_000;
+            },
+          })) {
+            if (event.action !== 'push') continue;
+            if (ref.digest ? event.digest === ref.digest : event.tag === (ref.tag ?? 'latest')) {
+              this.#log.info({ tag: event.tag, digest: event.digest }, 'registry announced a push');
+              this.trigger('registry event');
+            }
+          }
+        } catch (error) {
+          if (abort.signal.aborted) return;
+          const status = (error as { status?: number }).status;
+          if (status === 404 || status === 405) {
+            this.#log.info('the registry has no event stream; polling only');
+            return;
+          }
+          this.#log.debug({ err: error }, 'registry event stream ended; reconnecting');
+        }
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, 30_000);
+      }
+    };
+    void run();
+  }
+}
