@@ -7,7 +7,7 @@
 #
 #   TOOL (default: all)
 #     apt: docker-registry skopeo podman buildah containerd (alias: ctr) umoci wrk jq curl
-#     go:  crane oras regctl conformance minio
+#     go:  crane oras regctl conformance minio cosign cosign-v3
 #
 # Prints one line per selected tool: NAME VERSION PATH. Exits non-zero with a
 # message on the first failure.
@@ -93,8 +93,20 @@ MINIO_MOD=github.com/minio/minio
 MINIO_PKG=github.com/minio/minio
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 
+# cosign, the signing peer: the last v2 release (old `.sig` tag storage by default) as bin/cosign and
+# the current v3 (sigstore bundles attached as OCI 1.1 referrers by default) as bin/cosign-v3. The proxy
+# here lists no v3.0.x release, so v3 is pinned to the newest v3.1.x. Each is a long build on two cores
+# (several minutes cold), run with -p 2 to keep memory bounded.
+COSIGN_V2_MOD=github.com/sigstore/cosign/v2
+COSIGN_V2_PKG=github.com/sigstore/cosign/v2/cmd/cosign
+COSIGN_V2_VERSION=v2.6.5
+COSIGN_V3_MOD=github.com/sigstore/cosign/v3
+COSIGN_V3_PKG=github.com/sigstore/cosign/v3/cmd/cosign
+COSIGN_V3_VERSION=v3.1.3
+cosign_ldflags() { printf -- '-X sigs.k8s.io/release-utils/version.gitVersion=%s' "$1"; }
+
 APT_TOOLS=(docker-registry skopeo podman buildah containerd umoci wrk jq curl)
-GO_TOOLS=(crane oras regctl conformance minio)
+GO_TOOLS=(crane oras regctl conformance minio cosign cosign-v3)
 
 PEERS_DIR="${AIRLOCK_PEERS:-$HOME/.cache/airlock-peers}"
 BIN_DIR="$PEERS_DIR/bin"
@@ -236,13 +248,14 @@ stamp_ok() { # NAME VERSION
 
 write_stamp() { printf '%s\n' "$2" >"$BIN_DIR/.$1.version"; }
 
-# go_tool NAME MODULE PKG VERSION LDFLAGS
+# go_tool NAME MODULE PKG VERSION LDFLAGS [BUILT]
+# BUILT is the binary name `go install` produces when it differs from NAME (default NAME).
 # `go install PKG@VERSION` keeps the tool's own version stamping. If the proxy
 # refuses the module's version list (needed for the deprecation check `go install`
 # does — this happens for oras.land/oras here), build from a throwaway module
 # that requires MODULE@VERSION instead.
 go_tool() {
-  local name=$1 mod=$2 pkg=$3 ver=$4 ldflags=$5
+  local name=$1 mod=$2 pkg=$3 ver=$4 ldflags=$5 built=${6:-$1}
   if stamp_ok "$name" "$ver"; then
     log "go: $name $ver already built"
     return 0
@@ -252,7 +265,7 @@ go_tool() {
   tmp=$(mktemp -d "${TMPDIR:-/tmp}/airlock-peers-$name.XXXXXX")
   TMP_DIRS+=("$tmp")
   mkdir -p "$tmp/bin"
-  if out=$(cd "$tmp" && GOBIN="$tmp/bin" go install -ldflags="$ldflags" "$pkg@$ver" 2>&1); then
+  if out=$(cd "$tmp" && GOBIN="$tmp/bin" go install -p "${GO_BUILD_P:-2}" -ldflags="$ldflags" "$pkg@$ver" 2>&1); then
     :
   elif grep -qE 'loading deprecation|/@v/list' <<<"$out"; then
     log "go: 'go install $pkg@$ver' cannot list versions on this proxy; building via a temporary module"
@@ -263,14 +276,14 @@ go_tool() {
         go mod init airlock-peers-build >/dev/null 2>&1 &&
         printf '//go:build tools\n\npackage tools\n\nimport _ "%s"\n' "$pkg" >tools.go &&
         go get "$mod@$ver" &&
-        GOBIN="$tmp/bin" go install -ldflags="$ldflags" "$pkg"
+        GOBIN="$tmp/bin" go install -p "${GO_BUILD_P:-2}" -ldflags="$ldflags" "$pkg"
     ) >&2 || die "go: building $name from $mod@$ver failed (see above)"
   else
     printf '%s\n' "$out" >&2
     die "go: 'go install $pkg@$ver' failed"
   fi
-  [[ -x "$tmp/bin/$name" ]] || die "go: $name binary not produced"
-  mv -f "$tmp/bin/$name" "$BIN_DIR/$name"
+  [[ -x "$tmp/bin/$built" ]] || die "go: $name binary not produced"
+  mv -f "$tmp/bin/$built" "$BIN_DIR/$name"
   write_stamp "$name" "$ver"
   rm -rf "$tmp"
 }
@@ -317,6 +330,9 @@ report_go() { # NAME
     regctl)
       path=$BIN_DIR/regctl
       out=$("$path" version 2>&1 | grep -i vcstag) || die "regctl: '$path version' failed" ;;
+    cosign|cosign-v3)
+      path=$BIN_DIR/$name
+      out=$("$path" version 2>&1 | grep -i '^GitVersion') || die "$name: '$path version' failed" ;;
     minio)
       path=$BIN_DIR/minio
       "$path" --version >/dev/null 2>&1 || die "minio: '$path --version' failed"
@@ -353,6 +369,12 @@ install_go() {
       oras) go_tool oras "$ORAS_MOD" "$ORAS_PKG" "$ORAS_VERSION" "$ORAS_LDFLAGS" ;;
       regctl) go_tool regctl "$REGCTL_MOD" "$REGCTL_PKG" "$REGCTL_VERSION" "" ;;
       minio) go_tool minio "$MINIO_MOD" "$MINIO_PKG" "$MINIO_VERSION" "" ;;
+      cosign)
+        go_tool cosign "$COSIGN_V2_MOD" "$COSIGN_V2_PKG" "$COSIGN_V2_VERSION" \
+          "$(cosign_ldflags "$COSIGN_V2_VERSION")" ;;
+      cosign-v3)
+        go_tool cosign-v3 "$COSIGN_V3_MOD" "$COSIGN_V3_PKG" "$COSIGN_V3_VERSION" \
+          "$(cosign_ldflags "$COSIGN_V3_VERSION")" cosign ;;
       conformance) build_conformance ;;
     esac
   done
