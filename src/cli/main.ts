@@ -10,6 +10,7 @@ import { UsageError } from './common.js';
 import { createOutput } from './output.js';
 import { registerRegistryCommands } from './registry-commands.js';
 import { registerServe } from './serve.js';
+import { registerSyncCommands } from './sync-commands.js';
 
 /** Builds the command tree; exported for tests. */
 export function buildProgram(): Command {
@@ -28,6 +29,7 @@ export function buildProgram(): Command {
   registerInspectCommands(program);
   registerAdminCommands(program);
   registerCerts(program);
+  registerSyncCommands(program);
   return program;
 }
 
