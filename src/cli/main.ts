@@ -10,6 +10,7 @@ import { UsageError } from './common.js';
 import { createOutput } from './output.js';
 import { registerRegistryCommands } from './registry-commands.js';
 import { registerServe } from './serve.js';
+import { registerSignCommands } from './sign-commands.js';
 import { registerSyncCommands } from './sync-commands.js';
 
 /** Builds the command tree; exported for tests. */
@@ -29,6 +30,7 @@ export function buildProgram(): Command {
   registerInspectCommands(program);
   registerAdminCommands(program);
   registerCerts(program);
+  registerSignCommands(program);
   registerSyncCommands(program);
   return program;
 }

@@ -77,7 +77,12 @@ export function preAuthEncoding(payloadType: string, payload: Buffer): Buffer {
 /** The subject names and sha256 digests of an in-toto statement that cosign signs for an image. */
 export interface SignStatement {
   readonly predicateType: string;
-  readonly subjects: ReadonlyArray<{ readonly name: string; readonly sha256: string }>;
+  readonly subjects: ReadonlyArray<{
+    readonly name: string;
+    readonly sha256: string;
+    /** Claims cosign puts on the subject (its `--annotation` values). */
+    readonly annotations: Readonly<Record<string, unknown>>;
+  }>;
 }
 
 /** Parses an in-toto statement; only cosign's image-signing predicate counts as a signature. */
@@ -97,6 +102,7 @@ export function parseSignStatement(payload: Buffer): SignStatement {
   const subjects = (Array.isArray(body.subject) ? body.subject : []).filter(isObject).map((s) => ({
     name: typeof s.name === 'string' ? s.name : '',
     sha256: isObject(s.digest) && typeof s.digest.sha256 === 'string' ? s.digest.sha256 : '',
+    annotations: isObject(s.annotations) ? s.annotations : {},
   }));
   return { predicateType, subjects };
 }

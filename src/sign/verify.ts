@@ -42,7 +42,7 @@ export interface VerifiedSignature {
   readonly keyId: string;
   /** The repository the signature names (payload docker-reference or statement subject), when it names one. */
   readonly dockerReference?: string;
-  /** The payload's optional claims (simple signing) or empty. */
+  /** The signed claims: the payload's `optional` section, or the statement subject's annotations. */
   readonly annotations: Readonly<Record<string, unknown>>;
   /** The base64 signature. */
   readonly signature: string;
@@ -182,7 +182,7 @@ async function verifyBundleReferrer(context: Context, referrer: Descriptor): Pro
     location,
     keyId: key.id,
     ...(subject.name ? { dockerReference: subject.name } : {}),
-    annotations: {},
+    annotations: subject.annotations,
     signature,
   };
 }
