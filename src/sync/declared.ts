@@ -176,8 +176,11 @@ export async function declareObjects(
   const errors: SyncError[] = [];
   const fromCrds = crdScopes(objects);
   const scoped: Scoped[] = [];
+  const hierarchy = options.format === 'hierarchy' && options.repoNamespace === undefined;
   for (const source of objects) {
     const { object, path } = source;
+    // The hierarchy format's system/ (Repo, HierarchyConfig) and clusterregistry/ configure the format itself.
+    if (hierarchy && /^(system|clusterregistry)\//.test(path)) continue;
     const name = object.metadata.name as unknown;
     if (typeof name !== 'string' || name === '') {
       errors.push(new SyncError(KNV.MISSING_NAME, `${path}: ${object.kind} has no metadata.name`));
@@ -205,10 +208,7 @@ export async function declareObjects(
     scoped.push({ source, namespaced: scope === 'Namespaced' });
   }
 
-  const placed =
-    options.format === 'hierarchy' && options.repoNamespace === undefined
-      ? resolveHierarchy(scoped, errors)
-      : scoped.map(({ source }) => source);
+  const placed = hierarchy ? resolveHierarchy(scoped, errors) : scoped.map(({ source }) => source);
   const namespacedKinds = new Set(
     scoped.filter((s) => s.namespaced).map((s) => `${s.source.object.apiVersion} ${s.source.object.kind}`),
   );

@@ -105,6 +105,8 @@ export class Reconciler {
   #lastGeneration: number | undefined;
   #events: { key: string; abort: AbortController } | undefined;
   #fights: SyncError[] = [];
+  /** The last run failed before applying: the next one must run in full to clear the error. */
+  #sourceBroken = false;
   #client: { key: string; client: RegistryClient } | undefined;
 
   constructor(sync: { kind: SyncKind; namespace: string; name: string }, options: ReconcilerOptions) {
@@ -270,7 +272,7 @@ export class Reconciler {
     this.#watchRegistry(client, ref);
     const commit = digest.slice(digest.indexOf(':') + 1);
     const unchanged = commit === this.#lastCommit && image === this.#lastImage && !specChanged;
-    if (unchanged && this.#fights.length === 0) {
+    if (unchanged && this.#fights.length === 0 && !this.#sourceBroken) {
       await this.#refreshObjectStatus(commit);
       this.#schedule(period ?? DEFAULT_PERIOD_MS);
       return;
@@ -368,6 +370,7 @@ export class Reconciler {
         inventory,
       );
       this.#track(result.applied);
+      this.#sourceBroken = false;
       this.#fights = [];
       await this.#syncDone(sync, { image, dir, commit, errors: result.errors });
       if (result.errors.length === 0) {
@@ -468,6 +471,7 @@ export class Reconciler {
   async #sourceFailed(sync: SyncObject, errors: SyncError[], commit?: string): Promise<void> {
     const oci = sync.spec?.oci ?? {};
     const now = this.#now();
+    this.#sourceBroken = true;
     this.#log.warn({ errors: errors.map((e) => `${e.code}: ${e.message}`) }, 'source failed');
     await this.#status({
       observedGeneration: sync.metadata.generation ?? null,
