@@ -54,12 +54,15 @@ export function startControllerProcess(kubeconfig: string, extraArgs: readonly s
 /** Starts everything, or returns undefined (skipped) when the control plane is not installed locally. */
 export async function startSyncEnv(
   t: TestContext,
-  options: { controllerArgs?: readonly string[]; registryArgs?: readonly string[] } = {},
+  options: { controllerArgs?: readonly string[]; registryArgs?: readonly string[]; registryEnv?: NodeJS.ProcessEnv } = {},
 ): Promise<SyncEnv | undefined> {
   const binaries = requireKube(t);
   if (!binaries) return undefined;
   const cp = await startControlPlane({ binaries });
-  const registry = await startAirlockProcess({ extraArgs: options.registryArgs ?? [] });
+  const registry = await startAirlockProcess({
+    extraArgs: options.registryArgs ?? [],
+    ...(options.registryEnv ? { env: options.registryEnv } : {}),
+  });
   const work = await tempDir('airlock-sync-e2e-');
   const airlock = (
     args: readonly string[],
