@@ -11,6 +11,8 @@ export interface KubeClientOptions {
   readonly timeoutMs?: number;
   /** User-Agent header. Default "airlock". */
   readonly userAgent?: string;
+  /** Act as this user (Impersonate-User), so RBAC bound to it decides. Default: the connection's own. */
+  readonly impersonate?: string;
 }
 
 export interface KubeRequestOptions {
@@ -59,12 +61,14 @@ export class KubeClient {
   readonly #agent: Agent;
   readonly #timeoutMs: number;
   readonly #userAgent: string;
+  readonly #impersonate: string | undefined;
   readonly #discovery = new Map<string, Promise<Map<string, ResourceInfo>>>();
 
   constructor(connection: KubeConnection, options: KubeClientOptions = {}) {
     this.connection = connection;
     this.#timeoutMs = options.timeoutMs ?? 30_000;
     this.#userAgent = options.userAgent ?? 'airlock';
+    this.#impersonate = options.impersonate;
     this.#agent = new Agent({
       keepAlive: true,
       maxSockets: 32,
@@ -77,6 +81,15 @@ export class KubeClient {
 
   close(): void {
     this.#agent.destroy();
+  }
+
+  /** A client on the same connection acting as `user` (e.g. system:serviceaccount:NS:NAME). */
+  impersonating(user: string): KubeClient {
+    return new KubeClient(this.connection, {
+      timeoutMs: this.#timeoutMs,
+      userAgent: this.#userAgent,
+      impersonate: user,
+    });
   }
 
   #token(): string | undefined {
@@ -95,6 +108,7 @@ export class KubeClient {
     const headers: Record<string, string> = { accept: 'application/json', 'user-agent': this.#userAgent };
     const token = this.#token();
     if (token) headers.authorization = `Bearer ${token}`;
+    if (this.#impersonate) headers['impersonate-user'] = this.#impersonate;
     let payload: Buffer | undefined;
     if (options.body !== undefined) {
       payload = Buffer.from(typeof options.body === 'string' ? options.body : JSON.stringify(options.body));

@@ -20,6 +20,8 @@ export interface ApplyIdentity {
   readonly manager: string;
   /** config.k8s.io/owning-inventory value. */
   readonly inventory: string;
+  /** A RepoSync's namespace: conflict checks list only there (its reconciler may not list elsewhere). */
+  readonly namespace?: string | undefined;
 }
 
 export interface ApplyRunOptions {
@@ -136,7 +138,17 @@ export class Applier {
     await mapLimit([...kinds.values()], 4, async (d) => {
       const info = await this.#kube.findResource(d.object.apiVersion, d.object.kind);
       if (!info) return; // a CRD in this source: nothing of it exists yet
-      const list = await this.#kube.list(info, { labelSelector: `${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}` });
+      let list;
+      try {
+        list = await this.#kube.list(info, {
+          labelSelector: `${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`,
+          ...(info.namespaced && this.#identity.namespace ? { namespace: this.#identity.namespace } : {}),
+        });
+      } catch (error) {
+        // Not allowed to list: the apply of each object reports the refusal with its name.
+        if (error instanceof KubeError && error.status === 403) return;
+        throw error;
+      }
       for (const item of list.items) {
         const manager = item.metadata.annotations?.[ANNOTATIONS.manager];
         if (manager)

@@ -12,6 +12,7 @@ import {
   MANAGED_BY_VALUE,
   REPO_SYNC,
   ROOT_SYNC,
+  SYSTEM_NAMESPACE,
   inventoryId,
   managerValue,
   objectKey,
@@ -93,6 +94,7 @@ export class Reconciler {
   readonly #kube: KubeClient;
   readonly #log: Logger;
   readonly #applier: Applier;
+  readonly #applyKube: KubeClient;
   readonly #abort = new AbortController();
   readonly #managed = new Map<string, Managed>();
   readonly #watches = new Map<string, AbortController>();
@@ -107,6 +109,8 @@ export class Reconciler {
   #fights: SyncError[] = [];
   /** The last run failed before applying: the next one must run in full to clear the error. */
   #sourceBroken = false;
+  /** Consecutive runs that did not finish cleanly, for the retry backoff. */
+  #failures = 0;
   #client: { key: string; client: RegistryClient } | undefined;
 
   constructor(sync: { kind: SyncKind; namespace: string; name: string }, options: ReconcilerOptions) {
@@ -120,10 +124,19 @@ export class Reconciler {
       sync: `${sync.kind} ${sync.namespace}/${sync.name}`,
       reconciler: this.reconciler,
     });
-    this.#applier = new Applier(options.kube, {
+    // A RepoSync's objects are applied as its reconciler's service account, so the RBAC granted to
+    // ns-reconciler-* (as in Config Sync) decides what it may change, and privilege escalation is refused.
+    this.#applyKube =
+      sync.kind === 'RepoSync'
+        ? options.kube.impersonating(
+            `system:serviceaccount:${options.serviceAccountNamespace ?? SYSTEM_NAMESPACE}:${this.reconciler}`,
+          )
+        : options.kube;
+    this.#applier = new Applier(this.#applyKube, {
       fieldManager: this.reconciler,
       manager: managerValue(sync.kind, sync),
       inventory: inventoryId(sync),
+      ...(sync.kind === 'RepoSync' ? { namespace: sync.namespace } : {}),
     });
   }
 
@@ -169,6 +182,7 @@ export class Reconciler {
     this.#events?.abort.abort();
     await this.idle();
     this.#client?.client.close();
+    if (this.#applyKube !== this.#kube) this.#applyKube.close();
   }
 
   #schedule(ms: number): void {
@@ -393,7 +407,17 @@ export class Reconciler {
     } finally {
       await rm(work, { recursive: true, force: true });
       // A digest-pinned image never changes: no polling, drift repair and events still run.
-      if (!ref.digest || this.#lastCommit !== commit) this.#schedule(period ?? DEFAULT_PERIOD_MS);
+      if (this.#lastCommit !== commit) {
+        // Failed applies are retried with backoff (2 s doubling to a minute), sooner than the period.
+        this.#failures++;
+        this.#schedule(
+          Math.min(period ?? DEFAULT_PERIOD_MS, Math.min(2_000 * 2 ** (this.#failures - 1), 60_000)),
+        );
+      } else {
+        this.#failures = 0;
+        // A digest-pinned image never changes: no polling; drift repair and events still run.
+        if (!ref.digest) this.#schedule(period ?? DEFAULT_PERIOD_MS);
+      }
     }
   }
 

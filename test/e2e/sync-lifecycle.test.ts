@@ -65,6 +65,28 @@ function configMap(
   ].join('\n');
 }
 
+/** The RoleBinding Config Sync's docs ask for: the namespace's ns-reconciler may administer it. */
+async function grantReconciler(e: SyncEnv, namespace: string): Promise<void> {
+  const res = await e.cp.request(
+    'POST',
+    `/apis/rbac.authorization.k8s.io/v1/namespaces/${namespace}/rolebindings`,
+    {
+      body: {
+        metadata: { name: 'syncs-repo' },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'admin' },
+        subjects: [
+          {
+            kind: 'ServiceAccount',
+            name: `ns-reconciler-${namespace}`,
+            namespace: 'config-management-system',
+          },
+        ],
+      },
+    },
+  );
+  assert.equal(res.status, 201, res.text);
+}
+
 const ns = (name: string): string => `apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ${name}\n`;
 const cmPath = (namespace: string, name: string): string =>
   `/api/v1/namespaces/${namespace}/configmaps/${name}`;
@@ -168,6 +190,7 @@ describe('sync lifecycle on a real control plane', { timeout: 900_000 }, () => {
       body: { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'team-a' } },
     });
     assert.equal(created.status, 201, created.text);
+    await grantReconciler(e, 'team-a');
     const image = `${e.registry.host}/team-a/config:v1`;
     const bad = await pushFiles(e, image, {
       'mine.yaml': configMap('mine', undefined, { v: '1' }),
@@ -202,6 +225,39 @@ describe('sync lifecycle on a real control plane', { timeout: 900_000 }, () => {
     );
     const mine = await getObject(e.cp, cmPath('team-a', 'mine'));
     assert.equal(mine?.metadata.annotations?.['configsync.gke.io/manager'], 'team-a_repo-sync');
+  });
+
+  it('applies a RepoSync as its ns-reconciler service account: without a RoleBinding the API server refuses (KNV2009)', async (t) => {
+    const e = await ready(t);
+    if (!e) return;
+    assert.equal(
+      (await e.cp.request('POST', '/api/v1/namespaces', { body: { metadata: { name: 'team-b' } } })).status,
+      201,
+    );
+    const image = `${e.registry.host}/team-b/config:v1`;
+    const commit = await pushFiles(e, image, { 'cm.yaml': configMap('b-config', undefined, { v: '1' }) });
+    await applySync(
+      e.cp,
+      'RepoSync',
+      { namespace: 'team-b', name: 'repo-sync' },
+      { sourceType: 'oci', oci: { image, period: '2s' } },
+    );
+    const errors = await waitError(e, 'RepoSync', { namespace: 'team-b', name: 'repo-sync' }, 'KNV2009');
+    assert.match(
+      errors.join('\n'),
+      /KNV2009: failed to apply ConfigMap team-b\/b-config .*forbidden.*system:serviceaccount:config-management-system:ns-reconciler-team-b/,
+    );
+    assert.equal(await getObject(e.cp, cmPath('team-b', 'b-config')), undefined);
+
+    // Grant it, as Config Sync's docs tell users to: then the next attempt succeeds.
+    await grantReconciler(e, 'team-b');
+    await waitSynced(
+      e,
+      'RepoSync',
+      { namespace: 'team-b', name: 'repo-sync' },
+      { commit, timeoutMs: 30_000 },
+    );
+    assert.ok(await getObject(e.cp, cmPath('team-b', 'b-config')));
   });
 
   it('syncs a hierarchy-format RootSync: cluster/, namespaces/ with inheritance from abstract namespaces', async (t) => {

@@ -126,6 +126,7 @@ const DEFAULT_CONTROLLERS = [
   'serviceaccount-controller', // every namespace gets its "default" service account
   'serviceaccount-token-controller', // kubernetes.io/service-account-token secrets are filled in
   'root-ca-certificate-publisher-controller', // the kube-root-ca.crt ConfigMap in every namespace
+  'clusterrole-aggregation-controller', // fills the aggregated ClusterRoles admin, edit, view
 ] as const;
 
 /** Keeps at most the last `limit` characters of a program's output. */
