@@ -94,7 +94,9 @@ export function parseManifestText(text: string, path: string, errors: SyncError[
     const where = describeDoc(path, index, list.length);
     if (doc.errors.length > 0) {
       const first = doc.errors[0]!;
-      const line = first.linePos?.[0]?.line;
+      const offset = first.pos[0];
+      const line =
+        first.linePos?.[0]?.line ?? (offset >= 0 ? text.slice(0, offset).split('\n').length : undefined);
       errors.push(
         new SyncError(
           KNV.OBJECT_PARSE,
