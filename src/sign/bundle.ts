@@ -1,4 +1,5 @@
 import { COSIGN_SIGN_PREDICATE, CosignMediaType } from './constants.js';
+import { isObject, parseJsonObject } from './json.js';
 
 /** What a key-based sigstore bundle signs: a message digest, or a DSSE envelope around a statement. */
 export type BundleContent =
@@ -16,9 +17,6 @@ export type BundleContent =
       readonly signatures: readonly string[];
     };
 
-type Json = Record<string, unknown>;
-const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
-
 /** Standard base64 of protobuf-JSON bytes, which may come URL-safe. */
 function normalizeBase64(value: unknown, what: string): string {
   if (typeof value !== 'string' || value.length === 0) throw new Error(`the bundle has no ${what}`);
@@ -27,13 +25,7 @@ function normalizeBase64(value: unknown, what: string): string {
 
 /** Parses the parts of a sigstore bundle (v0.1 to v0.3) that key-based verification needs. */
 export function parseBundle(bytes: Buffer): BundleContent {
-  let body: unknown;
-  try {
-    body = JSON.parse(bytes.toString('utf8'));
-  } catch {
-    throw new Error('the bundle is not JSON');
-  }
-  if (!isObject(body)) throw new Error('the bundle is not a JSON object');
+  const body = parseJsonObject(bytes, 'the bundle');
   const mediaType = body.mediaType;
   if (typeof mediaType !== 'string' || !mediaType.startsWith(CosignMediaType.BundlePrefix))
     throw new Error(`the bundle media type "${String(mediaType)}" is not a sigstore bundle`);
@@ -87,13 +79,7 @@ export interface SignStatement {
 
 /** Parses an in-toto statement; only cosign's image-signing predicate counts as a signature. */
 export function parseSignStatement(payload: Buffer): SignStatement {
-  let body: unknown;
-  try {
-    body = JSON.parse(payload.toString('utf8'));
-  } catch {
-    throw new Error('the in-toto statement is not JSON');
-  }
-  if (!isObject(body)) throw new Error('the in-toto statement is not a JSON object');
+  const body = parseJsonObject(payload, 'the in-toto statement');
   const predicateType = typeof body.predicateType === 'string' ? body.predicateType : '';
   if (predicateType !== COSIGN_SIGN_PREDICATE)
     throw new Error(

@@ -23,11 +23,17 @@ async function rejectsWith(promise: Promise<unknown>, code: string, pattern: Reg
   });
 }
 
-function envelopeOf(pem: string): Record<string, any> {
-  return JSON.parse((decodePem(pem)[0]?.der ?? Buffer.alloc(0)).toString('utf8'));
+interface Envelope {
+  kdf: { name: string; params: { N: number; r: number; p: number }; salt: string };
+  cipher: { name: string; nonce: string };
+  ciphertext: string;
 }
 
-function withEnvelope(pem: string, change: (e: Record<string, any>) => void): string {
+function envelopeOf(pem: string): Envelope {
+  return JSON.parse((decodePem(pem)[0]?.der ?? Buffer.alloc(0)).toString('utf8')) as Envelope;
+}
+
+function withEnvelope(pem: string, change: (e: Envelope) => void): string {
   const envelope = envelopeOf(pem);
   change(envelope);
   return encodePem('ENCRYPTED SIGSTORE PRIVATE KEY', Buffer.from(JSON.stringify(envelope)));

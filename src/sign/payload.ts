@@ -1,5 +1,6 @@
 import { DEFAULT_REGISTRY, isDigest, parseReference, type Digest, type Reference } from '../oci/index.js';
 import { SIMPLE_SIGNING_TYPE } from './constants.js';
+import { isObject, parseJsonObject, type JsonObject } from './json.js';
 
 /** The claims of a cosign simple-signing payload that verification acts on. */
 export interface SimpleSigningPayload {
@@ -42,11 +43,8 @@ export function buildPayload(
   return Buffer.from(JSON.stringify(body));
 }
 
-type Json = Record<string, unknown>;
-const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
-
 /** A field looked up the way Go's encoding/json does: exact name first, then case-insensitively. */
-function field(object: Json, name: string): unknown {
+function field(object: JsonObject, name: string): unknown {
   if (name in object) return object[name];
   const key = Object.keys(object).find((k) => k.toLowerCase() === name.toLowerCase());
   return key === undefined ? undefined : object[key];
@@ -54,13 +52,7 @@ function field(object: Json, name: string): unknown {
 
 /** Parses a simple-signing payload; throws an Error whose message says which part is wrong. */
 export function parsePayload(bytes: Buffer): SimpleSigningPayload {
-  let body: unknown;
-  try {
-    body = JSON.parse(bytes.toString('utf8'));
-  } catch {
-    throw new Error('the payload is not JSON');
-  }
-  if (!isObject(body)) throw new Error('the payload is not a JSON object');
+  const body = parseJsonObject(bytes, 'the payload');
   const critical = field(body, 'critical');
   if (!isObject(critical)) throw new Error('the payload has no "critical" section');
   const type = field(critical, 'type');

@@ -160,13 +160,15 @@ describe('airlock webhook manifests', () => {
     env = await cliEnv(t);
     const certs = join(dir, 'webhook-certs');
     const result = await airlockOk(env, ['webhook', 'manifests', '--namespace', 'sv', '--certs-dir', certs]);
-    const docs = parseAllDocuments(result.stdout).map((d) => d.toJS() as any);
+    const docs = parseAllDocuments(result.stdout).map(
+      (d) => d.toJS() as { kind: string; webhooks?: Array<{ clientConfig: { caBundle: string } }> },
+    );
     assert.deepEqual(
       docs.map((d) => d.kind),
       ['Deployment', 'Service', 'ValidatingWebhookConfiguration'],
     );
     const ca = await readFile(join(certs, 'ca.pem'), 'utf8');
-    assert.equal(Buffer.from(docs[2].webhooks[0].clientConfig.caBundle, 'base64').toString(), ca);
+    assert.equal(Buffer.from(docs[2]?.webhooks?.[0]?.clientConfig.caBundle ?? '', 'base64').toString(), ca);
     assert.match(
       result.stderr,
       /kubectl create secret tls webhook-tls --cert=.*server\.pem --key=.*server-key\.pem -n sv/,

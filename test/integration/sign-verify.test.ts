@@ -69,9 +69,19 @@ async function putSigManifest(ref: Reference, digest: Digest, layers: unknown[])
   });
 }
 
-async function sigLayers(ref: Reference, digest: Digest): Promise<any[]> {
+interface Layer {
+  mediaType: string;
+  digest: Digest;
+  size: number;
+  annotations: Record<string, string>;
+}
+
+/** The layers of a `.sig` manifest (at least one, or the test fails). */
+async function sigLayers(ref: Reference, digest: Digest): Promise<[Layer, ...Layer[]]> {
   const sig = await client.getManifest(ref.repository, signatureTag(digest));
-  return JSON.parse(sig.bytes.toString()).layers;
+  const layers = (JSON.parse(sig.bytes.toString()) as { layers: Layer[] }).layers;
+  assert.ok(layers[0], 'the .sig manifest has layers');
+  return layers as [Layer, ...Layer[]];
 }
 
 async function rejects(ref: Reference, options: Partial<VerifyImageOptions>, code: string, pattern: RegExp) {
@@ -222,7 +232,7 @@ describe('verifyImage rejects bad signatures with a specific message', () => {
       const { ref, digest } = await pushImage();
       await signImage(client, ref, { key });
       const [layer] = await sigLayers(ref, digest);
-      const sig = Buffer.from(layer.annotations[CosignAnnotation.Signature], 'base64');
+      const sig = Buffer.from(layer.annotations[CosignAnnotation.Signature] ?? '', 'base64');
       await putSigManifest(ref, digest, [
         { ...layer, annotations: { [CosignAnnotation.Signature]: change(sig) } },
       ]);
@@ -288,7 +298,7 @@ describe('verifyImage rejects bad signatures with a specific message', () => {
     await signImage(client, ref, { key });
     const copy = parseReference(`${host}/sign/copy-${++counter}:v1`);
     const source = await client.getManifest(ref.repository, digest);
-    const manifest = JSON.parse(source.bytes.toString());
+    const manifest = JSON.parse(source.bytes.toString()) as { config: Layer; layers: Layer[] };
     for (const d of [manifest.config, ...manifest.layers])
       await pushBytes(copy.repository, await client.getBlobBytes(ref.repository, d.digest, 1 << 20));
     await client.putManifest(copy.repository, 'v1', { bytes: source.bytes, mediaType: source.mediaType });

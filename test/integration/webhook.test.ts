@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { RegistryClient } from '../../src/client/index.js';
-import { digestOf, parseReference, type Digest } from '../../src/oci/index.js';
+import { digestOf, parseReference } from '../../src/oci/index.js';
 import { createCa, createServerCertificate, type Pem } from '../../src/pki/index.js';
 import {
   generateKeyPair,
@@ -111,12 +111,14 @@ async function pushImage(repository: string): Promise<string> {
   return `${host}/${repository}:v1@${img.digest}`;
 }
 
-function answer(reply: Reply): {
+interface Answer {
   apiVersion: string;
   response: { uid: string; allowed: boolean; status?: { code: number; message: string } };
-} {
+}
+
+function answer(reply: Reply): Answer {
   assert.equal(reply.status, 200, reply.body);
-  return JSON.parse(reply.body);
+  return JSON.parse(reply.body) as Answer;
 }
 
 before(async () => {
@@ -190,7 +192,7 @@ describe('admission webhook', () => {
       reply.response.status?.message ?? '',
       /^Image validation failed: no matching signatures: .*does not verify with the key$/,
     );
-    const missing = `${host}/webhook/other-key:v1@${digestOf('nothing') as Digest}`;
+    const missing = `${host}/webhook/other-key:v1@${digestOf('nothing')}`;
     const gone = answer(await post(webhook.url, review({ newImage: missing })));
     assert.match(gone.response.status?.message ?? '', /^Image validation failed: no signatures found$/);
   });

@@ -41,9 +41,9 @@ const IMAGE_B = `reg.local/app:v2@sha256:${'b'.repeat(64)}`;
 
 function recorder(failure?: string): ImageVerifier & { calls: string[] } {
   const calls: string[] = [];
-  const verify = async (image: string): Promise<void> => {
+  const verify = (image: string): Promise<void> => {
     calls.push(image);
-    if (failure) throw new Error(failure);
+    return failure ? Promise.reject(new Error(failure)) : Promise.resolve();
   };
   return Object.assign(verify, { calls });
 }

@@ -5,26 +5,48 @@ import { webhookManifests } from './manifests.js';
 
 const CA = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
 
+/** The fields of the printed objects the tests look at. */
+interface Doc {
+  kind: string;
+  metadata: { namespace?: string };
+  spec: {
+    template: {
+      spec: {
+        containers: Array<{ image: string; args: string[]; env?: unknown }>;
+        volumes: Array<{ secret: { secretName: string } }>;
+      };
+    };
+  };
+  webhooks: Array<{
+    clientConfig: { service: unknown; caBundle: string };
+    rules: unknown;
+    admissionReviewVersions: string[];
+    sideEffects: string;
+  }>;
+}
+
+function docs(yaml: string): Doc[] {
+  return parseAllDocuments(yaml).map((d) => d.toJS() as Doc);
+}
+
 describe('webhookManifests', () => {
   it('prints a namespace-agnostic Deployment and Service and a webhook configuration with caBundle', () => {
-    const docs = parseAllDocuments(
-      webhookManifests({ caPem: CA, namespace: 'sv', image: 'reg.local/airlock:0.1.0' }),
-    ).map((d) => d.toJS() as Record<string, any>);
+    const printed = docs(webhookManifests({ caPem: CA, namespace: 'sv', image: 'reg.local/airlock:0.1.0' }));
     assert.deepEqual(
-      docs.map((d) => d.kind),
+      printed.map((d) => d.kind),
       ['Deployment', 'Service', 'ValidatingWebhookConfiguration'],
     );
-    const [deployment, service, config] = docs as [any, any, any];
+    const [deployment, service, config] = printed as [Doc, Doc, Doc];
     assert.equal(deployment.metadata.namespace, undefined);
     assert.equal(service.metadata.namespace, undefined);
-    const container = deployment.spec.template.spec.containers[0];
+    const container = deployment.spec.template.spec.containers[0]!;
     assert.equal(container.image, 'reg.local/airlock:0.1.0');
     assert.deepEqual(container.args.slice(0, 3), ['webhook', '--addr', '0.0.0.0:10250']);
     assert.deepEqual(
-      deployment.spec.template.spec.volumes.map((v: any) => v.secret.secretName),
+      deployment.spec.template.spec.volumes.map((v) => v.secret.secretName),
       ['webhook-tls', 'cosign-key'],
     );
-    const webhook = config.webhooks[0];
+    const webhook = config.webhooks[0]!;
     assert.deepEqual(webhook.clientConfig.service, {
       name: 'signature-verification-service',
       namespace: 'sv',
@@ -46,11 +68,9 @@ describe('webhookManifests', () => {
   });
 
   it('mounts registry credentials as DOCKER_CONFIG when a Secret is named', () => {
-    const [deployment] = parseAllDocuments(webhookManifests({ caPem: CA, registrySecret: 'regcred' })).map(
-      (d) => d.toJS() as any,
-    );
-    const spec = deployment.spec.template.spec;
-    assert.deepEqual(spec.containers[0].env, [{ name: 'DOCKER_CONFIG', value: '/docker-config' }]);
-    assert.equal(spec.volumes[2].secret.secretName, 'regcred');
+    const [deployment] = docs(webhookManifests({ caPem: CA, registrySecret: 'regcred' }));
+    const spec = deployment!.spec.template.spec;
+    assert.deepEqual(spec.containers[0]?.env, [{ name: 'DOCKER_CONFIG', value: '/docker-config' }]);
+    assert.equal(spec.volumes[2]?.secret.secretName, 'regcred');
   });
 });
