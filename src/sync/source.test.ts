@@ -113,20 +113,16 @@ describe('parseManifestText', () => {
     assert.match(errors[0]!, /^KNV1006: broken\.yaml \(document 2\): invalid YAML/);
   });
 
-  it(
-    'says on which line of the file the YAML is invalid',
-    {
-      todo: 'parseAllDocuments runs with prettyErrors: false, so YAMLError.linePos is never set and the line is never reported',
-    },
-    () => {
-      const { errors } = parse(
-        'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n   bad: [\n',
-        'broken.yaml',
-      );
-      assert.equal(errors.length, 1);
-      assert.match(errors[0]!, /^KNV1006: broken\.yaml: invalid YAML at line 4: /);
-    },
-  );
+  it('says on which line of the file the YAML is invalid, counting earlier documents', () => {
+    const { errors } = parse(
+      'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n   bad: [\n',
+      'broken.yaml',
+    );
+    assert.equal(errors.length, 1);
+    assert.match(errors[0]!, /^KNV1006: broken\.yaml: invalid YAML at line 4: /);
+    const second = parse(`${CONFIG_MAP}---\napiVersion: v1\nkind: Secret\nkind: Secret\n`, 'two.yaml');
+    assert.match(second.errors[0]!, /^KNV1006: two\.yaml \(document 2\): invalid YAML at line 8: .*unique/);
+  });
 
   it(
     'reports a YAML alias bomb as KNV1006 instead of throwing',
