@@ -262,16 +262,10 @@ describe('loadKubeConfig', () => {
     assert.throws(() => loadKubeConfig({ kubeconfig: path }), configError(/is not a YAML map$/));
   });
 
-  it(
-    'rejects a kubeconfig that is a YAML list as not a map',
-    {
-      todo: 'readRaw only checks typeof "object", so a list passes and fails later as "has no current-context"',
-    },
-    async () => {
-      await writeFile(path, '- a\n');
-      assert.throws(() => loadKubeConfig({ kubeconfig: path }), configError(/is not a YAML map$/));
-    },
-  );
+  it('rejects a kubeconfig that is a YAML list as not a map', async () => {
+    await writeFile(path, '- a\n');
+    assert.throws(() => loadKubeConfig({ kubeconfig: path }), configError(/is not a YAML map$/));
+  });
 
   describe('without --kubeconfig', () => {
     const saved = {

@@ -62,7 +62,7 @@ function readRaw(path: string): RawKubeConfig {
       cause: error,
     });
   }
-  if (!doc || typeof doc !== 'object')
+  if (!doc || typeof doc !== 'object' || Array.isArray(doc))
     throw new KubeError('CONFIG', `Kubeconfig "${path}" is not a YAML map`);
   return { path, doc: doc as Record<string, unknown> };
 }

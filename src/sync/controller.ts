@@ -204,6 +204,11 @@ export class SyncController {
 
   // --- leader election -------------------------------------------------------------------------------
 
+  /** A Lease's MicroTime: RFC 3339 with exactly six fractional digits. */
+  static microTime(date: Date): string {
+    return date.toISOString().replace(/\.(\d{3})Z$/, '.$1000Z');
+  }
+
   #leaseBody(previous: LeaseObject | undefined, now: Date): LeaseObject {
     const holder = previous?.spec?.holderIdentity;
     const transitions = previous?.spec?.leaseTransitions ?? 0;
@@ -219,8 +224,10 @@ export class SyncController {
         holderIdentity: this.#identity,
         leaseDurationSeconds: this.#options.leaseSeconds ?? 15,
         acquireTime:
-          holder === this.#identity ? (previous?.spec?.acquireTime ?? now.toISOString()) : now.toISOString(),
-        renewTime: now.toISOString(),
+          holder === this.#identity
+            ? (previous?.spec?.acquireTime ?? SyncController.microTime(now))
+            : SyncController.microTime(now),
+        renewTime: SyncController.microTime(now),
         leaseTransitions: holder && holder !== this.#identity ? transitions + 1 : transitions,
       },
     };

@@ -319,17 +319,11 @@ describe('declareObjects (hierarchy)', () => {
     ]);
   });
 
-  it(
-    'rejects objects of an abstract directory with no namespace below it instead of dropping them',
-    {
-      todo: 'resolveHierarchy finds no target namespace and silently declares nothing (Config Sync reports KNV1044)',
-    },
-    async () => {
-      const errors = await errorsOf([at('namespaces/empty/cm.yaml', cm('lost'))], hierarchy);
-      assert.equal(errors.length, 1);
-      assert.match(errors[0]!, /namespaces\/empty\/cm\.yaml/);
-    },
-  );
+  it('rejects objects of an abstract directory with no namespace below it instead of dropping them', async () => {
+    const errors = await errorsOf([at('namespaces/empty/cm.yaml', cm('lost'))], hierarchy);
+    assert.equal(errors.length, 1);
+    assert.match(errors[0]!, /namespaces\/empty\/cm\.yaml/);
+  });
 
   it('rejects a Namespace in a directory of another name with KNV1020', async () => {
     assert.deepEqual(await errorsOf([at('namespaces/shop/ns.yaml', ns('bank'))], hierarchy), [

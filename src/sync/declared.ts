@@ -146,6 +146,13 @@ function resolveHierarchy(
       own !== undefined
         ? [own]
         : [...namespaceDirs].filter(([d]) => d.startsWith(`${dir}/`)).map(([, n]) => n);
+    if (targets.length === 0)
+      errors.push(
+        new SyncError(
+          KNV.ABSTRACT_WITHOUT_NAMESPACE,
+          `${path}: ${object.kind} "${object.metadata.name}" is in abstract namespace directory "${dir}", which has no namespace directory below it`,
+        ),
+      );
     for (const namespace of targets) {
       const declared = object.metadata.namespace;
       if (declared !== undefined && declared !== namespace) {

@@ -13,6 +13,8 @@ export const KNV = {
   ILLEGAL_TOP_LEVEL: 'KNV1019',
   /** A Namespace whose name differs from its directory in the hierarchy format. */
   INVALID_NAMESPACE_NAME: 'KNV1020',
+  /** An object in an abstract namespace directory with no namespace directory below it (hierarchy). */
+  ABSTRACT_WITHOUT_NAMESPACE: 'KNV1044',
   /** A cluster-scoped object (other than a Namespace) under namespaces/ in the hierarchy format. */
   ILLEGAL_KIND_IN_NAMESPACES: 'KNV1038',
   /** A namespaced object under cluster/ in the hierarchy format. */

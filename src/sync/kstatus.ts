@@ -65,7 +65,7 @@ function kindStatus(object: KubeObject): ObjectStatus | undefined {
       return status.phase === 'Bound' ? 'Current' : 'InProgress';
     case 'Service':
       if (spec.type !== 'LoadBalancer') return 'Current';
-      return Array.isArray((status.loadBalancer as { ingress?: unknown } | undefined)?.ingress)
+      return ((status.loadBalancer as { ingress?: unknown[] } | undefined)?.ingress?.length ?? 0) > 0
         ? 'Current'
         : 'InProgress';
     default:

@@ -124,22 +124,18 @@ describe('parseManifestText', () => {
     assert.match(second.errors[0]!, /^KNV1006: two\.yaml \(document 2\): invalid YAML at line 8: .*unique/);
   });
 
-  it(
-    'reports a YAML alias bomb as KNV1006 instead of throwing',
-    { todo: 'Document.toJS throws a ReferenceError past maxAliasCount, which escapes parseManifestText' },
-    () => {
-      const bomb = [
-        'a: &a [x, x, x, x, x, x, x, x, x, x]',
-        'b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]',
-        'c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]',
-        'd: [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]',
-      ].join('\n');
-      const { objects, errors } = parse(bomb, 'bomb.yaml');
-      assert.deepEqual(objects, []);
-      assert.equal(errors.length, 1);
-      assert.match(errors[0]!, /^KNV1006: bomb\.yaml: /);
-    },
-  );
+  it('reports a YAML alias bomb as KNV1006 instead of throwing', () => {
+    const bomb = [
+      'a: &a [x, x, x, x, x, x, x, x, x, x]',
+      'b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]',
+      'c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]',
+      'd: [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]',
+    ].join('\n');
+    const { objects, errors } = parse(bomb, 'bomb.yaml');
+    assert.deepEqual(objects, []);
+    assert.equal(errors.length, 1);
+    assert.match(errors[0]!, /^KNV1006: bomb\.yaml: /);
+  });
 
   it('rejects a document that is not a map', () => {
     for (const text of ['just a string\n', '- a\n- b\n', '42\n']) {

@@ -105,7 +105,15 @@ export function parseManifestText(text: string, path: string, errors: SyncError[
       );
       return;
     }
-    objects.push(...objectsOf(doc.toJS({ maxAliasCount: 100 }), where, errors));
+    let value: unknown;
+    try {
+      value = doc.toJS({ maxAliasCount: 100 });
+    } catch (error) {
+      // Too many aliases (a "billion laughs" document) and similar: refused, not expanded.
+      errors.push(new SyncError(KNV.OBJECT_PARSE, `${where}: invalid YAML: ${(error as Error).message}`));
+      return;
+    }
+    objects.push(...objectsOf(value, where, errors));
   });
   return objects;
 }
