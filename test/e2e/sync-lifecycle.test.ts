@@ -148,6 +148,42 @@ describe('sync lifecycle on a real control plane', { timeout: 900_000 }, () => {
     ]);
   });
 
+  it('applies a CRD first, waits until it is Established, then the custom resources that use it', async (t) => {
+    const e = await ready(t);
+    if (!e) return;
+    const image = `${e.registry.host}/apps/crd:v1`;
+    const crd = [
+      'apiVersion: apiextensions.k8s.io/v1',
+      'kind: CustomResourceDefinition',
+      'metadata:',
+      '  name: widgets.example.com',
+      'spec:',
+      '  group: example.com',
+      '  scope: Namespaced',
+      '  names: {kind: Widget, listKind: WidgetList, plural: widgets, singular: widget}',
+      '  versions:',
+      '  - name: v1',
+      '    served: true',
+      '    storage: true',
+      '    schema:',
+      '      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}',
+      '',
+    ].join('\n');
+    const commit = await pushFiles(e, image, {
+      'a-widget.yaml':
+        'apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: gear\n  namespace: crd-test\nsize: 3\n',
+      'crd.yaml': crd,
+      'ns.yaml': ns('crd-test'),
+    });
+    await applySync(e.cp, 'RootSync', { name: 'crd' }, { sourceType: 'oci', oci: { image, period: '1h' } });
+    await waitSynced(e, 'RootSync', { name: 'crd' }, { commit });
+    const widget = await getObject<{ size?: number }>(
+      e.cp,
+      '/apis/example.com/v1/namespaces/crd-test/widgets/gear',
+    );
+    assert.equal(widget?.size, 3);
+  });
+
   it('repairs drift: an edited object is reverted and a deleted one re-created', async (t) => {
     const e = await ready(t);
     if (!e) return;
