@@ -30,7 +30,7 @@ export interface LoadKubeConfigOptions {
 
 const IN_CLUSTER_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
 
-type Named<T> = { name?: unknown } & { [key: string]: T | unknown };
+type Named = { name?: unknown } & Record<string, unknown>;
 
 interface RawKubeConfig {
   readonly path: string;
@@ -70,7 +70,7 @@ function readRaw(path: string): RawKubeConfig {
 function findNamed(raw: RawKubeConfig, list: string, name: string): Record<string, unknown> {
   const items = raw.doc[list];
   const found = Array.isArray(items)
-    ? (items as Named<unknown>[]).find((item) => item && item.name === name)
+    ? (items as Named[]).find((item) => item && item.name === name)
     : undefined;
   if (!found)
     throw new KubeError('CONFIG', `Kubeconfig "${raw.path}" has no ${list.replace(/s$/, '')} "${name}"`);
@@ -106,7 +106,7 @@ export function listContexts(options: { kubeconfig?: string | undefined } = {}):
   if (!path) return { contexts: [], current: undefined };
   const raw = readRaw(path);
   const contexts = Array.isArray(raw.doc.contexts)
-    ? (raw.doc.contexts as Named<unknown>[]).map((c) => str(c?.name)).filter((n): n is string => !!n)
+    ? (raw.doc.contexts as Named[]).map((c) => str(c?.name)).filter((n): n is string => !!n)
     : [];
   return { contexts, current: str(raw.doc['current-context']) };
 }

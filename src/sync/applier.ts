@@ -1,4 +1,5 @@
-import { KubeClient, KubeError, splitApiVersion, type KubeObject, type ResourceInfo } from '../kube/index.js';
+import type { KubeClient } from '../kube/index.js';
+import { KubeError, splitApiVersion, type KubeObject, type ResourceInfo } from '../kube/index.js';
 import {
   ANNOTATIONS,
   DECLARED_VERSION_LABEL,

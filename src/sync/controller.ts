@@ -88,8 +88,8 @@ export class SyncController {
         lost.catch(() => local.abort());
       }
       const watching = Promise.all([
-        this.#watchKind('RootSync', ROOT_SYNC, SYSTEM_NAMESPACE, local.signal),
-        this.#watchKind('RepoSync', REPO_SYNC, undefined, local.signal),
+        this.#watchKind({ kind: 'RootSync', info: ROOT_SYNC, namespace: SYSTEM_NAMESPACE }, local.signal),
+        this.#watchKind({ kind: 'RepoSync', info: REPO_SYNC, namespace: undefined }, local.signal),
       ]);
       await (lost ? Promise.race([watching, lost]) : watching);
     } finally {
@@ -101,11 +101,10 @@ export class SyncController {
   }
 
   async #watchKind(
-    kind: SyncKind,
-    info: ResourceInfo,
-    namespace: string | undefined,
+    what: { kind: SyncKind; info: ResourceInfo; namespace: string | undefined },
     signal: AbortSignal,
   ): Promise<void> {
+    const { kind, info, namespace } = what;
     const path = KubeClient.path(info, { namespace });
     let resourceVersion: string | undefined;
     while (!signal.aborted) {

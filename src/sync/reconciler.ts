@@ -3,26 +3,25 @@ import { mkdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { RegistryClient } from '../client/index.js';
-import { KubeClient, KubeError, type KubeObject, type ResourceInfo } from '../kube/index.js';
+import type { KubeClient } from '../kube/index.js';
+import { KubeError, type ResourceInfo } from '../kube/index.js';
 import type { Logger } from '../log/index.js';
 import type { Digest, Reference } from '../oci/index.js';
 import {
   ANNOTATIONS,
-  MANAGED_BY_LABEL,
-  MANAGED_BY_VALUE,
   REPO_SYNC,
   ROOT_SYNC,
   SYSTEM_NAMESPACE,
   inventoryId,
   managerValue,
-  objectKey,
   parseDuration,
   reconcilerName,
-  type ObjectId,
   type SyncKind,
   type SyncObject,
 } from './api.js';
-import { Applier, describeObject, type AppliedObject } from './applier.js';
+import { Applier } from './applier.js';
+import { DriftRepair } from './drift.js';
+import { followRegistryEvents } from './registry-events.js';
 import { declareObjects, type Scope } from './declared.js';
 import { KNV, SyncError, toSyncErrors } from './errors.js';
 import {
@@ -74,12 +73,6 @@ const SECRET: ResourceInfo = {
   namespaced: true,
 };
 
-interface Managed {
-  readonly applied: AppliedObject;
-  resourceVersion: string | undefined;
-  corrections: number[];
-}
-
 /**
  * Keeps one RootSync or RepoSync in sync: on its period, on a registry push event and on drift, it
  * resolves the image, fetches and validates the manifests, applies them with server-side apply, prunes
@@ -96,8 +89,7 @@ export class Reconciler {
   readonly #applier: Applier;
   readonly #applyKube: KubeClient;
   readonly #abort = new AbortController();
-  readonly #managed = new Map<string, Managed>();
-  readonly #watches = new Map<string, AbortController>();
+  readonly #drift: DriftRepair;
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<void> | undefined;
   #again = false;
@@ -137,6 +129,16 @@ export class Reconciler {
       manager: managerValue(sync.kind, sync),
       inventory: inventoryId(sync),
       ...(sync.kind === 'RepoSync' ? { namespace: sync.namespace } : {}),
+    });
+    this.#drift = new DriftRepair({
+      kube: options.kube,
+      applier: this.#applier,
+      log: this.#log,
+      namespace: sync.kind === 'RepoSync' ? sync.namespace : undefined,
+      ...(options.fightThreshold === undefined ? {} : { fightThreshold: options.fightThreshold }),
+      busy: () => this.#running !== undefined,
+      onFight: (fight) => void this.#onFight(fight),
+      signal: this.#abort.signal,
     });
   }
 
@@ -178,7 +180,7 @@ export class Reconciler {
     this.#stopped = true;
     clearTimeout(this.#timer);
     this.#abort.abort();
-    for (const watch of this.#watches.values()) watch.abort();
+    this.#drift.stop();
     this.#events?.abort.abort();
     await this.idle();
     this.#client?.client.close();
@@ -309,7 +311,7 @@ export class Reconciler {
             ...this.#options.limits,
           },
         );
-        await this.#verify(sync, client, ref, digest);
+        await this.#verify(sync, client, { ref, digest });
         const objects = await readSource(root);
         declared = await declareObjects(objects, {
           format: spec.sourceFormat === 'hierarchy' ? 'hierarchy' : 'unstructured',
@@ -383,7 +385,7 @@ export class Reconciler {
         },
         inventory,
       );
-      this.#track(result.applied);
+      this.#drift.track(result.applied);
       this.#sourceBroken = false;
       this.#fights = [];
       await this.#syncDone(sync, { image, dir, commit, errors: result.errors });
@@ -447,7 +449,11 @@ export class Reconciler {
     return undefined;
   }
 
-  async #verify(sync: SyncObject, client: RegistryClient, ref: Reference, digest: Digest): Promise<void> {
+  async #verify(
+    sync: SyncObject,
+    client: RegistryClient,
+    { ref, digest }: { ref: Reference; digest: Digest },
+  ): Promise<void> {
     const verify = sync.spec?.oci?.verify;
     if (!verify?.secretRef?.name) return;
     if (!this.#options.verifySignature)
@@ -558,11 +564,11 @@ export class Reconciler {
   /** Re-reads managed objects' status into the inventory when nothing else changed. */
   async #refreshObjectStatus(commit: string): Promise<void> {
     const entries = await Promise.all(
-      [...this.#managed.values()].map(async (m) => {
+      this.#drift.objects().map(async (applied) => {
         const live = await this.#kube
-          .get(m.applied.info, { namespace: m.applied.id.namespace || undefined, name: m.applied.id.name })
+          .get(applied.info, { namespace: applied.id.namespace || undefined, name: applied.id.name })
           .catch(() => undefined);
-        return { ...m.applied.id, status: computeStatus(live), sourceHash: commit };
+        return { ...applied.id, status: computeStatus(live), sourceHash: commit };
       }),
     );
     if (entries.length === 0) return;
@@ -578,124 +584,6 @@ export class Reconciler {
     ).catch((error: unknown) => this.#log.warn({ err: error }, 'cannot refresh inventory status'));
   }
 
-  // --- drift repair ------------------------------------------------------------------------------------
-
-  #track(applied: readonly AppliedObject[]): void {
-    const previous = this.#managed;
-    const next = new Map<string, Managed>();
-    for (const a of applied) {
-      const key = objectKey(a.id);
-      next.set(key, {
-        applied: a,
-        resourceVersion: a.resourceVersion,
-        corrections: previous.get(key)?.corrections ?? [],
-      });
-    }
-    previous.clear();
-    for (const [k, v] of next) previous.set(k, v);
-    const kinds = new Map<string, ResourceInfo>();
-    for (const a of applied) kinds.set(`${a.info.group}/${a.info.version}/${a.info.plural}`, a.info);
-    for (const [key, watch] of this.#watches)
-      if (!kinds.has(key)) {
-        watch.abort();
-        this.#watches.delete(key);
-      }
-    for (const [key, info] of kinds) if (!this.#watches.has(key)) this.#startWatch(key, info);
-  }
-
-  #startWatch(key: string, info: ResourceInfo): void {
-    const abort = new AbortController();
-    this.#watches.set(key, abort);
-    const namespace = this.kind === 'RepoSync' ? this.namespace : undefined;
-    const path = KubeClient.path(info, { namespace });
-    const run = async (): Promise<void> => {
-      let resourceVersion: string | undefined;
-      while (!abort.signal.aborted && !this.#stopped) {
-        try {
-          if (!resourceVersion) {
-            const list = await this.#kube.list(info, {
-              namespace,
-              labelSelector: `${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`,
-              signal: abort.signal,
-            });
-            resourceVersion = list.metadata.resourceVersion;
-            for (const item of list.items) this.#onObjectEvent(info, 'MODIFIED', item);
-          }
-          for await (const event of this.#kube.watch(path, {
-            query: {
-              resourceVersion,
-              labelSelector: `${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`,
-              timeoutSeconds: 300,
-            },
-            signal: abort.signal,
-          })) {
-            if (event.type === 'ERROR') {
-              resourceVersion = undefined; // 410 Gone: list again
-              break;
-            }
-            resourceVersion = event.object.metadata.resourceVersion ?? resourceVersion;
-            if (event.type !== 'BOOKMARK') this.#onObjectEvent(info, event.type, event.object);
-          }
-        } catch (error) {
-          if (abort.signal.aborted) return;
-          this.#log.debug({ err: error, resource: key }, 'watch ended; restarting');
-          resourceVersion = undefined;
-          await new Promise((r) => setTimeout(r, 1_000));
-        }
-      }
-    };
-    void run();
-  }
-
-  #onObjectEvent(info: ResourceInfo, type: string, object: KubeObject): void {
-    const id: ObjectId = {
-      group: info.group,
-      kind: info.kind,
-      namespace: object.metadata.namespace ?? '',
-      name: object.metadata.name,
-    };
-    const managed = this.#managed.get(objectKey(id));
-    if (!managed) return;
-    if (type !== 'DELETED' && object.metadata.resourceVersion === managed.resourceVersion) return;
-    if (type !== 'DELETED' && object.metadata.deletionTimestamp) return;
-    void this.#repair(managed, type);
-  }
-
-  async #repair(managed: Managed, type: string): Promise<void> {
-    if (this.#stopped || this.#running) return; // a reconcile in progress applies everything anyway
-    const { applied } = managed;
-    try {
-      const live = await this.#applier.applyOne(applied.desired, this.#abort.signal);
-      const changed = live.metadata.resourceVersion !== managed.resourceVersion;
-      managed.resourceVersion = live.metadata.resourceVersion;
-      if (!changed) return;
-      this.#log.info({ object: describeObject(applied.id), event: type }, 'drift repaired');
-      const now = Date.now();
-      managed.corrections = [...managed.corrections.filter((t) => now - t < 60_000), now];
-      if (managed.corrections.length >= (this.#options.fightThreshold ?? 5)) {
-        const fight = new SyncError(
-          KNV.RESOURCE_FIGHT,
-          `detected a fight over ${describeObject(applied.id)}: it was changed outside the source ${managed.corrections.length} times in a minute; another controller may be managing it`,
-        );
-        if (!this.#fights.some((f) => f.message === fight.message)) {
-          this.#fights.push(fight);
-          const sync = await this.#readSync();
-          if (sync)
-            await this.#syncDone(sync, {
-              image: sync.spec?.oci?.image ?? '',
-              dir: sync.spec?.oci?.dir ?? '.',
-              commit: this.#lastCommit ?? '',
-              errors: [],
-            });
-        }
-      }
-    } catch (error) {
-      this.#log.warn({ err: error, object: describeObject(applied.id) }, 'drift repair failed');
-    }
-  }
-
-  // --- registry events ---------------------------------------------------------------------------------
-
   #watchRegistry(client: RegistryClient, ref: Reference): void {
     if (this.#options.registryEvents === false) return;
     const key = `${client.host} ${ref.repository} ${this.#client?.key ?? ''}`;
@@ -703,36 +591,22 @@ export class Reconciler {
     this.#events?.abort.abort();
     const abort = new AbortController();
     this.#events = { key, abort };
-    const run = async (): Promise<void> => {
-      let delay = 1_000;
-      while (!abort.signal.aborted && !this.#stopped) {
-        try {
-          for await (const event of client.events({
-            repositories: [ref.repository],
-            signal: abort.signal,
-            onOpen: () => {
-              delay = 1_000;
-            },
-          })) {
-            if (event.action !== 'push') continue;
-            if (ref.digest ? event.digest === ref.digest : event.tag === (ref.tag ?? 'latest')) {
-              this.#log.info({ tag: event.tag, digest: event.digest }, 'registry announced a push');
-              this.trigger('registry event');
-            }
-          }
-        } catch (error) {
-          if (abort.signal.aborted) return;
-          const status = (error as { status?: number }).status;
-          if (status === 404 || status === 405) {
-            this.#log.info('the registry has no event stream; polling only');
-            return;
-          }
-          this.#log.debug({ err: error }, 'registry event stream ended; reconnecting');
-        }
-        await new Promise((r) => setTimeout(r, delay));
-        delay = Math.min(delay * 2, 30_000);
-      }
-    };
-    void run();
+    followRegistryEvents(client, ref, {
+      log: this.#log,
+      signal: AbortSignal.any([abort.signal, this.#abort.signal]),
+      onPush: () => this.trigger('registry event'),
+    });
+  }
+
+  async #onFight(fight: SyncError): Promise<void> {
+    this.#fights.push(fight);
+    const sync = await this.#readSync().catch(() => undefined);
+    if (sync)
+      await this.#syncDone(sync, {
+        image: sync.spec?.oci?.image ?? '',
+        dir: sync.spec?.oci?.dir ?? '.',
+        commit: this.#lastCommit ?? '',
+        errors: [],
+      });
   }
 }

@@ -79,7 +79,7 @@ describe('signature verification before sync', { timeout: 600_000 }, () => {
     t.after(() => {
       webhook.kill('SIGTERM');
     });
-    await eventually(async () => (output.includes('webhook listening') ? true : undefined), {
+    await eventually(() => Promise.resolve(output.includes('webhook listening') ? true : undefined), {
       timeoutMs: 20_000,
       describe: () => output,
     });

@@ -54,7 +54,11 @@ export function startControllerProcess(kubeconfig: string, extraArgs: readonly s
 /** Starts everything, or returns undefined (skipped) when the control plane is not installed locally. */
 export async function startSyncEnv(
   t: TestContext,
-  options: { controllerArgs?: readonly string[]; registryArgs?: readonly string[]; registryEnv?: NodeJS.ProcessEnv } = {},
+  options: {
+    controllerArgs?: readonly string[];
+    registryArgs?: readonly string[];
+    registryEnv?: NodeJS.ProcessEnv;
+  } = {},
 ): Promise<SyncEnv | undefined> {
   const binaries = requireKube(t);
   if (!binaries) return undefined;
@@ -85,9 +89,9 @@ export async function startSyncEnv(
     work,
     controller: startControllerProcess(cp.kubeconfig, options.controllerArgs),
     airlock,
-    async startController(extraArgs = options.controllerArgs ?? []) {
+    startController(extraArgs = options.controllerArgs ?? []) {
       env.controller = startControllerProcess(cp.kubeconfig, extraArgs);
-      return env.controller;
+      return Promise.resolve(env.controller);
     },
     async stop() {
       await env.controller.stop();
@@ -114,7 +118,9 @@ export async function eventually<T>(
     }
     if (Date.now() > deadline) {
       const detail = options.describe ? await options.describe() : '';
-      throw new Error(`Timed out${lastError ? ` (last error: ${String(lastError)})` : ''}\n${detail}`);
+      throw new Error(
+        `Timed out${lastError ? ` (last error: ${lastError instanceof Error ? lastError.message : JSON.stringify(lastError)})` : ''}\n${detail}`,
+      );
     }
     await sleep(250);
   }
