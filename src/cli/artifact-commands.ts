@@ -17,26 +17,12 @@ import {
   outputFor,
   parseRef,
   refString,
-  UsageError,
+  annotationsFrom,
+  collect,
   withClientOptions,
   type ClientFlags,
 } from './common.js';
 import { parsePlatform } from './platform.js';
-
-function collect(value: string, previous: string[] = []): string[] {
-  return [...previous, value];
-}
-
-/** `k=v` pairs from repeated --annotation flags. */
-function annotationsFrom(pairs: readonly string[]): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const pair of pairs) {
-    const eq = pair.indexOf('=');
-    if (eq <= 0) throw new UsageError(`--annotation "${pair}" is not KEY=VALUE`);
-    out[pair.slice(0, eq)] = pair.slice(eq + 1);
-  }
-  return out;
-}
 
 /** `FILE[:MEDIATYPE]` as oras takes it. */
 function pushFile(arg: string): PushFile {

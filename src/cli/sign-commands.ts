@@ -18,14 +18,12 @@ import {
   outputFor,
   parseRef,
   UsageError,
+  annotationsFrom,
+  collect,
   withClient,
   withClientOptions,
   type ClientFlags,
 } from './common.js';
-
-function collect(value: string, previous: string[] = []): string[] {
-  return [...previous, value];
-}
 
 async function exists(path: string): Promise<boolean> {
   try {
@@ -96,16 +94,6 @@ async function publicKeysFrom(paths: readonly string[]): Promise<PublicKey[]> {
   const keys: PublicKey[] = [];
   for (const path of paths) keys.push(...loadPublicKeys(await readKeyFile(path, '--key')));
   return keys;
-}
-
-function parseAnnotations(values: readonly string[]): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const value of values) {
-    const eq = value.indexOf('=');
-    if (eq <= 0) throw new UsageError(`--annotation "${value}" must be KEY=VALUE`);
-    out[value.slice(0, eq)] = value.slice(eq + 1);
-  }
-  return out;
 }
 
 function parseAddr(addr: string): { host: string; port: number } {
@@ -222,7 +210,7 @@ export function registerSignCommands(program: Command): void {
     const out = outputFor(flags);
     if (!flags.key) throw new UsageError('Name the private key with --key (for example cosign.key)');
     const ref = parseRef(text);
-    const annotations = parseAnnotations(flags.annotation);
+    const annotations = annotationsFrom(flags.annotation);
     const pem = await readKeyFile(flags.key, '--key');
     const key = await loadPrivateKey(pem, await keyPassword(false));
     const signed = await withClient(ref.registry, flags, (client) =>

@@ -141,7 +141,7 @@ describe('airlock sign and verify', () => {
       await airlock(withPassword('pw'), ['sign', '--key', join(dir, 'k.key'), '-a', 'novalue', ref]),
       {
         code: 2,
-        pattern: /--annotation "novalue" must be KEY=VALUE/,
+        pattern: /--annotation "novalue" is not KEY=VALUE/,
       },
     );
     assertOneLineError(await airlock(withPassword('pw'), ['sign', '--key', join(dir, 'k.key'), ref]), {
