@@ -12,6 +12,7 @@ import {
 import type { DeclaredObject } from './declared.js';
 import { KNV, SyncError } from './errors.js';
 import { computeStatus, type ObjectStatus } from './kstatus.js';
+import { mapLimit } from './concurrency.js';
 
 /** Who is applying: the sync's identity as stamped on every object it manages. */
 export interface ApplyIdentity {
@@ -57,24 +58,6 @@ export interface ApplyRunResult {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** Runs `work` over `items`, at most `limit` at a time. */
-export async function mapLimit<T, R>(
-  items: readonly T[],
-  limit: number,
-  work: (item: T) => Promise<R>,
-): Promise<R[]> {
-  const results = new Array<R>(items.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const index = next++;
-      results[index] = await work(items[index]!);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(Math.max(1, limit), items.length) }, worker));
-  return results;
-}
 
 /** The declared object with Config Sync's management annotations and labels. */
 export function stamp(declared: DeclaredObject, identity: ApplyIdentity, commit: string): KubeObject {
@@ -364,4 +347,4 @@ export class Applier {
   }
 }
 
-export { describe as describeObject };
+export { describe as describeObject, mapLimit };

@@ -3,6 +3,7 @@ import type { Logger } from '../log/index.js';
 import { MANAGED_BY_LABEL, MANAGED_BY_VALUE, objectKey, type ObjectId } from './api.js';
 import { describeObject, type AppliedObject, type Applier } from './applier.js';
 import { KNV, SyncError } from './errors.js';
+import { computeStatus, type ObjectStatus } from './kstatus.js';
 
 export interface DriftRepairOptions {
   /** Client that lists and watches the managed kinds. */
@@ -25,6 +26,8 @@ interface Managed {
   readonly applied: AppliedObject;
   resourceVersion: string | undefined;
   corrections: number[];
+  /** kstatus of the object as its last watch event showed it. */
+  status: ObjectStatus;
 }
 
 /**
@@ -37,6 +40,7 @@ export class DriftRepair {
   readonly #managed = new Map<string, Managed>();
   readonly #watches = new Map<string, AbortController>();
   readonly #fights = new Set<string>();
+  #statusChanged = false;
 
   constructor(options: DriftRepairOptions) {
     this.#options = options;
@@ -51,6 +55,7 @@ export class DriftRepair {
         applied: a,
         resourceVersion: a.resourceVersion,
         corrections: this.#managed.get(key)?.corrections ?? [],
+        status: a.status,
       });
     }
     this.#managed.clear();
@@ -66,9 +71,14 @@ export class DriftRepair {
     for (const [key, info] of kinds) if (!this.#watches.has(key)) this.#watch(key, info);
   }
 
-  /** The managed objects and their inventory identities. */
-  objects(): AppliedObject[] {
-    return [...this.#managed.values()].map((m) => m.applied);
+  /**
+   * The managed objects with their status as the watches last saw it, when any status changed since the
+   * last call (undefined otherwise): the inventory is rewritten only then, without a GET per object.
+   */
+  changedStatuses(): { id: ObjectId; status: ObjectStatus }[] | undefined {
+    if (!this.#statusChanged) return undefined;
+    this.#statusChanged = false;
+    return [...this.#managed.values()].map((m) => ({ id: m.applied.id, status: m.status }));
   }
 
   stop(): void {
@@ -123,6 +133,11 @@ export class DriftRepair {
     };
     const managed = this.#managed.get(objectKey(id));
     if (!managed) return;
+    const status = type === 'DELETED' ? 'NotFound' : computeStatus(object);
+    if (status !== managed.status) {
+      managed.status = status;
+      this.#statusChanged = true;
+    }
     if (type !== 'DELETED' && object.metadata.resourceVersion === managed.resourceVersion) return;
     if (type !== 'DELETED' && object.metadata.deletionTimestamp) return;
     void this.#repair(managed, type);

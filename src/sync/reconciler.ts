@@ -31,7 +31,6 @@ import {
   resolveSourceDigest,
   type SourceLimits,
 } from './fetch.js';
-import { computeStatus } from './kstatus.js';
 import { registryClientFor, type RegistryAccessOptions } from './registry-auth.js';
 import { readSource } from './source.js';
 import { patchSyncStatus, readInventory, setCondition, stagePatch, writeInventory } from './status.js';
@@ -561,17 +560,10 @@ export class Reconciler {
     });
   }
 
-  /** Re-reads managed objects' status into the inventory when nothing else changed. */
+  /** Writes the inventory again when the drift watches saw an object's status change (no GETs). */
   async #refreshObjectStatus(commit: string): Promise<void> {
-    const entries = await Promise.all(
-      this.#drift.objects().map(async (applied) => {
-        const live = await this.#kube
-          .get(applied.info, { namespace: applied.id.namespace || undefined, name: applied.id.name })
-          .catch(() => undefined);
-        return { ...applied.id, status: computeStatus(live), sourceHash: commit };
-      }),
-    );
-    if (entries.length === 0) return;
+    const changed = this.#drift.changedStatuses();
+    if (!changed || changed.length === 0) return;
     await writeInventory(
       this.#kube,
       {
@@ -580,7 +572,7 @@ export class Reconciler {
         fieldManager: this.reconciler,
         inventory: this.#applier.identity.inventory,
       },
-      entries,
+      changed.map(({ id, status }) => ({ ...id, status, sourceHash: commit })),
     ).catch((error: unknown) => this.#log.warn({ err: error }, 'cannot refresh inventory status'));
   }
 

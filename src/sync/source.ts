@@ -2,6 +2,7 @@ import { lstat, readdir, readFile } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import type { KubeObject } from '../kube/index.js';
+import { mapLimit } from './concurrency.js';
 import { KNV, SyncError, SyncErrors } from './errors.js';
 
 /** One object as found in the source, with the file it came from (relative, "/"-separated). */
@@ -126,16 +127,21 @@ export async function readSource(root: string, options: ReadSourceOptions = {}):
   const maxFileBytes = options.maxFileBytes ?? 16 * 1024 * 1024;
   const errors: SyncError[] = [];
   const objects: SourceObject[] = [];
-  for (const file of await manifestFiles(root, options)) {
-    const path = relative(root, file).split(sep).join('/');
+  // Read 16 files at a time; parse in file order so errors and objects come out the same every time.
+  const files = await manifestFiles(root, options);
+  const texts = await mapLimit(files, 16, async (file) => {
     const info = await lstat(file);
-    if (info.size > maxFileBytes) {
+    return info.size > maxFileBytes ? undefined : readFile(file, 'utf8');
+  });
+  files.forEach((file, index) => {
+    const path = relative(root, file).split(sep).join('/');
+    const text = texts[index];
+    if (text === undefined) {
       errors.push(new SyncError(KNV.OBJECT_PARSE, `${path}: the file is larger than ${maxFileBytes} bytes`));
-      continue;
+      return;
     }
-    const text = await readFile(file, 'utf8');
     for (const object of parseManifestText(text, path, errors)) objects.push({ object, path });
-  }
+  });
   if (errors.length > 0) throw new SyncErrors(errors);
   return objects;
 }

@@ -373,7 +373,7 @@ describe('sync lifecycle on a real control plane', { timeout: 900_000 }, () => {
       'cm.yaml': configMap('cm', 'bad-input', { v: 'should not apply' }),
       'broken.yaml': 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [unclosed\n',
       'unknown.yaml':
-        'apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\n  namespace: bad-input\n',
+        'apiVersion: unknown.example.org/v1\nkind: Gadget\nmetadata:\n  name: w\n  namespace: bad-input\n',
       'noname.yaml': 'apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n',
     });
     const errors = await waitError(e, 'RootSync', { name: 'bad-input' }, 'KNV1006');
@@ -385,7 +385,7 @@ describe('sync lifecycle on a real control plane', { timeout: 900_000 }, () => {
     await pushFiles(e, image, {
       'cm.yaml': configMap('cm', 'bad-input', { v: 'should not apply' }),
       'unknown.yaml':
-        'apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\n  namespace: bad-input\n',
+        'apiVersion: unknown.example.org/v1\nkind: Gadget\nmetadata:\n  name: w\n  namespace: bad-input\n',
       'noname.yaml': 'apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n',
       'dup.yaml': configMap('cm', 'bad-input', { v: 'duplicate' }),
     });
@@ -393,7 +393,7 @@ describe('sync lifecycle on a real control plane', { timeout: 900_000 }, () => {
     const all = later.join('\n');
     assert.match(
       all,
-      /KNV1021: unknown\.yaml: No CustomResourceDefinition is defined for the type "Widget\.example\.com"/,
+      /KNV1021: unknown\.yaml: No CustomResourceDefinition is defined for the type "Gadget\.unknown\.example\.org"/,
     );
     assert.match(all, /KNV1031: noname\.yaml: ConfigMap has no metadata\.name/);
     assert.match(
