@@ -29,6 +29,14 @@ export const RESOURCE_GROUP: ResourceInfo = {
   namespaced: true,
 };
 
+export const SECRET: ResourceInfo = {
+  group: '',
+  version: 'v1',
+  kind: 'Secret',
+  plural: 'secrets',
+  namespaced: true,
+};
+
 /** Annotations and labels Config Sync stamps on what it manages; Airlock writes the same ones. */
 export const ANNOTATIONS = {
   imageToSync: 'configsync.gke.io/image-to-sync',

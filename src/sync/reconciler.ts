@@ -4,13 +4,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { RegistryClient } from '../client/index.js';
 import type { KubeClient } from '../kube/index.js';
-import { KubeError, type ResourceInfo } from '../kube/index.js';
+import { KubeError } from '../kube/index.js';
 import type { Logger } from '../log/index.js';
 import type { Digest, Reference } from '../oci/index.js';
 import {
   ANNOTATIONS,
   REPO_SYNC,
   ROOT_SYNC,
+  SECRET,
   SYSTEM_NAMESPACE,
   inventoryId,
   managerValue,
@@ -33,7 +34,14 @@ import {
 } from './fetch.js';
 import { registryClientFor, type RegistryAccessOptions } from './registry-auth.js';
 import { readSource } from './source.js';
-import { patchSyncStatus, readInventory, setCondition, stagePatch, writeInventory } from './status.js';
+import {
+  patchSyncStatus,
+  readInventory,
+  setCondition,
+  stagePatch,
+  writeInventory,
+  type InventoryEntry,
+} from './status.js';
 
 /** Checks an image's signatures before it is applied (spec.oci.verify); throws with the reason. */
 export type SignatureVerifier = (
@@ -64,13 +72,6 @@ export interface ReconcilerOptions extends RegistryAccessOptions {
 }
 
 const DEFAULT_PERIOD_MS = 15_000;
-const SECRET: ResourceInfo = {
-  group: '',
-  version: 'v1',
-  kind: 'Secret',
-  plural: 'secrets',
-  namespaced: true,
-};
 
 /**
  * Keeps one RootSync or RepoSync in sync: on its period, on a registry push event and on drift, it
@@ -374,16 +375,7 @@ export class Reconciler {
         ...result.applied.map((a) => ({ ...a.id, status: a.status, sourceHash: commit })),
         ...result.retained.map((id) => ({ ...id, status: 'Unknown' as const, sourceHash: commit })),
       ];
-      await writeInventory(
-        this.#kube,
-        {
-          namespace: this.namespace,
-          name: this.name,
-          fieldManager: this.reconciler,
-          inventory: this.#applier.identity.inventory,
-        },
-        inventory,
-      );
+      await this.#writeInventory(inventory);
       this.#drift.track(result.applied);
       this.#sourceBroken = false;
       this.#fights = [];
@@ -564,7 +556,13 @@ export class Reconciler {
   async #refreshObjectStatus(commit: string): Promise<void> {
     const changed = this.#drift.changedStatuses();
     if (!changed || changed.length === 0) return;
-    await writeInventory(
+    await this.#writeInventory(
+      changed.map(({ id, status }) => ({ ...id, status, sourceHash: commit })),
+    ).catch((error: unknown) => this.#log.warn({ err: error }, 'cannot refresh inventory status'));
+  }
+
+  #writeInventory(entries: readonly InventoryEntry[]): Promise<void> {
+    return writeInventory(
       this.#kube,
       {
         namespace: this.namespace,
@@ -572,8 +570,8 @@ export class Reconciler {
         fieldManager: this.reconciler,
         inventory: this.#applier.identity.inventory,
       },
-      changed.map(({ id, status }) => ({ ...id, status, sourceHash: commit })),
-    ).catch((error: unknown) => this.#log.warn({ err: error }, 'cannot refresh inventory status'));
+      entries,
+    );
   }
 
   #watchRegistry(client: RegistryClient, ref: Reference): void {

@@ -1,16 +1,8 @@
 import { RegistryClient, type Credentials } from '../client/index.js';
-import type { KubeClient, KubeObject, ResourceInfo } from '../kube/index.js';
+import type { KubeClient, KubeObject } from '../kube/index.js';
 import type { Reference } from '../oci/index.js';
-import { SYSTEM_NAMESPACE, type OciSpec } from './api.js';
+import { SECRET, SYSTEM_NAMESPACE, type OciSpec } from './api.js';
 import { KNV, SyncError } from './errors.js';
-
-const SECRET: ResourceInfo = {
-  group: '',
-  version: 'v1',
-  kind: 'Secret',
-  plural: 'secrets',
-  namespaced: true,
-};
 
 export interface RegistryAccessOptions {
   /** Audience of service-account tokens for `auth: k8sserviceaccount`. Default "airlock". */
