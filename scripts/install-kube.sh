@@ -114,7 +114,9 @@ report_etcd() {
   path=$(command -v etcd 2>/dev/null || true)
   [[ -n "$path" ]] || { [[ -x /usr/bin/etcd ]] && path=/usr/bin/etcd; }
   [[ -n "$path" ]] || die "etcd: binary not found after installing etcd-server"
-  out=$("$path" --version 2>&1 | head -n1) || die "etcd: '$path --version' failed: $out"
+  # Read all of it before taking the first line: `| head -n1` can kill etcd with SIGPIPE (exit 141 under pipefail).
+  out=$("$path" --version 2>&1) || die "etcd: '$path --version' failed: $out"
+  out=$(head -n1 <<<"$out")
   v=$(version_of "$out")
   [[ -n "$v" ]] || die "etcd: could not read a version from: $out"
   print_tool etcd "$v" "$path"

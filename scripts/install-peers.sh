@@ -229,7 +229,7 @@ report_apt() { # PKG
     wrk) out=$("$path" -v 2>&1 || true) ;;        # wrk -v prints usage, exits 1
     docker-registry|ctr|umoci|skopeo|podman|buildah)
       out=$("$path" --version 2>&1) || die "$pkg: '$path --version' failed: $out" ;;
-    *) out=$("$path" --version 2>&1 | head -n1) || die "$pkg: '$path --version' failed" ;;
+    *) out=$("$path" --version 2>&1) || die "$pkg: '$path --version' failed"; out=$(head -n1 <<<"$out") ;;
   esac
   local v
   v=$(version_of "$out")
