@@ -115,18 +115,35 @@ export class Applier {
   }
 
   /** The manager annotation of live objects of the declared kinds, by object key (one LIST per kind). */
+  /**
+   * The manager annotation of live objects of the declared kinds, by object key: one label-selected LIST
+   * per kind and namespace (all namespaces at once when a kind spans more than a few), so the cost follows
+   * what this source declares rather than everything the controller manages.
+   */
   async #liveManagers(declared: readonly DeclaredObject[]): Promise<Map<string, string>> {
     const managers = new Map<string, string>();
-    const kinds = new Map<string, DeclaredObject>();
-    for (const d of declared) kinds.set(`${d.object.apiVersion} ${d.object.kind}`, d);
-    await mapLimit([...kinds.values()], 4, async (d) => {
-      const info = await this.#kube.findResource(d.object.apiVersion, d.object.kind);
-      if (!info) return; // a CRD in this source: nothing of it exists yet
+    const kinds = new Map<string, { sample: DeclaredObject; namespaces: Set<string> }>();
+    for (const d of declared) {
+      const key = `${d.object.apiVersion} ${d.object.kind}`;
+      const entry = kinds.get(key) ?? { sample: d, namespaces: new Set<string>() };
+      entry.namespaces.add(d.id.namespace);
+      kinds.set(key, entry);
+    }
+    const lists: { info: ResourceInfo; namespace: string | undefined }[] = [];
+    for (const { sample, namespaces } of kinds.values()) {
+      const info = await this.#kube.findResource(sample.object.apiVersion, sample.object.kind);
+      if (!info) continue; // a CRD in this source: nothing of it exists yet
+      if (!info.namespaced) lists.push({ info, namespace: undefined });
+      else if (this.#identity.namespace) lists.push({ info, namespace: this.#identity.namespace });
+      else if (namespaces.size <= 4) for (const namespace of namespaces) lists.push({ info, namespace });
+      else lists.push({ info, namespace: undefined });
+    }
+    await mapLimit(lists, 4, async ({ info, namespace }) => {
       let list;
       try {
         list = await this.#kube.list(info, {
           labelSelector: `${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`,
-          ...(info.namespaced && this.#identity.namespace ? { namespace: this.#identity.namespace } : {}),
+          namespace,
         });
       } catch (error) {
         // Not allowed to list: the apply of each object reports the refusal with its name.
