@@ -47,7 +47,12 @@ export const ANNOTATIONS = {
   sourceHash: 'configmanagement.gke.io/token',
   sourcePath: 'configmanagement.gke.io/source-path',
   deletion: 'client.lifecycle.config.k8s.io/deletion',
+  /** On a RootSync/RepoSync: "Foreground" deletes its managed objects when it is deleted. */
+  deletionPropagation: 'configsync.gke.io/deletion-propagation-policy',
 } as const;
+
+/** Finalizer that holds a RootSync/RepoSync with Foreground deletion propagation until its objects are gone. */
+export const RECONCILER_FINALIZER = 'configsync.gke.io/reconciler';
 export const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by';
 export const MANAGED_BY_VALUE = 'configmanagement.gke.io';
 export const DECLARED_VERSION_LABEL = 'configsync.gke.io/declared-version';

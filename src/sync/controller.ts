@@ -2,6 +2,7 @@ import { hostname } from 'node:os';
 import { KubeClient, KubeError, type KubeObject, type ResourceInfo } from '../kube/index.js';
 import type { Logger } from '../log/index.js';
 import {
+  ANNOTATIONS,
   REPO_SYNC,
   ROOT_SYNC,
   SYSTEM_NAMESPACE,
@@ -59,7 +60,8 @@ export class SyncController {
   readonly #options: ControllerOptions;
   readonly #kube: KubeClient;
   readonly #log: Logger;
-  readonly #reconcilers = new Map<string, { reconciler: Reconciler; generation: number | undefined }>();
+  /** `generation` is the spec generation plus the deletion-propagation annotation: a change triggers a run. */
+  readonly #reconcilers = new Map<string, { reconciler: Reconciler; generation: string }>();
   readonly #identity: string;
 
   constructor(options: ControllerOptions) {
@@ -152,10 +154,11 @@ export class SyncController {
 
   async #upsert(kind: SyncKind, object: SyncObject): Promise<void> {
     const key = this.#key(kind, object);
-    const generation = object.metadata.generation;
+    const generation = `${object.metadata.generation ?? ''}/${object.metadata.annotations?.[ANNOTATIONS.deletionPropagation] ?? ''}`;
     const existing = this.#reconcilers.get(key);
     if (existing) {
-      if (existing.generation !== generation) {
+      if (object.metadata.deletionTimestamp) existing.reconciler.trigger('deleting');
+      else if (existing.generation !== generation) {
         existing.generation = generation;
         existing.reconciler.trigger('spec changed');
       }

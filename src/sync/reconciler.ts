@@ -9,7 +9,9 @@ import type { Logger } from '../log/index.js';
 import type { Digest, Reference } from '../oci/index.js';
 import {
   ANNOTATIONS,
+  RECONCILER_FINALIZER,
   REPO_SYNC,
+  RESOURCE_GROUP,
   ROOT_SYNC,
   SECRET,
   SYSTEM_NAMESPACE,
@@ -236,6 +238,7 @@ export class Reconciler {
   async #reconcile(): Promise<void> {
     const sync = await this.#readSync();
     if (!sync) return;
+    if (await this.#finalize(sync)) return;
     const spec = sync.spec ?? {};
     const oci = spec.oci ?? {};
     const image = oci.image ?? '';
@@ -412,6 +415,50 @@ export class Reconciler {
         if (!ref.digest) this.#schedule(period ?? DEFAULT_PERIOD_MS);
       }
     }
+  }
+
+  /**
+   * Config Sync's deletion propagation: with `configsync.gke.io/deletion-propagation-policy: Foreground`
+   * the sync carries a finalizer; when it is deleted, everything in its inventory is pruned (detach rules
+   * still apply), the ResourceGroup removed, then the finalizer. True when the sync is being deleted.
+   */
+  async #finalize(sync: SyncObject): Promise<boolean> {
+    const info = this.kind === 'RootSync' ? ROOT_SYNC : REPO_SYNC;
+    const where = { namespace: this.namespace, name: this.name };
+    const finalizers = sync.metadata.finalizers ?? [];
+    const has = finalizers.includes(RECONCILER_FINALIZER);
+    const foreground = sync.metadata.annotations?.[ANNOTATIONS.deletionPropagation] === 'Foreground';
+    const patchFinalizers = (next: string[]): Promise<unknown> =>
+      this.#kube.mergePatch(info, where, {
+        metadata: { finalizers: next, resourceVersion: sync.metadata.resourceVersion },
+      });
+    if (!sync.metadata.deletionTimestamp) {
+      if (foreground && !has) await patchFinalizers([...finalizers, RECONCILER_FINALIZER]);
+      if (!foreground && has) await patchFinalizers(finalizers.filter((f) => f !== RECONCILER_FINALIZER));
+      return false;
+    }
+    if (!has) return true;
+    const previous = (await readInventory(this.#kube, where)) ?? [];
+    const result = await this.#applier.run([], { commit: '', previous, signal: this.#abort.signal });
+    if (result.errors.length > 0) {
+      this.#log.warn({ errors: result.errors.map((e) => e.message) }, 'cannot delete managed objects yet');
+      await this.#status({
+        sync: stagePatch(
+          { image: sync.spec?.oci?.image ?? '', dir: sync.spec?.oci?.dir ?? '.', errors: result.errors },
+          this.#now(),
+        ),
+      });
+      this.#schedule(5_000);
+      return true;
+    }
+    this.#drift.track([]);
+    await this.#kube.delete(RESOURCE_GROUP, where);
+    await patchFinalizers(finalizers.filter((f) => f !== RECONCILER_FINALIZER));
+    this.#log.info(
+      { pruned: result.pruned.length },
+      'sync deleted: its objects were deleted (Foreground propagation)',
+    );
+    return true;
   }
 
   #specProblem(sync: SyncObject, period: number | undefined): SyncError | undefined {

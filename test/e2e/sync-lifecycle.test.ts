@@ -184,6 +184,51 @@ describe('sync lifecycle on a real control plane', { timeout: 900_000 }, () => {
     assert.equal(widget?.size, 3);
   });
 
+  it('deletes the managed objects with the sync when it says deletion-propagation-policy: Foreground', async (t) => {
+    const e = await ready(t);
+    if (!e) return;
+    const image = `${e.registry.host}/apps/propagate:v1`;
+    const commit = await pushFiles(e, image, {
+      'ns.yaml': ns('propagate'),
+      'cm.yaml': configMap('cm', 'propagate', { v: '1' }),
+    });
+    const path = '/apis/configsync.gke.io/v1beta1/namespaces/config-management-system/rootsyncs/propagate';
+    const created = await e.cp.request(
+      'POST',
+      '/apis/configsync.gke.io/v1beta1/namespaces/config-management-system/rootsyncs',
+      {
+        body: {
+          apiVersion: 'configsync.gke.io/v1beta1',
+          kind: 'RootSync',
+          metadata: {
+            name: 'propagate',
+            annotations: { 'configsync.gke.io/deletion-propagation-policy': 'Foreground' },
+          },
+          spec: { sourceType: 'oci', oci: { image, period: '1h' } },
+        },
+      },
+    );
+    assert.equal(created.status, 201, created.text);
+    await waitSynced(e, 'RootSync', { name: 'propagate' }, { commit });
+    await eventually(async () =>
+      (await getObject<{ metadata: { finalizers?: string[] } }>(e.cp, path))?.metadata.finalizers?.includes(
+        'configsync.gke.io/reconciler',
+      )
+        ? true
+        : undefined,
+    );
+    assert.equal((await e.cp.request('DELETE', path)).status, 200);
+    await eventually(async () => ((await getObject(e.cp, path)) ? undefined : true), {
+      timeoutMs: 30_000,
+      describe: () => e.controller.output().slice(-3000),
+    });
+    assert.equal(await getObject(e.cp, cmPath('propagate', 'cm')), undefined, 'the ConfigMap went with it');
+    await eventually(async () => {
+      const gone = await getObject(e.cp, '/api/v1/namespaces/propagate');
+      return !gone || gone.status?.phase === 'Terminating' ? true : undefined;
+    });
+  });
+
   it('repairs drift: an edited object is reverted and a deleted one re-created', async (t) => {
     const e = await ready(t);
     if (!e) return;
