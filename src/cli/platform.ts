@@ -1,12 +1,11 @@
-import type { Descriptor, Platform } from '../oci/index.js';
+import { parsePlatform as parsePlatformText, type Descriptor, type Platform } from '../oci/index.js';
 import { UsageError } from './common.js';
 
-/** Parses `os/arch[/variant]`. */
+/** Parses `--platform os/arch[/variant]`. */
 export function parsePlatform(text: string): Platform {
-  const [os, architecture, variant, ...rest] = text.split('/');
-  if (!os || !architecture || rest.length > 0)
-    throw new UsageError(`--platform "${text}" is not os/arch[/variant]`);
-  return { os, architecture, ...(variant ? { variant } : {}) };
+  const platform = parsePlatformText(text);
+  if (!platform) throw new UsageError(`--platform "${text}" is not os/arch[/variant]`);
+  return platform;
 }
 
 /** The host's platform in OCI terms. */

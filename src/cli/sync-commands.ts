@@ -14,6 +14,7 @@ import {
   syncApiObjects,
   toSyncErrors,
   vetFolder,
+  waitEstablished,
   type ClusterReport,
   type SignatureVerifier,
 } from '../sync/index.js';
@@ -159,10 +160,8 @@ export function registerSyncCommands(program: Command): void {
         ...objects.filter((o) => o.kind === 'CustomResourceDefinition'),
       ];
       for (const object of ordered) await kube.apply(object, { fieldManager: 'airlock-install' });
-      await waitForCrds(
-        kube,
-        ordered.filter((o) => o.kind === 'CustomResourceDefinition').map((o) => o.metadata.name),
-      );
+      for (const crd of ordered.filter((o) => o.kind === 'CustomResourceDefinition'))
+        await waitEstablished(kube, crd.metadata.name);
       for (const object of objects.filter((o) => !ordered.includes(o)))
         await kube.apply(object, { fieldManager: 'airlock-install' });
       out.result(`Installed ${objects.length} objects`, {
@@ -268,27 +267,4 @@ export function registerSyncCommands(program: Command): void {
         process.exitCode = 1;
       }
     });
-}
-
-async function waitForCrds(kube: KubeClient, names: readonly string[]): Promise<void> {
-  const info = {
-    group: 'apiextensions.k8s.io',
-    version: 'v1',
-    kind: 'CustomResourceDefinition',
-    plural: 'customresourcedefinitions',
-    namespaced: false,
-  };
-  const deadline = Date.now() + 60_000;
-  for (const name of names) {
-    for (;;) {
-      const crd = await kube.get(info, { name });
-      const established = (
-        crd?.status as { conditions?: { type: string; status: string }[] } | undefined
-      )?.conditions?.some((c) => c.type === 'Established' && c.status === 'True');
-      if (established) break;
-      if (Date.now() > deadline)
-        throw new Error(`CustomResourceDefinition "${name}" did not become Established within 60 s`);
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  }
 }

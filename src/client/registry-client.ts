@@ -235,16 +235,24 @@ export class RegistryClient {
   }
 
   /**
+   * The Authorization header Airlock's own endpoints (`/api/…`) get up front, without a token round trip:
+   * Basic for a user name and password; with `bearer`, an identity token as Bearer.
+   */
+  #upfrontAuthorization(options: { bearer?: boolean } = {}): string | undefined {
+    const credentials = this.#credentials;
+    if (!credentials) return undefined;
+    if ('username' in credentials)
+      return `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString('base64')}`;
+    return options.bearer ? `Bearer ${credentials.identityToken}` : undefined;
+  }
+
+  /**
    * Calls Airlock's management API (`/api/…`) with a JSON body, sending Basic credentials up front
    * (management calls are made by people and robots with passwords, not with scoped tokens).
    */
   async api<T = unknown>(method: string, path: string, body?: unknown): Promise<T> {
     const url = new URL(path, this.baseUrl);
-    const credentials = this.#credentials;
-    const authorization =
-      credentials && 'username' in credentials
-        ? `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString('base64')}`
-        : undefined;
+    const authorization = this.#upfrontAuthorization();
     const res = await this.#transport.send({
       method,
       url,
@@ -270,13 +278,7 @@ export class RegistryClient {
   ): AsyncGenerator<RegistryPushEvent> {
     const url = new URL('/api/v1/events', this.baseUrl);
     for (const name of options.repositories ?? []) url.searchParams.append('repository', name);
-    const credentials = this.#credentials;
-    const authorization =
-      credentials && 'username' in credentials
-        ? `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString('base64')}`
-        : credentials
-          ? `Bearer ${credentials.identityToken}`
-          : undefined;
+    const authorization = this.#upfrontAuthorization({ bearer: true });
     const res = await this.#transport.send({
       method: 'GET',
       url,

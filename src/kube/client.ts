@@ -3,7 +3,7 @@ import type { IncomingMessage } from 'node:http';
 import { Agent, request as httpsRequest } from 'node:https';
 import { createInterface } from 'node:readline';
 import type { KubeConnection } from './config.js';
-import { KubeError } from './errors.js';
+import { KubeError, isStatus } from './errors.js';
 import type { KubeObject, KubeList, ResourceInfo, WatchEvent } from './types.js';
 
 export interface KubeClientOptions {
@@ -221,7 +221,7 @@ export class KubeClient {
           return byKind;
         },
         (error: unknown) => {
-          if (error instanceof KubeError && error.status === 404) return new Map<string, ResourceInfo>();
+          if (isStatus(error, 404)) return new Map<string, ResourceInfo>();
           throw error;
         },
       );
@@ -274,7 +274,7 @@ export class KubeClient {
     try {
       return await this.request<T>('GET', KubeClient.path(info, where), { signal });
     } catch (error) {
-      if (error instanceof KubeError && error.status === 404) return undefined;
+      if (isStatus(error, 404)) return undefined;
       throw error;
     }
   }
@@ -329,7 +329,7 @@ export class KubeClient {
       });
       return true;
     } catch (error) {
-      if (error instanceof KubeError && error.status === 404) return false;
+      if (isStatus(error, 404)) return false;
       throw error;
     }
   }

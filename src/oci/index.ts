@@ -19,7 +19,7 @@ export {
   isForeignLayer,
 } from './media-types.js';
 export type { ManifestMediaType } from './media-types.js';
-export { parseManifest, ManifestError, MAX_MANIFEST_BYTES } from './manifest.js';
+export { parseManifest, parsePlatform, ManifestError, MAX_MANIFEST_BYTES } from './manifest.js';
 export type { Descriptor, ParsedManifest, Platform } from './manifest.js';
 export { ArchiveError, detectCompression, decompressed } from './compression.js';
 export type { Compression } from './compression.js';

@@ -12,6 +12,13 @@ export interface Platform {
   readonly 'os.features'?: readonly string[];
 }
 
+/** Parses `os/arch[/variant]`; undefined when the text is not of that form (callers word the error). */
+export function parsePlatform(text: string): Platform | undefined {
+  const [os, architecture, variant, ...rest] = text.split('/');
+  if (!os || !architecture || rest.length > 0) return undefined;
+  return { os, architecture, ...(variant ? { variant } : {}) };
+}
+
 export interface Descriptor {
   readonly mediaType: string;
   readonly digest: Digest;

@@ -29,6 +29,13 @@ export const RESOURCE_GROUP: ResourceInfo = {
   namespaced: true,
 };
 
+export const CRD: ResourceInfo = {
+  group: 'apiextensions.k8s.io',
+  version: 'v1',
+  kind: 'CustomResourceDefinition',
+  plural: 'customresourcedefinitions',
+  namespaced: false,
+};
 export const SECRET: ResourceInfo = {
   group: '',
   version: 'v1',

@@ -1,7 +1,8 @@
 import type { KubeClient } from '../kube/index.js';
-import { KubeError, splitApiVersion, type KubeObject, type ResourceInfo } from '../kube/index.js';
+import { isStatus, splitApiVersion, type KubeObject, type ResourceInfo } from '../kube/index.js';
 import {
   ANNOTATIONS,
+  CRD,
   DECLARED_VERSION_LABEL,
   MANAGED_BY_LABEL,
   MANAGED_BY_VALUE,
@@ -58,6 +59,26 @@ export interface ApplyRunResult {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Waits until a CustomResourceDefinition is Established (its kinds are served); KNV2009 on timeout. */
+export async function waitEstablished(
+  kube: KubeClient,
+  name: string,
+  options: { timeoutMs?: number } = {},
+): Promise<void> {
+  const timeoutMs = options.timeoutMs ?? 60_000;
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const crd = await kube.get(CRD, { name });
+    if (crd && computeStatus(crd) === 'Current') return;
+    if (Date.now() > deadline)
+      throw new SyncError(
+        KNV.APPLY,
+        `CustomResourceDefinition "${name}" did not become Established within ${timeoutMs} ms`,
+      );
+    await sleep(200);
+  }
+}
 
 /** The declared object with Config Sync's management annotations and labels. */
 export function stamp(declared: DeclaredObject, identity: ApplyIdentity, commit: string): KubeObject {
@@ -147,7 +168,7 @@ export class Applier {
         });
       } catch (error) {
         // Not allowed to list: the apply of each object reports the refusal with its name.
-        if (error instanceof KubeError && error.status === 403) return;
+        if (isStatus(error, 403)) return;
         throw error;
       }
       for (const item of list.items) {
@@ -165,27 +186,6 @@ export class Applier {
       }
     });
     return managers;
-  }
-
-  async #waitEstablished(name: string, timeoutMs: number): Promise<void> {
-    const info: ResourceInfo = {
-      group: 'apiextensions.k8s.io',
-      version: 'v1',
-      kind: 'CustomResourceDefinition',
-      plural: 'customresourcedefinitions',
-      namespaced: false,
-    };
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const crd = await this.#kube.get(info, { name });
-      if (crd && computeStatus(crd) === 'Current') return;
-      if (Date.now() > deadline)
-        throw new SyncError(
-          KNV.APPLY,
-          `CustomResourceDefinition "${name}" did not become Established within ${timeoutMs} ms`,
-        );
-      await sleep(200);
-    }
   }
 
   /**
@@ -242,7 +242,7 @@ export class Applier {
         for (const d of step) {
           if (!applied.some((a) => a.id === d.id)) continue;
           try {
-            await this.#waitEstablished(d.id.name, options.crdTimeoutMs ?? 60_000);
+            await waitEstablished(this.#kube, d.id.name, { timeoutMs: options.crdTimeoutMs ?? 60_000 });
           } catch (error) {
             errors.push(error instanceof SyncError ? error : new SyncError(KNV.APPLY, errorText(error)));
           }
@@ -358,7 +358,7 @@ export class Applier {
       const all = (answer.versions ?? []).map((v) => v.version);
       return preferred ? [preferred, ...all.filter((v) => v !== preferred)] : all;
     } catch (error) {
-      if (error instanceof KubeError && error.status === 404) return [];
+      if (isStatus(error, 404)) return [];
       throw error;
     }
   }

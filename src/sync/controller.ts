@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { KubeClient, KubeError, type KubeObject, type ResourceInfo } from '../kube/index.js';
+import { KubeClient, isStatus, type KubeObject, type ResourceInfo } from '../kube/index.js';
 import type { Logger } from '../log/index.js';
 import {
   ANNOTATIONS,
@@ -69,11 +69,6 @@ export class SyncController {
     this.#kube = options.kube;
     this.#log = options.log;
     this.#identity = options.identity ?? `${hostname()}_${process.pid}`;
-  }
-
-  /** Reconcilers by "Kind namespace/name" (for tests and status). */
-  get reconcilers(): ReadonlyMap<string, Reconciler> {
-    return new Map([...this.#reconcilers].map(([k, v]) => [k, v.reconciler]));
   }
 
   /** Runs until `signal` aborts (or leadership is lost: then it throws). */
@@ -246,7 +241,7 @@ export class SyncController {
         await this.#kube.request('POST', path, { body: this.#leaseBody(undefined, now) });
         return true;
       } catch (error) {
-        if (error instanceof KubeError && error.status === 409) return false;
+        if (isStatus(error, 409)) return false;
         throw error;
       }
     }
@@ -258,7 +253,7 @@ export class SyncController {
       await this.#kube.request('PUT', KubeClient.path(LEASE, where), { body: this.#leaseBody(lease, now) });
       return true;
     } catch (error) {
-      if (error instanceof KubeError && error.status === 409) return false;
+      if (isStatus(error, 409)) return false;
       throw error;
     }
   }

@@ -43,8 +43,6 @@ export const KNV = {
   RESOURCE_FIGHT: 'KNV2005',
   /** Applying or pruning an object failed. */
   APPLY: 'KNV2009',
-  /** The source's signature could not be verified (Airlock's spec.oci.verify policy). */
-  SIGNATURE: 'KNV2004',
   INTERNAL: 'KNV9998',
 } as const;
 

@@ -1,5 +1,12 @@
 import { ClientError, RegistryStore, flattenImage, type RegistryClient } from '../client/index.js';
-import { ArchiveError, parseReference, type Digest, type Platform, type Reference } from '../oci/index.js';
+import {
+  ArchiveError,
+  parsePlatform,
+  parseReference,
+  type Digest,
+  type Platform,
+  type Reference,
+} from '../oci/index.js';
 import { KNV, SyncError } from './errors.js';
 
 export interface SourceLimits {
@@ -33,10 +40,10 @@ export function parseSourceImage(image: string | undefined): Reference {
 /** Parses spec.oci.platform ("os/arch[/variant]"). */
 export function parseSourcePlatform(text: string | undefined): Platform | undefined {
   if (!text) return undefined;
-  const [os, architecture, variant, ...rest] = text.split('/');
-  if (!os || !architecture || rest.length > 0)
+  const platform = parsePlatform(text);
+  if (!platform)
     throw new SyncError(KNV.INVALID_SYNC, `spec.oci.platform "${text}" is not os/arch[/variant]`);
-  return { os, architecture, ...(variant ? { variant } : {}) };
+  return platform;
 }
 
 function sourceError(ref: Reference, error: unknown): SyncError {

@@ -12,7 +12,7 @@ export {
   resourceId,
 } from './api.js';
 export type { ObjectId, OciSpec, SyncKind, SyncObject, SyncStatus } from './api.js';
-export { Applier, stamp } from './applier.js';
+export { Applier, stamp, waitEstablished } from './applier.js';
 export type { ApplyIdentity, ApplyRunOptions, ApplyRunResult, AppliedObject } from './applier.js';
 export { declareObjects } from './declared.js';
 export type { DeclaredObject, DeclareOptions, Scope, ScopeLookup, SourceFormat } from './declared.js';

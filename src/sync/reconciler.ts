@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { RegistryClient } from '../client/index.js';
 import type { KubeClient } from '../kube/index.js';
-import { KubeError } from '../kube/index.js';
+import { isStatus } from '../kube/index.js';
 import type { Logger } from '../log/index.js';
 import type { Digest, Reference } from '../oci/index.js';
 import {
@@ -95,7 +95,6 @@ export class Reconciler {
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<void> | undefined;
   #again = false;
-  #stopped = false;
   #lastCommit: string | undefined;
   #lastImage: string | undefined;
   #lastGeneration: number | undefined;
@@ -155,7 +154,7 @@ export class Reconciler {
 
   /** Asks for a reconcile soon (coalesced with one already running). */
   trigger(reason: string): void {
-    if (this.#stopped) return;
+    if (this.#abort.signal.aborted) return;
     if (this.#running) {
       this.#again = true;
       return;
@@ -166,31 +165,29 @@ export class Reconciler {
       .catch((error: unknown) => this.#log.error({ err: error }, 'reconcile failed unexpectedly'))
       .finally(() => {
         this.#running = undefined;
-        if (this.#again && !this.#stopped) {
+        if (this.#again && !this.#abort.signal.aborted) {
           this.#again = false;
           this.trigger('queued');
         }
       });
   }
 
-  /** Waits for the current reconcile, if any (tests, shutdown). */
-  async idle(): Promise<void> {
+  /** Waits for the current reconcile, if any. */
+  async #idle(): Promise<void> {
     while (this.#running) await this.#running;
   }
 
   async stop(): Promise<void> {
-    this.#stopped = true;
     clearTimeout(this.#timer);
     this.#abort.abort();
     this.#drift.stop();
-    this.#events?.abort.abort();
-    await this.idle();
+    await this.#idle();
     this.#client?.client.close();
     if (this.#applyKube !== this.#kube) this.#applyKube.close();
   }
 
   #schedule(ms: number): void {
-    if (this.#stopped) return;
+    if (this.#abort.signal.aborted) return;
     clearTimeout(this.#timer);
     this.#timer = setTimeout(() => this.trigger('period'), ms);
     this.#timer.unref?.();
@@ -211,19 +208,14 @@ export class Reconciler {
         patch,
       );
     } catch (error) {
-      if (!(error instanceof KubeError && error.status === 404))
-        this.#log.warn({ err: error }, 'cannot write status');
+      if (!isStatus(error, 404)) this.#log.warn({ err: error }, 'cannot write status');
     }
   }
 
   async #clientFor(sync: SyncObject, ref: Reference): Promise<RegistryClient> {
     const oci = sync.spec?.oci ?? {};
     // k8sserviceaccount tokens live an hour: make a new client (and token) every 30 minutes.
-    const key = JSON.stringify({
-      oci,
-      slot: Math.floor(Date.now() / 1_800_000),
-      rv: sync.metadata.generation,
-    });
+    const key = JSON.stringify({ oci, slot: Math.floor(Date.now() / 1_800_000) });
     if (this.#client?.key === key) return this.#client.client;
     const client = await registryClientFor(
       this.#kube,

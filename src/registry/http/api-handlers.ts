@@ -344,6 +344,7 @@ export async function routeApi(ctx: Context, registry: Registry): Promise<boolea
     return true;
   }
   if (path === '/events' && method === 'GET') {
+    requireLogin(ctx);
     eventStream(ctx, registry);
     return true;
   }

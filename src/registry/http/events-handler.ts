@@ -1,5 +1,4 @@
 import type { Registry, RegistryEvent } from '../registry.js';
-import { RegistryError } from '../errors.js';
 import type { Context } from './context.js';
 
 /** How often a comment line keeps idle proxies and clients from closing the stream. */
@@ -9,11 +8,9 @@ const HEARTBEAT_MS = 15_000;
  * `GET /api/v1/events[?repository=NAME…]`: a server-sent event stream of pushes and deletes, so a
  * reconciler learns of a new tag at once instead of on its next poll. Each event is
  * `event: push|delete` with the RegistryEvent as JSON data; only repositories the caller may pull are
- * reported. The stream ends when the registry shuts down.
+ * reported (the router has already refused anonymous callers). The stream ends when the registry shuts down.
  */
 export function eventStream(ctx: Context, registry: Registry): void {
-  if (ctx.access.enabled && ctx.caller.principal.kind === 'anonymous')
-    throw new RegistryError('UNAUTHORIZED', 'Authentication required');
   const only = new Set(ctx.query.getAll('repository'));
   const { res } = ctx;
   res.writeHead(200, {
