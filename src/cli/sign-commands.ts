@@ -96,12 +96,15 @@ async function publicKeysFrom(paths: readonly string[]): Promise<PublicKey[]> {
   return keys;
 }
 
-function parseAddr(addr: string): { host: string; port: number } {
-  const match = /^(\[[^\]]+\]|[^:]*):(\d+)$/.exec(addr);
-  const port = Number(match?.[2]);
-  if (!match || !Number.isInteger(port) || port > 65535)
-    throw new UsageError(`--addr "${addr}" must be HOST:PORT`);
-  return { host: (match[1] ?? '').replace(/^\[|\]$/g, '') || '0.0.0.0', port };
+/** Where the webhook listens: the registry's HOST:PORT parser, with an empty host meaning every interface. */
+async function listenAddress(addr: string): Promise<{ host: string; port: number }> {
+  const { parseAddr } = await import('../registry/index.js');
+  try {
+    const { host, port } = parseAddr(addr);
+    return { host: host || '0.0.0.0', port };
+  } catch (error) {
+    throw new UsageError(`--addr "${addr}" must be HOST:PORT`, { cause: error });
+  }
 }
 
 interface SignFlags extends ClientFlags {
@@ -269,7 +272,7 @@ export function registerSignCommands(program: Command): void {
     if (!LOG_LEVELS.includes(flags.logLevel as LevelWithSilent))
       throw new UsageError(`--log-level "${flags.logLevel}" is not one of ${LOG_LEVELS.join(', ')}`);
     const keys = await publicKeysFrom(flags.key);
-    const { host, port } = parseAddr(flags.addr);
+    const { host, port } = await listenAddress(flags.addr);
     const tls = {
       cert: await readKeyFile(flags.tlsCert, '--tls-cert'),
       key: await readKeyFile(flags.tlsKey, '--tls-key'),

@@ -1,5 +1,4 @@
 import {
-  createHash,
   createPrivateKey,
   createPublicKey,
   generateKeyPairSync,
@@ -8,6 +7,7 @@ import {
   type KeyObject,
 } from 'node:crypto';
 import nacl from 'tweetnacl';
+import { digestOf } from '../oci/index.js';
 import { SignError } from './errors.js';
 import { decodePem, encodePem } from './pem.js';
 
@@ -178,9 +178,7 @@ function checkKeyType(key: KeyObject, what: string): void {
 
 /** `sha256:<hex>` of a public key's DER SubjectPublicKeyInfo. */
 export function publicKeyId(key: KeyObject): string {
-  return `sha256:${createHash('sha256')
-    .update(key.export({ type: 'spki', format: 'der' }))
-    .digest('hex')}`;
+  return digestOf(key.export({ type: 'spki', format: 'der' }));
 }
 
 /** Every `PUBLIC KEY` block of a PEM file (cosign.pub), in order; at least one or it fails. */

@@ -1,11 +1,11 @@
 import type { RegistryClient } from '../client/index.js';
-import { MediaType, parseManifest, type Descriptor, type Digest, type Reference } from '../oci/index.js';
+import { formatReference, MediaType, type Descriptor, type Digest, type Reference } from '../oci/index.js';
 import { CosignAnnotation, CosignMediaType, signatureTag } from './constants.js';
 import { SignError } from './errors.js';
 import { publicKeyOf, type SigningKey } from './keys.js';
 import { buildPayload } from './payload.js';
 import { signBytes, verifyBytes } from './signature.js';
-import { fetchManifest, pushBytes } from './storage.js';
+import { fetchManifest, findSignatureManifest, pushBytes, signatureLayers } from './storage.js';
 
 export interface SignImageOptions {
   /** The decrypted private key (see `loadPrivateKey`). */
@@ -39,23 +39,21 @@ interface SigManifestBody {
   annotations?: Record<string, string>;
 }
 
-/** The layers of the `.sig` manifest already under `tag`, or none; a malformed one fails. */
-async function existingLayers(
+/** The `.sig` manifest already under `tag` (its digest and layers), or none; a malformed one fails. */
+async function existingSignatures(
   client: RegistryClient,
   ref: Reference,
   options: { tag: string; signal?: AbortSignal | undefined },
-): Promise<Descriptor[]> {
+): Promise<{ digest: Digest; layers: Descriptor[] } | undefined> {
   const { tag, signal } = options;
-  if (!(await client.headManifest(ref.repository, tag, signal))) return [];
-  const existing = await client.getManifest(ref.repository, tag, signal);
+  const existing = await findSignatureManifest(client, ref.repository, { tag, signal });
+  if (!existing) return undefined;
   try {
-    const parsed = parseManifest(existing.bytes, existing.mediaType);
-    if (parsed.kind !== 'image') throw new Error('it is an index, not an image manifest');
-    return [...parsed.layers];
+    return { digest: existing.digest, layers: [...signatureLayers(existing)] };
   } catch (error) {
     throw new SignError(
       'INVALID_INPUT',
-      `Cannot add to the signature manifest "${ref.registry}/${ref.repository}:${tag}": ${(error as Error).message} (delete the tag to start over)`,
+      `Cannot add to the signature manifest "${formatReference({ registry: ref.registry, repository: ref.repository, tag })}": ${(error as Error).message} (delete the tag to start over)`,
       { cause: error },
     );
   }
@@ -84,26 +82,19 @@ async function signOne(
   const { digest, key, signal } = options;
   const payload = buildPayload(ref, digest, options.annotations ?? {});
   const tag = signatureTag(digest);
-  const layers = await existingLayers(client, ref, { tag, signal });
+  const existing = await existingSignatures(client, ref, { tag, signal });
+  const layers = existing?.layers ?? [];
   const payloadDigest = await pushBytes(client, ref.repository, { bytes: payload, signal });
   const publicKey = publicKeyOf(key);
-  const reference = `${ref.registry}/${ref.repository}@${digest}`;
+  const reference = formatReference({ registry: ref.registry, repository: ref.repository, digest });
   // Like cosign, a second signature of the same payload with the same key is not stored again.
   const duplicate = layers.some(
     (layer) =>
       layer.digest === payloadDigest &&
       verifyBytes(publicKey, payload, layer.annotations?.[CosignAnnotation.Signature] ?? ''),
   );
-  if (duplicate) {
-    const head = await client.headManifest(ref.repository, tag, signal);
-    return {
-      digest,
-      reference,
-      signatureTag: tag,
-      signatureManifest: head?.digest ?? digest,
-      added: false,
-    };
-  }
+  if (existing && duplicate)
+    return { digest, reference, signatureTag: tag, signatureManifest: existing.digest, added: false };
   layers.push({
     mediaType: CosignMediaType.SimpleSigning,
     digest: payloadDigest,

@@ -1,6 +1,13 @@
 import { Readable } from 'node:stream';
-import type { RegistryClient } from '../client/index.js';
-import { digestOf, parseManifest, type Digest, type ParsedManifest, type Reference } from '../oci/index.js';
+import type { ManifestResult, RegistryClient } from '../client/index.js';
+import {
+  digestOf,
+  parseManifest,
+  type Descriptor,
+  type Digest,
+  type ParsedManifest,
+  type Reference,
+} from '../oci/index.js';
 
 /** Uploads small bytes (a payload, a config) as a blob, skipping it when the repository has it. */
 export async function pushBytes(
@@ -34,4 +41,30 @@ export async function fetchManifest(
 ): Promise<FetchedManifest> {
   const result = await client.getManifest(ref.repository, ref.digest ?? ref.tag ?? 'latest', signal);
   return { ...result, manifest: parseManifest(result.bytes, result.mediaType) };
+}
+
+/** Tells the registry's "not found" apart from real failures. */
+export function isNotFound(error: unknown): boolean {
+  return (error as { code?: unknown }).code === 'NOT_FOUND';
+}
+
+/** The `.sig` manifest under `tag` in one request, or undefined when the repository has no such tag. */
+export async function findSignatureManifest(
+  client: RegistryClient,
+  repository: string,
+  options: { tag: string; signal?: AbortSignal | undefined },
+): Promise<ManifestResult | undefined> {
+  try {
+    return await client.getManifest(repository, options.tag, options.signal);
+  } catch (error) {
+    if (isNotFound(error)) return undefined;
+    throw error;
+  }
+}
+
+/** The layers of a `.sig` manifest; an Error says why when it is not an image manifest. */
+export function signatureLayers(found: ManifestResult): readonly Descriptor[] {
+  const parsed = parseManifest(found.bytes, found.mediaType);
+  if (parsed.kind !== 'image') throw new Error('it is an index, not an image manifest');
+  return parsed.layers;
 }

@@ -1,5 +1,6 @@
 import type { RegistryClient } from '../client/index.js';
 import {
+  formatReference,
   MAX_MANIFEST_BYTES,
   parseDigest,
   parseManifest,
@@ -13,6 +14,7 @@ import { SignError } from './errors.js';
 import type { PublicKey } from './keys.js';
 import { dockerReferenceOf, parsePayload, sameRepository } from './payload.js';
 import { findVerifyingKey, signatureProblem } from './signature.js';
+import { findSignatureManifest, isNotFound, signatureLayers } from './storage.js';
 
 /** Largest payload or bundle blob read by default (cosign's are a few hundred bytes to a few KiB). */
 export const DEFAULT_MAX_SIGNATURE_BYTES = 1024 * 1024;
@@ -85,6 +87,23 @@ function verifyingKey(context: Context, data: Uint8Array, signature: string): Pu
   return key;
 }
 
+/** The first of several signatures over `data` that a key verifies; else the first one's failure. */
+function firstVerifying(
+  context: Context,
+  data: Uint8Array,
+  signatures: readonly string[],
+): { key: PublicKey; signature: string } {
+  let failure: Error | undefined;
+  for (const signature of signatures) {
+    try {
+      return { key: verifyingKey(context, data, signature), signature };
+    } catch (error) {
+      failure ??= error as Error;
+    }
+  }
+  throw failure ?? new Error(`the signature does not verify with ${keysPhrase(context.keys)}`);
+}
+
 function checkRepository(context: Context, named: string): void {
   if (context.checkReference && !sameRepository(named, context.ref))
     throw new Error(
@@ -139,7 +158,11 @@ async function verifyBundleReferrer(context: Context, referrer: Descriptor): Pro
   sizeCheck(layer, context.maxBytes, 'the bundle');
   const bundle = parseBundle(await client.getBlobBytes(ref.repository, layer.digest, context.maxBytes));
   const hex = parseDigest(digest).hex;
-  const location = `${ref.registry}/${ref.repository}@${referrer.digest}`;
+  const location = formatReference({
+    registry: ref.registry,
+    repository: ref.repository,
+    digest: referrer.digest,
+  });
   if (bundle.kind === 'message-signature') {
     if (bundle.digestHex !== hex)
       throw new Error(`it signs digest "sha256:${bundle.digestHex}", not "${digest}"`);
@@ -155,20 +178,11 @@ async function verifyBundleReferrer(context: Context, referrer: Descriptor): Pro
   }
   if (bundle.payloadType !== CosignMediaType.InToto)
     throw new Error(`the DSSE payload type "${bundle.payloadType}" is not "${CosignMediaType.InToto}"`);
-  const pae = preAuthEncoding(bundle.payloadType, bundle.payload);
-  let key: PublicKey | undefined;
-  let signature = '';
-  let failure: Error | undefined;
-  for (const sig of bundle.signatures) {
-    try {
-      key = verifyingKey(context, pae, sig);
-      signature = sig;
-      break;
-    } catch (error) {
-      failure ??= error as Error;
-    }
-  }
-  if (!key) throw failure ?? new Error(`the signature does not verify with ${keysPhrase(context.keys)}`);
+  const { key, signature } = firstVerifying(
+    context,
+    preAuthEncoding(bundle.payloadType, bundle.payload),
+    bundle.signatures,
+  );
   const statement = parseSignStatement(bundle.payload);
   const subject = statement.subjects.find((s) => s.sha256 === hex);
   if (!subject) {
@@ -185,11 +199,6 @@ async function verifyBundleReferrer(context: Context, referrer: Descriptor): Pro
     annotations: subject.annotations,
     signature,
   };
-}
-
-/** Tells the registry's "not found" apart from real failures. */
-function isNotFound(error: unknown): boolean {
-  return (error as { code?: unknown }).code === 'NOT_FOUND';
 }
 
 /**
@@ -243,23 +252,20 @@ export async function verifyImage(
   };
 
   const tag = signatureTag(digest);
-  const tagRef = `${ref.registry}/${ref.repository}:${tag}`;
-  if (await client.headManifest(ref.repository, tag, signal)) {
-    const sig = await client.getManifest(ref.repository, tag, signal);
+  const tagRef = formatReference({ registry: ref.registry, repository: ref.repository, tag });
+  const sig = await findSignatureManifest(client, ref.repository, { tag, signal });
+  if (sig) {
     let layers: readonly Descriptor[] = [];
     try {
-      const parsed = parseManifest(sig.bytes, sig.mediaType);
-      if (parsed.kind !== 'image') throw new Error('it is an index, not an image manifest');
-      layers = parsed.layers;
+      layers = signatureLayers(sig);
       if (layers.length === 0) throw new Error('it has no layers');
     } catch (error) {
       candidates++;
       reasons.push(`signature manifest "${tagRef}" is malformed: ${(error as Error).message}`);
     }
     for (const [i, layer] of layers.entries()) {
-      await attempt(`${tagRef} layer ${i + 1}`, () =>
-        verifySimpleSigning(context, layer, `${tagRef} layer ${i + 1}`),
-      );
+      const location = `${tagRef} layer ${i + 1}`;
+      await attempt(location, () => verifySimpleSigning(context, layer, location));
     }
   }
 
@@ -274,7 +280,7 @@ export async function verifyImage(
     await attempt(`sigstore bundle ${referrer.digest}`, () => verifyBundleReferrer(context, referrer));
   }
 
-  const reference = `${ref.registry}/${ref.repository}@${digest}`;
+  const reference = formatReference({ registry: ref.registry, repository: ref.repository, digest });
   if (verified.length > 0) return { reference, digest, signatures: verified };
   if (candidates === 0) throw new SignError('NO_SIGNATURES', 'no signatures found');
   throw new SignError('NO_MATCHING_SIGNATURES', `no matching signatures: ${reasons.join('; ')}`, { reasons });
