@@ -2,7 +2,9 @@ import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { ClientError, RegistryClient, lookupCredentials, type Credentials } from '../client/index.js';
 import { parseReference, type Reference } from '../oci/index.js';
+import { LOG_LEVELS } from '../log/index.js';
 import { createOutput, type Output } from './output.js';
+import type { LevelWithSilent } from 'pino';
 
 /** Flags every command that talks to a registry accepts. */
 export interface ClientFlags {
@@ -134,4 +136,11 @@ export function annotationsFrom(pairs: readonly string[]): Record<string, string
     out[pair.slice(0, eq)] = pair.slice(eq + 1);
   }
   return out;
+}
+
+/** A --log-level value, checked against the levels the logger knows. */
+export function logLevelFlag(text: string): LevelWithSilent {
+  if (!LOG_LEVELS.includes(text as LevelWithSilent))
+    throw new UsageError(`--log-level "${text}" is not one of ${LOG_LEVELS.join(', ')}`);
+  return text as LevelWithSilent;
 }

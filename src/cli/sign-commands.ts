@@ -1,7 +1,6 @@
 import type { Command } from 'commander';
 import { access, chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import type { LevelWithSilent } from 'pino';
 import type { RegistryClient } from '../client/index.js';
 import { createLogger, LOG_LEVELS } from '../log/index.js';
 import {
@@ -18,6 +17,7 @@ import {
   outputFor,
   parseRef,
   UsageError,
+  logLevelFlag,
   annotationsFrom,
   collect,
   withClient,
@@ -269,15 +269,14 @@ export function registerSignCommands(program: Command): void {
   ).action(async (flags: WebhookFlags) => {
     if (!flags.tlsCert || !flags.tlsKey)
       throw new UsageError('The webhook serves HTTPS only: give --tls-cert and --tls-key');
-    if (!LOG_LEVELS.includes(flags.logLevel as LevelWithSilent))
-      throw new UsageError(`--log-level "${flags.logLevel}" is not one of ${LOG_LEVELS.join(', ')}`);
+    const level = logLevelFlag(flags.logLevel);
     const keys = await publicKeysFrom(flags.key);
     const { host, port } = await listenAddress(flags.addr);
     const tls = {
       cert: await readKeyFile(flags.tlsCert, '--tls-cert'),
       key: await readKeyFile(flags.tlsKey, '--tls-key'),
     };
-    const log = createLogger({ level: flags.logLevel as LevelWithSilent, name: 'airlock-webhook' });
+    const log = createLogger({ level, name: 'airlock-webhook' });
     const clients = new Map<string, Promise<RegistryClient>>();
     const clientForHost = (registry: string): Promise<RegistryClient> => {
       let client = clients.get(registry);

@@ -2,7 +2,7 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { stringify } from 'yaml';
 import { KubeClient, listContexts, loadKubeConfig, type KubeObject } from '../kube/index.js';
-import { createLogger, LOG_LEVELS } from '../log/index.js';
+import { createLogger } from '../log/index.js';
 import { loadPublicKeys, verifyImage } from '../sign/index.js';
 import {
   KNV,
@@ -18,7 +18,7 @@ import {
   type ClusterReport,
   type SignatureVerifier,
 } from '../sync/index.js';
-import { UsageError } from './common.js';
+import { UsageError, logLevelFlag } from './common.js';
 import { createOutput } from './output.js';
 
 interface KubeFlags {
@@ -95,13 +95,12 @@ export function registerSyncCommands(program: Command): void {
       .option('--no-registry-events', 'do not subscribe to Airlock registry push events (poll only)')
       .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (default info)'),
   ).action(async (flags: ControllerFlags) => {
-    if (flags.logLevel && !LOG_LEVELS.includes(flags.logLevel as never))
-      throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}`);
+    const level = flags.logLevel === undefined ? undefined : logLevelFlag(flags.logLevel);
     const maxBytes = positiveInt('--max-bytes', flags.maxBytes);
     const maxEntries = positiveInt('--max-entries', flags.maxEntries);
     const log = createLogger({
       name: 'airlock-sync',
-      ...(flags.logLevel ? { level: flags.logLevel as never } : {}),
+      ...(level ? { level } : {}),
     });
     const kube = kubeFor(flags);
     const controller = new SyncController({
