@@ -1,7 +1,10 @@
 import { createWriteStream } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { once } from 'node:events';
+import { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import type { Digester } from './digest.js';
+import { hashWorkerCount, pickHashWorker, WorkerHash, workerError, type WorkerReply } from './hash-pool.js';
 
 export interface HashedWriteOptions {
   /** Hashes every byte written (and counts them). */
@@ -14,10 +17,21 @@ export interface HashedWriteOptions {
   readonly signal?: AbortSignal;
 }
 
+/** Bytes per shared slot: one message to the worker, one hash update and one write(2) per slot. */
+const SLOT_SIZE = 1024 * 1024;
+/** Slots per write: the main thread fills one while the worker hashes and writes the others. */
+const SLOT_COUNT = 4;
+
 /**
- * Copies a stream to a file, hashing on the way, with back-pressure. A plain loop over a 1 MiB write
- * stream (no generator stage in between) keeps the per-chunk cost of large transfers low; the registry's
- * blob store and the client's OCI layouts both write through it.
+ * Copies a stream to a file, hashing on the way, with back-pressure. The registry's blob store and the
+ * client's OCI layouts both write through it.
+ *
+ * Content past the first MiB is hashed and written by a hashing worker thread (`hash-pool.ts`): the
+ * calling thread only copies what it receives into shared 1 MiB slots, so receiving, hashing and
+ * writing use separate cores. The digester's state then stays in that worker, and later appends to the
+ * same digester (chunked uploads) go to it too; `digester.finish()` reads the result. Smaller content, a
+ * digester that already hashed bytes on this thread, or `AIRLOCK_HASH_WORKERS=0` keep everything on the
+ * calling thread. On failure an offloaded digester is disposed: its state no longer matches the file.
  */
 export async function writeHashed(
   source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
@@ -25,18 +39,36 @@ export async function writeHashed(
   options: HashedWriteOptions,
 ): Promise<void> {
   const { digester } = options;
+  const offloadable = digester.offloaded ? true : digester.size === 0 && hashWorkerCount() > 0;
+  if (!offloadable) return writeOnThisThread(source, path, options);
+  const sink = new SlotSink(path, options);
+  try {
+    if (source instanceof Readable) await pumpReadable(source, sink, options.signal);
+    else await pumpIterable(source, sink, options.signal);
+    await sink.end();
+  } catch (error) {
+    if (source instanceof Readable) source.destroy();
+    await sink.abort();
+    digester.dispose();
+    throw error;
+  }
+}
+
+/** Everything on the calling thread: a loop over a 1 MiB write stream. */
+async function writeOnThisThread(
+  source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  path: string,
+  options: HashedWriteOptions,
+): Promise<void> {
+  const { digester } = options;
   const maxBytes = options.maxBytes ?? Infinity;
-  const out = createWriteStream(path, { flags: options.append ? 'a' : 'w', highWaterMark: 1024 * 1024 });
+  const out = createWriteStream(path, { flags: options.append ? 'a' : 'w', highWaterMark: SLOT_SIZE });
   const failed = new Promise<never>((_, reject) => out.once('error', reject));
   failed.catch(() => undefined);
   try {
     for await (const chunk of source) {
       options.signal?.throwIfAborted();
-      if (digester.size + chunk.byteLength > maxBytes) {
-        throw (
-          options.tooLarge?.(maxBytes) ?? new Error(`Content is larger than the ${maxBytes} bytes allowed`)
-        );
-      }
+      if (digester.size + chunk.byteLength > maxBytes) throw tooLargeError(options, maxBytes);
       digester.update(chunk);
       if (!out.write(chunk)) await Promise.race([once(out, 'drain'), failed]);
     }
@@ -45,5 +77,278 @@ export async function writeHashed(
   } catch (error) {
     out.destroy();
     throw error;
+  }
+}
+
+function tooLargeError(options: HashedWriteOptions, maxBytes: number): Error {
+  return options.tooLarge?.(maxBytes) ?? new Error(`Content is larger than the ${maxBytes} bytes allowed`);
+}
+
+/** Event-driven: a `data` listener, paused while every slot is busy (no promise per chunk). */
+function pumpReadable(source: Readable, sink: SlotSink, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let settled = false;
+    const settle = (error?: unknown): void => {
+      if (settled) return;
+      settled = true;
+      source.off('data', onData);
+      source.off('end', onEnd);
+      source.off('error', settle);
+      source.off('close', onClose);
+      signal?.removeEventListener('abort', onAbort);
+      sink.onFailure = undefined;
+      if (error === undefined) resolve();
+      else reject(error as Error);
+    };
+    const onData = (chunk: Uint8Array): void => {
+      try {
+        if (!sink.write(chunk)) {
+          source.pause();
+          sink.ready().then(
+            () => settled || source.resume(),
+            () => undefined,
+          );
+        }
+      } catch (error) {
+        settle(error);
+      }
+    };
+    const onEnd = (): void => settle();
+    const onClose = (): void => {
+      if (!source.readableEnded) settle(new Error('The stream closed before its end'));
+    };
+    const onAbort = (): void => settle(signal?.reason ?? new Error('Aborted'));
+    if (signal?.aborted) {
+      onAbort();
+      return;
+    }
+    sink.onFailure = settle;
+    signal?.addEventListener('abort', onAbort, { once: true });
+    source.on('data', onData);
+    source.once('end', onEnd);
+    source.once('error', settle);
+    source.once('close', onClose);
+    source.resume();
+  });
+}
+
+async function pumpIterable(
+  source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  sink: SlotSink,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  for await (const chunk of source) {
+    signal?.throwIfAborted();
+    if (!sink.write(chunk)) await sink.ready();
+  }
+}
+
+/**
+ * The calling thread's half: copies chunks into shared slots and hands full ones to the worker. Content
+ * that ends inside the first slot is hashed and written here instead (unless the digester already lives
+ * in a worker), so small blobs cost no thread hop.
+ */
+class SlotSink {
+  readonly #path: string;
+  readonly #options: HashedWriteOptions;
+  readonly #maxBytes: number;
+  #slots: SharedArrayBuffer | undefined;
+  #views: Uint8Array[] = [];
+  #free: number[] = [];
+  #current: number | undefined;
+  #used = 0;
+  /** Bytes accepted so far (the digester counts them once the worker has them). */
+  #accepted = 0;
+  readonly #overflow: Uint8Array[] = [];
+  #readyWaiters: { resolve: () => void; reject: (error: Error) => void }[] = [];
+  #job: { id: number; hash: WorkerHash } | undefined;
+  #closed: { resolve: () => void; reject: (error: Error) => void } | undefined;
+  #error: Error | undefined;
+  /** Told when the worker fails while the source is paused or still sending. */
+  onFailure: ((error: Error) => void) | undefined;
+
+  constructor(path: string, options: HashedWriteOptions) {
+    this.#path = path;
+    this.#options = options;
+    this.#maxBytes = options.maxBytes ?? Infinity;
+  }
+
+  /** Takes a chunk; false when the caller should wait for `ready()` before sending more. */
+  write(chunk: Uint8Array): boolean {
+    if (this.#error) throw this.#error;
+    if (this.#options.digester.size + this.#accepted + chunk.byteLength > this.#maxBytes) {
+      throw tooLargeError(this.#options, this.#maxBytes);
+    }
+    this.#accepted += chunk.byteLength;
+    if (this.#overflow.length > 0) {
+      this.#overflow.push(chunk);
+      return false;
+    }
+    this.#fill(chunk);
+    return this.#overflow.length === 0;
+  }
+
+  /** Resolves once every chunk taken so far sits in a slot. */
+  ready(): Promise<void> {
+    if (this.#error) return Promise.reject(this.#error);
+    if (this.#overflow.length === 0) return Promise.resolve();
+    return new Promise((resolve, reject) => this.#readyWaiters.push({ resolve, reject }));
+  }
+
+  #fill(chunk: Uint8Array): void {
+    let offset = 0;
+    while (offset < chunk.byteLength) {
+      if (this.#current === undefined) {
+        this.#current = this.#takeSlot();
+        if (this.#current === undefined) {
+          this.#overflow.push(offset === 0 ? chunk : chunk.subarray(offset));
+          return;
+        }
+      }
+      const view = this.#views[this.#current] as Uint8Array;
+      const length = Math.min(chunk.byteLength - offset, SLOT_SIZE - this.#used);
+      view.set(chunk.subarray(offset, offset + length), this.#used);
+      this.#used += length;
+      offset += length;
+      if (this.#used === SLOT_SIZE) this.#ship();
+    }
+  }
+
+  #takeSlot(): number | undefined {
+    if (!this.#slots) {
+      this.#slots = new SharedArrayBuffer(SLOT_SIZE * SLOT_COUNT);
+      const slots = this.#slots;
+      this.#views = Array.from(
+        { length: SLOT_COUNT },
+        (_, i) => new Uint8Array(slots, i * SLOT_SIZE, SLOT_SIZE),
+      );
+      this.#free = Array.from({ length: SLOT_COUNT }, (_, i) => SLOT_COUNT - 1 - i);
+    }
+    return this.#free.pop();
+  }
+
+  /** Sends the current slot to the worker (opening the job on the first one). */
+  #ship(): void {
+    const slot = this.#current as number;
+    const job = this.#job ?? this.#open();
+    job.hash.worker.post({ op: 'chunk', job: job.id, slot, length: this.#used });
+    this.#options.digester.countOffloaded(this.#used);
+    this.#accepted -= this.#used;
+    this.#used = 0;
+    this.#current = undefined;
+  }
+
+  #open(): { id: number; hash: WorkerHash } {
+    const { digester } = this.#options;
+    let hash = digester.offloaded;
+    if (!hash) {
+      const worker = pickHashWorker();
+      if (!worker) throw new Error('No hashing worker thread is available');
+      hash = worker.newHash(digester.algorithm);
+      digester.offload(hash);
+    }
+    if (!(hash instanceof WorkerHash)) throw new Error('The digester is hashed outside this pool');
+    const worker = hash.worker;
+    const id = worker.startJob((reply) => this.#onReply(reply));
+    this.#job = { id, hash };
+    worker.post({
+      op: 'open',
+      job: id,
+      hash: hash.id,
+      algorithm: digester.algorithm,
+      path: this.#path,
+      append: this.#options.append ?? false,
+      slots: this.#slots as SharedArrayBuffer,
+      slotSize: SLOT_SIZE,
+    });
+    return this.#job;
+  }
+
+  #onReply(reply: WorkerReply | { op: 'exit'; error: Error }): void {
+    switch (reply.op) {
+      case 'slot':
+        this.#free.push(reply.slot);
+        this.#drainOverflow();
+        return;
+      case 'closed':
+        this.#finishJob();
+        this.#closed?.resolve();
+        return;
+      case 'error':
+        this.#fail(workerError(reply.error));
+        return;
+      case 'exit':
+        this.#fail(reply.error);
+        return;
+      case 'digest':
+        return;
+    }
+  }
+
+  #drainOverflow(): void {
+    while (this.#overflow.length > 0) {
+      const before = this.#overflow.length;
+      const chunk = this.#overflow.shift() as Uint8Array;
+      this.#fill(chunk);
+      // #fill put the rest back at the end; move it to the front to keep the order.
+      if (this.#overflow.length >= before) {
+        this.#overflow.unshift(this.#overflow.pop() as Uint8Array);
+        return;
+      }
+    }
+    const waiters = this.#readyWaiters;
+    this.#readyWaiters = [];
+    for (const waiter of waiters) waiter.resolve();
+  }
+
+  #fail(error: Error): void {
+    if (this.#error) return;
+    this.#error = error;
+    this.#finishJob();
+    const waiters = this.#readyWaiters;
+    this.#readyWaiters = [];
+    for (const waiter of waiters) waiter.reject(error);
+    this.#closed?.reject(error);
+    this.onFailure?.(error);
+  }
+
+  #finishJob(): void {
+    if (this.#job) this.#job.hash.worker.endJob(this.#job.id);
+  }
+
+  /** Writes what is left and closes the file. */
+  async end(): Promise<void> {
+    await this.ready();
+    const { digester } = this.#options;
+    if (!this.#job && !digester.offloaded) {
+      // Everything fits in the first slot: hash and write it here.
+      const view = (this.#views[this.#current ?? 0] ?? new Uint8Array(0)).subarray(0, this.#used);
+      digester.update(view);
+      await writeFile(this.#path, view, { flag: this.#options.append ? 'a' : 'w' });
+      return;
+    }
+    if (this.#used > 0 || !this.#job) {
+      if (this.#current === undefined) this.#current = this.#takeSlot() as number;
+      this.#ship();
+    }
+    await this.#close();
+  }
+
+  /** Stops after a failure: waits until the worker has closed the file (no write lands after this). */
+  async abort(): Promise<void> {
+    if (!this.#job || this.#error) return;
+    await this.#close().catch(() => undefined);
+  }
+
+  #close(): Promise<void> {
+    const job = this.#job as { id: number; hash: WorkerHash };
+    return new Promise<void>((resolve, reject) => {
+      if (this.#error) {
+        reject(this.#error);
+        return;
+      }
+      this.#closed = { resolve, reject };
+      job.hash.worker.post({ op: 'close', job: job.id });
+    });
   }
 }

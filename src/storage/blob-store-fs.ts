@@ -213,7 +213,7 @@ export class FsBlobStore implements BlobStore {
    * the target exists, so two concurrent uploads of one blob publish (and count) it exactly once.
    */
   async #publish(temp: string, digester: Digester, expected: Digest): Promise<BlobInfo> {
-    const actual = digester.digest();
+    const actual = await digester.finish();
     if (actual !== expected) {
       throw new StorageError('DIGEST_MISMATCH', `Content digest is "${actual}", not "${expected}"`);
     }
@@ -272,6 +272,7 @@ export class FsBlobStore implements BlobStore {
     const known = this.#uploads.get(id);
     if (known && known.size === size) return known;
     if (known?.busy) throw new StorageError('UPLOAD_OFFSET_MISMATCH', `Upload "${id}" is being written to`);
+    known?.digester.dispose();
     const digester = new Digester();
     for await (const chunk of createReadStream(this.#uploadPath(id), { highWaterMark: READ_CHUNK })) {
       digester.update(chunk as Buffer);
@@ -319,7 +320,10 @@ export class FsBlobStore implements BlobStore {
     const { algorithm } = parseDigest(expected);
     let state = await this.#state(id);
     if (state.busy) throw new StorageError('UPLOAD_OFFSET_MISMATCH', `Upload "${id}" is being written to`);
-    if (algorithm !== state.digester.algorithm) state = await this.#rehash(id, algorithm);
+    if (algorithm !== state.digester.algorithm) {
+      state.digester.dispose();
+      state = await this.#rehash(id, algorithm);
+    }
     this.#uploads.delete(id);
     const path = this.#uploadPath(id);
     try {
@@ -338,6 +342,8 @@ export class FsBlobStore implements BlobStore {
   }
 
   async cancelUpload(id: string): Promise<boolean> {
+    const state = this.#uploads.get(id);
+    if (state && !state.busy) state.digester.dispose();
     this.#uploads.delete(id);
     const path = this.#uploadPath(id);
     try {
