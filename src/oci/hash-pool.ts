@@ -120,7 +120,7 @@ export class HashWorker {
       try {
         this.post({ op: 'digest', hash });
       } catch (error) {
-        reject(error as Error);
+        reject(error instanceof Error ? error : new Error(String(error)));
         return;
       }
       this.#digests.set(hash, { resolve, reject });

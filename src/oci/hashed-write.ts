@@ -88,7 +88,7 @@ function tooLargeError(options: HashedWriteOptions, maxBytes: number): Error {
 function pumpReadable(source: Readable, sink: SlotSink, signal: AbortSignal | undefined): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     let settled = false;
-    const settle = (error?: unknown): void => {
+    const settle = (error?: Error): void => {
       if (settled) return;
       settled = true;
       source.off('data', onData);
@@ -98,7 +98,7 @@ function pumpReadable(source: Readable, sink: SlotSink, signal: AbortSignal | un
       signal?.removeEventListener('abort', onAbort);
       sink.onFailure = undefined;
       if (error === undefined) resolve();
-      else reject(error as Error);
+      else reject(error);
     };
     const onData = (chunk: Uint8Array): void => {
       try {
@@ -110,14 +110,15 @@ function pumpReadable(source: Readable, sink: SlotSink, signal: AbortSignal | un
           );
         }
       } catch (error) {
-        settle(error);
+        settle(error as Error);
       }
     };
     const onEnd = (): void => settle();
     const onClose = (): void => {
       if (!source.readableEnded) settle(new Error('The stream closed before its end'));
     };
-    const onAbort = (): void => settle(signal?.reason ?? new Error('Aborted'));
+    const onAbort = (): void =>
+      settle(signal?.reason instanceof Error ? signal.reason : new Error('The write was aborted'));
     if (signal?.aborted) {
       onAbort();
       return;
@@ -328,7 +329,7 @@ class SlotSink {
       return;
     }
     if (this.#used > 0 || !this.#job) {
-      if (this.#current === undefined) this.#current = this.#takeSlot() as number;
+      if (this.#current === undefined) this.#current = this.#takeSlot();
       this.#ship();
     }
     await this.#close();
