@@ -8,8 +8,6 @@ import type { WorkerReply, WorkerRequest } from './hash-pool.js';
 interface Job {
   readonly fd: number;
   readonly hash: Hash;
-  readonly slots: SharedArrayBuffer;
-  readonly slotSize: number;
 }
 
 const hashes = new Map<number, Hash>();
@@ -17,8 +15,8 @@ const jobs = new Map<number, Job>();
 const port = parentPort;
 if (!port) throw new Error('hash-worker.js runs only as a worker thread');
 
-function reply(message: WorkerReply): void {
-  port?.postMessage(message);
+function reply(message: WorkerReply, transfer?: ArrayBuffer[]): void {
+  port?.postMessage(message, transfer);
 }
 
 function failure(error: unknown): { message: string; code?: string } {
@@ -42,16 +40,17 @@ function handle(message: WorkerRequest): void {
         hashes.set(message.hash, hash);
       }
       const fd = openSync(message.path, message.append ? 'a' : 'w');
-      jobs.set(message.job, { fd, hash, slots: message.slots, slotSize: message.slotSize });
+      jobs.set(message.job, { fd, hash });
       return;
     }
     case 'chunk': {
       const job = jobs.get(message.job);
       if (!job) return;
-      const view = new Uint8Array(job.slots, message.slot * job.slotSize, message.length);
+      const { buffer } = message;
+      const view = new Uint8Array(buffer, 0, message.length);
       job.hash.update(view);
       for (let done = 0; done < view.byteLength;) done += writeSync(job.fd, view, done);
-      reply({ op: 'slot', job: message.job, slot: message.slot });
+      reply({ op: 'slot', job: message.job, slot: message.slot, buffer }, [buffer]);
       return;
     }
     case 'close':

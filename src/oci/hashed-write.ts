@@ -17,17 +17,27 @@ export interface HashedWriteOptions {
   readonly signal?: AbortSignal;
 }
 
-/** Bytes per shared slot: one message to the worker, one hash update and one write(2) per slot. */
-const SLOT_SIZE = 1024 * 1024;
+/**
+ * Bytes per slot: one message to the worker and back, one hash update and one write(2) per slot. Waking
+ * a thread on another CPU costs ~150 µs of CPU on this kind of VM, so slots are large.
+ */
+const SLOT_SIZE = 2 * 1024 * 1024;
 /** Slots per write: the main thread fills one while the worker hashes and writes the others. */
 const SLOT_COUNT = 4;
+/** Free slot buffers kept for the next writes (at most this many). */
+const SPARE_SLOTS = 8;
+const spareSlots: ArrayBuffer[] = [];
+
+function slotBuffer(): ArrayBuffer {
+  return spareSlots.pop() ?? new ArrayBuffer(SLOT_SIZE);
+}
 
 /**
  * Copies a stream to a file, hashing on the way, with back-pressure. The registry's blob store and the
  * client's OCI layouts both write through it.
  *
  * Content past the first MiB is hashed and written by a hashing worker thread (`hash-pool.ts`): the
- * calling thread only copies what it receives into shared 1 MiB slots, so receiving, hashing and
+ * calling thread only copies what it receives into 2 MiB slots, so receiving, hashing and
  * writing use separate cores. The digester's state then stays in that worker, and later appends to the
  * same digester (chunked uploads) go to it too; `digester.finish()` reads the result. Smaller content, a
  * digester that already hashed bytes on this thread, or `AIRLOCK_HASH_WORKERS=0` keep everything on the
@@ -145,7 +155,7 @@ async function pumpIterable(
 }
 
 /**
- * The calling thread's half: copies chunks into shared slots and hands full ones to the worker. Content
+ * The calling thread's half: copies chunks into slots and hands full ones to the worker. Content
  * that ends inside the first slot is hashed and written here instead (unless the digester already lives
  * in a worker), so small blobs cost no thread hop.
  */
@@ -153,9 +163,10 @@ class SlotSink {
   readonly #path: string;
   readonly #options: HashedWriteOptions;
   readonly #maxBytes: number;
-  #slots: SharedArrayBuffer | undefined;
-  #views: Uint8Array[] = [];
+  /** Slot buffers this thread holds (the others are in the worker), by slot number. */
+  readonly #views: (Uint8Array | undefined)[] = [];
   #free: number[] = [];
+  #allocated = 0;
   #current: number | undefined;
   #used = 0;
   /** Bytes accepted so far (the digester counts them once the worker has them). */
@@ -216,23 +227,22 @@ class SlotSink {
   }
 
   #takeSlot(): number | undefined {
-    if (!this.#slots) {
-      this.#slots = new SharedArrayBuffer(SLOT_SIZE * SLOT_COUNT);
-      const slots = this.#slots;
-      this.#views = Array.from(
-        { length: SLOT_COUNT },
-        (_, i) => new Uint8Array(slots, i * SLOT_SIZE, SLOT_SIZE),
-      );
-      this.#free = Array.from({ length: SLOT_COUNT }, (_, i) => SLOT_COUNT - 1 - i);
-    }
-    return this.#free.pop();
+    const free = this.#free.pop();
+    if (free !== undefined || this.#allocated === SLOT_COUNT) return free;
+    this.#views.push(new Uint8Array(slotBuffer()));
+    return this.#allocated++;
   }
 
   /** Sends the current slot to the worker (opening the job on the first one). */
   #ship(): void {
     const slot = this.#current as number;
     const job = this.#job ?? this.#open();
-    job.hash.worker.post({ op: 'chunk', job: job.id, slot, length: this.#used });
+    const view = this.#views[slot] as Uint8Array;
+    this.#views[slot] = undefined;
+    job.hash.worker.post(
+      { op: 'chunk', job: job.id, slot, buffer: view.buffer as ArrayBuffer, length: this.#used },
+      [view.buffer as ArrayBuffer],
+    );
     this.#options.digester.countOffloaded(this.#used);
     this.#accepted -= this.#used;
     this.#used = 0;
@@ -259,8 +269,6 @@ class SlotSink {
       algorithm: digester.algorithm,
       path: this.#path,
       append: this.#options.append ?? false,
-      slots: this.#slots as SharedArrayBuffer,
-      slotSize: SLOT_SIZE,
     });
     return this.#job;
   }
@@ -268,6 +276,7 @@ class SlotSink {
   #onReply(reply: WorkerReply | { op: 'exit'; error: Error }): void {
     switch (reply.op) {
       case 'slot':
+        this.#views[reply.slot] = new Uint8Array(reply.buffer);
         this.#free.push(reply.slot);
         this.#drainOverflow();
         return;
@@ -325,7 +334,11 @@ class SlotSink {
       // Everything fits in the first slot: hash and write it here.
       const view = (this.#views[this.#current ?? 0] ?? new Uint8Array(0)).subarray(0, this.#used);
       digester.update(view);
-      await writeFile(this.#path, view, { flag: this.#options.append ? 'a' : 'w' });
+      try {
+        await writeFile(this.#path, view, { flag: this.#options.append ? 'a' : 'w' });
+      } finally {
+        this.#recycle();
+      }
       return;
     }
     if (this.#used > 0 || !this.#job) {
@@ -333,12 +346,22 @@ class SlotSink {
       this.#ship();
     }
     await this.#close();
+    this.#recycle();
   }
 
   /** Stops after a failure: waits until the worker has closed the file (no write lands after this). */
   async abort(): Promise<void> {
-    if (!this.#job || this.#error) return;
-    await this.#close().catch(() => undefined);
+    if (this.#job && !this.#error) await this.#close().catch(() => undefined);
+    this.#recycle();
+  }
+
+  /** Keeps the slot buffers this thread holds for later writes. */
+  #recycle(): void {
+    for (const view of this.#views) {
+      if (view && spareSlots.length < SPARE_SLOTS) spareSlots.push(view.buffer as ArrayBuffer);
+    }
+    this.#views.length = 0;
+    this.#free = [];
   }
 
   #close(): Promise<void> {
