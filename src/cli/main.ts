@@ -10,11 +10,29 @@ import { UsageError } from './common.js';
 import { createOutput } from './output.js';
 import { registerRegistryCommands } from './registry-commands.js';
 import { registerServe } from './serve.js';
-import { registerSignCommands } from './sign-commands.js';
-import { registerSyncCommands } from './sync-commands.js';
 
-/** Builds the command tree; exported for tests. */
-export function buildProgram(): Command {
+/**
+ * The commands of sign-commands.ts and sync-commands.ts. Their modules (Kubernetes client, reconciler,
+ * webhook, YAML) load only when one of them, or no known command (help), is asked for, so that `copy`,
+ * `pull` and the other client commands start faster.
+ */
+const SIGN_AND_SYNC_COMMANDS = new Set([
+  'generate-key-pair',
+  'sign',
+  'verify',
+  'webhook',
+  'sync',
+  'status',
+  'vet',
+]);
+
+/** The first word of `argv` that is not an option: the command asked for. */
+function requestedCommand(argv: readonly string[]): string | undefined {
+  return argv.slice(2).find((word) => !word.startsWith('-'));
+}
+
+/** Builds the command tree; the sign and sync commands only when `argv` may need them. */
+export async function buildProgram(argv: readonly string[] = process.argv): Promise<Command> {
   const program = new Command();
   program
     .name('airlock')
@@ -30,15 +48,25 @@ export function buildProgram(): Command {
   registerInspectCommands(program);
   registerAdminCommands(program);
   registerCerts(program);
-  registerSignCommands(program);
-  registerSyncCommands(program);
+  const requested = requestedCommand(argv) ?? '';
+  const known = program.commands.some(
+    (command) => command.name() === requested || command.aliases().includes(requested),
+  );
+  if (!known || SIGN_AND_SYNC_COMMANDS.has(requested)) {
+    const [{ registerSignCommands }, { registerSyncCommands }] = await Promise.all([
+      import('./sign-commands.js'),
+      import('./sync-commands.js'),
+    ]);
+    registerSignCommands(program);
+    registerSyncCommands(program);
+  }
   return program;
 }
 
 async function main(): Promise<void> {
   const out = createOutput();
   try {
-    await buildProgram().parseAsync(process.argv);
+    await (await buildProgram(process.argv)).parseAsync(process.argv);
   } catch (error) {
     if (error instanceof CommanderError) {
       process.exitCode = error.exitCode === 0 ? 0 : 2;
