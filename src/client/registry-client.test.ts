@@ -193,6 +193,52 @@ describe('RegistryClient blobs', () => {
     }
   });
 
+  it('reads a large blob behind a Bearer challenge over plain HTTP, verified (the raw reader)', async () => {
+    const tokens: string[] = [];
+    const fake = await fakeRegistry({
+      extra: (req, res) => {
+        const url = new URL(req.url ?? '/', 'http://fake');
+        if (url.pathname === '/token') {
+          tokens.push(url.searchParams.get('scope') ?? '');
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end('{"token":"t0k"}');
+          return true;
+        }
+        if (req.headers.authorization !== 'Bearer t0k') {
+          res.writeHead(401, {
+            'www-authenticate': `Bearer realm="http://${req.headers.host ?? ''}/token",service="fake"`,
+            'content-type': 'application/json',
+          });
+          res.end('{"errors":[{"code":"UNAUTHORIZED","message":"token needed"}]}');
+          return true;
+        }
+        return false;
+      },
+    });
+    const client = new RegistryClient(fake.host, { plainHttp: true, retry: noWait });
+    try {
+      const big = Buffer.alloc(6 * 1024 * 1024, 7);
+      fake.blobs.set(digestOf(big), big);
+      const stream = await client.getBlob('org/app', digestOf(big), { size: big.length });
+      const chunks: Buffer[] = [];
+      for await (const chunk of stream) chunks.push(chunk as Buffer);
+      assert.deepEqual(Buffer.concat(chunks), big);
+      assert.deepEqual(tokens, ['repository:org/app:pull']);
+
+      const other = Buffer.alloc(big.length, 8);
+      fake.blobs.set(digestOf(other), big);
+      const wrong = await client.getBlob('org/app', digestOf(other), { size: big.length });
+      await assert.rejects(
+        (async () => {
+          for await (const _chunk of wrong) void _chunk;
+        })(),
+        (e: unknown) => e instanceof ClientError && e.code === 'DIGEST_MISMATCH',
+      );
+    } finally {
+      client.close();
+    }
+  });
+
   it('skips a blob that is there, mounts from another repository, else uploads it in one PUT', async () => {
     const fake = await fakeRegistry({
       extra: (req, res, body) => {

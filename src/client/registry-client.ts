@@ -76,7 +76,12 @@ interface CallOptions {
   /** Statuses that are answers, not failures. */
   readonly ok: readonly number[];
   readonly signal?: AbortSignal | undefined;
+  /** A large body is expected (see `HttpRequest.large`). */
+  readonly large?: boolean;
 }
+
+/** Blobs at least this large are downloaded with the transport's raw reader over plain HTTP. */
+const LARGE_BLOB = 4 * 1024 * 1024;
 
 const ERROR_CODES: Record<number, ClientErrorCode> = { 401: 'UNAUTHORIZED', 403: 'DENIED', 404: 'NOT_FOUND' };
 const MANIFEST_ACCEPT = [...MANIFEST_MEDIA_TYPES, 'application/vnd.oci.artifact.manifest.v1+json'].join(', ');
@@ -188,6 +193,7 @@ export class RegistryClient {
             headers: { ...options.headers, ...(authorization ? { authorization } : {}) },
             ...(options.body === undefined ? {} : { body: options.body }),
             ...(options.signal ? { signal: options.signal } : {}),
+            ...(options.large ? { large: true } : {}),
           });
         let response = await send(this.#auth.header(options.scopes));
         if (response.status === 401) {
@@ -476,6 +482,7 @@ export class RegistryClient {
       scopes: [pullScope(repository)],
       ok: [200],
       signal: options.signal,
+      large: options.size !== undefined && options.size >= LARGE_BLOB,
     });
     // verify: false is for callers whose destination checks the digest itself (a copy's target).
     if (options.verify === false) return res.body;

@@ -9,6 +9,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { rootCertificates } from 'node:tls';
 import { ClientError } from './errors.js';
+import { rawGet } from './raw-get.js';
 
 /** A request body: bytes, or a function that makes a fresh stream (so the request can be sent again). */
 export type RequestBody = Buffer | (() => Readable);
@@ -19,6 +20,11 @@ export interface HttpRequest {
   readonly headers?: Readonly<Record<string, string>>;
   readonly body?: RequestBody;
   readonly signal?: AbortSignal;
+  /**
+   * A large response body is expected (a blob): over plain HTTP a GET then reads it with `rawGet`,
+   * straight into a reused buffer, instead of through node's HTTP client.
+   */
+  readonly large?: boolean;
 }
 
 export interface HttpResponse {
@@ -27,7 +33,7 @@ export interface HttpResponse {
   /** The URL that answered (after redirects). */
   readonly url: URL;
   /** The body as a stream; read it, or call `drain()`, to free the connection. */
-  readonly body: IncomingMessage;
+  readonly body: Readable;
   header(name: string): string | undefined;
   bytes(limit: number): Promise<Buffer>;
   text(limit?: number): Promise<string>;
@@ -47,7 +53,7 @@ export interface TransportOptions {
 
 const MAX_REDIRECTS = 5;
 
-function wrap(res: IncomingMessage, url: URL): HttpResponse {
+function wrap(res: Readable, head: { status: number; headers: IncomingHttpHeaders }, url: URL): HttpResponse {
   const bytes = async (limit: number): Promise<Buffer> => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -62,12 +68,12 @@ function wrap(res: IncomingMessage, url: URL): HttpResponse {
     return Buffer.concat(chunks, size);
   };
   return {
-    status: res.statusCode ?? 0,
-    headers: res.headers,
+    status: head.status,
+    headers: head.headers,
     url,
     body: res,
     header(name) {
-      const value = res.headers[name.toLowerCase()];
+      const value = head.headers[name.toLowerCase()];
       return Array.isArray(value) ? value.join(', ') : value;
     },
     bytes,
@@ -142,7 +148,21 @@ export class HttpTransport {
     }
   }
 
-  #once(request: HttpRequest & { headers: Record<string, string> }): Promise<HttpResponse> {
+  async #once(request: HttpRequest & { headers: Record<string, string> }): Promise<HttpResponse> {
+    const { url } = request;
+    if (request.large && request.method === 'GET' && url.protocol === 'http:') {
+      let raw;
+      try {
+        raw = await rawGet(url, request.headers, request.signal);
+      } catch (error) {
+        throw request.signal?.aborted ? error : describeNetworkError(error, url);
+      }
+      if (raw) return wrap(raw.body, raw, url);
+    }
+    return this.#node(request);
+  }
+
+  #node(request: HttpRequest & { headers: Record<string, string> }): Promise<HttpResponse> {
     const { url } = request;
     const isHttps = url.protocol === 'https:';
     const send = isHttps ? httpsRequest : httpRequest;
@@ -164,7 +184,8 @@ export class HttpTransport {
           agent: isHttps ? this.#https : this.#http,
           ...(request.signal ? { signal: request.signal } : {}),
         },
-        (res) => resolve(wrap(res, url)),
+        (res: IncomingMessage) =>
+          resolve(wrap(res, { status: res.statusCode ?? 0, headers: res.headers }, url)),
       );
       req.on('error', (error) => reject(request.signal?.aborted ? error : describeNetworkError(error, url)));
       if (body === undefined) req.end();

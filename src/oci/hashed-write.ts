@@ -53,7 +53,8 @@ export async function writeHashed(
   if (!offloadable) return writeOnThisThread(source, path, options);
   const sink = new SlotSink(path, options);
   try {
-    if (source instanceof Readable) await pumpReadable(source, sink, options.signal);
+    if (lendsChunks(source)) await pumpBorrowed(source, sink, options.signal);
+    else if (source instanceof Readable) await pumpReadable(source, sink, options.signal);
     else await pumpIterable(source, sink, options.signal);
     await sink.end();
   } catch (error) {
@@ -62,6 +63,19 @@ export async function writeHashed(
     digester.dispose();
     throw error;
   }
+}
+
+/**
+ * A source that lends its chunks: each one is valid only until `onChunk` returns (the source reads the
+ * next one into the same memory), so the consumer copies it. Returning false pauses the source until
+ * `resume()`. `done` settles at the end of the content or on the source's failure.
+ */
+export interface BorrowedChunkSource {
+  pumpBorrowed(onChunk: (chunk: Uint8Array) => boolean): { done: Promise<void>; resume(): void };
+}
+
+function lendsChunks(source: unknown): source is BorrowedChunkSource {
+  return typeof (source as Partial<BorrowedChunkSource>).pumpBorrowed === 'function';
 }
 
 /** Everything on the calling thread: a loop over a 1 MiB write stream. */
@@ -143,6 +157,48 @@ function pumpReadable(source: Readable, sink: SlotSink, signal: AbortSignal | un
   });
 }
 
+/** Borrowed chunks are copied into slots at once; what does not fit is copied aside. */
+function pumpBorrowed(
+  source: BorrowedChunkSource,
+  sink: SlotSink,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let settled = false;
+    const settle = (error?: Error): void => {
+      if (settled) return;
+      settled = true;
+      signal?.removeEventListener('abort', onAbort);
+      sink.onFailure = undefined;
+      if (error) reject(error);
+      else resolve();
+    };
+    const onAbort = (): void =>
+      settle(signal?.reason instanceof Error ? signal.reason : new Error('The write was aborted'));
+    if (signal?.aborted) {
+      onAbort();
+      return;
+    }
+    sink.onFailure = settle;
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const control = source.pumpBorrowed((chunk) => {
+      if (settled) return false;
+      try {
+        if (sink.write(chunk, { borrowed: true })) return true;
+        sink.ready().then(
+          () => settled || control.resume(),
+          () => undefined,
+        );
+        return false;
+      } catch (error) {
+        settle(error as Error);
+        return false;
+      }
+    });
+    control.done.then(() => settle(), settle);
+  });
+}
+
 async function pumpIterable(
   source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
   sink: SlotSink,
@@ -185,18 +241,21 @@ class SlotSink {
     this.#maxBytes = options.maxBytes ?? Infinity;
   }
 
-  /** Takes a chunk; false when the caller should wait for `ready()` before sending more. */
-  write(chunk: Uint8Array): boolean {
+  /**
+   * Takes a chunk; false when the caller should wait for `ready()` before sending more. A `borrowed`
+   * chunk's memory is reused by its source after this returns, so what does not fit is copied.
+   */
+  write(chunk: Uint8Array, options: { borrowed?: boolean } = {}): boolean {
     if (this.#error) throw this.#error;
     if (this.#options.digester.size + this.#accepted + chunk.byteLength > this.#maxBytes) {
       throw tooLargeError(this.#options, this.#maxBytes);
     }
     this.#accepted += chunk.byteLength;
     if (this.#overflow.length > 0) {
-      this.#overflow.push(chunk);
+      this.#overflow.push(options.borrowed ? chunk.slice() : chunk);
       return false;
     }
-    this.#fill(chunk);
+    this.#fill(chunk, options.borrowed ?? false);
     return this.#overflow.length === 0;
   }
 
@@ -207,13 +266,14 @@ class SlotSink {
     return new Promise((resolve, reject) => this.#readyWaiters.push({ resolve, reject }));
   }
 
-  #fill(chunk: Uint8Array): void {
+  #fill(chunk: Uint8Array, borrowed = false): void {
     let offset = 0;
     while (offset < chunk.byteLength) {
       if (this.#current === undefined) {
         this.#current = this.#takeSlot();
         if (this.#current === undefined) {
-          this.#overflow.push(offset === 0 ? chunk : chunk.subarray(offset));
+          const rest = offset === 0 ? chunk : chunk.subarray(offset);
+          this.#overflow.push(borrowed ? rest.slice() : rest);
           return;
         }
       }

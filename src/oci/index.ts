@@ -29,4 +29,4 @@ export { OciLayout, REF_NAME } from './layout.js';
 export type { LayoutIndex } from './layout.js';
 export { writeHashed } from './hashed-write.js';
 export { hashWorkerCount } from './hash-pool.js';
-export type { HashedWriteOptions } from './hashed-write.js';
+export type { HashedWriteOptions, BorrowedChunkSource } from './hashed-write.js';
