@@ -50,7 +50,7 @@ interface Sizes {
   readonly repetitions: number;
 }
 
-const FULL: Sizes = { layers: 8, layerBytes: 128 * MiB, repetitions: 3 };
+const FULL: Sizes = { layers: 8, layerBytes: 128 * MiB, repetitions: 5 };
 const QUICK: Sizes = { layers: 8, layerBytes: 8 * MiB, repetitions: 1 };
 
 const progress = (message: string): void => {
