@@ -161,8 +161,9 @@ export class WorkerHash implements OffloadedHash {
 const workers: HashWorker[] = [];
 
 /**
- * How many hashing threads large writes may use: `AIRLOCK_HASH_WORKERS` (0 turns them off, so hashing
- * and writing stay on the calling thread), else the number of CPUs, at most 4.
+ * How many hashing threads large writes may use: `AIRLOCK_HASH_WORKERS`, default 0 (hashing stays on
+ * the calling thread). On the 2-CPU VMs Airlock is measured on, handing slots between threads cost more
+ * system time than it saved on one host and gained 40% on another (BENCHMARKS.md), so it is opt-in.
  */
 export function hashWorkerCount(env: NodeJS.ProcessEnv = process.env): number {
   const configured = env.AIRLOCK_HASH_WORKERS;
@@ -171,9 +172,9 @@ export function hashWorkerCount(env: NodeJS.ProcessEnv = process.env): number {
     if (!Number.isInteger(count) || count < 0 || count > 64) {
       throw new Error(`AIRLOCK_HASH_WORKERS must be a whole number from 0 to 64, not "${configured}"`);
     }
-    return count;
+    return Math.min(count, Math.max(1, availableParallelism()) * 2);
   }
-  return Math.min(4, availableParallelism());
+  return 0;
 }
 
 /** The least busy hashing worker (started on first use), or undefined when they are turned off. */

@@ -36,12 +36,13 @@ function slotBuffer(): ArrayBuffer {
  * Copies a stream to a file, hashing on the way, with back-pressure. The registry's blob store and the
  * client's OCI layouts both write through it.
  *
- * Content past the first MiB is hashed and written by a hashing worker thread (`hash-pool.ts`): the
- * calling thread only copies what it receives into 2 MiB slots, so receiving, hashing and
- * writing use separate cores. The digester's state then stays in that worker, and later appends to the
- * same digester (chunked uploads) go to it too; `digester.finish()` reads the result. Smaller content, a
- * digester that already hashed bytes on this thread, or `AIRLOCK_HASH_WORKERS=0` keep everything on the
- * calling thread. On failure an offloaded digester is disposed: its state no longer matches the file.
+ * By default everything runs on the calling thread: a loop over a 1 MiB write stream. With
+ * `AIRLOCK_HASH_WORKERS=N` (N > 0), content past the first slot is hashed and written by hashing worker
+ * threads (`hash-pool.ts`) instead: the calling thread only copies what it receives into 2 MiB slots, so
+ * receiving, hashing and writing use separate cores. The digester's state then stays in that worker,
+ * later appends to the same digester (chunked uploads) go to it too, and `digester.finish()` reads the
+ * result; on failure an offloaded digester is disposed (its state no longer matches the file). Smaller
+ * content and a digester that already hashed bytes on this thread stay on the calling thread.
  */
 export async function writeHashed(
   source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
@@ -86,10 +87,18 @@ async function writeOnThisThread(
 ): Promise<void> {
   const { digester } = options;
   const maxBytes = options.maxBytes ?? Infinity;
-  const out = createWriteStream(path, { flags: options.append ? 'a' : 'w', highWaterMark: SLOT_SIZE });
+  const out = createWriteStream(path, { flags: options.append ? 'a' : 'w', highWaterMark: 1024 * 1024 });
   const failed = new Promise<never>((_, reject) => out.once('error', reject));
   failed.catch(() => undefined);
+  // An abort while the source is quiet ends the wait too: the stream is destroyed with the reason.
+  const { signal } = options;
+  const onAbort = (): void => {
+    if (source instanceof Readable)
+      source.destroy(signal?.reason instanceof Error ? signal.reason : new Error('The write was aborted'));
+  };
+  signal?.addEventListener('abort', onAbort, { once: true });
   try {
+    signal?.throwIfAborted();
     for await (const chunk of source) {
       options.signal?.throwIfAborted();
       if (digester.size + chunk.byteLength > maxBytes) throw tooLargeError(options, maxBytes);
@@ -101,6 +110,8 @@ async function writeOnThisThread(
   } catch (error) {
     out.destroy();
     throw error;
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
   }
 }
 
