@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { Digester } from './digest.js';
-import { writeHashed } from './hashed-write.js';
+import { writeHashed, type BorrowedChunkSource } from './hashed-write.js';
 
 const MiB = 1024 * 1024;
 
@@ -21,6 +21,36 @@ async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
 
 function sha256(bytes: Uint8Array): string {
   return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+}
+
+/**
+ * A source that lends its chunks from one reused buffer, like the client's raw HTTP reader, and
+ * scribbles over the buffer after each hand-out, so a consumer that keeps a reference is caught.
+ */
+function lending(bytes: Buffer): AsyncIterable<Uint8Array> & BorrowedChunkSource {
+  const shared = Buffer.alloc(300_000);
+  return {
+    [Symbol.asyncIterator]: () => {
+      throw new Error('read through pumpBorrowed only');
+    },
+    pumpBorrowed(onChunk) {
+      let offset = 0;
+      let resolveDone: () => void = () => undefined;
+      const done = new Promise<void>((resolve) => (resolveDone = resolve));
+      const pump = (): void => {
+        while (offset < bytes.length) {
+          const length = bytes.copy(shared, 0, offset, offset + shared.length);
+          offset += length;
+          const more = onChunk(shared.subarray(0, length));
+          shared.fill(0xee);
+          if (!more) return;
+        }
+        resolveDone();
+      };
+      setImmediate(pump);
+      return { done, resume: () => setImmediate(pump) };
+    },
+  };
 }
 
 /** Splits bytes into chunks of the given sizes, cycling. */
@@ -215,6 +245,29 @@ for (const workers of ['0', '2']) {
         } finally {
           process.env.AIRLOCK_HASH_WORKERS = workers;
         }
+      });
+    });
+
+    test('lent chunks are consumed before the source reuses their memory', async () => {
+      await withDir(async (dir) => {
+        const bytes = randomBytes(7 * MiB + 99);
+        const digester = new Digester();
+        await writeHashed(lending(bytes), join(dir, 'blob'), { digester });
+        assert.equal(await digester.finish(), sha256(bytes));
+        assert.deepEqual(await readFile(join(dir, 'blob')), bytes);
+      });
+    });
+
+    test('lent chunks past maxBytes: tooLarge() is thrown', async () => {
+      await withDir(async (dir) => {
+        await assert.rejects(
+          writeHashed(lending(randomBytes(5 * MiB)), join(dir, 'blob'), {
+            digester: new Digester(),
+            maxBytes: 4 * MiB,
+            tooLarge: (max) => new Error(`over ${max}`),
+          }),
+          /over 4194304/,
+        );
       });
     });
 

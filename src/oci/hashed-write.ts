@@ -1,4 +1,4 @@
-import { createWriteStream } from 'node:fs';
+import { closeSync, createWriteStream, openSync, writeSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { once } from 'node:events';
 import { Readable } from 'node:stream';
@@ -51,6 +51,7 @@ export async function writeHashed(
 ): Promise<void> {
   const { digester } = options;
   const offloadable = digester.offloaded ? true : digester.size === 0 && hashWorkerCount() > 0;
+  if (!offloadable && lendsChunks(source)) return writeLentChunks(source, path, options);
   if (!offloadable) return writeOnThisThread(source, path, options);
   const sink = new SlotSink(path, options);
   try {
@@ -77,6 +78,61 @@ export interface BorrowedChunkSource {
 
 function lendsChunks(source: unknown): source is BorrowedChunkSource {
   return typeof (source as Partial<BorrowedChunkSource>).pumpBorrowed === 'function';
+}
+
+/**
+ * Lent chunks on the calling thread: each is hashed and written (synchronously) before the source reuses
+ * its memory, so a download allocates nothing per chunk. Only client-side sources lend chunks (the raw
+ * HTTP reader), where a write(2) into the page cache briefly blocking the event loop does no harm.
+ */
+function writeLentChunks(
+  source: BorrowedChunkSource,
+  path: string,
+  options: HashedWriteOptions,
+): Promise<void> {
+  const { digester, signal } = options;
+  const maxBytes = options.maxBytes ?? Infinity;
+  return new Promise<void>((resolve, reject) => {
+    let fd: number | undefined;
+    let settled = false;
+    const settle = (error?: Error): void => {
+      if (settled) return;
+      settled = true;
+      signal?.removeEventListener('abort', onAbort);
+      try {
+        if (fd !== undefined) closeSync(fd);
+      } catch (closeError) {
+        error ??= closeError as Error;
+      }
+      if (error) {
+        if (source instanceof Readable) source.destroy();
+        reject(error);
+      } else resolve();
+    };
+    const onAbort = (): void =>
+      settle(signal?.reason instanceof Error ? signal.reason : new Error('The write was aborted'));
+    try {
+      signal?.throwIfAborted();
+      fd = openSync(path, options.append ? 'a' : 'w');
+    } catch (error) {
+      settle(error as Error);
+      return;
+    }
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const control = source.pumpBorrowed((chunk) => {
+      if (settled) return false;
+      try {
+        if (digester.size + chunk.byteLength > maxBytes) throw tooLargeError(options, maxBytes);
+        digester.update(chunk);
+        for (let done = 0; done < chunk.byteLength;) done += writeSync(fd, chunk, done);
+        return true;
+      } catch (error) {
+        settle(error as Error);
+        return false;
+      }
+    });
+    control.done.then(() => settle(), settle);
+  });
 }
 
 /** Everything on the calling thread: a loop over a 1 MiB write stream. */
