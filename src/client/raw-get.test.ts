@@ -214,6 +214,20 @@ test('an unreachable host is a network error from the transport', async () => {
   }
 });
 
+test('a header value with a line break is refused before anything is sent', async () => {
+  let connections = 0;
+  await withRaw(
+    () => connections++,
+    async (base) => {
+      await assert.rejects(
+        rawGet(new URL('/blob', base), { authorization: 'Bearer x\r\nx-injected: 1' }),
+        /Refusing to send the header "authorization"/,
+      );
+      assert.equal(connections, 0);
+    },
+  );
+});
+
 test('an abort signal stops the request', async () => {
   await withRaw(
     () => undefined, // never answers

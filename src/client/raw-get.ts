@@ -38,6 +38,17 @@ export function rawGet(
   headers: Readonly<Record<string, string>>,
   signal?: AbortSignal,
 ): Promise<RawResponse | undefined> {
+  // Header values can come from elsewhere (a token server's token): no line breaks into the request.
+  for (const [name, value] of Object.entries(headers)) {
+    if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name) || /[\r\n\0]/.test(value)) {
+      return Promise.reject(
+        new ClientError(
+          'INVALID_RESPONSE',
+          `Refusing to send the header "${name.slice(0, 40)}": invalid characters`,
+        ),
+      );
+    }
+  }
   return new Promise((resolve, reject) => {
     let phase: Phase = { kind: 'head', head: Buffer.alloc(0) };
     let body: RawBody | undefined;
