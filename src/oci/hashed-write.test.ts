@@ -258,6 +258,13 @@ for (const workers of ['0', '2']) {
       });
     });
 
+    test('a failed write of lent chunks rejects with the fs error (ENOSPC from /dev/full)', async () => {
+      await assert.rejects(
+        writeHashed(lending(randomBytes(3 * MiB)), '/dev/full', { digester: new Digester() }),
+        (error: NodeJS.ErrnoException) => error.code === 'ENOSPC',
+      );
+    });
+
     test('lent chunks past maxBytes: tooLarge() is thrown', async () => {
       await withDir(async (dir) => {
         await assert.rejects(

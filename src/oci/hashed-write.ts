@@ -1,4 +1,4 @@
-import { closeSync, createWriteStream, openSync, writeSync } from 'node:fs';
+import { closeSync, createWriteStream, openSync, write, writeSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { once } from 'node:events';
 import { Readable } from 'node:stream';
@@ -80,10 +80,16 @@ function lendsChunks(source: unknown): source is BorrowedChunkSource {
   return typeof (source as Partial<BorrowedChunkSource>).pumpBorrowed === 'function';
 }
 
+/** Write buffers per lent-chunk write: copies of chunks waiting for the thread pool to write them. */
+const LENT_WRITE_BUFFERS = 4;
+const LENT_WRITE_BUFFER_SIZE = 1024 * 1024;
+
 /**
- * Lent chunks on the calling thread: each is hashed and written (synchronously) before the source reuses
- * its memory, so a download allocates nothing per chunk. Only client-side sources lend chunks (the raw
- * HTTP reader), where a write(2) into the page cache briefly blocking the event loop does no harm.
+ * Lent chunks on the calling thread: each is hashed at once and copied into one of a few reused 1 MiB
+ * buffers, which libuv's thread pool writes at its position in the file while the next chunks arrive;
+ * with every buffer busy the source pauses. A download thus allocates nothing per chunk, and the page
+ * cache writes overlap the hashing. Appends, and chunks larger than a buffer, are written synchronously.
+ * Only client-side sources lend chunks (the raw HTTP reader).
  */
 function writeLentChunks(
   source: BorrowedChunkSource,
@@ -92,46 +98,105 @@ function writeLentChunks(
 ): Promise<void> {
   const { digester, signal } = options;
   const maxBytes = options.maxBytes ?? Infinity;
+  const append = options.append ?? false;
   return new Promise<void>((resolve, reject) => {
     let fd: number | undefined;
     let settled = false;
-    const settle = (error?: Error): void => {
-      if (settled) return;
+    let ended = false;
+    let failure: Error | undefined;
+    let inFlight = 0;
+    let position = 0;
+    let paused = false;
+    let allocated = 0;
+    const free: Buffer[] = [];
+    // Closes the file once no write is in flight (a pending write must never meet a reused fd number).
+    const finish = (): void => {
+      if (settled || inFlight > 0 || !(ended || failure)) return;
       settled = true;
       signal?.removeEventListener('abort', onAbort);
       try {
         if (fd !== undefined) closeSync(fd);
       } catch (closeError) {
-        error ??= closeError as Error;
+        failure ??= closeError as Error;
       }
-      if (error) {
+      if (failure) {
         if (source instanceof Readable) source.destroy();
-        reject(error);
+        reject(failure);
       } else resolve();
     };
+    const fail = (error: Error): void => {
+      failure ??= error;
+      finish();
+    };
     const onAbort = (): void =>
-      settle(signal?.reason instanceof Error ? signal.reason : new Error('The write was aborted'));
+      fail(signal?.reason instanceof Error ? signal.reason : new Error('The write was aborted'));
     try {
       signal?.throwIfAborted();
-      fd = openSync(path, options.append ? 'a' : 'w');
+      fd = openSync(path, append ? 'a' : 'w');
     } catch (error) {
-      settle(error as Error);
+      fail(error as Error);
       return;
     }
+    const file = fd;
     signal?.addEventListener('abort', onAbort, { once: true });
     const control = source.pumpBorrowed((chunk) => {
-      if (settled) return false;
+      if (failure || settled) return false;
       try {
         if (digester.size + chunk.byteLength > maxBytes) throw tooLargeError(options, maxBytes);
         digester.update(chunk);
-        for (let done = 0; done < chunk.byteLength;) done += writeSync(fd, chunk, done);
+        let buffer = free.pop();
+        if (!buffer && allocated < LENT_WRITE_BUFFERS) {
+          allocated += 1;
+          buffer = Buffer.allocUnsafeSlow(LENT_WRITE_BUFFER_SIZE);
+        }
+        if (append || !buffer || chunk.byteLength > buffer.byteLength) {
+          if (buffer) free.push(buffer);
+          for (let done = 0; done < chunk.byteLength;) {
+            done += writeSync(file, chunk, done, chunk.byteLength - done, append ? null : position + done);
+          }
+          position += chunk.byteLength;
+          return true;
+        }
+        const length = chunk.byteLength;
+        buffer.set(chunk);
+        const at = position;
+        position += length;
+        inFlight += 1;
+        const written = buffer;
+        const writeRest = (offset: number): void => {
+          write(file, written, offset, length - offset, at + offset, (error, bytes) => {
+            if (!error && offset + bytes < length) {
+              writeRest(offset + bytes);
+              return;
+            }
+            inFlight -= 1;
+            free.push(written);
+            if (error) {
+              fail(error);
+              return;
+            }
+            if (paused && !failure) {
+              paused = false;
+              control.resume();
+            }
+            finish();
+          });
+        };
+        writeRest(0);
+        if (free.length === 0 && allocated === LENT_WRITE_BUFFERS) {
+          paused = true;
+          return false;
+        }
         return true;
       } catch (error) {
-        settle(error as Error);
+        fail(error as Error);
         return false;
       }
     });
-    control.done.then(() => settle(), settle);
+    control.done.then(() => {
+      ended = true;
+      finish();
+    }, fail);
   });
 }
 
