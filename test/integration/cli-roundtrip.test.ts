@@ -113,6 +113,28 @@ function namespace(): string {
 
 for (const target of TARGETS) {
   describe(`airlock CLI round trips through ${target.name}`, { concurrency: 2 }, () => {
+    it('moves blobs of several MiB through the raw HTTP reader byte for byte (pull and copy to a layout)', async (t) => {
+      const registry = await target.start(t);
+      if (!registry) return;
+      const ns = namespace();
+      const env = await cliEnv(t);
+      const work = await tempDirForTest(t, 'cli-large-');
+      // Over the 4 MiB from which the client reads blobs with its own HTTP/1.1 reader.
+      const big = randomBytes(9 * 1024 * 1024 + 4321);
+      await writeFile(join(work, 'big.bin'), big);
+      const ref = `${registry.host}/${ns}-proj/large:v1`;
+      await airlockOk(env, ['push', ref, 'big.bin'], { cwd: work });
+
+      const out = join(work, 'out');
+      await airlockOk(env, ['pull', ref, '-d', out]);
+      assert.deepEqual(await readFile(join(out, 'big.bin')), big);
+
+      const layout = join(work, 'layout');
+      await airlockOk(env, ['copy', ref, `oci:${layout}:v1`]);
+      const stored = await readFile(join(layout, 'blobs', 'sha256', sha256(big).slice('sha256:'.length)));
+      assert.deepEqual(stored, big);
+    });
+
     it('pushes files and a folder and pulls them back byte for byte', async (t) => {
       const registry = await target.start(t);
       if (!registry) return;
