@@ -45,6 +45,15 @@ async function withRaw(answer: (socket: Socket) => void, fn: (base: URL) => Prom
   }
 }
 
+async function withTransport(fn: (transport: HttpTransport) => Promise<void>): Promise<void> {
+  const transport = new HttpTransport();
+  try {
+    await fn(transport);
+  } finally {
+    transport.close();
+  }
+}
+
 const big = randomBytes(9 * 1024 * 1024 + 17);
 const bigDigest = `sha256:${createHash('sha256').update(big).digest('hex')}`;
 
@@ -136,16 +145,12 @@ test('the transport falls back to node for responses the raw reader does not fra
       res.write('chunk a, ');
       res.end('chunk b');
     },
-    async (base) => {
-      const transport = new HttpTransport();
-      try {
+    async (base) =>
+      withTransport(async (transport) => {
         const res = await transport.send({ method: 'GET', url: new URL('/blob', base), large: true });
         assert.equal(res.status, 200);
         assert.equal(await res.text(), 'chunk a, chunk b');
-      } finally {
-        transport.close();
-      }
-    },
+      }),
   );
 });
 
@@ -161,17 +166,13 @@ test('the transport follows a redirect from the raw reader', async () => {
       res.setHeader('content-length', big.length);
       res.end(big);
     },
-    async (base) => {
-      const transport = new HttpTransport();
-      try {
+    async (base) =>
+      withTransport(async (transport) => {
         const res = await transport.send({ method: 'GET', url: new URL('/blob', base), large: true });
         assert.equal(res.status, 200);
         assert.equal(res.url.pathname, '/storage/blob');
         assert.deepEqual(await res.bytes(big.length), big);
-      } finally {
-        transport.close();
-      }
-    },
+      }),
   );
 });
 
@@ -203,15 +204,12 @@ test('an unreachable host is a network error from the transport', async () => {
   const server = createNetServer();
   const base = await listen(server);
   await new Promise((resolve) => server.close(resolve));
-  const transport = new HttpTransport();
-  try {
-    await assert.rejects(
+  await withTransport((transport) =>
+    assert.rejects(
       transport.send({ method: 'GET', url: new URL('/blob', base), large: true }),
       /Cannot reach 127\.0\.0\.1/,
-    );
-  } finally {
-    transport.close();
-  }
+    ),
+  );
 });
 
 test('a header value with a line break is refused before anything is sent', async () => {

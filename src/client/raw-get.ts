@@ -19,7 +19,14 @@ export interface RawResponse {
 
 type Phase =
   | { kind: 'head'; head: Buffer }
-  | { kind: 'small'; want: number; parts: Buffer[]; got: number }
+  | {
+      kind: 'small';
+      status: number;
+      headers: IncomingHttpHeaders;
+      want: number;
+      parts: Buffer[];
+      got: number;
+    }
   | { kind: 'body' }
   | { kind: 'done' };
 
@@ -71,28 +78,16 @@ export function rawGet(
       const length = parsed.headers['content-length'];
       const chunked = /chunked/i.test(String(parsed.headers['transfer-encoding'] ?? ''));
       const size = length === undefined ? NaN : Number(length);
-      if (chunked || !Number.isSafeInteger(size) || size < 0 || parsed.status < 200) {
+      const framed = !chunked && Number.isSafeInteger(size) && size >= 0 && parsed.status >= 200;
+      if (!framed || (parsed.status !== 200 && size > MAX_SMALL_BODY)) {
         phase = { kind: 'done' };
         socket.destroy();
         settle(undefined);
         return false;
       }
       if (parsed.status !== 200) {
-        if (size > MAX_SMALL_BODY) {
-          phase = { kind: 'done' };
-          socket.destroy();
-          settle(undefined);
-          return false;
-        }
-        phase = { kind: 'small', want: size, parts: [], got: 0 };
-        const respond = (): void => {
-          const bytes = Buffer.concat((phase as { parts: Buffer[] }).parts).subarray(0, size);
-          phase = { kind: 'done' };
-          socket.destroy();
-          settle({ status: parsed.status, headers: parsed.headers, body: RawBody.ofBytes(bytes) });
-        };
-        smallDone = respond;
-        return onSmall(rest);
+        phase = { kind: 'small', ...parsed, want: size, parts: [], got: 0 };
+        return onSmall(phase, rest);
       }
       phase = { kind: 'body' };
       body = new RawBody(socket, size, url);
@@ -101,13 +96,16 @@ export function rawGet(
       // Paused until the body's reader starts.
       return body.started;
     };
-    let smallDone: (() => void) | undefined;
-    const onSmall = (chunk: Buffer): boolean => {
-      const small = phase as Extract<Phase, { kind: 'small' }>;
+    // An error page or redirect, kept whole; the response is ready once it is all here.
+    const onSmall = (small: Extract<Phase, { kind: 'small' }>, chunk: Buffer): boolean => {
       if (chunk.byteLength > 0) small.parts.push(Buffer.from(chunk));
       small.got += chunk.byteLength;
-      if (small.got >= small.want) smallDone?.();
-      return true;
+      if (small.got < small.want) return true;
+      phase = { kind: 'done' };
+      socket.destroy();
+      const bytes = Buffer.concat(small.parts).subarray(0, small.want);
+      settle({ status: small.status, headers: small.headers, body: RawBody.ofBytes(bytes) });
+      return false;
     };
 
     const readBuffer = Buffer.allocUnsafe(READ_BUFFER);
@@ -131,7 +129,7 @@ export function rawGet(
                 return onHead(head.subarray(0, end), head.subarray(end + 4));
               }
               case 'small':
-                return onSmall(chunk);
+                return onSmall(phase, chunk);
               case 'body':
                 return (body as RawBody).receive(chunk);
               case 'done':

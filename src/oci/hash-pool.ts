@@ -53,8 +53,6 @@ export class HashWorker {
   readonly #jobs = new Map<number, JobListener>();
   readonly #digests = new Map<number, { resolve: (hex: string) => void; reject: (error: Error) => void }>();
   #dead: Error | undefined;
-  /** Open jobs; the pool gives new jobs to the worker with the fewest. */
-  load = 0;
 
   constructor(onExit: (worker: HashWorker) => void) {
     this.#worker = new Worker(new URL('./hash-worker.js', import.meta.url));
@@ -86,6 +84,11 @@ export class HashWorker {
     else waiter.reject(workerError(reply.error));
   }
 
+  /** Open jobs; the pool gives new jobs to the worker with the fewest. */
+  get load(): number {
+    return this.#jobs.size;
+  }
+
   #updateRef(): void {
     if (this.#jobs.size + this.#digests.size > 0) this.#worker.ref();
     else this.#worker.unref();
@@ -101,14 +104,12 @@ export class HashWorker {
     if (this.#dead) throw this.#dead;
     const id = nextId++;
     this.#jobs.set(id, listener);
-    this.load += 1;
     this.#updateRef();
     return id;
   }
 
   endJob(id: number): void {
     if (!this.#jobs.delete(id)) return;
-    this.load -= 1;
     this.#updateRef();
   }
 

@@ -50,7 +50,7 @@ export async function writeHashed(
   options: HashedWriteOptions,
 ): Promise<void> {
   const { digester } = options;
-  const offloadable = digester.offloaded ? true : digester.size === 0 && hashWorkerCount() > 0;
+  const offloadable = digester.offloaded !== undefined || (digester.size === 0 && hashWorkerCount() > 0);
   if (!offloadable && lendsChunks(source)) return writeLentChunks(source, path, options);
   if (!offloadable) return writeOnThisThread(source, path, options);
   const sink = new SlotSink(path, options);
@@ -128,8 +128,7 @@ function writeLentChunks(
       failure ??= error;
       finish();
     };
-    const onAbort = (): void =>
-      fail(signal?.reason instanceof Error ? signal.reason : new Error('The write was aborted'));
+    const onAbort = (): void => fail(abortError(signal));
     try {
       signal?.throwIfAborted();
       fd = openSync(path, append ? 'a' : 'w');
@@ -214,14 +213,13 @@ async function writeOnThisThread(
   // An abort while the source is quiet ends the wait too: the stream is destroyed with the reason.
   const { signal } = options;
   const onAbort = (): void => {
-    if (source instanceof Readable)
-      source.destroy(signal?.reason instanceof Error ? signal.reason : new Error('The write was aborted'));
+    if (source instanceof Readable) source.destroy(abortError(signal));
   };
   signal?.addEventListener('abort', onAbort, { once: true });
   try {
     signal?.throwIfAborted();
     for await (const chunk of source) {
-      options.signal?.throwIfAborted();
+      signal?.throwIfAborted();
       if (digester.size + chunk.byteLength > maxBytes) throw tooLargeError(options, maxBytes);
       digester.update(chunk);
       if (!out.write(chunk)) await Promise.race([once(out, 'drain'), failed]);
@@ -236,32 +234,57 @@ async function writeOnThisThread(
   }
 }
 
+/** The error an aborted write fails with: the signal's reason when it is one. */
+function abortError(signal: AbortSignal | undefined): Error {
+  return signal?.reason instanceof Error ? signal.reason : new Error('The write was aborted');
+}
+
 function tooLargeError(options: HashedWriteOptions, maxBytes: number): Error {
   return options.tooLarge?.(maxBytes) ?? new Error(`Content is larger than the ${maxBytes} bytes allowed`);
 }
 
-/** Event-driven: a `data` listener, paused while every slot is busy (no promise per chunk). */
-function pumpReadable(source: Readable, sink: SlotSink, signal: AbortSignal | undefined): Promise<void> {
+/**
+ * Runs a pump until it settles, once: at the source's end (`settle()`), on an error, on an abort or on
+ * the sink's failure. `start` begins pumping and returns what to undo when it settles.
+ */
+function pumpUntilSettled(
+  sink: SlotSink,
+  signal: AbortSignal | undefined,
+  start: (settle: (error?: Error) => void, isSettled: () => boolean) => () => void,
+): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     let settled = false;
+    let cleanup = (): void => undefined;
     const settle = (error?: Error): void => {
       if (settled) return;
       settled = true;
-      source.off('data', onData);
-      source.off('end', onEnd);
-      source.off('error', settle);
-      source.off('close', onClose);
+      cleanup();
       signal?.removeEventListener('abort', onAbort);
       sink.onFailure = undefined;
-      if (error === undefined) resolve();
-      else reject(error);
+      if (error) reject(error);
+      else resolve();
     };
+    const onAbort = (): void => settle(abortError(signal));
+    if (signal?.aborted) {
+      onAbort();
+      return;
+    }
+    sink.onFailure = settle;
+    signal?.addEventListener('abort', onAbort, { once: true });
+    cleanup = start(settle, () => settled);
+    if (settled) cleanup();
+  });
+}
+
+/** Event-driven: a `data` listener, paused while every slot is busy (no promise per chunk). */
+function pumpReadable(source: Readable, sink: SlotSink, signal: AbortSignal | undefined): Promise<void> {
+  return pumpUntilSettled(sink, signal, (settle, isSettled) => {
     const onData = (chunk: Uint8Array): void => {
       try {
         if (!sink.write(chunk)) {
           source.pause();
           sink.ready().then(
-            () => settled || source.resume(),
+            () => isSettled() || source.resume(),
             () => undefined,
           );
         }
@@ -273,19 +296,17 @@ function pumpReadable(source: Readable, sink: SlotSink, signal: AbortSignal | un
     const onClose = (): void => {
       if (!source.readableEnded) settle(new Error('The stream closed before its end'));
     };
-    const onAbort = (): void =>
-      settle(signal?.reason instanceof Error ? signal.reason : new Error('The write was aborted'));
-    if (signal?.aborted) {
-      onAbort();
-      return;
-    }
-    sink.onFailure = settle;
-    signal?.addEventListener('abort', onAbort, { once: true });
     source.on('data', onData);
     source.once('end', onEnd);
     source.once('error', settle);
     source.once('close', onClose);
     source.resume();
+    return () => {
+      source.off('data', onData);
+      source.off('end', onEnd);
+      source.off('error', settle);
+      source.off('close', onClose);
+    };
   });
 }
 
@@ -295,30 +316,13 @@ function pumpBorrowed(
   sink: SlotSink,
   signal: AbortSignal | undefined,
 ): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    let settled = false;
-    const settle = (error?: Error): void => {
-      if (settled) return;
-      settled = true;
-      signal?.removeEventListener('abort', onAbort);
-      sink.onFailure = undefined;
-      if (error) reject(error);
-      else resolve();
-    };
-    const onAbort = (): void =>
-      settle(signal?.reason instanceof Error ? signal.reason : new Error('The write was aborted'));
-    if (signal?.aborted) {
-      onAbort();
-      return;
-    }
-    sink.onFailure = settle;
-    signal?.addEventListener('abort', onAbort, { once: true });
+  return pumpUntilSettled(sink, signal, (settle, isSettled) => {
     const control = source.pumpBorrowed((chunk) => {
-      if (settled) return false;
+      if (isSettled()) return false;
       try {
         if (sink.write(chunk, { borrowed: true })) return true;
         sink.ready().then(
-          () => settled || control.resume(),
+          () => isSettled() || control.resume(),
           () => undefined,
         );
         return false;
@@ -328,6 +332,7 @@ function pumpBorrowed(
       }
     });
     control.done.then(() => settle(), settle);
+    return () => undefined;
   });
 }
 
