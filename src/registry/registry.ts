@@ -17,6 +17,7 @@ import {
   StorageError,
   type BlobStore,
   type ByteRange,
+  type ByteSink,
   type ManifestRecord,
   type MetadataStore,
   type TagRecord,
@@ -171,7 +172,7 @@ export class Registry {
   }
 
   /** Writes a blob (or a range) of the repository to `destination`; the caller has sent the headers. */
-  async sendBlob(digest: Digest, destination: NodeJS.WritableStream, range?: ByteRange): Promise<void> {
+  async sendBlob(digest: Digest, destination: ByteSink, range?: ByteRange): Promise<void> {
     try {
       await this.#blobs.writeTo(digest, destination, range);
     } catch (error) {

@@ -1,7 +1,7 @@
 import { mkdir } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
-import type { Server } from 'node:http';
+import type { H1Server } from './http/h1/index.js';
 import type { Logger } from '../log/index.js';
 import { readFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
@@ -23,7 +23,7 @@ export interface RunningRegistry {
   readonly host: string;
   readonly port: number;
   readonly registry: Registry;
-  readonly server: Server;
+  readonly server: H1Server;
   readonly access: AccessControl;
   /** Stops accepting connections, lets in-flight requests finish (up to the grace period), closes stores. */
   close(): Promise<void>;

@@ -1,10 +1,17 @@
 import { createReadStream } from 'node:fs';
-import { link, mkdir, open, readdir, rm, stat, unlink } from 'node:fs/promises';
+import { link, mkdir, open, readdir, rm, stat, truncate, unlink } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { Digester, parseDigest, writeHashed, type Digest, type DigestAlgorithm } from '../oci/index.js';
-import type { BlobInfo, BlobStore, BlobWriteOptions, ByteRange, UploadAppendOptions } from './blob-store.js';
+import type {
+  BlobInfo,
+  BlobStore,
+  BlobWriteOptions,
+  ByteRange,
+  ByteSink,
+  UploadAppendOptions,
+} from './blob-store.js';
 import { StorageError } from './errors.js';
 
 const UPLOAD_ID_RE = /^[A-Za-z0-9_-]{1,128}$/;
@@ -116,7 +123,7 @@ export class FsBlobStore implements BlobStore {
    * Sends file bytes through two reused buffers: read into one while the other is being written. Unlike a
    * read stream, this allocates nothing per chunk, which keeps large downloads free of garbage collection.
    */
-  async writeTo(digest: Digest, destination: NodeJS.WritableStream, range?: ByteRange): Promise<void> {
+  async writeTo(digest: Digest, destination: ByteSink, range?: ByteRange): Promise<void> {
     const handle = await open(this.#blobPath(digest), 'r').catch((error: unknown) => {
       if (isMissing(error)) throw new StorageError('BLOB_NOT_FOUND', `Blob "${digest}" is not stored`);
       throw error;
@@ -297,6 +304,7 @@ export class FsBlobStore implements BlobStore {
     }
     state.busy = true;
     const chunkDigester = state.digester;
+    const sizeBefore = state.size;
     try {
       await writeHashed(source, this.#uploadPath(id), {
         tooLarge,
@@ -308,8 +316,11 @@ export class FsBlobStore implements BlobStore {
       state.size = chunkDigester.size;
       return state.size;
     } catch (error) {
-      // The file may hold part of the chunk; forget the hash state so the next call rebuilds it from disk.
+      // A chunk that failed part-way (a client gone, a malformed body, a full disk) is taken back whole:
+      // the upload stays as it was before it, and the hash state is rebuilt from disk on the next call.
       this.#uploads.delete(id);
+      chunkDigester.dispose();
+      await truncate(this.#uploadPath(id), sizeBefore).catch(() => undefined);
       throw error;
     } finally {
       state.busy = false;

@@ -28,6 +28,13 @@ export interface UploadAppendOptions extends BlobWriteOptions {
  * Content-addressed blob bytes. A blob is visible only after its bytes were verified against its
  * digest and made durable; an upload is a staging area that becomes a blob on `commitUpload`.
  */
+/** Where `writeTo` sends bytes: a writable stream, or anything with the same write and 'close'. */
+export interface ByteSink {
+  write(chunk: Uint8Array, callback: (error?: Error | null) => void): boolean;
+  once(event: 'close', listener: () => void): unknown;
+  off(event: 'close', listener: () => void): unknown;
+}
+
 export interface BlobStore {
   /** Size of a stored blob, or undefined when it is not stored. */
   stat(digest: Digest): Promise<BlobInfo | undefined>;
@@ -37,7 +44,7 @@ export interface BlobStore {
    * Writes a blob (or a range of it) to `destination`, honouring back-pressure, and resolves when the
    * last byte was handed over. Throws BLOB_NOT_FOUND or RANGE_NOT_SATISFIABLE before writing anything.
    */
-  writeTo(digest: Digest, destination: NodeJS.WritableStream, range?: ByteRange): Promise<void>;
+  writeTo(digest: Digest, destination: ByteSink, range?: ByteRange): Promise<void>;
   /** Reads a small blob whole (manifests, configs); throws TOO_LARGE past `maxBytes`. */
   readBytes(digest: Digest, maxBytes: number): Promise<Buffer>;
   /** Stores a stream whose digest must be `expected`; throws DIGEST_MISMATCH and keeps nothing otherwise. */

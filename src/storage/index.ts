@@ -1,4 +1,11 @@
-export type { BlobStore, BlobInfo, ByteRange, BlobWriteOptions, UploadAppendOptions } from './blob-store.js';
+export type {
+  BlobStore,
+  BlobInfo,
+  ByteRange,
+  ByteSink,
+  BlobWriteOptions,
+  UploadAppendOptions,
+} from './blob-store.js';
 export { FsBlobStore } from './blob-store-fs.js';
 export type { FsBlobStoreOptions } from './blob-store-fs.js';
 export type { MetadataStore, ManifestRecord, TagRecord, UploadSession, Page } from './metadata-store.js';

@@ -2,6 +2,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { startTestRegistry, type TestRegistry } from '../helpers/in-process.js';
 import { image, blob } from '../helpers/oci-fixtures.js';
@@ -352,6 +353,36 @@ describe('malformed requests', () => {
     const status = await c.request('GET', uploadLocation);
     assert.equal(status.status, 204);
     assert.equal(status.headers.get('range'), '0-2');
+  });
+
+  it('answers a chunked PATCH whose framing breaks mid-body with 400 and keeps the upload as it was', async () => {
+    const url = new URL(reg.url);
+    const socket = connect(Number(url.port), url.hostname);
+    let answer = '';
+    socket.on('data', (chunk: Buffer) => (answer += chunk.toString('latin1')));
+    const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+    socket.write(
+      `PATCH ${uploadLocation} HTTP/1.1\r\nHost: ${url.host}\r\nContent-Type: application/octet-stream\r\n` +
+        'Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nZZ\r\n',
+    );
+    await closed;
+    assert.match(answer, /^HTTP\/1\.1 400 /);
+    assert.match(answer, /"code":"UNSUPPORTED"/);
+    assert.match(answer, /Malformed chunk size/);
+    const status = await c.request('GET', uploadLocation);
+    assert.equal(status.status, 204);
+    assert.equal(status.headers.get('range'), '0-2');
+  });
+
+  it('answers a TLS handshake on the plain-HTTP port with 400 at once, as Go clients expect before they retry over HTTP', async () => {
+    const url = new URL(reg.url);
+    const socket = connect(Number(url.port), url.hostname);
+    let answer = '';
+    socket.on('data', (chunk: Buffer) => (answer += chunk.toString('latin1')));
+    const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+    socket.write(Buffer.from([0x16, 0x03, 0x01, 0x00, 0xa5, 0x01, 0x00, 0x00, 0xa1, 0x03, 0x03]));
+    await closed;
+    assert.match(answer, /^HTTP\/1\.1 400 /);
   });
 
   it('answers an unexpected storage failure with a generic 500 that leaks no internals', async () => {

@@ -1,4 +1,4 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { HttpProtocolError, type H1Request, type H1Response } from './h1/index.js';
 import type { Logger } from '../../log/index.js';
 import { Header } from '../../oci/index.js';
 import { RegistryError } from '../errors.js';
@@ -6,8 +6,8 @@ import type { AccessControl, Caller } from '../auth/access.js';
 
 /** One request as the handlers see it. */
 export interface Context {
-  readonly req: IncomingMessage;
-  readonly res: ServerResponse;
+  readonly req: H1Request;
+  readonly res: H1Response;
   readonly path: string;
   readonly query: URLSearchParams;
   readonly id: string;
@@ -73,6 +73,12 @@ export function sendError(ctx: Context, error: unknown): void {
     sendJson(ctx, error.toBody(), { status: error.status, headers: { [Header.ApiVersion]: API_VERSION } });
     return;
   }
+  if (error instanceof HttpProtocolError) {
+    // A request body whose framing broke mid-way (a malformed chunk): the client's fault, and the
+    // connection closes after this answer.
+    sendJson(ctx, { errors: [{ code: 'UNSUPPORTED', message: error.message }] }, { status: error.status });
+    return;
+  }
   ctx.log.error({ err: error }, 'unexpected error');
   sendJson(
     ctx,
@@ -107,9 +113,9 @@ export async function readSmallBody(ctx: Context, limit: number, what: string): 
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of ctx.req) {
-    size += (chunk as Buffer).byteLength;
+    size += chunk.byteLength;
     if (size > limit) throw tooLarge();
-    chunks.push(chunk as Buffer);
+    chunks.push(chunk);
   }
   return chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size);
 }

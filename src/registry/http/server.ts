@@ -1,6 +1,4 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomBytes } from 'node:crypto';
-import { createServer as createHttpsServer } from 'node:https';
 import type { Logger } from '../../log/index.js';
 import { Header } from '../../oci/index.js';
 import { RegistryError } from '../errors.js';
@@ -11,6 +9,7 @@ import { routeV2 } from './router.js';
 import { routeApi } from './api-handlers.js';
 import { tokenEndpoint } from './token-handler.js';
 import { ANONYMOUS } from '../auth/policy.js';
+import { H1Server, type RequestHandler } from './h1/index.js';
 import type { AccessControl } from '../auth/access.js';
 
 export interface HttpHandlerOptions {
@@ -28,9 +27,7 @@ const BOOT = randomBytes(4).toString('hex');
 let sequence = 0;
 
 /** Builds the request listener: health, metrics and the /v2/ API, with logging and metrics around each request. */
-export function createRequestListener(
-  options: HttpHandlerOptions,
-): (req: IncomingMessage, res: ServerResponse) => void {
+export function createRequestListener(options: HttpHandlerOptions): RequestHandler {
   const { log, metrics } = options;
   // Bound metric children per label set: a label lookup per request costs more than the counter itself.
   const counters = new Map<string, { inc(): void }>();
@@ -101,10 +98,7 @@ async function handle(ctx: Context, options: HttpHandlerOptions): Promise<void> 
   const { path } = ctx;
   const protectedPath = path.startsWith('/v2') || path.startsWith('/api/') || path === '/auth/token';
   if (protectedPath && ctx.access.enabled) {
-    ctx.caller = await ctx.access.authenticate(
-      ctx.req.headers.authorization,
-      ctx.req.socket.remoteAddress ?? '',
-    );
+    ctx.caller = await ctx.access.authenticate(ctx.req.headers.authorization, ctx.req.remoteAddress);
   }
   if (path === '/auth/token') {
     await tokenEndpoint(ctx);
@@ -139,13 +133,11 @@ async function handle(ctx: Context, options: HttpHandlerOptions): Promise<void> 
   sendJson(ctx, { errors: [{ code: 'NOT_FOUND', message: `Nothing at "${path}"` }] }, { status: 404 });
 }
 
-/** Creates the node HTTP server with timeouts suited to long blob transfers. */
-export function createHttpServer(
-  listener: (req: IncomingMessage, res: ServerResponse) => void,
-  tls?: { cert: Buffer; key: Buffer },
-): Server {
-  const options = { keepAlive: true, requestTimeout: 0, headersTimeout: 60_000 };
-  const server = tls ? createHttpsServer({ ...options, ...tls }, listener) : createServer(options, listener);
-  server.keepAliveTimeout = 65_000;
-  return server;
+/** Creates the HTTP server: no limit on a request's duration (blob transfers), 60 s for a head, 65 s idle. */
+export function createHttpServer(listener: RequestHandler, tls?: { cert: Buffer; key: Buffer }): H1Server {
+  return new H1Server(listener, {
+    headersTimeoutMs: 60_000,
+    keepAliveTimeoutMs: 65_000,
+    ...(tls ? { tls } : {}),
+  });
 }

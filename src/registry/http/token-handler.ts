@@ -29,7 +29,7 @@ export async function tokenEndpoint(ctx: Context): Promise<void> {
       principal = await ctx.access.login(
         form.get('username') ?? '',
         form.get('password') ?? '',
-        ctx.req.socket.remoteAddress ?? '',
+        ctx.req.remoteAddress,
       );
     } else if (grant === 'refresh_token') {
       const claims = await ctx.access.tokens.verify(form.get('refresh_token') ?? '');

@@ -1,0 +1,397 @@
+import type { Socket } from 'node:net';
+import { STATUS_CODES } from 'node:http';
+import { bodyDecoder, type BodyDecoder } from './body.js';
+import { HttpProtocolError, MAX_HEAD_BYTES, parseRequestHead, type RequestHead } from './head.js';
+import { H1Request, type BodyChannel } from './request.js';
+import { H1Response, type ResponseChannel } from './response.js';
+
+export type RequestHandler = (req: H1Request, res: H1Response) => void;
+
+/** A request whose response is not yet complete. */
+interface Exchange {
+  readonly head: RequestHead;
+  readonly req: H1Request;
+  readonly res: H1Response;
+  readonly decoder: BodyDecoder;
+  consumer: ((chunk: Uint8Array) => boolean) | undefined;
+  bodyDone?: { resolve(): void; reject(error: Error): void };
+  bodyFailed?: Error;
+  responded: boolean;
+}
+
+/** How long a connection may wait for its first head bytes, or idle between requests. */
+export interface ConnectionTimeouts {
+  readonly headersMs: number;
+  readonly keepAliveMs: number;
+}
+
+/**
+ * One client connection: reads request heads, hands each request to the handler, feeds its body to
+ * whoever reads it, and takes the next request once the response is out. Requests on a connection are
+ * answered in order (pipelined requests wait in a buffer). Reading pauses whenever the body's reader
+ * cannot take more, so a slow disk slows the client instead of filling memory.
+ *
+ * `receive` is given each read; the bytes are only valid during the call unless it returns false (the
+ * socket is then paused and the bytes are kept until `resume`): with net's `onread`, reads land in one
+ * reused buffer and body bytes reach the blob store without a copy.
+ */
+export class H1Connection implements BodyChannel, ResponseChannel {
+  readonly socket: Socket;
+  readonly #handler: RequestHandler;
+  readonly #remoteAddress: string;
+  /** Head bytes received so far (a copy), or bytes of the next request that came before the response. */
+  #head: Buffer | undefined;
+  #headStartedAt = 0;
+  #idleSince = Date.now();
+  #current: Exchange | undefined;
+  /** Unprocessed input kept while paused (valid because nothing is read until `resume`). */
+  #held: Buffer | undefined;
+  #paused = false;
+  #processing = false;
+  /** `resume` was called while input was being processed (by the reader, from inside its callback). */
+  #resumeWanted = false;
+  #closeAfter = false;
+  /** Ending: whatever the client still sends is dropped. */
+  #discard = false;
+  #closed = false;
+
+  constructor(socket: Socket, handler: RequestHandler) {
+    this.socket = socket;
+    this.#handler = handler;
+    this.#remoteAddress = socket.remoteAddress ?? '';
+    socket.on('close', () => this.#onClose());
+    // The client finished sending (a half-close): answer what is in progress, then close.
+    socket.on('end', () => {
+      this.#closeAfter = true;
+      const exchange = this.#current;
+      if (exchange === undefined) this.socket.end();
+      else if (!exchange.decoder.done && !exchange.bodyFailed) {
+        exchange.req.destroyed = true;
+        this.#failBody(exchange, clientGone());
+      }
+    });
+    socket.on('error', () => {
+      // 'close' follows; a reset by the client is not the server's problem.
+    });
+  }
+
+  /** Whether the connection is between requests (for shutdown and idle timeouts). */
+  get idle(): boolean {
+    return this.#current === undefined && this.#head === undefined;
+  }
+
+  /** One read from the socket; false pauses reading. */
+  receive(chunk: Buffer): boolean {
+    if (this.#closed || this.#discard) return true; // the connection is ending: input is dropped
+    if (this.#held !== undefined) {
+      // Cannot happen while paused; kept safe anyway.
+      this.#held = Buffer.concat([this.#held, chunk]);
+      this.#pause();
+      return false;
+    }
+    const more = this.#process(chunk);
+    if (!more) this.#pause();
+    return more;
+  }
+
+  #pause(): void {
+    if (this.#paused) return;
+    this.#paused = true;
+    this.socket.pause();
+  }
+
+  /** Closes the connection at once if no request is in progress (shutdown); otherwise after the response. */
+  closeIfIdle(): boolean {
+    if (this.#current === undefined) {
+      this.socket.destroy();
+      return true;
+    }
+    this.#closeAfter = true;
+    return false;
+  }
+
+  /** Enforces the head and keep-alive timeouts; called periodically by the server. */
+  checkTimeouts(now: number, timeouts: ConnectionTimeouts): void {
+    if (this.#closed) return;
+    if (this.#current === undefined && this.#head !== undefined && this.#headStartedAt > 0) {
+      if (now - this.#headStartedAt > timeouts.headersMs)
+        this.#reject(new HttpProtocolError(408, 'The request head took too long'));
+      return;
+    }
+    if (this.idle && now - this.#idleSince > timeouts.keepAliveMs) this.socket.destroy();
+  }
+
+  // ---- ResponseChannel ----
+
+  keepAliveAfter(): boolean {
+    const exchange = this.#current;
+    if (this.#closeAfter || !exchange || !exchange.head.keepAlive) return false;
+    // A response that goes out before its request body was read closes the connection: the rest of the
+    // body would otherwise be taken for the next request.
+    if (!exchange.decoder.done) {
+      this.#closeAfter = true;
+      return false;
+    }
+    return true;
+  }
+
+  closeAfterResponse(): void {
+    this.#closeAfter = true;
+  }
+
+  responseEnded(): void {
+    const exchange = this.#current;
+    if (!exchange) return;
+    exchange.responded = true;
+    if (!exchange.decoder.done || exchange.bodyFailed) this.#closeAfter = true;
+    if (this.#closeAfter || !exchange.head.keepAlive) {
+      this.#closeAfter = true;
+      this.#endGracefully();
+      return;
+    }
+    if (exchange.decoder.done) this.#complete(exchange);
+  }
+
+  // ---- BodyChannel ----
+
+  lend(onChunk: (chunk: Uint8Array) => boolean): { done: Promise<void>; resume(): void } {
+    const exchange = this.#current;
+    if (!exchange) throw new Error('No request is in progress on this connection');
+    const done = new Promise<void>((resolve, reject) => (exchange.bodyDone = { resolve, reject }));
+    if (exchange.bodyFailed) {
+      exchange.bodyDone?.reject(exchange.bodyFailed);
+      return { done, resume: () => undefined };
+    }
+    if (exchange.decoder.done) {
+      exchange.bodyDone?.resolve();
+      return { done, resume: () => undefined };
+    }
+    exchange.consumer = onChunk;
+    if (exchange.head.expectContinue && !exchange.res.headersSent) {
+      this.socket.write('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
+    }
+    const resume = (): void => {
+      if (this.#current === exchange && !exchange.decoder.done) this.#resume();
+    };
+    process.nextTick(resume);
+    return { done, resume };
+  }
+
+  #resume(): void {
+    if (this.#processing) {
+      this.#resumeWanted = true;
+      return;
+    }
+    if (!this.#paused || this.#closed) return;
+    const held = this.#held;
+    this.#held = undefined;
+    if (held !== undefined && !this.#process(held)) return;
+    this.#paused = false;
+    this.socket.resume();
+  }
+
+  /** Parses and dispatches `input`; false when reading must pause (the rest is in `#held`). */
+  #process(input: Buffer): boolean {
+    this.#processing = true;
+    this.#resumeWanted = false;
+    try {
+      let more = this.#processInput(input);
+      while (!more && this.#resumeWanted) {
+        this.#resumeWanted = false;
+        const held = this.#held;
+        this.#held = undefined;
+        more = held === undefined || this.#processInput(held);
+      }
+      return more;
+    } catch (error) {
+      this.#reject(error);
+      return true;
+    } finally {
+      this.#processing = false;
+    }
+  }
+
+  #processInput(input: Buffer): boolean {
+    let at = 0;
+    while (at < input.byteLength && !this.#closed && !this.#discard) {
+      const exchange = this.#current;
+      if (exchange && !exchange.decoder.done) {
+        const consumer = exchange.consumer;
+        if (!consumer) return this.#hold(input.subarray(at));
+        let result: { used: number; paused: boolean };
+        try {
+          result = exchange.decoder.feed(input.subarray(at), consumer);
+        } catch (error) {
+          this.#failBody(exchange, error as Error);
+          return true;
+        }
+        at += result.used;
+        if (exchange.decoder.done) this.#bodyComplete(exchange);
+        if (result.paused && this.#current === exchange) return this.#hold(input.subarray(at));
+        continue;
+      }
+      if (this.#closeAfter && !exchange) return true; // no further request on a closing connection
+      if (exchange) {
+        // Bytes of a pipelined request while this response is being produced: kept until it is out.
+        this.#head = this.#head
+          ? Buffer.concat([this.#head, input.subarray(at)])
+          : Buffer.from(input.subarray(at));
+        return this.#head.byteLength <= MAX_HEAD_BYTES;
+      }
+      let view = input.subarray(at);
+      if (this.#head !== undefined) {
+        view = Buffer.concat([this.#head, view]);
+        this.#head = undefined;
+      }
+      // Empty lines before a request line are allowed (RFC 9112 section 2.2).
+      let start = 0;
+      while (view[start] === 13 && view[start + 1] === 10) start += 2;
+      const end = view.indexOf('\r\n\r\n', start, 'latin1');
+      if (end < 0) {
+        if (view.byteLength - start > MAX_HEAD_BYTES) {
+          throw new HttpProtocolError(431, 'The request head is larger than 64 KiB');
+        }
+        if (view.byteLength > start) {
+          checkPartialRequestLine(view.subarray(start));
+          this.#head = Buffer.from(view.subarray(start));
+          if (this.#headStartedAt === 0) this.#headStartedAt = Date.now();
+        }
+        return true;
+      }
+      if (end - start > MAX_HEAD_BYTES)
+        throw new HttpProtocolError(431, 'The request head is larger than 64 KiB');
+      this.#headStartedAt = 0;
+      this.#start(parseRequestHead(view.subarray(start, end)));
+      input = view;
+      at = end + 4;
+    }
+    return true;
+  }
+
+  #hold(rest: Buffer): boolean {
+    this.#held = rest.byteLength > 0 ? rest : undefined;
+    return false;
+  }
+
+  #start(head: RequestHead): void {
+    const req = new H1Request(head, this, this.#remoteAddress);
+    const res = new H1Response(this, head);
+    const exchange: Exchange = {
+      head,
+      req,
+      res,
+      decoder: bodyDecoder(head.framing),
+      consumer: undefined,
+      responded: false,
+    };
+    this.#current = exchange;
+    this.#handler(req, res);
+  }
+
+  #bodyComplete(exchange: Exchange): void {
+    const done = exchange.bodyDone;
+    exchange.consumer = undefined;
+    done?.resolve();
+    if (exchange.responded) this.#complete(exchange);
+  }
+
+  #failBody(exchange: Exchange, error: Error): void {
+    exchange.bodyFailed = error;
+    exchange.consumer = undefined;
+    this.#closeAfter = true;
+    exchange.bodyDone?.reject(error);
+    if (exchange.responded) this.#endGracefully();
+  }
+
+  /** Request read and response sent: the connection takes the next request. */
+  #complete(exchange: Exchange): void {
+    if (this.#current !== exchange) return;
+    this.#current = undefined;
+    this.#idleSince = Date.now();
+    exchange.req.emit('close');
+    if (this.#processing) return; // the loop in #processInput goes on with the rest of its input
+    const next = this.#head;
+    this.#head = undefined;
+    if (next !== undefined && !this.#process(next)) {
+      this.#pause();
+      return;
+    }
+    if (this.#paused && this.#held === undefined) {
+      this.#paused = false;
+      this.socket.resume();
+    }
+  }
+
+  /** Answers a request the server cannot take and closes the connection. */
+  #reject(error: unknown): void {
+    const status = error instanceof HttpProtocolError ? error.status : 400;
+    const message = error instanceof Error ? error.message : String(error);
+    this.#closeAfter = true;
+    if (!this.#current || !this.#current.res.headersSent) {
+      const body = `${JSON.stringify({ errors: [{ code: 'UNSUPPORTED', message }] })}\n`;
+      this.socket.write(
+        `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+        'latin1',
+      );
+    }
+    this.#endGracefully();
+  }
+
+  /**
+   * Half-closes after the queued response and drops whatever the client still sends, then closes: a
+   * close with unread input would reset the connection and could lose the response on the way.
+   */
+  #endGracefully(): void {
+    if (this.#closed || this.#discard) return;
+    this.#discard = true;
+    this.socket.end();
+    if (this.#paused) {
+      this.#paused = false;
+      this.#held = undefined;
+      this.socket.resume();
+    }
+    setTimeout(() => this.socket.destroy(), 2000).unref();
+  }
+
+  #onClose(): void {
+    this.#closed = true;
+    const exchange = this.#current;
+    this.#current = undefined;
+    if (!exchange) return;
+    if (!exchange.decoder.done && !exchange.bodyFailed) {
+      exchange.bodyFailed = clientGone();
+      exchange.bodyDone?.reject(exchange.bodyFailed);
+    }
+    exchange.req.destroyed = true;
+    exchange.req.emit('close');
+    if (!exchange.responded || !exchange.res.writableEnded) exchange.res.emit('close');
+  }
+}
+
+function clientGone(): Error {
+  return Object.assign(new Error('The client closed the connection during the request body'), {
+    code: 'ECONNRESET',
+  });
+}
+
+/**
+ * Refuses a head that cannot become a request line before it is complete, so a client speaking something
+ * else (a TLS handshake sent to the plain-HTTP port, which Go clients try first) is answered at once
+ * instead of at the head timeout.
+ */
+function checkPartialRequestLine(partial: Buffer): void {
+  const lineEnd = partial.indexOf(13);
+  const line = lineEnd < 0 ? partial : partial.subarray(0, lineEnd);
+  for (let i = 0; i < line.byteLength; i++) {
+    const byte = line[i] as number;
+    if (byte < 0x20 || byte > 0x7e)
+      throw new HttpProtocolError(
+        400,
+        'The request line has a byte that is not printable ASCII: not an HTTP request',
+      );
+  }
+  const space = line.indexOf(32);
+  const method = space < 0 ? line : line.subarray(0, space);
+  if (method.byteLength > 32 || space === 0)
+    throw new HttpProtocolError(400, 'Malformed request line: no method');
+}

@@ -1,0 +1,358 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { connect, type AddressInfo, type Socket } from 'node:net';
+import { H1Server, type H1Request, type H1Response } from './index.js';
+
+type Handler = (req: H1Request, res: H1Response) => void;
+
+/** A server whose handler each test sets; answers `GET` with the method and path by default. */
+let handler: Handler;
+let server: H1Server;
+let port: number;
+
+function listen(target: H1Server): Promise<number> {
+  return new Promise((resolve) =>
+    target.listen(0, '127.0.0.1', () => resolve((target.address() as AddressInfo).port)),
+  );
+}
+
+interface Conversation {
+  readonly socket: Socket;
+  /** Everything received so far. */
+  text(): string;
+  /** Resolves once `predicate` holds for what was received (or the socket closed). */
+  until(predicate: (text: string) => boolean): Promise<string>;
+  readonly closed: Promise<void>;
+}
+
+function talk(to: number, first?: string | Buffer): Conversation {
+  const socket = connect(to, '127.0.0.1');
+  let received = '';
+  let waiters: Array<() => void> = [];
+  const wake = (): void => {
+    const pending = waiters;
+    waiters = [];
+    for (const w of pending) w();
+  };
+  socket.on('data', (chunk: Buffer) => {
+    received += chunk.toString('latin1');
+    wake();
+  });
+  const closed = new Promise<void>((resolve) =>
+    socket.on('close', () => {
+      resolve();
+      wake();
+    }),
+  );
+  socket.on('error', () => undefined);
+  if (first !== undefined) socket.write(first);
+  return {
+    socket,
+    text: () => received,
+    closed,
+    async until(predicate) {
+      while (!predicate(received) && !socket.destroyed) await new Promise<void>((r) => waiters.push(r));
+      return received;
+    },
+  };
+}
+
+/** Counts complete responses in `text` (status lines). */
+function statuses(text: string): number[] {
+  return [...text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
+}
+
+const sha = (bytes: Buffer): string => createHash('sha256').update(bytes).digest('hex');
+
+before(async () => {
+  server = new H1Server((req, res) => handler(req, res), {
+    headersTimeoutMs: 300,
+    keepAliveTimeoutMs: 60_000,
+  });
+  port = await listen(server);
+});
+
+after(async () => {
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+});
+
+const echo: Handler = (req, res) => {
+  res.writeHead(200, { 'content-type': 'text/plain', 'x-method': req.method });
+  res.end(`${req.method} ${req.url}`);
+};
+
+describe('H1Server requests', () => {
+  it('answers several requests on one kept-alive connection, and pipelined ones in order', async () => {
+    handler = echo;
+    const c = talk(port, 'GET /a HTTP/1.1\r\nHost: x\r\n\r\n');
+    await c.until((t) => t.includes('GET /a'));
+    c.socket.write(
+      'GET /b HTTP/1.1\r\nHost: x\r\n\r\nHEAD /c HTTP/1.1\r\nHost: x\r\n\r\nGET /d?q=1 HTTP/1.1\r\nHost: x\r\n\r\n',
+    );
+    const text = await c.until((t) => t.includes('GET /d?q=1'));
+    assert.deepEqual(statuses(text), [200, 200, 200, 200]);
+    const bodies = text
+      .split('\r\n\r\n')
+      .slice(1)
+      .map((part) => part.split('HTTP/1.1')[0]);
+    assert.deepEqual(bodies, ['GET /a', 'GET /b', '', 'GET /d?q=1']);
+    assert.match(text, /content-length: 6\r\n/);
+    // HEAD keeps the length of the body it does not carry.
+    assert.match(text.split('HTTP/1.1 200')[3] ?? '', /content-length: 7\r\n/);
+    c.socket.destroy();
+  });
+
+  it('hands a Content-Length body to a lending reader that pauses, byte for byte', async () => {
+    const payload = randomBytes(5 * 1024 * 1024 + 17);
+    let digest = '';
+    handler = (req, res) => {
+      const hash = createHash('sha256');
+      let calls = 0;
+      const control = req.pumpBorrowed((chunk) => {
+        hash.update(chunk);
+        // Pause every third read and resume a little later, as a busy disk would.
+        if (++calls % 3 !== 0) return true;
+        setTimeout(() => control.resume(), 2);
+        return false;
+      });
+      control.done.then(() => {
+        digest = hash.digest('hex');
+        res.writeHead(201, { 'content-length': 0 });
+        res.end();
+      }, assert.fail);
+    };
+    const c = talk(port, `PUT /blob HTTP/1.1\r\nHost: x\r\nContent-Length: ${payload.byteLength}\r\n\r\n`);
+    for (let at = 0; at < payload.byteLength; at += 300_000)
+      c.socket.write(payload.subarray(at, at + 300_000));
+    await c.until((t) => t.includes('201 Created'));
+    assert.equal(digest, sha(payload));
+    // The connection is still usable.
+    handler = echo;
+    c.socket.write('GET /after HTTP/1.1\r\nHost: x\r\n\r\n');
+    await c.until((t) => t.includes('GET /after'));
+    c.socket.destroy();
+  });
+
+  it('decodes a chunked body for an iterating reader and answers the next request', async () => {
+    handler = (req, res) => {
+      void (async () => {
+        const parts: Buffer[] = [];
+        for await (const chunk of req) parts.push(chunk);
+        res.end(Buffer.concat(parts).toString().toUpperCase());
+      })();
+    };
+    const c = talk(
+      port,
+      'POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n',
+    );
+    const text = await c.until((t) => t.includes('HELLO WORLD'));
+    assert.match(text, /content-length: 11\r\n/);
+    c.socket.destroy();
+  });
+
+  it('streams a response without a length as chunks, and ends it', async () => {
+    handler = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('one\n');
+      setTimeout(() => {
+        res.write('two\n');
+        res.end();
+      }, 5);
+    };
+    const c = talk(port, 'GET /s HTTP/1.1\r\nHost: x\r\n\r\n');
+    const text = await c.until((t) => t.endsWith('0\r\n\r\n'));
+    assert.match(text, /transfer-encoding: chunked\r\n/);
+    assert.ok(text.endsWith('4\r\none\n\r\n4\r\ntwo\n\r\n0\r\n\r\n'), text);
+    c.socket.destroy();
+  });
+
+  it('sends 100 Continue only once the body is read', async () => {
+    handler = (req, res) => {
+      const answer = async (): Promise<void> => {
+        if (req.url === '/denied') {
+          res.writeHead(401, { 'content-length': 0 });
+          res.end();
+          return;
+        }
+        let size = 0;
+        for await (const chunk of req) size += chunk.byteLength;
+        res.end(String(size));
+      };
+      setTimeout(() => void answer(), 20);
+    };
+    const c = talk(port, 'PUT /ok HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n');
+    await c.until((t) => t.includes('100 Continue'));
+    c.socket.write('data');
+    const text = await c.until((t) => t.includes('\r\n\r\n4'));
+    assert.deepEqual(statuses(text), [100, 200]);
+    c.socket.destroy();
+
+    const denied = talk(
+      port,
+      'PUT /denied HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n',
+    );
+    await denied.closed;
+    assert.deepEqual(statuses(denied.text()), [401]);
+    // The body it never read would be taken for the next request: the connection closes instead.
+    assert.match(denied.text(), /connection: close\r\n/);
+  });
+
+  it('closes after HTTP/1.0 requests and after Connection: close', async () => {
+    handler = echo;
+    for (const request of [
+      'GET /old HTTP/1.0\r\n\r\n',
+      'GET /bye HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+    ]) {
+      const c = talk(port, request);
+      await c.closed;
+      assert.deepEqual(statuses(c.text()), [200]);
+      assert.match(c.text(), /connection: close\r\n/);
+    }
+    const kept = talk(port, 'GET /old HTTP/1.0\r\nConnection: keep-alive\r\n\r\n');
+    const text = await kept.until((t) => t.includes('GET /old'));
+    assert.match(text, /connection: keep-alive\r\n/);
+    kept.socket.destroy();
+  });
+
+  it('tells the reader when the client goes away mid-body', async () => {
+    const failed = new Promise<unknown>((resolve) => {
+      handler = (req) => {
+        req
+          .pumpBorrowed(() => true)
+          .done.then(
+            () => resolve(new Error('resolved')),
+            (error: unknown) => resolve(error),
+          );
+      };
+    });
+    const c = talk(port, 'PUT /x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly some');
+    await new Promise((r) => setTimeout(r, 20));
+    c.socket.destroy();
+    const error = (await failed) as { code?: string };
+    assert.equal(error.code, 'ECONNRESET');
+  });
+
+  it('refuses header values that would split the response', () => {
+    return new Promise<void>((resolve, reject) => {
+      handler = (_req, response) => {
+        try {
+          assert.throws(() => response.setHeader('location', '/a\r\nx-evil: 1'), /Invalid character/);
+          assert.throws(() => response.setHeader('bad name', 'v'), /Invalid header name/);
+          response.end('ok');
+          resolve();
+        } catch (error) {
+          reject(error instanceof Error ? error : new Error(String(error)));
+        }
+      };
+      const c = talk(port, 'GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+      void c.until((t) => t.includes('ok')).then(() => c.socket.destroy());
+    });
+  });
+});
+
+describe('H1Server bad input', () => {
+  const cases: Array<[string, string, number]> = [
+    ['a malformed request line', 'GARBAGE\r\n\r\n', 400],
+    ['an unsupported HTTP version', 'GET / HTTP/2.0\r\nHost: x\r\n\r\n', 505],
+    ['HTTP/1.1 without Host', 'GET / HTTP/1.1\r\n\r\n', 400],
+    [
+      'both Content-Length and Transfer-Encoding',
+      'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n',
+      400,
+    ],
+    [
+      'two different Content-Lengths',
+      'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd',
+      400,
+    ],
+    ['a negative Content-Length', 'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n', 400],
+    [
+      'a transfer coding other than chunked',
+      'POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n',
+      501,
+    ],
+    ['a folded header line', 'GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  2\r\n\r\n', 400],
+    ['a control character in a header value', 'GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n', 400],
+    ['a space in the target', 'GET /a b/c HTTP/1.1\r\nHost: x\r\n\r\n', 400],
+    [
+      'an unknown expectation',
+      'PUT / HTTP/1.1\r\nHost: x\r\nExpect: magic\r\nContent-Length: 1\r\n\r\nx',
+      417,
+    ],
+    ['a head over 64 KiB', `GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(70_000)}\r\n\r\n`, 431],
+  ];
+  for (const [what, request, status] of cases) {
+    it(`answers ${status} to ${what} and closes the connection, without calling the handler`, async () => {
+      let called = false;
+      handler = (_req, res) => {
+        called = true;
+        res.end();
+      };
+      const c = talk(port, request);
+      await c.closed;
+      assert.deepEqual(statuses(c.text()), [status], c.text().slice(0, 200));
+      assert.match(c.text(), /"code":"UNSUPPORTED"/);
+      assert.equal(called, false);
+    });
+  }
+
+  it('fails the reader of a malformed chunked body and closes after the answer', async () => {
+    const seen = new Promise<unknown>((resolve) => {
+      handler = (req, res) => {
+        req
+          .pumpBorrowed(() => true)
+          .done.then(
+            () => resolve(undefined),
+            (error: unknown) => {
+              resolve(error);
+              res.writeHead(400, { 'content-length': 0 });
+              res.end();
+            },
+          );
+      };
+    });
+    const c = talk(port, 'PATCH / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcdef\r\n');
+    const error = (await seen) as { status?: number; message?: string };
+    assert.equal(error.status, 400);
+    assert.match(String(error.message), /longer than its declared size/);
+    await c.closed;
+    assert.deepEqual(statuses(c.text()), [400]);
+  });
+
+  it('answers 400 at once to a TLS handshake on the plain-HTTP port', async () => {
+    handler = echo;
+    const c = talk(port, Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]));
+    await c.closed;
+    assert.deepEqual(statuses(c.text()), [400]);
+    assert.match(c.text(), /not an HTTP request/);
+  });
+
+  it('answers 408 when a head does not arrive in time', async () => {
+    handler = echo;
+    const c = talk(port, 'GET / HTTP/1.1\r\nHo');
+    await c.closed;
+    assert.deepEqual(statuses(c.text()), [408]);
+  });
+});
+
+describe('H1Server shutdown', () => {
+  it('closes idle connections at once and lets a busy one finish its response', async () => {
+    const own = new H1Server((req, res) => {
+      if (req.url === '/slow') setTimeout(() => res.end('slow done'), 100);
+      else res.end('quick');
+    });
+    const ownPort = await listen(own);
+    const idle = talk(ownPort, 'GET /quick HTTP/1.1\r\nHost: x\r\n\r\n');
+    await idle.until((t) => t.includes('quick'));
+    const busy = talk(ownPort, 'GET /slow HTTP/1.1\r\nHost: x\r\n\r\n');
+    await new Promise((r) => setTimeout(r, 20));
+    const closed = new Promise<void>((resolve) => own.close(() => resolve()));
+    await idle.closed;
+    assert.equal(busy.socket.destroyed, false);
+    await busy.closed;
+    assert.match(busy.text(), /connection: close\r\n/);
+    assert.match(busy.text(), /slow done$/);
+    await closed;
+  });
+});

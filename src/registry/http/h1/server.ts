@@ -1,0 +1,146 @@
+import { EventEmitter } from 'node:events';
+import type { Server as NetServer } from 'node:net';
+import { Socket, createServer as createNetServer, type AddressInfo } from 'node:net';
+import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
+import { H1Connection, type ConnectionTimeouts, type RequestHandler } from './connection.js';
+
+export interface H1ServerOptions {
+  /** Serve HTTPS with this certificate and key. Default: plain HTTP. */
+  readonly tls?: { readonly cert: Buffer; readonly key: Buffer };
+  /** Time a client may take to send a request head. Default: 60 s. */
+  readonly headersTimeoutMs?: number;
+  /** Time an idle keep-alive connection stays open. Default: 65 s. */
+  readonly keepAliveTimeoutMs?: number;
+}
+
+/** Bytes read from a plain-HTTP socket at a time, into one buffer per connection. */
+const READ_BUFFER = 256 * 1024;
+const TIMEOUT_CHECK_MS = 1000;
+
+/**
+ * Airlock's HTTP/1.1 server. Node's HTTP server copies every request body chunk into a new allocation;
+ * on the 2-core machines Airlock is measured on that copy and the per-read allocations cost as much CPU
+ * as hashing the blob. Here plain-HTTP sockets read with net's `onread` into one reused buffer per
+ * connection, and blob uploads take the bytes from it directly (see H1Connection). TLS sockets use
+ * ordinary reads through the same connection logic.
+ */
+export class H1Server extends EventEmitter {
+  readonly #server: NetServer;
+  readonly #connections = new Set<H1Connection>();
+  readonly #timeouts: ConnectionTimeouts;
+  #timer: NodeJS.Timeout | undefined;
+  #closing = false;
+  /** Called once the last connection closed after `close`. */
+  #drained: (() => void) | undefined;
+
+  constructor(handler: RequestHandler, options: H1ServerOptions = {}) {
+    super();
+    this.#timeouts = {
+      headersMs: options.headersTimeoutMs ?? 60_000,
+      keepAliveMs: options.keepAliveTimeoutMs ?? 65_000,
+    };
+    if (options.tls) {
+      this.#server = createTlsServer(
+        { cert: options.tls.cert, key: options.tls.key, allowHalfOpen: true },
+        (socket: TLSSocket) => {
+          this.#adopt(socket, handler, false);
+        },
+      );
+      // A failed handshake is the client's problem, not a server error.
+      this.#server.on('tlsClientError', () => undefined);
+    } else {
+      this.#server = createNetServer({ pauseOnConnect: true, allowHalfOpen: true }, (socket) =>
+        this.#adopt(socket, handler, true),
+      );
+    }
+    this.#server.on('error', (error) => this.emit('error', error));
+  }
+
+  listen(port: number, host: string, callback?: () => void): this {
+    this.#server.listen(port, host, () => {
+      this.#timer = setInterval(() => this.#checkTimeouts(), TIMEOUT_CHECK_MS);
+      this.#timer.unref();
+      callback?.();
+    });
+    return this;
+  }
+
+  address(): AddressInfo | string | null {
+    return this.#server.address();
+  }
+
+  /** Stops accepting; calls back once every connection has closed. Idle connections close at once. */
+  close(callback?: (error?: Error) => void): this {
+    this.#closing = true;
+    if (this.#timer) clearInterval(this.#timer);
+    let pending = 2;
+    const step = (): void => {
+      if (--pending === 0) callback?.();
+    };
+    this.#server.close(() => step());
+    if (this.#connections.size === 0) step();
+    else this.#drained = step;
+    this.closeIdleConnections();
+    return this;
+  }
+
+  /** Closes connections between requests; busy ones close after their current response. */
+  closeIdleConnections(): void {
+    for (const connection of this.#connections) connection.closeIfIdle();
+  }
+
+  closeAllConnections(): void {
+    for (const connection of this.#connections) connection.socket.destroy();
+  }
+
+  #adopt(accepted: Socket, handler: RequestHandler, lend: boolean): void {
+    if (this.#closing) {
+      accepted.destroy();
+      return;
+    }
+    const lending: Socket | undefined = lend
+      ? rebuildWithReadBuffer(accepted, (chunk): boolean => connection.receive(chunk))
+      : undefined;
+    const socket: Socket = lending ?? accepted;
+    if (!lending) socket.on('data', (chunk: Buffer) => connection.receive(chunk));
+    socket.setNoDelay(true);
+    const connection: H1Connection = new H1Connection(socket, handler);
+    this.#connections.add(connection);
+    socket.on('close', () => {
+      this.#connections.delete(connection);
+      if (this.#connections.size === 0 && this.#drained) {
+        const drained = this.#drained;
+        this.#drained = undefined;
+        drained();
+      }
+    });
+    socket.resume();
+  }
+
+  #checkTimeouts(): void {
+    const now = Date.now();
+    for (const connection of this.#connections) connection.checkTimeouts(now, this.#timeouts);
+  }
+}
+
+/**
+ * net's `onread` (reads into one reused buffer) is only offered when a socket is created, so an accepted
+ * socket is rebuilt around its handle: the handle stays open, the old socket object is released.
+ * Undefined when this node has no such handle (the caller then reads with 'data' events).
+ */
+function rebuildWithReadBuffer(accepted: Socket, receive: (chunk: Buffer) => boolean): Socket | undefined {
+  const internals = accepted as unknown as { _handle?: object | null };
+  const handle = internals._handle;
+  if (!handle) return undefined;
+  internals._handle = null;
+  accepted.destroy();
+  return new Socket({
+    handle,
+    allowHalfOpen: true,
+    onread: {
+      buffer: Buffer.allocUnsafe(READ_BUFFER),
+      callback: (bytes: number, buffer: Uint8Array) =>
+        receive(Buffer.from(buffer.buffer, buffer.byteOffset, bytes)),
+    },
+  } as ConstructorParameters<typeof Socket>[0]);
+}
