@@ -258,6 +258,23 @@ for (const workers of ['0', '2']) {
       });
     });
 
+    test('lent chunks appended over several calls land after what the file holds, in order', async () => {
+      await withDir(async (dir) => {
+        const bytes = randomBytes(9 * MiB + 12_345);
+        const path = join(dir, 'upload');
+        const digester = new Digester();
+        // The first part written by another path (a Readable), then lent parts appended after it.
+        await writeHashed([bytes.subarray(0, 1000)], path, { digester });
+        const cuts = [1000, 3 * MiB + 7, 3 * MiB + 8, 8 * MiB, bytes.length];
+        for (let i = 0; i + 1 < cuts.length; i++) {
+          const part = bytes.subarray(cuts[i] as number, cuts[i + 1] as number);
+          await writeHashed(lending(part), path, { digester, append: true });
+        }
+        assert.equal(await digester.finish(), sha256(bytes));
+        assert.deepEqual(await readFile(path), bytes);
+      });
+    });
+
     test('a failed write of lent chunks rejects with the fs error (ENOSPC from /dev/full)', async () => {
       await assert.rejects(
         writeHashed(lending(randomBytes(3 * MiB)), '/dev/full', { digester: new Digester() }),
