@@ -267,7 +267,7 @@ for (const workers of ['0', '2']) {
         await writeHashed([bytes.subarray(0, 1000)], path, { digester });
         const cuts = [1000, 3 * MiB + 7, 3 * MiB + 8, 8 * MiB, bytes.length];
         for (let i = 0; i + 1 < cuts.length; i++) {
-          const part = bytes.subarray(cuts[i] as number, cuts[i + 1] as number);
+          const part = bytes.subarray(cuts[i], cuts[i + 1]);
           await writeHashed(lending(part), path, { digester, append: true });
         }
         assert.equal(await digester.finish(), sha256(bytes));
