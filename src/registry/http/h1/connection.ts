@@ -227,7 +227,10 @@ export class H1Connection implements BodyChannel, ResponseChannel {
         }
         at += result.used;
         if (exchange.decoder.done) this.#bodyComplete(exchange);
-        if (result.paused && this.#current === exchange) return this.#hold(input.subarray(at));
+        // A pause asked for with the last body byte is moot: what follows belongs to the next request.
+        if (result.paused && !exchange.decoder.done && this.#current === exchange) {
+          return this.#hold(input.subarray(at));
+        }
         continue;
       }
       if (this.#closeAfter && !exchange) return true; // no further request on a closing connection
@@ -310,13 +313,17 @@ export class H1Connection implements BodyChannel, ResponseChannel {
     this.#idleSince = Date.now();
     exchange.req.emit('close');
     if (this.#processing) return; // the loop in #processInput goes on with the rest of its input
-    const next = this.#head;
+    // Input kept while paused comes before what arrived after it.
+    const held = this.#held;
+    const head = this.#head;
+    this.#held = undefined;
     this.#head = undefined;
+    const next = held && head ? Buffer.concat([held, head]) : (held ?? head);
     if (next !== undefined && !this.#process(next)) {
       this.#pause();
       return;
     }
-    if (this.#paused && this.#held === undefined) {
+    if (this.#paused) {
       this.#paused = false;
       this.socket.resume();
     }
