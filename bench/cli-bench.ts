@@ -497,8 +497,8 @@ function renderSection(report: Report): string {
       '/proc/PID/stat around each copy.',
     '- Each push is checked afterwards (the tag serves a manifest with the expected config and layer digests) and ' +
       'each pull (every blob is in the layout with the right size). The registry checks the digest of every ' +
-      'upload; on push Airlock and skopeo also hash what they read from the layout while crane sends the files ' +
-      'unhashed (hence its ~0.25 CPU s); on pull all three verify what they receive.',
+      'upload; on push skopeo also hashes what it reads from the layout, while Airlock and crane send the files ' +
+      'unhashed and leave the check to the registry; on pull all three verify what they receive.',
     '- Profile the Airlock runs with `node dist/bench/cli-bench.js --cpu-prof DIR` (not written to this file); ' +
       '`--jobs N` runs `airlock copy -j N`.',
   ]
