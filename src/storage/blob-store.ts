@@ -24,10 +24,6 @@ export interface UploadAppendOptions extends BlobWriteOptions {
   readonly offset?: number;
 }
 
-/**
- * Content-addressed blob bytes. A blob is visible only after its bytes were verified against its
- * digest and made durable; an upload is a staging area that becomes a blob on `commitUpload`.
- */
 /** Where `writeTo` sends bytes: a writable stream, or anything with the same write and 'close'. */
 export interface ByteSink {
   write(chunk: Uint8Array, callback: (error?: Error | null) => void): boolean;
@@ -35,6 +31,10 @@ export interface ByteSink {
   off(event: 'close', listener: () => void): unknown;
 }
 
+/**
+ * Content-addressed blob bytes. A blob is visible only after its bytes were verified against its
+ * digest and made durable; an upload is a staging area that becomes a blob on `commitUpload`.
+ */
 export interface BlobStore {
   /** Size of a stored blob, or undefined when it is not stored. */
   stat(digest: Digest): Promise<BlobInfo | undefined>;

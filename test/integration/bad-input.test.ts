@@ -53,6 +53,18 @@ function rawRequest(
   });
 }
 
+/** Writes bytes on a bare connection and returns everything answered until the server closes it. */
+async function rawExchange(base: string, bytes: string | Buffer): Promise<string> {
+  const url = new URL(base);
+  const socket = connect(Number(url.port), url.hostname);
+  let answer = '';
+  socket.on('data', (chunk: Buffer) => (answer += chunk.toString('latin1')));
+  const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+  socket.write(bytes);
+  await closed;
+  return answer;
+}
+
 interface BadRequest {
   readonly what: string;
   readonly method: string;
@@ -356,16 +368,11 @@ describe('malformed requests', () => {
   });
 
   it('answers a chunked PATCH whose framing breaks mid-body with 400 and keeps the upload as it was', async () => {
-    const url = new URL(reg.url);
-    const socket = connect(Number(url.port), url.hostname);
-    let answer = '';
-    socket.on('data', (chunk: Buffer) => (answer += chunk.toString('latin1')));
-    const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
-    socket.write(
-      `PATCH ${uploadLocation} HTTP/1.1\r\nHost: ${url.host}\r\nContent-Type: application/octet-stream\r\n` +
-        'Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nZZ\r\n',
+    const answer = await rawExchange(
+      reg.url,
+      `PATCH ${uploadLocation} HTTP/1.1\r\nHost: ${new URL(reg.url).host}\r\n` +
+        'Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nZZ\r\n',
     );
-    await closed;
     assert.match(answer, /^HTTP\/1\.1 400 /);
     assert.match(answer, /"code":"UNSUPPORTED"/);
     assert.match(answer, /Malformed chunk size/);
@@ -375,13 +382,10 @@ describe('malformed requests', () => {
   });
 
   it('answers a TLS handshake on the plain-HTTP port with 400 at once, as Go clients expect before they retry over HTTP', async () => {
-    const url = new URL(reg.url);
-    const socket = connect(Number(url.port), url.hostname);
-    let answer = '';
-    socket.on('data', (chunk: Buffer) => (answer += chunk.toString('latin1')));
-    const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
-    socket.write(Buffer.from([0x16, 0x03, 0x01, 0x00, 0xa5, 0x01, 0x00, 0x00, 0xa1, 0x03, 0x03]));
-    await closed;
+    const answer = await rawExchange(
+      reg.url,
+      Buffer.from([0x16, 0x03, 0x01, 0x00, 0xa5, 0x01, 0x00, 0x00, 0xa1, 0x03, 0x03]),
+    );
     assert.match(answer, /^HTTP\/1\.1 400 /);
   });
 

@@ -84,12 +84,12 @@ class ChunkedDecoder implements BodyDecoder {
       const limit = this.#state === 'trailers' ? MAX_TRAILERS : MAX_CHUNK_LINE;
       if (this.#line.length > limit) throw new HttpProtocolError(400, 'A chunked body has an over-long line');
       if (newline < 0) break;
-      this.#line_complete();
+      this.#lineComplete();
     }
     return { used: at, paused: false };
   }
 
-  #line_complete(): void {
+  #lineComplete(): void {
     const line = this.#line;
     if (!line.endsWith('\r\n')) throw new HttpProtocolError(400, 'A chunked body has a line without CRLF');
     switch (this.#state) {

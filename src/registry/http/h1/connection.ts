@@ -143,13 +143,13 @@ export class H1Connection implements BodyChannel, ResponseChannel {
     const exchange = this.#current;
     if (!exchange) return;
     exchange.responded = true;
-    if (!exchange.decoder.done || exchange.bodyFailed) this.#closeAfter = true;
-    if (this.#closeAfter || !exchange.head.keepAlive) {
+    // An unread or broken body cannot be told apart from the next request: the connection ends.
+    if (this.#closeAfter || !exchange.head.keepAlive || !exchange.decoder.done || exchange.bodyFailed) {
       this.#closeAfter = true;
       this.#endGracefully();
       return;
     }
-    if (exchange.decoder.done) this.#complete(exchange);
+    this.#complete(exchange);
   }
 
   // ---- BodyChannel ----
@@ -186,6 +186,11 @@ export class H1Connection implements BodyChannel, ResponseChannel {
     const held = this.#held;
     this.#held = undefined;
     if (held !== undefined && !this.#process(held)) return;
+    this.#unpause();
+  }
+
+  #unpause(): void {
+    if (!this.#paused) return;
     this.#paused = false;
     this.socket.resume();
   }
@@ -313,20 +318,15 @@ export class H1Connection implements BodyChannel, ResponseChannel {
     this.#idleSince = Date.now();
     exchange.req.emit('close');
     if (this.#processing) return; // the loop in #processInput goes on with the rest of its input
-    // Input kept while paused comes before what arrived after it.
-    const held = this.#held;
-    const head = this.#head;
-    this.#held = undefined;
+    // Nothing is held here: input is held only while a body is unfinished. What came after the body
+    // (a pipelined request) waits in #head.
+    const next = this.#head;
     this.#head = undefined;
-    const next = held && head ? Buffer.concat([held, head]) : (held ?? head);
     if (next !== undefined && !this.#process(next)) {
       this.#pause();
       return;
     }
-    if (this.#paused) {
-      this.#paused = false;
-      this.socket.resume();
-    }
+    this.#unpause();
   }
 
   /** Answers a request the server cannot take and closes the connection. */
@@ -352,11 +352,8 @@ export class H1Connection implements BodyChannel, ResponseChannel {
     if (this.#closed || this.#discard) return;
     this.#discard = true;
     this.socket.end();
-    if (this.#paused) {
-      this.#paused = false;
-      this.#held = undefined;
-      this.socket.resume();
-    }
+    this.#held = undefined;
+    this.#unpause();
     setTimeout(() => this.socket.destroy(), 2000).unref();
   }
 

@@ -32,9 +32,10 @@ export interface RequestHead {
   readonly expectContinue: boolean;
 }
 
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
-// Field values: visible ASCII, spaces, tabs and obs-text; no control characters (CR, LF, NUL...).
-const BAD_VALUE = /[\0-\x08\x0a-\x1f\x7f]/;
+/** Header names and methods (RFC 9110 `token`). */
+export const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** Field values: visible ASCII, spaces, tabs and obs-text; no control characters (CR, LF, NUL...). */
+export const BAD_VALUE = /[\0-\x08\x0a-\x1f\x7f]/;
 const DIGITS = /^[0-9]{1,15}$/;
 
 /**
@@ -65,7 +66,6 @@ export function parseRequestHead(head: Buffer): RequestHead {
   const url = originForm(target);
 
   const headers: Record<string, string> = {};
-  let lengths: string | undefined;
   let position = lineEnd + 2;
   while (position < text.length) {
     let end = text.indexOf('\r\n', position);
@@ -82,7 +82,6 @@ export function parseRequestHead(head: Buffer): RequestHead {
     const name = rawName.toLowerCase();
     const value = line.slice(colon + 1).trim();
     if (BAD_VALUE.test(value)) throw new HttpProtocolError(400, `Header "${name}" has a control character`);
-    if (name === 'content-length') lengths = lengths === undefined ? value : `${lengths},${value}`;
     const previous = headers[name];
     headers[name] = previous === undefined ? value : `${previous}, ${value}`;
   }
@@ -103,7 +102,7 @@ export function parseRequestHead(head: Buffer): RequestHead {
     url,
     httpVersion: http11 ? '1.1' : '1.0',
     headers,
-    framing: framingOf(headers['transfer-encoding'], lengths),
+    framing: framingOf(headers['transfer-encoding'], headers['content-length']),
     keepAlive,
     expectContinue: http11 && expect === '100-continue',
   };

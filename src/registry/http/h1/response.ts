@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
+import { BAD_VALUE, TOKEN } from './head.js';
 
 export type HeaderValue = string | number | readonly string[];
 
@@ -15,9 +16,6 @@ export interface ResponseChannel {
   responseEnded(): void;
 }
 
-// Header values must not smuggle a second header or response in (CR, LF, NUL and other controls).
-const BAD_VALUE = /[\0-\x08\x0a-\x1f\x7f]/;
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 const SMALL_BODY = 64 * 1024;
 
 let dateSecond = 0;
@@ -93,7 +91,7 @@ export class H1Response extends EventEmitter {
   /** Writes a piece of the body; false means the socket's buffer is full ('drain' follows). */
   write(chunk: string | Uint8Array, callback?: (error?: Error | null) => void): boolean {
     if (this.writableEnded) throw new Error('write after end');
-    if (!this.headersSent) this.#sendHead(undefined);
+    if (!this.headersSent) this.#channel.socket.write(this.#head(), 'latin1');
     return this.#writeBody(typeof chunk === 'string' ? Buffer.from(chunk) : chunk, callback);
   }
 
@@ -139,7 +137,7 @@ export class H1Response extends EventEmitter {
       return this;
     }
     if (!this.headersSent) {
-      const head = this.#sendHead(bytes ?? Buffer.alloc(0), true);
+      const head = this.#head(bytes ?? Buffer.alloc(0));
       const body = this.#noBody || bytes === undefined ? undefined : bytes;
       if (body === undefined || body.byteLength === 0) socket.write(head, 'latin1', finished);
       else if (body.byteLength <= SMALL_BODY) {
@@ -170,24 +168,23 @@ export class H1Response extends EventEmitter {
   }
 
   /**
-   * Builds the head; with `whole`, `finalBody` is the entire body (its length goes out as Content-Length
-   * unless one was set). Without it the head is written at once.
+   * Builds the head and marks it sent. `wholeBody`, when `end` brings the entire body, gives the
+   * Content-Length (unless one was set); without it a body that may follow is chunked.
    */
-  #sendHead(finalBody: Uint8Array | undefined, whole = false): string {
+  #head(wholeBody?: Uint8Array): string {
     this.headersSent = true;
     const status = this.statusCode;
-    this.#noBody = this.#method === 'HEAD' || status < 200 || status === 204 || status === 304;
+    const statusHasBody = status >= 200 && status !== 204 && status !== 304;
+    this.#noBody = this.#method === 'HEAD' || !statusHasBody;
     const headers = this.#headers;
     const keepAlive = this.#channel.keepAliveAfter();
     let text = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Unknown'}\r\n`;
     let closeDelimited = false;
     if (!headers.has('content-length') && !headers.has('transfer-encoding')) {
-      if (whole && finalBody !== undefined) {
+      if (wholeBody !== undefined) {
         // A HEAD answer given its would-be body announces that body's length.
-        const headWithoutBody = this.#method === 'HEAD' && finalBody.byteLength === 0;
-        if (status >= 200 && status !== 204 && status !== 304 && !headWithoutBody) {
-          text += `content-length: ${finalBody.byteLength}\r\n`;
-        }
+        const headWithoutBody = this.#method === 'HEAD' && wholeBody.byteLength === 0;
+        if (statusHasBody && !headWithoutBody) text += `content-length: ${wholeBody.byteLength}\r\n`;
       } else if (!this.#noBody) {
         if (this.#http11) {
           this.#chunked = true;
@@ -206,15 +203,15 @@ export class H1Response extends EventEmitter {
     else if (!this.#http11) text += 'connection: keep-alive\r\n';
     text += '\r\n';
     if (closeDelimited) this.#channel.closeAfterResponse();
-    if (!whole) this.#channel.socket.write(text, 'latin1');
     return text;
   }
 }
 
 function checkHeader(name: string, value: HeaderValue): void {
   if (!TOKEN.test(name)) throw new TypeError(`Invalid header name "${name.slice(0, 40)}"`);
-  const values = typeof value === 'object' ? value : [String(value)];
-  for (const one of values) {
-    if (BAD_VALUE.test(one)) throw new TypeError(`Invalid character in the value of header "${name}"`);
-  }
+  const bad =
+    typeof value === 'string'
+      ? BAD_VALUE.test(value)
+      : typeof value === 'object' && value.some((one) => BAD_VALUE.test(one));
+  if (bad) throw new TypeError(`Invalid character in the value of header "${name}"`);
 }
