@@ -51,24 +51,10 @@ export function digestOf(data: Uint8Array | string, algorithm: DigestAlgorithm =
   return `${algorithm}:${createHash(algorithm).update(data).digest('hex')}` as Digest;
 }
 
-/** A hash state kept outside the calling thread (see `hash-pool.ts`). */
-export interface OffloadedHash {
-  readonly algorithm: DigestAlgorithm;
-  /** Finishes the hash: its hex value. */
-  hex(): Promise<string>;
-  /** Forgets the state without finishing it. */
-  dispose(): void;
-}
-
-/**
- * Incremental digester for streamed content. `update` hashes on the calling thread. `writeHashed` may
- * instead hand the state to a hashing worker thread (`offload`): from then on only `writeHashed` feeds
- * it, and the result comes from `finish()`.
- */
+/** Incremental digester for streamed content. */
 export class Digester {
   readonly algorithm: DigestAlgorithm;
-  #hash: Hash | undefined;
-  #offloaded: OffloadedHash | undefined;
+  readonly #hash: Hash;
   #size = 0;
 
   constructor(algorithm: DigestAlgorithm = 'sha256') {
@@ -77,7 +63,6 @@ export class Digester {
   }
 
   update(chunk: Uint8Array): void {
-    if (!this.#hash) throw new Error('This digester hashes in a worker thread; feed it through writeHashed');
     this.#hash.update(chunk);
     this.#size += chunk.byteLength;
   }
@@ -86,39 +71,8 @@ export class Digester {
     return this.#size;
   }
 
-  /** The worker-held state, once `offload` was called. */
-  get offloaded(): OffloadedHash | undefined {
-    return this.#offloaded;
-  }
-
-  /** Moves hashing to `state` (an empty hash of the same algorithm); only before the first byte. */
-  offload(state: OffloadedHash): void {
-    if (this.#size !== 0 || !this.#hash || state.algorithm !== this.algorithm) {
-      throw new Error('Only a new digester can move its hashing to a worker thread');
-    }
-    this.#hash = undefined;
-    this.#offloaded = state;
-  }
-
-  /** Counts bytes hashed by the offloaded state. */
-  countOffloaded(bytes: number): void {
-    this.#size += bytes;
-  }
-
-  /** Finishes the hash; the digester cannot be updated afterwards. Only for digesters never offloaded. */
+  /** Finishes the hash; the digester cannot be updated afterwards. */
   digest(): Digest {
-    if (!this.#hash) throw new Error('This digester hashes in a worker thread; use finish()');
     return `${this.algorithm}:${this.#hash.digest('hex')}` as Digest;
-  }
-
-  /** Finishes the hash, wherever it is kept. */
-  async finish(): Promise<Digest> {
-    if (!this.#offloaded) return this.digest();
-    return `${this.algorithm}:${await this.#offloaded.hex()}` as Digest;
-  }
-
-  /** Releases an offloaded state that will not be finished (a failed or cancelled write). */
-  dispose(): void {
-    this.#offloaded?.dispose();
   }
 }

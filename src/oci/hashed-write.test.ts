@@ -1,4 +1,4 @@
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { Digester } from './digest.js';
+import { PositionalFile } from './direct-io.js';
 import { writeHashed, type BorrowedChunkSource } from './hashed-write.js';
 
 const MiB = 1024 * 1024;
@@ -64,253 +65,231 @@ function chunks(bytes: Buffer, sizes: number[]): Buffer[] {
   return out;
 }
 
-for (const workers of ['0', '2']) {
-  describe(`writeHashed with AIRLOCK_HASH_WORKERS=${workers}`, () => {
-    const inWorker = workers !== '0';
-    let saved: string | undefined;
-    before(() => {
-      saved = process.env.AIRLOCK_HASH_WORKERS;
-      process.env.AIRLOCK_HASH_WORKERS = workers;
-    });
-    after(() => {
-      if (saved === undefined) delete process.env.AIRLOCK_HASH_WORKERS;
-      else process.env.AIRLOCK_HASH_WORKERS = saved;
-    });
-
-    test('large content: bytes and digest match for odd chunk sizes', async () => {
-      await withDir(async (dir) => {
-        const bytes = randomBytes(9 * MiB + 12345);
-        const digester = new Digester();
-        const path = join(dir, 'blob');
-        await writeHashed(chunks(bytes, [65536, 1, 3 * MiB + 7, 1000]), path, { digester });
-        if (inWorker) {
-          assert.ok(digester.offloaded, 'content past the first slot moves hashing to a worker');
-          assert.throws(() => digester.digest(), /worker thread/);
-        } else {
-          assert.equal(digester.offloaded, undefined);
-        }
-        assert.equal(digester.size, bytes.length);
-        assert.equal(await digester.finish(), sha256(bytes));
-        assert.deepEqual(await readFile(path), bytes);
-      });
-    });
-
-    test('one buffer larger than all slots together is written whole', async () => {
-      await withDir(async (dir) => {
-        const bytes = randomBytes(11 * MiB + 3);
-        const digester = new Digester();
-        await writeHashed([bytes], join(dir, 'blob'), { digester });
-        assert.equal(await digester.finish(), sha256(bytes));
-        assert.deepEqual(await readFile(join(dir, 'blob')), bytes);
-      });
-    });
-
-    test('small content stays on the calling thread and digest() still works', async () => {
-      await withDir(async (dir) => {
-        const bytes = Buffer.from('small blob');
-        const digester = new Digester();
-        await writeHashed([bytes], join(dir, 'blob'), { digester });
-        assert.equal(digester.offloaded, undefined);
-        assert.equal(digester.digest(), sha256(bytes));
-        assert.deepEqual(await readFile(join(dir, 'blob')), bytes);
-      });
-    });
-
-    test('empty content writes an empty file', async () => {
-      await withDir(async (dir) => {
-        const digester = new Digester();
-        await writeHashed([], join(dir, 'blob'), { digester });
-        assert.equal(await digester.finish(), sha256(Buffer.alloc(0)));
-        assert.equal((await readFile(join(dir, 'blob'))).length, 0);
-      });
-    });
-
-    test('appends continue an offloaded digester across calls, small and large', async () => {
-      await withDir(async (dir) => {
-        const path = join(dir, 'upload');
-        const parts = [randomBytes(2 * MiB + 5), randomBytes(100), randomBytes(5 * MiB), Buffer.alloc(0)];
-        const digester = new Digester();
-        for (const part of parts) {
-          await writeHashed(chunks(part, [65536]), path, { digester, append: true });
-        }
-        const all = Buffer.concat(parts);
-        assert.equal(digester.size, all.length);
-        assert.equal(await digester.finish(), sha256(all));
-        assert.deepEqual(await readFile(path), all);
-      });
-    });
-
-    test('a digester that hashed on this thread keeps doing so (restart recovery path)', async () => {
-      await withDir(async (dir) => {
-        const path = join(dir, 'upload');
-        const first = Buffer.from('already on disk');
-        await writeFile(path, first);
-        const digester = new Digester();
-        digester.update(first);
-        const more = randomBytes(3 * MiB);
-        await writeHashed([more], path, { digester, append: true });
-        assert.equal(digester.offloaded, undefined);
-        assert.equal(digester.digest(), sha256(Buffer.concat([first, more])));
-      });
-    });
-
-    test('a Readable with back-pressure: the source is paused while the slots are busy', async () => {
-      await withDir(async (dir) => {
-        const bytes = randomBytes(16 * MiB);
-        const source = Readable.from(chunks(bytes, [65536]), { objectMode: false, highWaterMark: 65536 });
-        let pauses = 0;
-        source.on('pause', () => pauses++);
-        const digester = new Digester();
-        await writeHashed(source, join(dir, 'blob'), { digester });
-        assert.equal(await digester.finish(), sha256(bytes));
-        assert.deepEqual(await readFile(join(dir, 'blob')), bytes);
-        if (inWorker) assert.ok(pauses > 0, 'the source was paused at least once');
-      });
-    });
-
-    test('past maxBytes: tooLarge() is thrown, the source destroyed and the digester disposed', async () => {
-      await withDir(async (dir) => {
-        const source = new PassThrough();
-        const digester = new Digester();
-        const writing = writeHashed(source, join(dir, 'blob'), {
-          digester,
-          maxBytes: 3 * MiB,
-          tooLarge: (max) => new Error(`over ${max}`),
-        });
-        for (let i = 0; i < 4; i++) source.write(randomBytes(MiB));
-        await assert.rejects(writing, /over 3145728/);
-        assert.ok(source.destroyed);
-        if (inWorker) await assert.rejects(digester.finish(), /already finished or disposed/);
-      });
-    });
-
-    test('a source that fails mid-way rejects with its error', async () => {
-      await withDir(async (dir) => {
-        const source = new PassThrough();
-        const writing = writeHashed(source, join(dir, 'blob'), { digester: new Digester() });
-        source.write(randomBytes(2 * MiB));
-        setImmediate(() => source.destroy(new Error('connection reset')));
-        await assert.rejects(writing, /connection reset/);
-      });
-    });
-
-    test('a source that closes before its end is an error, not a short file', async () => {
-      await withDir(async (dir) => {
-        const source = new PassThrough();
-        const writing = writeHashed(source, join(dir, 'blob'), { digester: new Digester() });
-        source.write(randomBytes(2 * MiB));
-        setImmediate(() => source.destroy());
-        await assert.rejects(writing, /closed before its end|Premature close/);
-      });
-    });
-
-    test('an abort signal stops the write', async () => {
-      await withDir(async (dir) => {
-        const source = new PassThrough();
-        const controller = new AbortController();
-        const writing = writeHashed(source, join(dir, 'blob'), {
-          digester: new Digester(),
-          signal: controller.signal,
-        });
-        source.write(randomBytes(2 * MiB));
-        setImmediate(() => controller.abort(new Error('stopped by the caller')));
-        await assert.rejects(writing, /stopped by the caller/);
-      });
-    });
-
-    test('a file the worker cannot open fails with the fs error code', async () => {
-      await withDir(async (dir) => {
-        const path = join(dir, 'missing-folder', 'blob');
-        await assert.rejects(
-          writeHashed([randomBytes(3 * MiB)], path, { digester: new Digester() }),
-          (error: NodeJS.ErrnoException) => error.code === 'ENOENT',
-        );
-      });
-    });
-
-    test('AIRLOCK_HASH_WORKERS=0 keeps hashing on the calling thread; a bad value is refused', async () => {
-      await withDir(async (dir) => {
-        process.env.AIRLOCK_HASH_WORKERS = '0';
-        try {
-          const bytes = randomBytes(3 * MiB);
-          const digester = new Digester();
-          await writeHashed([bytes], join(dir, 'blob'), { digester });
-          assert.equal(digester.offloaded, undefined);
-          assert.equal(digester.digest(), sha256(bytes));
-          process.env.AIRLOCK_HASH_WORKERS = 'many';
-          await assert.rejects(
-            writeHashed([bytes], join(dir, 'other'), { digester: new Digester() }),
-            /AIRLOCK_HASH_WORKERS must be a whole number/,
-          );
-        } finally {
-          process.env.AIRLOCK_HASH_WORKERS = workers;
-        }
-      });
-    });
-
-    test('lent chunks are consumed before the source reuses their memory', async () => {
-      await withDir(async (dir) => {
-        const bytes = randomBytes(7 * MiB + 99);
-        const digester = new Digester();
-        await writeHashed(lending(bytes), join(dir, 'blob'), { digester });
-        assert.equal(await digester.finish(), sha256(bytes));
-        assert.deepEqual(await readFile(join(dir, 'blob')), bytes);
-      });
-    });
-
-    test('lent chunks appended over several calls land after what the file holds, in order', async () => {
-      await withDir(async (dir) => {
-        const bytes = randomBytes(9 * MiB + 12_345);
-        const path = join(dir, 'upload');
-        const digester = new Digester();
-        // The first part written by another path (a Readable), then lent parts appended after it.
-        await writeHashed([bytes.subarray(0, 1000)], path, { digester });
-        const cuts = [1000, 3 * MiB + 7, 3 * MiB + 8, 8 * MiB, bytes.length];
-        for (let i = 0; i + 1 < cuts.length; i++) {
-          const part = bytes.subarray(cuts[i], cuts[i + 1]);
-          await writeHashed(lending(part), path, { digester, append: true });
-        }
-        assert.equal(await digester.finish(), sha256(bytes));
-        assert.deepEqual(await readFile(path), bytes);
-      });
-    });
-
-    test('a failed write of lent chunks rejects with the fs error (ENOSPC from /dev/full)', async () => {
-      await assert.rejects(
-        writeHashed(lending(randomBytes(3 * MiB)), '/dev/full', { digester: new Digester() }),
-        (error: NodeJS.ErrnoException) => error.code === 'ENOSPC',
-      );
-    });
-
-    test('lent chunks past maxBytes: tooLarge() is thrown', async () => {
-      await withDir(async (dir) => {
-        await assert.rejects(
-          writeHashed(lending(randomBytes(5 * MiB)), join(dir, 'blob'), {
-            digester: new Digester(),
-            maxBytes: 4 * MiB,
-            tooLarge: (max) => new Error(`over ${max}`),
-          }),
-          /over 4194304/,
-        );
-      });
-    });
-
-    test('concurrent writes share the pool and stay separate', async () => {
-      await withDir(async (dir) => {
-        const blobs = Array.from({ length: 6 }, () => randomBytes(3 * MiB + 17));
-        const digesters = blobs.map(() => new Digester());
-        await Promise.all(
-          blobs.map((bytes, i) =>
-            writeHashed(chunks(bytes, [65536, 333]), join(dir, `b${i}`), {
-              digester: digesters[i] as Digester,
-            }),
-          ),
-        );
-        for (const [i, bytes] of blobs.entries()) {
-          assert.equal(await (digesters[i] as Digester).finish(), sha256(bytes));
-          assert.deepEqual(await readFile(join(dir, `b${i}`)), bytes);
-        }
-      });
+describe('writeHashed', () => {
+  test('large content: bytes and digest match for odd chunk sizes', async () => {
+    await withDir(async (dir) => {
+      const bytes = randomBytes(9 * MiB + 12345);
+      const digester = new Digester();
+      const path = join(dir, 'blob');
+      await writeHashed(chunks(bytes, [65536, 1, 3 * MiB + 7, 1000]), path, { digester });
+      assert.equal(digester.size, bytes.length);
+      assert.equal(digester.digest(), sha256(bytes));
+      assert.deepEqual(await readFile(path), bytes);
     });
   });
-}
+
+  test('one chunk of many MiB is written whole', async () => {
+    await withDir(async (dir) => {
+      const bytes = randomBytes(11 * MiB + 3);
+      const digester = new Digester();
+      await writeHashed([bytes], join(dir, 'blob'), { digester });
+      assert.equal(digester.digest(), sha256(bytes));
+      assert.deepEqual(await readFile(join(dir, 'blob')), bytes);
+    });
+  });
+
+  test('small content', async () => {
+    await withDir(async (dir) => {
+      const bytes = Buffer.from('small blob');
+      const digester = new Digester();
+      await writeHashed([bytes], join(dir, 'blob'), { digester });
+      assert.equal(digester.digest(), sha256(bytes));
+      assert.deepEqual(await readFile(join(dir, 'blob')), bytes);
+    });
+  });
+
+  test('empty content writes an empty file', async () => {
+    await withDir(async (dir) => {
+      const digester = new Digester();
+      await writeHashed([], join(dir, 'blob'), { digester });
+      assert.equal(digester.digest(), sha256(Buffer.alloc(0)));
+      assert.equal((await readFile(join(dir, 'blob'))).length, 0);
+    });
+  });
+
+  test('appends continue one digester across calls, small and large', async () => {
+    await withDir(async (dir) => {
+      const path = join(dir, 'upload');
+      const parts = [randomBytes(2 * MiB + 5), randomBytes(100), randomBytes(5 * MiB), Buffer.alloc(0)];
+      const digester = new Digester();
+      for (const part of parts) {
+        await writeHashed(chunks(part, [65536]), path, { digester, append: true });
+      }
+      const all = Buffer.concat(parts);
+      assert.equal(digester.size, all.length);
+      assert.equal(digester.digest(), sha256(all));
+      assert.deepEqual(await readFile(path), all);
+    });
+  });
+
+  test('a digester that already hashed what the file holds continues (restart recovery path)', async () => {
+    await withDir(async (dir) => {
+      const path = join(dir, 'upload');
+      const first = Buffer.from('already on disk');
+      await writeFile(path, first);
+      const digester = new Digester();
+      digester.update(first);
+      const more = randomBytes(3 * MiB);
+      await writeHashed([more], path, { digester, append: true });
+      assert.equal(digester.digest(), sha256(Buffer.concat([first, more])));
+    });
+  });
+
+  test('a Readable source', async () => {
+    await withDir(async (dir) => {
+      const bytes = randomBytes(16 * MiB);
+      const source = Readable.from(chunks(bytes, [65536]), { objectMode: false, highWaterMark: 65536 });
+      const digester = new Digester();
+      await writeHashed(source, join(dir, 'blob'), { digester });
+      assert.equal(digester.digest(), sha256(bytes));
+      assert.deepEqual(await readFile(join(dir, 'blob')), bytes);
+    });
+  });
+
+  test('past maxBytes: tooLarge() is thrown and the source destroyed', async () => {
+    await withDir(async (dir) => {
+      const source = new PassThrough();
+      const digester = new Digester();
+      const writing = writeHashed(source, join(dir, 'blob'), {
+        digester,
+        maxBytes: 3 * MiB,
+        tooLarge: (max) => new Error(`over ${max}`),
+      });
+      for (let i = 0; i < 4; i++) source.write(randomBytes(MiB));
+      await assert.rejects(writing, /over 3145728/);
+      assert.ok(source.destroyed);
+    });
+  });
+
+  test('a source that fails mid-way rejects with its error', async () => {
+    await withDir(async (dir) => {
+      const source = new PassThrough();
+      const writing = writeHashed(source, join(dir, 'blob'), { digester: new Digester() });
+      source.write(randomBytes(2 * MiB));
+      setImmediate(() => source.destroy(new Error('connection reset')));
+      await assert.rejects(writing, /connection reset/);
+    });
+  });
+
+  test('a source that closes before its end is an error, not a short file', async () => {
+    await withDir(async (dir) => {
+      const source = new PassThrough();
+      const writing = writeHashed(source, join(dir, 'blob'), { digester: new Digester() });
+      source.write(randomBytes(2 * MiB));
+      setImmediate(() => source.destroy());
+      await assert.rejects(writing, /closed before its end|Premature close/);
+    });
+  });
+
+  test('an abort signal stops the write', async () => {
+    await withDir(async (dir) => {
+      const source = new PassThrough();
+      const controller = new AbortController();
+      const writing = writeHashed(source, join(dir, 'blob'), {
+        digester: new Digester(),
+        signal: controller.signal,
+      });
+      source.write(randomBytes(2 * MiB));
+      setImmediate(() => controller.abort(new Error('stopped by the caller')));
+      await assert.rejects(writing, /stopped by the caller/);
+    });
+  });
+
+  test('a file that cannot be opened fails with the fs error code', async () => {
+    await withDir(async (dir) => {
+      const path = join(dir, 'missing-folder', 'blob');
+      await assert.rejects(
+        writeHashed([randomBytes(3 * MiB)], path, { digester: new Digester() }),
+        (error: NodeJS.ErrnoException) => error.code === 'ENOENT',
+      );
+    });
+  });
+
+  test('lent chunks are consumed before the source reuses their memory', async () => {
+    await withDir(async (dir) => {
+      const bytes = randomBytes(7 * MiB + 99);
+      const digester = new Digester();
+      await writeHashed(lending(bytes), join(dir, 'blob'), { digester });
+      assert.equal(digester.digest(), sha256(bytes));
+      assert.deepEqual(await readFile(join(dir, 'blob')), bytes);
+    });
+  });
+
+  test('a lending source that honours the pause never meets a full set of buffers', async () => {
+    // The overflow path (writing on the calling thread) is for sources that ignore the pause; one
+    // that pauses must be stopped early enough that no chunk finds every buffer in flight.
+    // eslint-disable-next-line @typescript-eslint/unbound-method -- called back with its own this
+    const original = PositionalFile.prototype.writeSync;
+    let overflows = 0;
+    PositionalFile.prototype.writeSync = function (this: PositionalFile, chunk, position) {
+      overflows += 1;
+      original.call(this, chunk, position);
+    };
+    try {
+      await withDir(async (dir) => {
+        const bytes = randomBytes(24 * MiB + 5);
+        const digester = new Digester();
+        await writeHashed(lending(bytes), join(dir, 'blob'), { digester });
+        assert.deepEqual(await readFile(join(dir, 'blob')), bytes);
+      });
+    } finally {
+      PositionalFile.prototype.writeSync = original;
+    }
+    assert.equal(overflows, 0);
+  });
+
+  test('lent chunks appended over several calls land after what the file holds, in order', async () => {
+    await withDir(async (dir) => {
+      const bytes = randomBytes(9 * MiB + 12_345);
+      const path = join(dir, 'upload');
+      const digester = new Digester();
+      // The first part written by another path (a Readable), then lent parts appended after it.
+      await writeHashed([bytes.subarray(0, 1000)], path, { digester });
+      const cuts = [1000, 3 * MiB + 7, 3 * MiB + 8, 8 * MiB, bytes.length];
+      for (let i = 0; i + 1 < cuts.length; i++) {
+        const part = bytes.subarray(cuts[i], cuts[i + 1]);
+        await writeHashed(lending(part), path, { digester, append: true });
+      }
+      assert.equal(digester.digest(), sha256(bytes));
+      assert.deepEqual(await readFile(path), bytes);
+    });
+  });
+
+  test('a failed write of lent chunks rejects with the fs error (ENOSPC from /dev/full)', async () => {
+    await assert.rejects(
+      writeHashed(lending(randomBytes(3 * MiB)), '/dev/full', { digester: new Digester() }),
+      (error: NodeJS.ErrnoException) => error.code === 'ENOSPC',
+    );
+  });
+
+  test('lent chunks past maxBytes: tooLarge() is thrown', async () => {
+    await withDir(async (dir) => {
+      await assert.rejects(
+        writeHashed(lending(randomBytes(5 * MiB)), join(dir, 'blob'), {
+          digester: new Digester(),
+          maxBytes: 4 * MiB,
+          tooLarge: (max) => new Error(`over ${max}`),
+        }),
+        /over 4194304/,
+      );
+    });
+  });
+
+  test('concurrent writes share the pool and stay separate', async () => {
+    await withDir(async (dir) => {
+      const blobs = Array.from({ length: 6 }, () => randomBytes(3 * MiB + 17));
+      const digesters = blobs.map(() => new Digester());
+      await Promise.all(
+        blobs.map((bytes, i) =>
+          writeHashed(chunks(bytes, [65536, 333]), join(dir, `b${i}`), {
+            digester: digesters[i] as Digester,
+          }),
+        ),
+      );
+      for (const [i, bytes] of blobs.entries()) {
+        assert.equal((digesters[i] as Digester).digest(), sha256(bytes));
+        assert.deepEqual(await readFile(join(dir, `b${i}`)), bytes);
+      }
+    });
+  });
+});

@@ -28,5 +28,4 @@ export type { ExtractOptions, ExtractLimits, ExtractResult } from './extract.js'
 export { OciLayout, REF_NAME } from './layout.js';
 export type { LayoutIndex } from './layout.js';
 export { writeHashed } from './hashed-write.js';
-export { hashWorkerCount } from './hash-pool.js';
 export type { HashedWriteOptions, BorrowedChunkSource } from './hashed-write.js';

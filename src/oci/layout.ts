@@ -125,7 +125,7 @@ export class OciLayout {
     const digester = new Digester(algorithm);
     try {
       await writeHashed(source, temp, { digester });
-      const actual = await digester.finish();
+      const actual = digester.digest();
       if (actual !== digest) throw new ArchiveError(`Blob ${digest} arrived with digest ${actual}`);
       await rename(temp, this.blobPath(digest));
       return digester.size;

@@ -53,11 +53,6 @@ describe('loadServeConfig', () => {
       () => loadServeConfig({ env: { AIRLOCK_MAX_BLOB_BYTES: '-5' } }),
       /non-negative integer/,
     ],
-    [
-      'a bad AIRLOCK_HASH_WORKERS',
-      () => loadServeConfig({ env: { AIRLOCK_HASH_WORKERS: '-1' } }),
-      /AIRLOCK_HASH_WORKERS must be a whole number from 0 to 64/,
-    ],
   ];
   for (const [what, load, message] of bad) {
     it(`rejects ${what} with a ConfigError naming the problem`, async () => {

@@ -220,7 +220,7 @@ export class FsBlobStore implements BlobStore {
    * the target exists, so two concurrent uploads of one blob publish (and count) it exactly once.
    */
   async #publish(temp: string, digester: Digester, expected: Digest): Promise<BlobInfo> {
-    const actual = await digester.finish();
+    const actual = digester.digest();
     if (actual !== expected) {
       throw new StorageError('DIGEST_MISMATCH', `Content digest is "${actual}", not "${expected}"`);
     }
@@ -279,7 +279,6 @@ export class FsBlobStore implements BlobStore {
     const known = this.#uploads.get(id);
     if (known && known.size === size) return known;
     if (known?.busy) throw new StorageError('UPLOAD_OFFSET_MISMATCH', `Upload "${id}" is being written to`);
-    known?.digester.dispose();
     const digester = new Digester();
     for await (const chunk of createReadStream(this.#uploadPath(id), { highWaterMark: READ_CHUNK })) {
       digester.update(chunk as Buffer);
@@ -319,7 +318,6 @@ export class FsBlobStore implements BlobStore {
       // A chunk that failed part-way (a client gone, a malformed body, a full disk) is taken back whole:
       // the upload stays as it was before it, and the hash state is rebuilt from disk on the next call.
       this.#uploads.delete(id);
-      chunkDigester.dispose();
       await truncate(this.#uploadPath(id), sizeBefore).catch(() => undefined);
       throw error;
     } finally {
@@ -332,7 +330,6 @@ export class FsBlobStore implements BlobStore {
     let state = await this.#state(id);
     if (state.busy) throw new StorageError('UPLOAD_OFFSET_MISMATCH', `Upload "${id}" is being written to`);
     if (algorithm !== state.digester.algorithm) {
-      state.digester.dispose();
       state = await this.#rehash(id, algorithm);
     }
     this.#uploads.delete(id);
@@ -353,8 +350,6 @@ export class FsBlobStore implements BlobStore {
   }
 
   async cancelUpload(id: string): Promise<boolean> {
-    const state = this.#uploads.get(id);
-    if (state && !state.busy) state.digester.dispose();
     this.#uploads.delete(id);
     const path = this.#uploadPath(id);
     try {

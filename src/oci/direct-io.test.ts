@@ -1,0 +1,176 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { closeSync, constants, openSync } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  DIRECT_ALIGNMENT,
+  PositionalFile,
+  returnBufferSet,
+  takeBufferSet,
+  WRITE_BUFFER_SIZE,
+} from './direct-io.js';
+
+const MiB = 1024 * 1024;
+
+/** Whether the folder's file system takes O_DIRECT at all (tmpfs does not). */
+function supportsDirect(dir: string): boolean {
+  if (constants.O_DIRECT === undefined) return false;
+  try {
+    closeSync(openSync(join(dir, 'probe'), constants.O_WRONLY | constants.O_CREAT | constants.O_DIRECT));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function writeAt(file: PositionalFile, buffer: Buffer, length: number, at: number): Promise<void> {
+  return new Promise((resolve, reject) =>
+    file.write({ buffer, length, at }, (error) => (error ? reject(error) : resolve())),
+  );
+}
+
+/** Writes `bytes` from `at` the way the hashed writer does: aligned buffers, the first one up to alignment. */
+async function writeThrough(file: PositionalFile, bytes: Buffer, at: number): Promise<void> {
+  const set = takeBufferSet();
+  try {
+    const pending: Promise<void>[] = [];
+    for (let offset = 0, i = 0; offset < bytes.length; i++) {
+      const buffer = set[i % set.length] as Buffer;
+      if (i >= set.length) await pending[i - set.length];
+      const take = Math.min(file.fill(at + offset, buffer.byteLength), bytes.length - offset);
+      bytes.copy(buffer, 0, offset, offset + take);
+      pending.push(writeAt(file, buffer, take, at + offset));
+      offset += take;
+    }
+    await Promise.all(pending);
+  } finally {
+    returnBufferSet(set);
+  }
+}
+
+describe('PositionalFile', () => {
+  let dir = '';
+  let direct = false;
+  let saved: string | undefined;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'airlock-direct-'));
+    direct = supportsDirect(dir);
+    saved = process.env.AIRLOCK_DIRECT_IO;
+    delete process.env.AIRLOCK_DIRECT_IO;
+  });
+  after(async () => {
+    if (saved !== undefined) process.env.AIRLOCK_DIRECT_IO = saved;
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test('bypasses the page cache where the file system allows it', () => {
+    const file = PositionalFile.open(join(dir, 'a'), { append: false });
+    assert.equal(file.direct, direct);
+    file.close();
+  });
+
+  test('AIRLOCK_DIRECT_IO=0 writes through the page cache, with the same bytes', async () => {
+    process.env.AIRLOCK_DIRECT_IO = '0';
+    try {
+      const path = join(dir, 'plain');
+      const file = PositionalFile.open(path, { append: false });
+      assert.equal(file.direct, false);
+      const bytes = randomBytes(2 * MiB + 5);
+      await writeThrough(file, bytes, 0);
+      file.close();
+      assert.deepEqual(await readFile(path), bytes);
+    } finally {
+      delete process.env.AIRLOCK_DIRECT_IO;
+    }
+  });
+
+  test('fill(): a buffer that starts off alignment stops at the next aligned offset', () => {
+    const file = PositionalFile.open(join(dir, 'b'), { append: false });
+    assert.equal(file.fill(0, WRITE_BUFFER_SIZE), WRITE_BUFFER_SIZE);
+    assert.equal(file.fill(8 * DIRECT_ALIGNMENT, WRITE_BUFFER_SIZE), WRITE_BUFFER_SIZE);
+    assert.equal(file.fill(1000, WRITE_BUFFER_SIZE), direct ? DIRECT_ALIGNMENT - 1000 : WRITE_BUFFER_SIZE);
+    assert.equal(file.fill(DIRECT_ALIGNMENT + 1, 100), 100);
+    file.close();
+  });
+
+  for (const size of [0, 1, 4095, 4096, MiB - 1, MiB, MiB + 1, 3 * MiB + 4097, 5 * MiB + 123]) {
+    test(`${size} bytes land whole: aligned blocks direct, the rest through the page cache`, async () => {
+      const path = join(dir, `size-${size}`);
+      const bytes = randomBytes(size);
+      const file = PositionalFile.open(path, { append: false });
+      await writeThrough(file, bytes, 0);
+      assert.equal(file.direct, direct, 'no direct write was refused');
+      file.close();
+      assert.deepEqual(await readFile(path), bytes);
+    });
+  }
+
+  test('appends start at the end, at any offset, and never truncate', async () => {
+    const path = join(dir, 'append');
+    const parts = [randomBytes(1000), randomBytes(2 * MiB + 7), randomBytes(3), randomBytes(MiB + 4093)];
+    await writeFile(path, parts[0] as Buffer);
+    for (const part of parts.slice(1)) {
+      const file = PositionalFile.open(path, { append: true });
+      const before = (await readFile(path)).length;
+      assert.equal(file.size, before);
+      await writeThrough(file, part, file.size);
+      file.close();
+    }
+    assert.deepEqual(await readFile(path), Buffer.concat(parts));
+  });
+
+  test('opening without append replaces the content', async () => {
+    const path = join(dir, 'replace');
+    await writeFile(path, randomBytes(3 * MiB));
+    const file = PositionalFile.open(path, { append: false });
+    assert.equal(file.size, 0);
+    const bytes = randomBytes(MiB + 10);
+    await writeThrough(file, bytes, 0);
+    file.close();
+    assert.deepEqual(await readFile(path), bytes);
+  });
+
+  test('a direct write the kernel refuses (EINVAL: memory off alignment) is written through the page cache', async (t) => {
+    if (!direct) {
+      t.skip('this file system has no O_DIRECT');
+      return;
+    }
+    const path = join(dir, 'refused');
+    const file = PositionalFile.open(path, { append: false });
+    const bytes = randomBytes(2 * MiB);
+    // A Buffer from malloc is 16-byte aligned at best; 16 bytes past a page boundary is never 512-aligned.
+    const set = takeBufferSet();
+    const misaligned = Buffer.from((set[0] as Buffer).buffer, (set[0] as Buffer).byteOffset + 16, 2 * MiB);
+    bytes.copy(misaligned);
+    await writeAt(file, misaligned, bytes.length, 0);
+    returnBufferSet(set);
+    assert.equal(file.direct, false, 'later writes go through the page cache');
+    const more = randomBytes(MiB + 3);
+    await writeThrough(file, more, bytes.length);
+    file.close();
+    assert.deepEqual(await readFile(path), Buffer.concat([bytes, more]));
+  });
+
+  test('writeSync (the overflow path) writes at its position through the page cache', async () => {
+    const path = join(dir, 'sync');
+    const file = PositionalFile.open(path, { append: false });
+    const bytes = randomBytes(MiB + 77);
+    await writeThrough(file, bytes.subarray(0, MiB), 0);
+    file.writeSync(bytes.subarray(MiB), MiB);
+    file.close();
+    assert.deepEqual(await readFile(path), bytes);
+  });
+
+  test('an fs error reaches the callback once', async () => {
+    const file = PositionalFile.open('/dev/full', { append: false });
+    const set = takeBufferSet();
+    await assert.rejects(writeAt(file, set[0] as Buffer, 100, 0), (error: NodeJS.ErrnoException) => {
+      return error.code === 'ENOSPC';
+    });
+    returnBufferSet(set);
+    file.close();
+  });
+});
