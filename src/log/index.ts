@@ -1,4 +1,5 @@
-import { pino, type Logger, type LevelWithSilent } from 'pino';
+import { createRequire } from 'node:module';
+import type { Logger, LevelWithSilent, pino as PinoFactory } from 'pino';
 
 export type { Logger } from 'pino';
 
@@ -21,8 +22,19 @@ export interface LoggerOptions {
   readonly destination?: NodeJS.WritableStream;
 }
 
+/**
+ * pino, loaded on the first logger: the client commands only check `--log-level` and never log, and
+ * loading pino is a sixth of their start-up time.
+ */
+let loaded: { pino: typeof PinoFactory } | undefined;
+function pinoModule(): { pino: typeof PinoFactory } {
+  loaded ??= createRequire(import.meta.url)('pino') as { pino: typeof PinoFactory };
+  return loaded;
+}
+
 /** The one logger factory: JSON lines, with secrets redacted wherever they appear in a bound object. */
 export function createLogger(options: LoggerOptions = {}): Logger {
+  const { pino } = pinoModule();
   return pino(
     {
       name: options.name ?? 'airlock',
@@ -46,5 +58,6 @@ export function createLogger(options: LoggerOptions = {}): Logger {
 
 /** A logger that writes nothing, for tests and library callers that do not care. */
 export function silentLogger(): Logger {
+  const { pino } = pinoModule();
   return pino({ level: 'silent' });
 }
