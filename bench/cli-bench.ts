@@ -489,8 +489,9 @@ function renderSection(report: Report): string {
       'same random gzip member followed by a new 16-byte gzip member, so every push has 8 layer digests (and a ' +
       'config) the registry has never seen and no tool can skip or mount a blob. Layers are valid gzip (deflate ' +
       'stored blocks of random bytes) so no tool recompresses them; diff_ids in the config are correct.',
-    '- Every pull in a repetition reads the same image (the one Airlock pushed in that repetition), which the ' +
-      'registry serves from the page cache.',
+    '- Every pull in a repetition reads the same image (the one Airlock pushed in that repetition). Airlock ' +
+      'writes large blobs past the page cache, so the registry reads them from disk for whichever client pulls ' +
+      'first (the order rotates) and from the page cache for the other two.',
     '- `sync` runs before each timed copy. Time is wall-clock from spawning the client to its exit (process start-up ' +
       'included); MB/s is image bytes / that time. Peak RSS and client CPU come from `/usr/bin/time -v` (maximum ' +
       'resident set size; user + system time). Server CPU is the Airlock process user + system time from ' +

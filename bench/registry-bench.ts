@@ -27,6 +27,7 @@ import {
   loadAverage,
   machineInfo,
   memoryOf,
+  rawDirectWriteMBps,
   rawWriteMBps,
   sampleRss,
   startBaselineServer,
@@ -162,14 +163,23 @@ async function benchGet(
   return { seconds: sizes.wrkSeconds, baseline, wrk: { airlock, distribution } };
 }
 
-async function benchRawWrite(dir: string, file: RandomFile, sizes: Sizes): Promise<number[]> {
-  const samples: number[] = [];
+async function benchRawWrite(
+  dir: string,
+  file: RandomFile,
+  sizes: Sizes,
+): Promise<{ buffered: number[]; direct: number[] }> {
+  const buffered: number[] = [];
+  const direct: number[] = [];
   for (let i = 0; i < sizes.repetitions; i++) {
     await syncDisks();
-    samples.push(await rawWriteMBps(dir, file.data));
+    buffered.push(await rawWriteMBps(dir, file.data));
+    await syncDisks();
+    const rate = await rawDirectWriteMBps(dir, file.data);
+    if (rate !== undefined) direct.push(rate);
   }
-  progress(`raw write + fsync: ${samples.map((s) => s.toFixed(0)).join(', ')} MB/s`);
-  return samples;
+  const list = (samples: number[]): string => samples.map((s) => s.toFixed(0)).join(', ');
+  progress(`raw write + fsync: ${list(buffered)} MB/s; with O_DIRECT: ${list(direct) || 'refused'} MB/s`);
+  return { buffered, direct };
 }
 
 /** A server under test: how to talk to it and which process to account CPU to. */
@@ -441,7 +451,7 @@ async function main(): Promise<void> {
     const get = runs('get') ? await benchGet(clients, pids, { manifest, sizes }) : undefined;
 
     let file: RandomFile | undefined;
-    let rawWrite: number[] | undefined;
+    let rawWrite: { buffered: number[]; direct: number[] } | undefined;
     let upload: UploadResults | undefined;
     let flat: BenchResults['memory']['flat'];
     if (runs('upload') || runs('download')) {
@@ -485,7 +495,8 @@ async function main(): Promise<void> {
       repetitions: sizes.repetitions,
       load: { start: loadStart, end: loadAverage() },
       ...(get ? { get } : {}),
-      ...(rawWrite ? { rawWrite } : {}),
+      ...(rawWrite ? { rawWrite: rawWrite.buffered } : {}),
+      ...(rawWrite && rawWrite.direct.length > 0 ? { rawDirectWrite: rawWrite.direct } : {}),
       ...(upload
         ? {
             upload: {
