@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   DIRECT_ALIGNMENT,
+  directIoAllowed,
   PositionalFile,
   returnBufferSet,
   takeBufferSet,
@@ -82,6 +83,25 @@ describe('PositionalFile', () => {
       await writeThrough(file, bytes, 0);
       file.close();
       assert.deepEqual(await readFile(path), bytes);
+    } finally {
+      delete process.env.AIRLOCK_DIRECT_IO;
+    }
+  });
+
+  test('AIRLOCK_DIRECT_IO accepts 0 and 1 and refuses anything else when a file is opened', () => {
+    assert.equal(directIoAllowed({ AIRLOCK_DIRECT_IO: '0' }), false);
+    assert.equal(directIoAllowed({ AIRLOCK_DIRECT_IO: '1' }), constants.O_DIRECT !== undefined);
+    assert.equal(directIoAllowed({}), constants.O_DIRECT !== undefined);
+    assert.throws(
+      () => directIoAllowed({ AIRLOCK_DIRECT_IO: 'no' }),
+      /must be 0 \(off\) or 1 \(on\), not "no"/,
+    );
+    process.env.AIRLOCK_DIRECT_IO = 'false';
+    try {
+      assert.throws(
+        () => PositionalFile.open(join(dir, 'refused-setting'), { append: false }),
+        /AIRLOCK_DIRECT_IO/,
+      );
     } finally {
       delete process.env.AIRLOCK_DIRECT_IO;
     }

@@ -44,9 +44,16 @@ export function returnBufferSet(set: Buffer[]): void {
   if (spareSets.length < MAX_SPARE_SETS) spareSets.push(set);
 }
 
-/** Whether writes may bypass the page cache: Linux (O_DIRECT exists) and not `AIRLOCK_DIRECT_IO=0`. */
-export function directIoAllowed(): boolean {
-  return constants.O_DIRECT !== undefined && process.env['AIRLOCK_DIRECT_IO'] !== '0';
+/**
+ * Whether writes may bypass the page cache: on Linux (O_DIRECT exists) unless `AIRLOCK_DIRECT_IO=0`.
+ * Throws on any other value than unset, empty, 0 or 1, so a mistyped "off" is not taken as on.
+ */
+export function directIoAllowed(env: NodeJS.ProcessEnv = process.env): boolean {
+  const setting = env['AIRLOCK_DIRECT_IO'];
+  if (setting !== undefined && setting !== '' && setting !== '0' && setting !== '1') {
+    throw new Error(`AIRLOCK_DIRECT_IO must be 0 (off) or 1 (on), not "${setting.slice(0, 40)}"`);
+  }
+  return constants.O_DIRECT !== undefined && setting !== '0';
 }
 
 /** The first `length` bytes of `buffer`, to be written at file offset `at`. */

@@ -28,4 +28,5 @@ export type { ExtractOptions, ExtractLimits, ExtractResult } from './extract.js'
 export { OciLayout, REF_NAME } from './layout.js';
 export type { LayoutIndex } from './layout.js';
 export { writeHashed } from './hashed-write.js';
+export { directIoAllowed } from './direct-io.js';
 export type { HashedWriteOptions, BorrowedChunkSource } from './hashed-write.js';

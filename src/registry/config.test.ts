@@ -49,6 +49,11 @@ describe('loadServeConfig', () => {
       /"addr" must be HOST:PORT/,
     ],
     [
+      'an AIRLOCK_DIRECT_IO other than 0 or 1',
+      () => loadServeConfig({ env: { AIRLOCK_DIRECT_IO: 'off' } }),
+      /AIRLOCK_DIRECT_IO must be 0 \(off\) or 1 \(on\), not "off"/,
+    ],
+    [
       'a negative number',
       () => loadServeConfig({ env: { AIRLOCK_MAX_BLOB_BYTES: '-5' } }),
       /non-negative integer/,
