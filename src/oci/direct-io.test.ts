@@ -184,6 +184,24 @@ describe('PositionalFile', () => {
     assert.deepEqual(await readFile(path), bytes);
   });
 
+  test('failing to open the buffered descriptor is a write error, not an exception', async (t) => {
+    if (!direct) {
+      t.skip('this file system has no O_DIRECT (the buffered descriptor is opened up front)');
+      return;
+    }
+    const path = join(dir, 'vanished');
+    const file = PositionalFile.open(path, { append: false });
+    await rm(path);
+    const set = takeBufferSet();
+    // Content under 1 MiB goes through the buffered descriptor, opened by path on first use.
+    const failed = new Promise<NodeJS.ErrnoException | null>((resolve) => {
+      assert.doesNotThrow(() => file.write({ buffer: set[0] as Buffer, length: 100, at: 0 }, resolve));
+    });
+    assert.equal((await failed)?.code, 'ENOENT');
+    returnBufferSet(set);
+    file.close();
+  });
+
   test('an fs error reaches the callback once', async () => {
     const file = PositionalFile.open('/dev/full', { append: false });
     const set = takeBufferSet();

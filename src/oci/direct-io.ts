@@ -101,7 +101,13 @@ export class PositionalFile {
     this.#path = path;
     this.#direct = direct;
     this.#buffered = buffered;
-    this.size = fstatSync((direct ?? buffered) as number).size;
+    const fd = (direct ?? buffered) as number;
+    try {
+      this.size = fstatSync(fd).size;
+    } catch (error) {
+      closeSync(fd);
+      throw error;
+    }
   }
 
   /** Opens `path`, replacing its content unless `append` (then writes go after its current end). */
@@ -152,7 +158,7 @@ export class PositionalFile {
       if (pending === 0) done(null);
     };
     if (directLength > 0) this.#writeDirect({ ...segment, length: directLength }, pieceDone);
-    if (directLength < length) writeAll(this.#plain(), { ...segment, from: directLength }, pieceDone);
+    if (directLength < length) this.#writePlain({ ...segment, from: directLength }, pieceDone);
   }
 
   /** Writes `chunk` at `position` on this thread, through the page cache. */
@@ -189,8 +195,20 @@ export class PositionalFile {
       // The file system or device wants another alignment: the page cache from here on. The direct
       // descriptor stays open until close(), as other writes may still be in flight on it.
       this.#refused = true;
-      writeAll(this.#plain(), { ...segment, from: 0 }, done);
+      this.#writePlain({ ...segment, from: 0 }, done);
     });
+  }
+
+  /** Through the buffered descriptor; failing to open it is reported like a failed write, never thrown. */
+  #writePlain(piece: Segment & { from: number }, done: (error: NodeJS.ErrnoException | null) => void): void {
+    let fd: number;
+    try {
+      fd = this.#plain();
+    } catch (error) {
+      process.nextTick(done, error);
+      return;
+    }
+    writeAll(fd, piece, done);
   }
 
   #plain(): number {
