@@ -1,6 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { pbkdf2, randomBytes } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
 import { closeSync, constants, openSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -39,8 +40,8 @@ async function writeThrough(file: PositionalFile, bytes: Buffer, at: number): Pr
   try {
     const pending: Promise<void>[] = [];
     for (let offset = 0, i = 0; offset < bytes.length; i++) {
-      const buffer = set[i % set.length] as Buffer;
-      if (i >= set.length) await pending[i - set.length];
+      const buffer = set.buffers[i % set.buffers.length] as Buffer;
+      if (i >= set.buffers.length) await pending[i - set.buffers.length];
       const take = Math.min(file.fill(at + offset, buffer.byteLength), bytes.length - offset);
       bytes.copy(buffer, 0, offset, offset + take);
       pending.push(writeAt(file, buffer, take, at + offset));
@@ -163,7 +164,8 @@ describe('PositionalFile', () => {
     const bytes = randomBytes(2 * MiB);
     // A Buffer from malloc is 16-byte aligned at best; 16 bytes past a page boundary is never 512-aligned.
     const set = takeBufferSet();
-    const misaligned = Buffer.from((set[0] as Buffer).buffer, (set[0] as Buffer).byteOffset + 16, 2 * MiB);
+    const first = set.buffers[0] as Buffer;
+    const misaligned = Buffer.from(first.buffer, first.byteOffset + 16, 2 * MiB);
     bytes.copy(misaligned);
     await writeAt(file, misaligned, bytes.length, 0);
     returnBufferSet(set);
@@ -195,17 +197,97 @@ describe('PositionalFile', () => {
     const set = takeBufferSet();
     // Content under 1 MiB goes through the buffered descriptor, opened by path on first use.
     const failed = new Promise<NodeJS.ErrnoException | null>((resolve) => {
-      assert.doesNotThrow(() => file.write({ buffer: set[0] as Buffer, length: 100, at: 0 }, resolve));
+      assert.doesNotThrow(() =>
+        file.write({ buffer: set.buffers[0] as Buffer, length: 100, at: 0 }, resolve),
+      );
     });
     assert.equal((await failed)?.code, 'ENOENT');
     returnBufferSet(set);
     file.close();
   });
 
+  test('a write split in two reports a failure of one part only once the other part has ended', async (t) => {
+    if (!direct) {
+      t.skip('this file system has no O_DIRECT (nothing is split)');
+      return;
+    }
+    const path = join(dir, 'split');
+    const file = PositionalFile.open(path, { append: false });
+    await rm(path); // the buffered part's descriptor (opened by path) now fails with ENOENT at once
+    const set = takeBufferSet();
+    // Keep the thread pool busy, so the direct part waits in its queue while the buffered part fails.
+    let finishedJobs = 0;
+    const busy = Array.from(
+      { length: 4 },
+      () =>
+        new Promise<void>((resolve) =>
+          pbkdf2('x', 'y', 200_000, 32, 'sha256', () => {
+            finishedJobs += 1;
+            resolve();
+          }),
+        ),
+    );
+    const error = await new Promise<NodeJS.ErrnoException | null>((resolve) =>
+      file.write({ buffer: set.buffers[0] as Buffer, length: 2 * MiB + 5000, at: 0 }, resolve),
+    );
+    // Had `done` come at once, the caller would close the descriptors while the direct part could
+    // still write through a number the next open() in the process reuses.
+    assert.ok(finishedJobs > 0, 'done waited for the direct part, queued behind the busy thread pool');
+    assert.equal(error?.code, 'ENOENT');
+    await Promise.all(busy);
+    file.close();
+    returnBufferSet(set);
+  });
+
+  test('direct: false keeps every write in the page cache', async () => {
+    const path = join(dir, 'not-direct');
+    const file = PositionalFile.open(path, { append: false, direct: false });
+    assert.equal(file.direct, false);
+    const bytes = randomBytes(3 * MiB + 1);
+    await writeThrough(file, bytes, 0);
+    file.close();
+    assert.deepEqual(await readFile(path), bytes);
+  });
+
+  test('under a virtual-memory limit that refuses WebAssembly memories, writes still work (page cache)', () => {
+    const script = [
+      `import { writeHashed } from ${JSON.stringify(new URL('./hashed-write.js', import.meta.url).href)};`,
+      `import { Digester } from ${JSON.stringify(new URL('./digest.js', import.meta.url).href)};`,
+      `import { takeBufferSet } from ${JSON.stringify(new URL('./direct-io.js', import.meta.url).href)};`,
+      `import { createHash, randomBytes } from 'node:crypto';`,
+      `import { readFileSync } from 'node:fs';`,
+      `const bytes = randomBytes(3 * 1024 * 1024 + 7);`,
+      `const digester = new Digester();`,
+      `await writeHashed([bytes], process.argv[1], { digester });`,
+      `const same = readFileSync(process.argv[1]).equals(bytes);`,
+      `const expected = 'sha256:' + createHash('sha256').update(bytes).digest('hex');`,
+      `const lent = { [Symbol.asyncIterator]() { throw new Error('no'); }, pumpBorrowed(onChunk) {`,
+      `  setImmediate(() => { onChunk(bytes); end(); }); let end; const done = new Promise((r) => (end = r));`,
+      `  return { done, resume() {} }; } };`,
+      `const d2 = new Digester();`,
+      `await writeHashed(lent, process.argv[1] + '.lent', { digester: d2 });`,
+      `const lentSame = readFileSync(process.argv[1] + '.lent').equals(bytes);`,
+      `console.log(JSON.stringify({ aligned: takeBufferSet().aligned, same, lentSame, ok: d2.digest() === expected }));`,
+    ].join('\n');
+    const result = spawnSync(
+      'bash',
+      [
+        '-c',
+        'ulimit -v 6000000 && exec "$0" --input-type=module -e "$1" "$2"',
+        process.execPath,
+        script,
+        join(dir, 'limited'),
+      ],
+      { encoding: 'utf8' },
+    );
+    assert.equal(result.status, 0, result.stderr);
+    assert.deepEqual(JSON.parse(result.stdout), { aligned: false, same: true, lentSame: true, ok: true });
+  });
+
   test('an fs error reaches the callback once', async () => {
     const file = PositionalFile.open('/dev/full', { append: false });
     const set = takeBufferSet();
-    await assert.rejects(writeAt(file, set[0] as Buffer, 100, 0), (error: NodeJS.ErrnoException) => {
+    await assert.rejects(writeAt(file, set.buffers[0] as Buffer, 100, 0), (error: NodeJS.ErrnoException) => {
       return error.code === 'ENOSPC';
     });
     returnBufferSet(set);

@@ -1,10 +1,13 @@
 import { closeSync, constants, fstatSync, openSync, write, writeSync } from 'node:fs';
 
 /**
- * File offsets, lengths and memory addresses of direct writes are multiples of this. 4096 covers the
- * logical block size of every common disk (512 or 4096 bytes).
+ * File offsets and lengths of direct writes are multiples of this, and so are the memory addresses they
+ * write from. It covers the logical block size of every common disk (512 or 4096 bytes) and the largest
+ * common page size (64 KiB on some arm64 and ppc64 kernels), so a direct write never shares a page-cache
+ * page with the bytes written through the page cache next to it (the kernel could not then keep the two
+ * coherent).
  */
-export const DIRECT_ALIGNMENT = 4096;
+export const DIRECT_ALIGNMENT = 64 * 1024;
 /** Bytes per write buffer. */
 export const WRITE_BUFFER_SIZE = 2 * 1024 * 1024;
 /** Write buffers in one set: one write fills a buffer while the thread pool writes the others. */
@@ -19,28 +22,44 @@ interface WasmMemoryConstructor {
   new (descriptor: { initial: number; maximum?: number }): { readonly buffer: ArrayBuffer };
 }
 
-const spareSets: Buffer[][] = [];
+/** Write buffers, and whether their memory is aligned for direct writes. */
+export interface BufferSet {
+  readonly buffers: readonly Buffer[];
+  readonly aligned: boolean;
+}
+
+const spareSets: BufferSet[] = [];
 
 /**
- * A set of write buffers whose memory starts at a page boundary, as direct I/O requires. A WebAssembly
- * memory is the one allocation node offers that is page-aligned by construction (an ArrayBuffer from
- * malloc is only 16-byte aligned). Sets are kept between writes: fresh memory has the kernel find and
- * zero new pages each time, which on the VMs Airlock is measured on costs more than the copies they hold.
+ * A set of write buffers whose memory starts at a 64 KiB boundary, as direct I/O requires. A WebAssembly
+ * memory is the one allocation node offers that is aligned by construction (an ArrayBuffer from malloc
+ * is only 16-byte aligned). Each one reserves gigabytes of address space, so where that is refused (a
+ * `ulimit -v`) the set is ordinary memory, marked unaligned, and its writes go through the page cache.
+ * Sets are kept between writes: fresh memory has the kernel find and zero new pages each time, which on
+ * the VMs Airlock is measured on costs more than the copies they hold.
  */
-export function takeBufferSet(): Buffer[] {
+export function takeBufferSet(): BufferSet {
   const spare = spareSets.pop();
   if (spare) return spare;
-  const Memory = (globalThis as unknown as { WebAssembly: { Memory: WasmMemoryConstructor } }).WebAssembly
-    .Memory;
-  const pages = (WRITE_BUFFER_SIZE * WRITE_BUFFERS_PER_SET) / WASM_PAGE;
-  const memory = new Memory({ initial: pages, maximum: pages });
-  return Array.from({ length: WRITE_BUFFERS_PER_SET }, (_, i) =>
-    Buffer.from(memory.buffer, i * WRITE_BUFFER_SIZE, WRITE_BUFFER_SIZE),
+  const bytes = WRITE_BUFFER_SIZE * WRITE_BUFFERS_PER_SET;
+  let memory: ArrayBuffer;
+  let aligned = true;
+  try {
+    const Memory = (globalThis as unknown as { WebAssembly: { Memory: WasmMemoryConstructor } }).WebAssembly
+      .Memory;
+    memory = new Memory({ initial: bytes / WASM_PAGE, maximum: bytes / WASM_PAGE }).buffer;
+  } catch {
+    memory = new ArrayBuffer(bytes);
+    aligned = false;
+  }
+  const buffers = Array.from({ length: WRITE_BUFFERS_PER_SET }, (_, i) =>
+    Buffer.from(memory, i * WRITE_BUFFER_SIZE, WRITE_BUFFER_SIZE),
   );
+  return { buffers, aligned };
 }
 
 /** Gives a set back once none of its buffers is being written. */
-export function returnBufferSet(set: Buffer[]): void {
+export function returnBufferSet(set: BufferSet): void {
   if (spareSets.length < MAX_SPARE_SETS) spareSets.push(set);
 }
 
@@ -83,7 +102,7 @@ function writeAll(
  * Large content is written with O_DIRECT: on the VMs Airlock is measured on, putting a GiB into the page
  * cache costs 0.5 CPU s when the kernel reuses pages and 4-7 s when the cache grows into memory the
  * host must first hand over, while a direct write costs 0.2-0.3 s and runs at the disk's speed. Only
- * whole aligned blocks go direct: content that ends before 1 MiB, the bytes up to the first aligned
+ * whole aligned blocks go direct: content that ends before 2 MiB, the bytes up to the first aligned
  * offset of an append and the last partial block go through a second, buffered descriptor (the kernel
  * keeps the two coherent). A file system without O_DIRECT (tmpfs) or one that refuses a direct write
  * (EINVAL) is written through the page cache only.
@@ -94,6 +113,7 @@ export class PositionalFile {
   /** A direct write failed with EINVAL: everything goes through the buffered descriptor. */
   #refused = false;
   #buffered: number | undefined;
+  #closed = false;
   /** The file's size when it was opened (0 unless appending). */
   readonly size: number;
 
@@ -110,14 +130,19 @@ export class PositionalFile {
     }
   }
 
-  /** Opens `path`, replacing its content unless `append` (then writes go after its current end). */
-  static open(path: string, options: { append: boolean }): PositionalFile {
+  /**
+   * Opens `path`, replacing its content unless `append` (then writes go after its current end). `direct:
+   * false` (buffers that are not aligned) keeps every write in the page cache.
+   */
+  static open(path: string, options: { append: boolean; direct?: boolean }): PositionalFile {
     const flags = constants.O_WRONLY | constants.O_CREAT | (options.append ? 0 : constants.O_TRUNC);
-    if (directIoAllowed()) {
+    if (directIoAllowed() && options.direct !== false) {
       try {
         return new PositionalFile(path, openSync(path, flags | constants.O_DIRECT, 0o666), undefined);
       } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'EINVAL') throw error;
+        const code = (error as NodeJS.ErrnoException).code;
+        // EINVAL: the file system has no direct I/O (tmpfs); EOPNOTSUPP from some network file systems.
+        if (code !== 'EINVAL' && code !== 'EOPNOTSUPP') throw error;
       }
     }
     return new PositionalFile(path, undefined, openSync(path, flags, 0o666));
@@ -125,7 +150,7 @@ export class PositionalFile {
 
   /** Whether whole blocks are written past the page cache. */
   get direct(): boolean {
-    return this.#direct !== undefined && !this.#refused;
+    return this.#direct !== undefined && !this.#refused && !this.#closed;
   }
 
   /**
@@ -146,16 +171,13 @@ export class PositionalFile {
     const aligned = this.direct && at % DIRECT_ALIGNMENT === 0 && at + length >= MIN_DIRECT_END;
     const directLength = aligned ? length - (length % DIRECT_ALIGNMENT) : 0;
     let pending = (directLength > 0 ? 1 : 0) + (directLength < length ? 1 : 0);
-    let failed = false;
+    let firstError: Error | null = null;
+    // Called once both parts ended, even when one failed early: until then the other may still be
+    // writing from this buffer through one of the descriptors, which the caller closes on `done`.
     const pieceDone = (error: Error | null): void => {
-      if (failed) return;
-      if (error) {
-        failed = true;
-        done(error);
-        return;
-      }
+      firstError ??= error;
       pending -= 1;
-      if (pending === 0) done(null);
+      if (pending === 0) done(firstError);
     };
     if (directLength > 0) this.#writeDirect({ ...segment, length: directLength }, pieceDone);
     if (directLength < length) this.#writePlain({ ...segment, from: directLength }, pieceDone);
@@ -183,6 +205,7 @@ export class PositionalFile {
     }
     this.#direct = undefined;
     this.#buffered = undefined;
+    this.#closed = true;
     if (failure) throw failure;
   }
 
@@ -212,6 +235,7 @@ export class PositionalFile {
   }
 
   #plain(): number {
+    if (this.#closed) throw new Error(`${this.#path} was written after it was closed`);
     // Opened after the direct one, so it never truncates what that one wrote.
     this.#buffered ??= openSync(this.#path, constants.O_WRONLY);
     return this.#buffered;

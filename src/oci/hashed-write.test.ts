@@ -1,7 +1,8 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { readdirSync } from 'node:fs';
+import { mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
@@ -260,6 +261,40 @@ describe('writeHashed', () => {
       writeHashed(lending(randomBytes(3 * MiB)), '/dev/full', { digester: new Digester() }),
       (error: NodeJS.ErrnoException) => error.code === 'ENOSPC',
     );
+  });
+
+  test('a source that ends after the write failed gets nothing written afterwards', async () => {
+    // The registry's body decoder can end the body in the same tick as the chunk that went past
+    // maxBytes: the partly filled buffer must not be written once the writer has failed and closed.
+    await withDir(async (dir) => {
+      const path = join(dir, 'upload');
+      await writeFile(path, Buffer.alloc(0));
+      const fds = (): number => readdirSync('/proc/self/fd').length;
+      const before = fds();
+      const source: AsyncIterable<Uint8Array> & BorrowedChunkSource = {
+        [Symbol.asyncIterator]: () => {
+          throw new Error('read through pumpBorrowed only');
+        },
+        pumpBorrowed(onChunk) {
+          let end: () => void = () => undefined;
+          const done = new Promise<void>((resolve) => (end = resolve));
+          setImmediate(() => {
+            onChunk(Buffer.alloc(MiB, 0x41));
+            onChunk(Buffer.alloc(64 * 1024, 0x42));
+            end();
+          });
+          return { done, resume: () => undefined };
+        },
+      };
+      await assert.rejects(
+        writeHashed(source, path, { digester: new Digester(), append: true, maxBytes: MiB + 1000 }),
+        /larger than/,
+      );
+      await truncate(path, 0); // what appendUpload does with a failed PATCH
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.equal((await readFile(path)).length, 0, 'no write landed after the failure');
+      assert.equal(fds(), before, 'no descriptor left open');
+    });
   });
 
   test('lent chunks past maxBytes: tooLarge() is thrown', async () => {

@@ -46,7 +46,7 @@ function lendsChunks(source: unknown): source is BorrowedChunkSource {
 
 /**
  * Lent chunks on the calling thread: each is hashed at once and copied into the one of a few reused,
- * page-aligned 1 MiB buffers being filled; a full buffer goes to libuv's thread pool, which writes it at
+ * page-aligned 2 MiB buffers being filled; a full buffer goes to libuv's thread pool, which writes it at
  * its position in the file (past the page cache when it can: `PositionalFile`) while the next chunks
  * arrive; with every buffer busy the source pauses. A transfer thus allocates nothing per chunk, and the
  * writes overlap the hashing. Sources that lend chunks: the client's raw HTTP reader (downloads) and the
@@ -67,8 +67,8 @@ function writeLentChunks(
     let inFlight = 0;
     let position = 0;
     let paused = false;
-    const buffers = takeBufferSet();
-    const free: Buffer[] = [...buffers];
+    const set = takeBufferSet();
+    const free: Buffer[] = [...set.buffers];
     // The buffer being filled, how much of it to fill, and where in the file it starts.
     let current: Buffer | undefined;
     let filled = 0;
@@ -79,7 +79,7 @@ function writeLentChunks(
       if (settled || inFlight > 0 || !(ended || failure)) return;
       settled = true;
       signal?.removeEventListener('abort', onAbort);
-      returnBufferSet(buffers);
+      returnBufferSet(set);
       try {
         file?.close();
       } catch (closeError) {
@@ -98,7 +98,7 @@ function writeLentChunks(
     try {
       signal?.throwIfAborted();
       // Appends write at positions too (from the current end), so the thread pool may write them in any order.
-      file = PositionalFile.open(path, { append: options.append ?? false });
+      file = PositionalFile.open(path, { append: options.append ?? false, direct: set.aligned });
       position = file.size;
     } catch (error) {
       fail(error as Error);
@@ -170,7 +170,8 @@ function writeLentChunks(
     });
     control.done.then(() => {
       ended = true;
-      submit();
+      // After a failure the file may be closed already, and the buffers back in the pool.
+      if (!failure && !settled) submit();
       finish();
     }, fail);
   });
