@@ -27,7 +27,6 @@ import {
   loadAverage,
   machineInfo,
   memoryOf,
-  rawDirectWriteMBps,
   rawWriteMBps,
   sampleRss,
   startBaselineServer,
@@ -174,7 +173,7 @@ async function benchRawWrite(
     await syncDisks();
     buffered.push(await rawWriteMBps(dir, file.data));
     await syncDisks();
-    const rate = await rawDirectWriteMBps(dir, file.data);
+    const rate = await rawWriteMBps(dir, file.data, { direct: true });
     if (rate !== undefined) direct.push(rate);
   }
   const list = (samples: number[]): string => samples.map((s) => s.toFixed(0)).join(', ');

@@ -5,6 +5,7 @@ import { availableParallelism, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { findPeer } from '../test/helpers/peers.js';
+import { returnBufferSet, takeBufferSet } from '../src/oci/direct-io.js';
 
 const MB = 1e6;
 
@@ -147,56 +148,51 @@ export async function syncDisks(): Promise<void> {
   if (result.code !== 0) throw new Error(`sync exited ${result.code}: ${result.stderr}`);
 }
 
-/** Writes `data` to a new file in `dir` in 1 MiB writes, fsyncs it, and returns MB/s. */
-export async function rawWriteMBps(dir: string, data: Buffer): Promise<number> {
-  const path = join(dir, `raw-write-${process.hrtime.bigint()}`);
-  const chunk = 1024 * 1024;
-  const started = process.hrtime.bigint();
-  const handle = await open(path, 'w');
-  try {
-    for (let at = 0; at < data.byteLength; at += chunk) {
-      await handle.write(data, at, Math.min(chunk, data.byteLength - at));
-    }
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  await rm(path, { force: true });
-  return data.byteLength / MB / seconds;
-}
-
 /**
- * Like `rawWriteMBps`, past the page cache: O_DIRECT writes of 2 MiB from page-aligned memory (a
- * WebAssembly memory), the way Airlock writes large blobs, then fsync. Undefined where the file system
- * refuses O_DIRECT (tmpfs).
+ * Writes `data` to a new file in `dir`, fsyncs it, and returns MB/s: through the page cache in 1 MiB
+ * writes, or with `direct` the way Airlock writes large blobs (O_DIRECT, 2 MiB at a time copied into an
+ * aligned buffer from `takeBufferSet`). Undefined when the file system refuses O_DIRECT (tmpfs before Linux 6.6); `data`
+ * is then a whole number of 64 KiB blocks (the benchmark's blob sizes are).
  */
-export async function rawDirectWriteMBps(dir: string, data: Buffer): Promise<number | undefined> {
-  if (constants.O_DIRECT === undefined) return undefined;
-  const path = join(dir, `raw-direct-${process.hrtime.bigint()}`);
-  const chunk = 2 * 1024 * 1024;
-  const Memory = (
-    globalThis as unknown as {
-      WebAssembly: { Memory: new (d: { initial: number }) => { buffer: ArrayBuffer } };
-    }
-  ).WebAssembly.Memory;
-  const buffer = Buffer.from(new Memory({ initial: chunk / 65536 }).buffer);
+export async function rawWriteMBps(dir: string, data: Buffer): Promise<number>;
+export async function rawWriteMBps(
+  dir: string,
+  data: Buffer,
+  options: { direct: true },
+): Promise<number | undefined>;
+export async function rawWriteMBps(
+  dir: string,
+  data: Buffer,
+  options: { direct?: boolean } = {},
+): Promise<number | undefined> {
+  const direct = options.direct === true;
+  if (direct && constants.O_DIRECT === undefined) return undefined;
+  const path = join(dir, `raw-write-${process.hrtime.bigint()}`);
+  const set = direct ? takeBufferSet() : undefined;
+  const aligned = set?.buffers[0];
+  const chunk = aligned?.byteLength ?? 1024 * 1024;
+  const started = process.hrtime.bigint();
   let handle;
   try {
-    handle = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_DIRECT);
-  } catch {
-    return undefined;
+    handle = await open(path, direct ? constants.O_WRONLY | constants.O_CREAT | constants.O_DIRECT : 'w');
+  } catch (error) {
+    if (direct) return undefined;
+    throw error;
   }
-  const started = process.hrtime.bigint();
   try {
-    // Whole 4 KiB blocks only: the blob size used here is a multiple of 2 MiB.
-    for (let at = 0; at + chunk <= data.byteLength; at += chunk) {
-      data.copy(buffer, 0, at, at + chunk);
-      await handle.write(buffer, 0, chunk, at);
+    for (let at = 0; at < data.byteLength; at += chunk) {
+      const length = Math.min(chunk, data.byteLength - at);
+      if (aligned) {
+        data.copy(aligned, 0, at, at + length);
+        await handle.write(aligned, 0, length, at);
+      } else {
+        await handle.write(data, at, length);
+      }
     }
     await handle.sync();
   } finally {
     await handle.close();
+    if (set) returnBufferSet(set);
   }
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   await rm(path, { force: true });

@@ -17,7 +17,7 @@ import {
 
 const MiB = 1024 * 1024;
 
-/** Whether the folder's file system takes O_DIRECT at all (tmpfs does not). */
+/** Whether the folder's file system takes O_DIRECT at all (tmpfs before Linux 6.6 does not). */
 function supportsDirect(dir: string): boolean {
   if (constants.O_DIRECT === undefined) return false;
   try {

@@ -104,7 +104,7 @@ function writeAll(
  * host must first hand over, while a direct write costs 0.2-0.3 s and runs at the disk's speed. Only
  * whole aligned blocks go direct: content that ends before 2 MiB, the bytes up to the first aligned
  * offset of an append and the last partial block go through a second, buffered descriptor (the kernel
- * keeps the two coherent). A file system without O_DIRECT (tmpfs) or one that refuses a direct write
+ * keeps the two coherent). A file system without O_DIRECT (tmpfs before Linux 6.6) or one that refuses a direct write
  * (EINVAL) is written through the page cache only.
  */
 export class PositionalFile {
@@ -141,7 +141,7 @@ export class PositionalFile {
         return new PositionalFile(path, openSync(path, flags | constants.O_DIRECT, 0o666), undefined);
       } catch (error) {
         const code = (error as NodeJS.ErrnoException).code;
-        // EINVAL: the file system has no direct I/O (tmpfs); EOPNOTSUPP from some network file systems.
+        // EINVAL: the file system has no direct I/O (tmpfs before Linux 6.6); EOPNOTSUPP from some network file systems.
         if (code !== 'EINVAL' && code !== 'EOPNOTSUPP') throw error;
       }
     }
@@ -150,7 +150,7 @@ export class PositionalFile {
 
   /** Whether whole blocks are written past the page cache. */
   get direct(): boolean {
-    return this.#direct !== undefined && !this.#refused && !this.#closed;
+    return this.#direct !== undefined && !this.#refused;
   }
 
   /**

@@ -74,11 +74,6 @@ export class H1Response extends EventEmitter {
     return this.#headers.has(name.toLowerCase());
   }
 
-  removeHeader(name: string): void {
-    if (this.headersSent) throw new Error(`Cannot remove header "${name}" after the headers were sent`);
-    this.#headers.delete(name.toLowerCase());
-  }
-
   writeHead(status: number, headers: Record<string, HeaderValue> = {}): this {
     if (this.headersSent) throw new Error('The response head was already sent');
     if (!Number.isInteger(status) || status < 100 || status > 999)
