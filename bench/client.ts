@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { Agent, request, type IncomingHttpHeaders } from 'node:http';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { rawGet } from '../src/client/index.js';
 import type { BlobSource } from './payload.js';
 
 export const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
@@ -16,7 +17,7 @@ interface RequestOptions {
   readonly method: string;
   readonly headers?: Record<string, string | number>;
   /** A small body sent whole, or a stream of chunks (then `content-length` must be given). */
-  readonly body?: Buffer | AsyncIterable<Buffer>;
+  readonly body?: Buffer | Iterable<Buffer> | AsyncIterable<Buffer>;
 }
 
 /**
@@ -157,34 +158,30 @@ export class RegistryClient {
     );
   }
 
-  /** GETs a blob and discards it; returns the byte count. With `verify`, also checks the digest. */
+  /**
+   * GETs a blob and discards it; returns the byte count. With `verify`, also checks the digest. The body
+   * is read into one reused buffer (Airlock's client `rawGet`, one connection per download): node's HTTP
+   * client allocates a buffer per read and would be what limits the rate measured.
+   */
   async download(repo: string, digest: string, options: { verify?: boolean } = {}): Promise<number> {
-    const url = this.#url(`/v2/${repo}/blobs/${digest}`);
-    return new Promise<number>((resolve, reject) => {
-      const req = request(url, { method: 'GET', agent: this.#agent }, (res) => {
-        if (res.statusCode !== 200) {
-          res.resume();
-          reject(new Error(`${this.label}: GET blob answered ${res.statusCode}`));
-          return;
-        }
-        const hash = options.verify ? createHash('sha256') : undefined;
-        let bytes = 0;
-        res.on('data', (chunk: Buffer) => {
-          bytes += chunk.byteLength;
-          hash?.update(chunk);
-        });
-        res.on('error', reject);
-        res.on('end', () => {
-          if (hash && `sha256:${hash.digest('hex')}` !== digest) {
-            reject(new Error(`${this.label}: downloaded bytes do not match "${digest}"`));
-          } else {
-            resolve(bytes);
-          }
-        });
-      });
-      req.on('error', reject);
-      req.end();
-    });
+    const res = await rawGet(this.#url(`/v2/${repo}/blobs/${digest}`), {});
+    if (!res || res.status !== 200) {
+      res?.body.destroy();
+      throw new Error(
+        `${this.label}: GET blob answered ${res?.status ?? 'a response rawGet does not frame'}`,
+      );
+    }
+    const hash = options.verify ? createHash('sha256') : undefined;
+    let bytes = 0;
+    await res.body.pumpBorrowed((chunk) => {
+      bytes += chunk.byteLength;
+      hash?.update(chunk);
+      return true;
+    }).done;
+    if (hash && `sha256:${hash.digest('hex')}` !== digest) {
+      throw new Error(`${this.label}: downloaded bytes do not match "${digest}"`);
+    }
+    return bytes;
   }
 
   async putManifest(repo: string, tag: string, manifest: Buffer): Promise<void> {

@@ -359,8 +359,8 @@ export function renderSection(r: BenchResults): string {
     'Method:',
     '',
     '- Both registries run on 127.0.0.1 side by side and are measured one after the other with the same client ' +
-      '(node:http with keep-alive; request bodies streamed from a file in 1 MiB reads). Client, servers and wrk ' +
-      'share the same CPUs.',
+      '(node:http with keep-alive; request bodies written from memory in 1 MiB pieces, so the client costs only ' +
+      'its socket writes). Client, servers and wrk share the same CPUs.',
     '- "Ceiling" rows run the same client or wrk against a bare node:http server in its own process (a fixed ' +
       'answer, a body it discards, a file it streams): no routing, logging, metrics, hashing or fsync.',
     '- Server CPU is user + system time of the server process (all threads) from /proc/PID/stat, read before and ' +
@@ -381,7 +381,8 @@ export function renderSection(r: BenchResults): string {
       'write figure is node writing the same bytes in 1 MiB writes, then fsync.',
     '- Airlock writes large blobs with O_DIRECT (past the page cache), distribution through it. Downloads ' +
       'read a blob just written, after one untimed download that checks its bytes, so both serve the timed ' +
-      'downloads from the page cache.',
+      "downloads from the page cache. The client reads response bodies into one reused 1 MiB buffer (Airlock's " +
+      '`rawGet`, a connection per download), not through node:http, which allocates a buffer per read.',
     '- RSS: VmRSS sampled every 25 ms from /proc during one upload of each size; peak is VmHWM at the end of the run.',
   ]
     .filter((line, i, all) => !(line === '' && all[i - 1] === ''))

@@ -8,6 +8,8 @@ export type {
   RegistryPushEvent,
 } from './registry-client.js';
 export { HttpTransport } from './transport.js';
+export { rawGet } from './raw-get.js';
+export type { RawResponse } from './raw-get.js';
 export type { TransportOptions, HttpRequest, HttpResponse, RequestBody } from './transport.js';
 export { Authenticator, parseChallenge } from './auth.js';
 export type { Challenge } from './auth.js';

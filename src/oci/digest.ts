@@ -1,4 +1,5 @@
 import { createHash, type Hash } from 'node:crypto';
+import { hashThread, hashThreadAllowed, type RemoteStream } from './hash-thread.js';
 
 /** A content digest such as `sha256:<64 hex>`, validated by {@link parseDigest}. */
 export type Digest = string & { readonly __brand: 'Digest' };
@@ -51,11 +52,26 @@ export function digestOf(data: Uint8Array | string, algorithm: DigestAlgorithm =
   return `${algorithm}:${createHash(algorithm).update(data).digest('hex')}` as Digest;
 }
 
-/** Incremental digester for streamed content. */
+/** Smallest view {@link Digester.updateShared} sends to the hash thread when a digester starts there. */
+const MIN_THREAD_HASH = 1024 * 1024;
+
+/** Remote hash states to forget when their digester is collected. */
+const remoteStates = new FinalizationRegistry<RemoteStream>((stream) => hashThread.drop(stream));
+
+/**
+ * Incremental digester for streamed content. It hashes on the calling thread, or, for large content in
+ * shared memory (`updateShared`, used by the blob writer), on the hash thread; then `settle()` has to run
+ * before `digest()` (the writer does it before it returns).
+ */
 export class Digester {
   readonly algorithm: DigestAlgorithm;
-  readonly #hash: Hash;
+  #hash: Hash | undefined;
+  #remote: RemoteStream | undefined;
   #size = 0;
+  /** The remote digest at a size, from the last settle. */
+  #settled: { readonly size: number; readonly hex: string } | undefined;
+  /** A remote update that failed: every later settle fails with it. */
+  #failure: Error | undefined;
 
   constructor(algorithm: DigestAlgorithm = 'sha256') {
     this.algorithm = algorithm;
@@ -63,16 +79,77 @@ export class Digester {
   }
 
   update(chunk: Uint8Array): void {
-    this.#hash.update(chunk);
+    if (this.#remote) {
+      // Rare (a digester moved to the hash thread fed from ordinary memory): send a shared copy.
+      const copy = new Uint8Array(new SharedArrayBuffer(chunk.byteLength));
+      copy.set(chunk);
+      void this.#track(hashThread.update(this.#remote, this.algorithm, copy)); // failures surface in settle()
+    } else {
+      (this.#hash as Hash).update(chunk);
+    }
     this.#size += chunk.byteLength;
+  }
+
+  /**
+   * Hashes a view of shared memory, on the hash thread when this digester is there or moves there now
+   * (it has hashed nothing yet, the view is large and the hash thread is allowed); otherwise at once, here.
+   * Resolves once the memory may be reused. The size counts the bytes at once.
+   */
+  updateShared(view: Uint8Array): Promise<void> {
+    if (
+      !this.#remote &&
+      this.#size === 0 &&
+      view.byteLength >= MIN_THREAD_HASH &&
+      view.buffer instanceof SharedArrayBuffer &&
+      hashThreadAllowed()
+    ) {
+      this.#remote = hashThread.newStream();
+      this.#hash = undefined;
+      remoteStates.register(this, this.#remote);
+    }
+    if (!this.#remote) {
+      this.update(view);
+      return Promise.resolve();
+    }
+    this.#size += view.byteLength;
+    return this.#track(hashThread.update(this.#remote, this.algorithm, view));
+  }
+
+  #track(update: Promise<void>): Promise<void> {
+    update.catch((error: unknown) => {
+      this.#failure ??= error as Error;
+    });
+    return update;
   }
 
   get size(): number {
     return this.#size;
   }
 
-  /** Finishes the hash; the digester cannot be updated afterwards. */
+  /** Whether this digester hashes on the hash thread. */
+  get onHashThread(): boolean {
+    return this.#remote !== undefined;
+  }
+
+  /** Waits for the hash thread (if used) to have hashed everything so far; `digest()` needs it. */
+  async settle(): Promise<void> {
+    if (!this.#remote) return;
+    const size = this.#size;
+    const hex = await hashThread.peek(this.#remote, this.algorithm);
+    if (this.#failure) throw this.#failure;
+    this.#settled = { size, hex };
+  }
+
+  /**
+   * The digest of everything hashed. On this thread it finishes the hash (no update afterwards); for a
+   * hash-thread digester it is the digest from the last `settle()`, which must cover every byte.
+   */
   digest(): Digest {
-    return `${this.algorithm}:${this.#hash.digest('hex')}` as Digest;
+    if (!this.#remote) return `${this.algorithm}:${(this.#hash as Hash).digest('hex')}` as Digest;
+    if (this.#failure) throw this.#failure;
+    if (this.#settled?.size !== this.#size) {
+      throw new Error('Digester.digest() before settle(): bytes sent to the hash thread are not counted yet');
+    }
+    return `${this.algorithm}:${this.#settled.hex}` as Digest;
   }
 }

@@ -19,13 +19,19 @@ const MAX_SPARE_SETS = 4;
 const WASM_PAGE = 64 * 1024;
 
 interface WasmMemoryConstructor {
-  new (descriptor: { initial: number; maximum?: number }): { readonly buffer: ArrayBuffer };
+  new (descriptor: { initial: number; maximum?: number; shared?: boolean }): {
+    readonly buffer: ArrayBuffer | SharedArrayBuffer;
+  };
 }
 
-/** Write buffers, and whether their memory is aligned for direct writes. */
+/**
+ * Write buffers, whether their memory is aligned for direct writes, and whether it is shared (so that the
+ * hash thread can read it where it lies).
+ */
 export interface BufferSet {
   readonly buffers: readonly Buffer[];
   readonly aligned: boolean;
+  readonly shared: boolean;
 }
 
 const spareSets: BufferSet[] = [];
@@ -42,20 +48,25 @@ export function takeBufferSet(): BufferSet {
   const spare = spareSets.pop();
   if (spare) return spare;
   const bytes = WRITE_BUFFER_SIZE * WRITE_BUFFERS_PER_SET;
-  let memory: ArrayBuffer;
+  const Memory = (globalThis as unknown as { WebAssembly: { Memory: WasmMemoryConstructor } }).WebAssembly
+    .Memory;
+  const pages = bytes / WASM_PAGE;
+  let memory: ArrayBuffer | SharedArrayBuffer;
   let aligned = true;
   try {
-    const Memory = (globalThis as unknown as { WebAssembly: { Memory: WasmMemoryConstructor } }).WebAssembly
-      .Memory;
-    memory = new Memory({ initial: bytes / WASM_PAGE, maximum: bytes / WASM_PAGE }).buffer;
+    memory = new Memory({ initial: pages, maximum: pages, shared: true }).buffer;
   } catch {
-    memory = new ArrayBuffer(bytes);
-    aligned = false;
+    try {
+      memory = new Memory({ initial: pages, maximum: pages }).buffer;
+    } catch {
+      memory = new ArrayBuffer(bytes);
+      aligned = false;
+    }
   }
   const buffers = Array.from({ length: WRITE_BUFFERS_PER_SET }, (_, i) =>
     Buffer.from(memory, i * WRITE_BUFFER_SIZE, WRITE_BUFFER_SIZE),
   );
-  return { buffers, aligned };
+  return { buffers, aligned, shared: memory instanceof SharedArrayBuffer };
 }
 
 /** Gives a set back once none of its buffers is being written. */

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { Digester } from './digest.js';
 import { PositionalFile } from './direct-io.js';
+import { hashThread, hashThreadAllowed } from './hash-thread.js';
 import { writeHashed, type BorrowedChunkSource } from './hashed-write.js';
 
 const MiB = 1024 * 1024;
@@ -253,6 +254,77 @@ describe('writeHashed', () => {
       }
       assert.equal(digester.digest(), sha256(bytes));
       assert.deepEqual(await readFile(path), bytes);
+    });
+  });
+
+  test('lent content is hashed on the hash thread (24 MiB; then appended over calls) with the right digest', async () => {
+    await withDir(async (dir) => {
+      const bytes = randomBytes(24 * MiB + 77);
+      const digester = new Digester();
+      await writeHashed(lending(bytes), join(dir, 'blob'), { digester });
+      assert.equal(digester.onHashThread, hashThreadAllowed());
+      assert.equal(digester.digest(), sha256(bytes));
+      assert.deepEqual(await readFile(join(dir, 'blob')), bytes);
+
+      // A chunked upload: the digester moves with its first large PATCH, later ones (small too) follow.
+      const path = join(dir, 'upload');
+      const parts = [randomBytes(4 * MiB + 1), randomBytes(10), randomBytes(6 * MiB)];
+      const upload = new Digester();
+      for (const part of parts) {
+        await writeHashed(lending(part), path, { digester: upload, append: true });
+        assert.equal(upload.onHashThread, hashThreadAllowed());
+      }
+      assert.equal(upload.digest(), sha256(Buffer.concat(parts)));
+      assert.deepEqual(await readFile(path), Buffer.concat(parts));
+    });
+  });
+
+  test('AIRLOCK_HASH_THREAD=0 hashes lent content on the calling thread, with the same result', async () => {
+    const saved = process.env.AIRLOCK_HASH_THREAD;
+    process.env.AIRLOCK_HASH_THREAD = '0';
+    try {
+      await withDir(async (dir) => {
+        const bytes = randomBytes(8 * MiB + 5);
+        const digester = new Digester();
+        await writeHashed(lending(bytes), join(dir, 'blob'), { digester });
+        assert.equal(digester.onHashThread, false);
+        assert.equal(digester.digest(), sha256(bytes));
+      });
+    } finally {
+      if (saved === undefined) delete process.env.AIRLOCK_HASH_THREAD;
+      else process.env.AIRLOCK_HASH_THREAD = saved;
+    }
+  });
+
+  test('a hash thread that stops mid-write fails the write instead of publishing a digest', async () => {
+    await withDir(async (dir) => {
+      const bytes = randomBytes(16 * MiB);
+      const digester = new Digester();
+      const source = lending(bytes);
+      let stopped = false;
+      const stopping: AsyncIterable<Uint8Array> & BorrowedChunkSource = {
+        [Symbol.asyncIterator]: () => {
+          throw new Error('read through pumpBorrowed only');
+        },
+        pumpBorrowed(onChunk) {
+          let seen = 0;
+          return source.pumpBorrowed((chunk) => {
+            seen += chunk.byteLength;
+            if (!stopped && seen > 6 * MiB) {
+              stopped = true;
+              void hashThread.terminate();
+            }
+            return onChunk(chunk);
+          });
+        },
+      };
+      const write = writeHashed(stopping, join(dir, 'blob'), { digester });
+      if (hashThreadAllowed()) {
+        await assert.rejects(write, /hash thread/);
+        assert.throws(() => digester.digest(), /hash thread|before settle/);
+      } else {
+        await write;
+      }
     });
   });
 

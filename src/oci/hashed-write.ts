@@ -45,12 +45,13 @@ function lendsChunks(source: unknown): source is BorrowedChunkSource {
 }
 
 /**
- * Lent chunks on the calling thread: each is hashed at once and copied into the one of a few reused,
- * page-aligned 2 MiB buffers being filled; a full buffer goes to libuv's thread pool, which writes it at
- * its position in the file (past the page cache when it can: `PositionalFile`) while the next chunks
- * arrive; with every buffer busy the source pauses. A transfer thus allocates nothing per chunk, and the
- * writes overlap the hashing. Sources that lend chunks: the client's raw HTTP reader (downloads) and the
- * registry's HTTP server (uploads).
+ * Lent chunks are copied into the one of a few reused, page-aligned 2 MiB buffers being filled; a full
+ * buffer goes at once to libuv's thread pool, which writes it at its position in the file (past the page
+ * cache when it can: `PositionalFile`), and to the digester, which hashes large content on the hash thread
+ * (`Digester.updateShared`), while the next chunks arrive. A buffer is reused once both are done; with
+ * every buffer busy the source pauses. A transfer thus allocates nothing per chunk, and the thread that
+ * reads the socket only copies. Sources that lend chunks: the client's raw HTTP reader (downloads) and
+ * the registry's HTTP server (uploads).
  */
 function writeLentChunks(
   source: BorrowedChunkSource,
@@ -66,6 +67,9 @@ function writeLentChunks(
     let failure: Error | undefined;
     let inFlight = 0;
     let position = 0;
+    // Bytes taken from the source so far (the digester counts them only when their buffer is submitted).
+    let received = 0;
+    const sizeBefore = digester.size;
     let paused = false;
     const set = takeBufferSet();
     const free: Buffer[] = [...set.buffers];
@@ -88,7 +92,7 @@ function writeLentChunks(
       if (failure) {
         if (source instanceof Readable) source.destroy();
         reject(failure);
-      } else resolve();
+      } else digester.settle().then(resolve, reject);
     };
     const fail = (error: Error): void => {
       failure ??= error;
@@ -106,7 +110,8 @@ function writeLentChunks(
     }
     const out = file;
     signal?.addEventListener('abort', onAbort, { once: true });
-    // Hands the filled part of the current buffer to the thread pool, to be written at its position.
+    // Hands the filled part of the current buffer to the thread pool, to be written at its position, and
+    // to the digester; the buffer is free again when both are done with it.
     const submit = (): void => {
       const buffer = current;
       const length = filled;
@@ -117,34 +122,44 @@ function writeLentChunks(
         free.push(buffer);
         return;
       }
-      inFlight += 1;
-      out.write({ buffer, length, at: currentAt }, (error) => {
+      let users = 2;
+      const done = (error: Error | null): void => {
         inFlight -= 1;
-        free.push(buffer);
+        users -= 1;
+        if (users === 0) free.push(buffer);
         if (error) {
           fail(error);
           return;
         }
-        if (paused && !failure) {
+        if (paused && !failure && free.length > 0) {
           paused = false;
           control.resume();
         }
         finish();
-      });
+      };
+      inFlight += 2;
+      digester.updateShared(buffer.subarray(0, length)).then(
+        () => done(null),
+        (error: unknown) => done(error as Error),
+      );
+      out.write({ buffer, length, at: currentAt }, done);
     };
     const control = source.pumpBorrowed((chunk) => {
       if (failure || settled) return false;
       try {
-        if (digester.size + chunk.byteLength > maxBytes) throw tooLargeError(options, maxBytes);
-        digester.update(chunk);
+        if (sizeBefore + received + chunk.byteLength > maxBytes) throw tooLargeError(options, maxBytes);
+        received += chunk.byteLength;
         let offset = 0;
         while (offset < chunk.byteLength) {
           if (!current) {
             current = free.pop();
             if (!current) {
-              // Every buffer is in flight (a source that ignored the pause): write the rest here.
-              out.writeSync(offset === 0 ? chunk : chunk.subarray(offset), position);
-              position += chunk.byteLength - offset;
+              // Every buffer is in flight (a source that ignored the pause): hash and write the rest here,
+              // after the buffers submitted before it.
+              const rest = offset === 0 ? chunk : chunk.subarray(offset);
+              digester.update(rest);
+              out.writeSync(rest, position);
+              position += rest.byteLength;
               break;
             }
             currentAt = position;
@@ -204,6 +219,8 @@ async function writeOnThisThread(
     }
     out.end();
     await Promise.race([finished(out), failed]);
+    // A digester that moved to the hash thread in an earlier write (a chunked upload) keeps hashing there.
+    await digester.settle();
   } catch (error) {
     out.destroy();
     throw error;

@@ -54,6 +54,11 @@ describe('loadServeConfig', () => {
       /AIRLOCK_DIRECT_IO must be 0 \(off\) or 1 \(on\), not "off"/,
     ],
     [
+      'an AIRLOCK_HASH_THREAD other than 0 or 1',
+      () => loadServeConfig({ env: { AIRLOCK_HASH_THREAD: 'yes' } }),
+      /AIRLOCK_HASH_THREAD must be 0 \(off\) or 1 \(on\), not "yes"/,
+    ],
+    [
       'a negative number',
       () => loadServeConfig({ env: { AIRLOCK_MAX_BLOB_BYTES: '-5' } }),
       /non-negative integer/,

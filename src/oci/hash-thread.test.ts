@@ -1,0 +1,138 @@
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { Digester } from './digest.js';
+import { hashThread, hashThreadAllowed } from './hash-thread.js';
+
+const MiB = 1024 * 1024;
+
+/** `bytes` copied into shared memory, as the blob writer's buffers hold them. */
+function shared(bytes: Uint8Array): Uint8Array {
+  const view = new Uint8Array(new SharedArrayBuffer(bytes.byteLength));
+  view.set(bytes);
+  return view;
+}
+
+function hex(algorithm: 'sha256' | 'sha512', ...parts: Uint8Array[]): string {
+  const hash = createHash(algorithm);
+  for (const part of parts) hash.update(part);
+  return `${algorithm}:${hash.digest('hex')}`;
+}
+
+async function withEnv(value: string | undefined, fn: () => Promise<void>): Promise<void> {
+  const saved = process.env.AIRLOCK_HASH_THREAD;
+  if (value === undefined) delete process.env.AIRLOCK_HASH_THREAD;
+  else process.env.AIRLOCK_HASH_THREAD = value;
+  try {
+    await fn();
+  } finally {
+    if (saved === undefined) delete process.env.AIRLOCK_HASH_THREAD;
+    else process.env.AIRLOCK_HASH_THREAD = saved;
+  }
+}
+
+describe('hash thread', () => {
+  test('large shared views are hashed there, with the same digest as here', async () => {
+    await withEnv('1', async () => {
+      const a = randomBytes(3 * MiB + 17);
+      const b = randomBytes(2 * MiB);
+      const digester = new Digester();
+      await Promise.all([digester.updateShared(shared(a)), digester.updateShared(shared(b))]);
+      assert.equal(digester.onHashThread, true);
+      assert.equal(digester.size, a.length + b.length);
+      await digester.settle();
+      assert.equal(digester.digest(), hex('sha256', a, b));
+    });
+  });
+
+  test('digest() before settle() is refused rather than answering for fewer bytes', async () => {
+    await withEnv('1', async () => {
+      const digester = new Digester();
+      await digester.updateShared(shared(randomBytes(MiB)));
+      assert.throws(() => digester.digest(), /before settle/);
+      await digester.settle();
+      await digester.updateShared(shared(randomBytes(MiB)));
+      assert.throws(() => digester.digest(), /before settle/);
+    });
+  });
+
+  test('a settled stream goes on (a chunked upload): later updates, ordinary memory too, in order', async () => {
+    await withEnv('1', async () => {
+      const parts = [randomBytes(MiB), randomBytes(5000), randomBytes(2 * MiB + 1), randomBytes(1)];
+      const digester = new Digester();
+      await digester.updateShared(shared(parts[0] as Buffer));
+      await digester.settle();
+      assert.equal(digester.digest(), hex('sha256', parts[0] as Buffer));
+      digester.update(parts[1] as Buffer);
+      const pending = digester.updateShared(shared(parts[2] as Buffer));
+      digester.update(parts[3] as Buffer);
+      await pending;
+      await digester.settle();
+      assert.equal(digester.digest(), hex('sha256', ...parts));
+    });
+  });
+
+  test('sha512 streams', async () => {
+    await withEnv('1', async () => {
+      const bytes = randomBytes(4 * MiB + 3);
+      const digester = new Digester('sha512');
+      await digester.updateShared(shared(bytes));
+      assert.equal(digester.onHashThread, true);
+      await digester.settle();
+      assert.equal(digester.digest(), hex('sha512', bytes));
+    });
+  });
+
+  test('stays on this thread: after hashing here, small views, ordinary memory, AIRLOCK_HASH_THREAD=0', async () => {
+    const big = randomBytes(2 * MiB);
+    const cases: Array<[string, string | undefined, (d: Digester) => Promise<void>]> = [
+      [
+        'bytes hashed here first',
+        '1',
+        async (d) => {
+          d.update(big.subarray(0, 10));
+          await d.updateShared(shared(big.subarray(10)));
+        },
+      ],
+      ['a view under 1 MiB', '1', (d) => d.updateShared(shared(big.subarray(0, MiB - 1)))],
+      ['ordinary memory', '1', (d) => d.updateShared(big)],
+      ['AIRLOCK_HASH_THREAD=0', '0', (d) => d.updateShared(shared(big))],
+    ];
+    for (const [name, env, feed] of cases) {
+      await withEnv(env, async () => {
+        const digester = new Digester();
+        await feed(digester);
+        assert.equal(digester.onHashThread, false, name);
+        await digester.settle();
+        const fed = name === 'a view under 1 MiB' ? big.subarray(0, MiB - 1) : big;
+        assert.equal(digester.digest(), hex('sha256', fed), name);
+      });
+    }
+  });
+
+  test('a stopped hash thread fails the digesters that used it; new ones start a new thread', async () => {
+    await withEnv('1', async () => {
+      const before = new Digester();
+      await before.updateShared(shared(randomBytes(MiB)));
+      await hashThread.terminate();
+      await assert.rejects(before.settle(), /hash thread/);
+      assert.throws(() => before.digest(), /hash thread|before settle/);
+      await assert.rejects(before.updateShared(shared(randomBytes(MiB))), /hash thread restarted/);
+
+      const after = new Digester();
+      const bytes = randomBytes(MiB);
+      await after.updateShared(shared(bytes));
+      await after.settle();
+      assert.equal(after.digest(), hex('sha256', bytes));
+    });
+  });
+
+  test('AIRLOCK_HASH_THREAD accepts 0 and 1 and refuses anything else', () => {
+    assert.equal(hashThreadAllowed({ AIRLOCK_HASH_THREAD: '0' }), false);
+    assert.equal(hashThreadAllowed({ AIRLOCK_HASH_THREAD: '1' }), true);
+    assert.throws(
+      () => hashThreadAllowed({ AIRLOCK_HASH_THREAD: 'off' }),
+      /AIRLOCK_HASH_THREAD must be 0 \(off\) or 1 \(on\), not "off"/,
+    );
+  });
+});

@@ -1,0 +1,153 @@
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+
+/** The algorithms digest.ts hashes (repeated here: digest.ts imports this module). */
+type DigestAlgorithm = 'sha256' | 'sha512';
+
+/** What the hash thread is asked: hash bytes of shared memory, report a stream's digest, forget a stream. */
+export type HashRequest =
+  | {
+      readonly op: 'update';
+      readonly seq: number;
+      readonly stream: number;
+      readonly algorithm: DigestAlgorithm;
+      readonly memory: SharedArrayBuffer;
+      readonly offset: number;
+      readonly length: number;
+    }
+  | {
+      readonly op: 'peek';
+      readonly seq: number;
+      readonly stream: number;
+      readonly algorithm: DigestAlgorithm;
+    }
+  | { readonly op: 'drop'; readonly seq: number; readonly stream: number };
+
+/** One answer per request, in request order: `hex` for a peek, `error` when the request failed. */
+export interface HashReply {
+  readonly seq: number;
+  readonly hex?: string;
+  readonly error?: string;
+}
+
+/** A hash state kept on the hash thread, valid as long as the thread it was made on runs. */
+export interface RemoteStream {
+  readonly id: number;
+  readonly generation: number;
+}
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+
+interface Pending {
+  resolve(reply: HashReply): void;
+  reject(error: Error): void;
+}
+
+/**
+ * The thread that hashes large content: one per process, started on first use. The thread that reads a
+ * socket and copies the bytes into shared write buffers then does not also hash them (SHA-256 is about
+ * half of a blob upload's CPU), so hashing runs beside the reading and the disk writes. Requests are
+ * answered in order, so the updates of one stream are hashed in the order they were sent. The worker
+ * is unreferenced while nothing is pending, so an idle process can exit.
+ */
+class HashThread {
+  #worker: Worker | undefined;
+  /** Bumped whenever a worker goes away: the streams it held are lost. */
+  #generation = 0;
+  #seq = 0;
+  #streams = 0;
+  readonly #pending = new Map<number, Pending>();
+
+  newStream(): RemoteStream {
+    this.#streams += 1;
+    return { id: this.#streams, generation: this.#generation };
+  }
+
+  #start(): Worker {
+    if (this.#worker) return this.#worker;
+    const worker = new Worker(new URL('./hash-worker.js', import.meta.url));
+    worker.unref();
+    worker.on('message', (reply: HashReply) => {
+      const pending = this.#pending.get(reply.seq);
+      this.#pending.delete(reply.seq);
+      if (this.#pending.size === 0) worker.unref();
+      pending?.resolve(reply);
+    });
+    const stopped = (error: Error): void => {
+      if (this.#worker !== worker) return;
+      this.#worker = undefined;
+      this.#generation += 1;
+      const pending = [...this.#pending.values()];
+      this.#pending.clear();
+      for (const p of pending) p.reject(error);
+    };
+    worker.on('error', (error) => stopped(new Error(`The hash thread failed: ${error.message}`)));
+    worker.on('exit', (code) => stopped(new Error(`The hash thread exited (code ${code})`)));
+    this.#worker = worker;
+    return worker;
+  }
+
+  #send(stream: RemoteStream, request: DistributiveOmit<HashRequest, 'seq'>): Promise<HashReply> {
+    if (stream.generation !== this.#generation) {
+      return Promise.reject(new Error('The hash thread restarted: this content has to be hashed again'));
+    }
+    const worker = this.#start();
+    this.#seq += 1;
+    const seq = this.#seq;
+    return new Promise<HashReply>((resolve, reject) => {
+      if (this.#pending.size === 0) worker.ref();
+      this.#pending.set(seq, { resolve, reject });
+      worker.postMessage({ ...request, seq });
+    }).then((reply) => {
+      if (reply.error !== undefined) throw new Error(`Hashing failed: ${reply.error}`);
+      return reply;
+    });
+  }
+
+  /** Hashes `view` (shared memory) into the stream; resolves once it is hashed and may be reused. */
+  async update(stream: RemoteStream, algorithm: DigestAlgorithm, view: Uint8Array): Promise<void> {
+    const memory = view.buffer;
+    if (!(memory instanceof SharedArrayBuffer)) throw new Error('The hash thread reads shared memory only');
+    await this.#send(stream, {
+      op: 'update',
+      stream: stream.id,
+      algorithm,
+      memory,
+      offset: view.byteOffset,
+      length: view.byteLength,
+    });
+  }
+
+  /** The hex digest of everything hashed into the stream so far (the stream can go on). */
+  async peek(stream: RemoteStream, algorithm: DigestAlgorithm): Promise<string> {
+    const reply = await this.#send(stream, { op: 'peek', stream: stream.id, algorithm });
+    if (reply.hex === undefined) throw new Error('The hash thread answered a peek without a digest');
+    return reply.hex;
+  }
+
+  /** Stops the thread (a later use starts a new one); streams it held fail from then on. */
+  async terminate(): Promise<void> {
+    await this.#worker?.terminate();
+  }
+
+  /** Forgets a stream's state (its digester is gone); nothing to do if its thread is gone. */
+  drop(stream: RemoteStream): void {
+    if (stream.generation !== this.#generation || !this.#worker) return;
+    this.#send(stream, { op: 'drop', stream: stream.id }).catch(() => undefined);
+  }
+}
+
+export const hashThread = new HashThread();
+
+/**
+ * Whether large content is hashed on the hash thread: with two or more CPUs unless
+ * `AIRLOCK_HASH_THREAD=0`. Throws on any other value than unset, empty, 0 or 1.
+ */
+export function hashThreadAllowed(env: NodeJS.ProcessEnv = process.env): boolean {
+  const setting = env['AIRLOCK_HASH_THREAD'];
+  if (setting !== undefined && setting !== '' && setting !== '0' && setting !== '1') {
+    throw new Error(`AIRLOCK_HASH_THREAD must be 0 (off) or 1 (on), not "${setting.slice(0, 40)}"`);
+  }
+  if (setting === '0') return false;
+  return setting === '1' || availableParallelism() >= 2;
+}
