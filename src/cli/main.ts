@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
+import { directIoAllowed, hashThreadAllowed } from '../oci/index.js';
 import { registerAdminCommands } from './admin-commands.js';
 import { registerArtifactCommands } from './artifact-commands.js';
 import { registerAuthCommands } from './auth-commands.js';
@@ -66,6 +67,13 @@ export async function buildProgram(argv: readonly string[] = process.argv): Prom
 async function main(): Promise<void> {
   const out = createOutput();
   try {
+    // The writers' switches, checked before any command runs rather than at its first large write.
+    try {
+      directIoAllowed();
+      hashThreadAllowed();
+    } catch (error) {
+      throw new UsageError((error as Error).message);
+    }
     await (await buildProgram(process.argv)).parseAsync(process.argv);
   } catch (error) {
     if (error instanceof CommanderError) {

@@ -100,12 +100,21 @@ export class Digester {
       !this.#remote &&
       this.#size === 0 &&
       view.byteLength >= MIN_THREAD_HASH &&
-      view.buffer instanceof SharedArrayBuffer &&
-      hashThreadAllowed()
+      view.buffer instanceof SharedArrayBuffer
     ) {
-      this.#remote = hashThread.newStream();
-      this.#hash = undefined;
-      remoteStates.register(this, this.#remote);
+      let allowed: boolean;
+      try {
+        allowed = hashThreadAllowed();
+      } catch (error) {
+        return Promise.reject(error instanceof Error ? error : new Error(String(error)));
+      }
+      // Undefined when no hash thread can run here (workers refused): the bytes are hashed here.
+      const stream = allowed ? hashThread.newStream() : undefined;
+      if (stream) {
+        this.#remote = stream;
+        this.#hash = undefined;
+        remoteStates.register(this, stream);
+      }
     }
     if (!this.#remote) {
       this.update(view);

@@ -1,5 +1,6 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { Digester } from './digest.js';
 import { hashThread, hashThreadAllowed } from './hash-thread.js';
@@ -124,6 +125,63 @@ describe('hash thread', () => {
       await after.updateShared(shared(bytes));
       await after.settle();
       assert.equal(after.digest(), hex('sha256', bytes));
+    });
+  });
+
+  test('where workers are refused (permission model), large writes hash on their own thread', () => {
+    // A child node under --experimental-permission without --allow-worker: creating the worker throws.
+    const script = `
+      import { randomBytes, createHash } from 'node:crypto';
+      import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+      import { tmpdir } from 'node:os';
+      import { join } from 'node:path';
+      const { Digester, writeHashed } = await import(${JSON.stringify(new URL('./index.js', import.meta.url).href)});
+      const bytes = randomBytes(6 * 1024 * 1024 + 5);
+      const source = {
+        pumpBorrowed(onChunk) {
+          let at = 0;
+          let finish;
+          const done = new Promise((resolve) => (finish = resolve));
+          const pump = () => {
+            while (at < bytes.length) {
+              const chunk = bytes.subarray(at, at + 256 * 1024);
+              at += chunk.length;
+              if (!onChunk(chunk)) return;
+            }
+            finish();
+          };
+          setImmediate(pump);
+          return { done, resume: () => setImmediate(pump) };
+        },
+        [Symbol.asyncIterator]() { throw new Error('lent only'); },
+      };
+      const dir = mkdtempSync(join(tmpdir(), 'airlock-perm-'));
+      try {
+        const digester = new Digester();
+        await writeHashed(source, join(dir, 'blob'), { digester });
+        const expected = 'sha256:' + createHash('sha256').update(bytes).digest('hex');
+        const same = readFileSync(join(dir, 'blob')).equals(bytes);
+        console.log(JSON.stringify({ onHashThread: digester.onHashThread, ok: digester.digest() === expected && same }));
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    `;
+    const child = spawnSync(
+      process.execPath,
+      [
+        '--experimental-permission',
+        '--allow-fs-read=*',
+        '--allow-fs-write=*',
+        '--input-type=module',
+        '-e',
+        script,
+      ],
+      { encoding: 'utf8', env: { ...process.env, AIRLOCK_HASH_THREAD: '1' } },
+    );
+    assert.equal(child.status, 0, child.stderr);
+    assert.deepEqual(JSON.parse(child.stdout.trim().split('\n').pop() ?? ''), {
+      onHashThread: false,
+      ok: true,
     });
   });
 

@@ -54,11 +54,25 @@ class HashThread {
   #worker: Worker | undefined;
   /** Bumped whenever a worker goes away: the streams it held are lost. */
   #generation = 0;
+  /** No worker can run here; set once and kept. */
+  #unavailable = false;
   #seq = 0;
   #streams = 0;
   readonly #pending = new Map<number, Pending>();
 
-  newStream(): RemoteStream {
+  /**
+   * A new hash state, or undefined when no hash thread can run in this process: creating the worker was
+   * refused (node's permission model without --allow-worker), or one stopped before it ever answered
+   * (its file missing, say). Digesters then hash on their own thread.
+   */
+  newStream(): RemoteStream | undefined {
+    if (this.#unavailable) return undefined;
+    try {
+      this.#start();
+    } catch {
+      this.#unavailable = true;
+      return undefined;
+    }
     this.#streams += 1;
     return { id: this.#streams, generation: this.#generation };
   }
@@ -67,7 +81,9 @@ class HashThread {
     if (this.#worker) return this.#worker;
     const worker = new Worker(new URL('./hash-worker.js', import.meta.url));
     worker.unref();
+    let answered = false;
     worker.on('message', (reply: HashReply) => {
+      answered = true;
       const pending = this.#pending.get(reply.seq);
       this.#pending.delete(reply.seq);
       if (this.#pending.size === 0) worker.unref();
@@ -76,6 +92,7 @@ class HashThread {
     const stopped = (error: Error): void => {
       if (this.#worker !== worker) return;
       this.#worker = undefined;
+      if (!answered && error.message.startsWith('The hash thread failed')) this.#unavailable = true;
       this.#generation += 1;
       const pending = [...this.#pending.values()];
       this.#pending.clear();

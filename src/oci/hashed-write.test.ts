@@ -296,6 +296,25 @@ describe('writeHashed', () => {
     }
   });
 
+  test('a mistyped AIRLOCK_HASH_THREAD fails the write with its message (never a hang or a crash)', async () => {
+    const saved = process.env.AIRLOCK_HASH_THREAD;
+    process.env.AIRLOCK_HASH_THREAD = 'yes';
+    try {
+      await withDir(async (dir) => {
+        // 5 MiB: buffers submitted while chunks arrive; 1.5 MiB: the one buffer submitted at the end.
+        for (const size of [5 * MiB, 1.5 * MiB]) {
+          await assert.rejects(
+            writeHashed(lending(randomBytes(size)), join(dir, `blob-${size}`), { digester: new Digester() }),
+            /AIRLOCK_HASH_THREAD must be 0 \(off\) or 1 \(on\), not "yes"/,
+          );
+        }
+      });
+    } finally {
+      if (saved === undefined) delete process.env.AIRLOCK_HASH_THREAD;
+      else process.env.AIRLOCK_HASH_THREAD = saved;
+    }
+  });
+
   test('a hash thread that stops mid-write fails the write instead of publishing a digest', async () => {
     await withDir(async (dir) => {
       const bytes = randomBytes(16 * MiB);

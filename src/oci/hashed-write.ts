@@ -138,7 +138,13 @@ function writeLentChunks(
         finish();
       };
       inFlight += 2;
-      digester.updateShared(buffer.subarray(0, length)).then(
+      let hashed: Promise<void>;
+      try {
+        hashed = digester.updateShared(buffer.subarray(0, length));
+      } catch (error) {
+        hashed = Promise.reject(error instanceof Error ? error : new Error(String(error)));
+      }
+      hashed.then(
         () => done(null),
         (error: unknown) => done(error as Error),
       );
@@ -185,8 +191,13 @@ function writeLentChunks(
     });
     control.done.then(() => {
       ended = true;
-      // After a failure the file may be closed already, and the buffers back in the pool.
-      if (!failure && !settled) submit();
+      try {
+        // After a failure the file may be closed already, and the buffers back in the pool.
+        if (!failure && !settled) submit();
+      } catch (error) {
+        fail(error as Error);
+        return;
+      }
       finish();
     }, fail);
   });

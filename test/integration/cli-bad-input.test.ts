@@ -123,6 +123,23 @@ function artifact(
 }
 
 describe('airlock CLI on broken and malicious archives', { concurrency: 2 }, () => {
+  it('refuses a mistyped AIRLOCK_HASH_THREAD or AIRLOCK_DIRECT_IO at start-up, before any command runs', async (t) => {
+    const env = await cliEnv(t);
+    for (const [name, value] of [
+      ['AIRLOCK_HASH_THREAD', 'yes'],
+      ['AIRLOCK_DIRECT_IO', 'off'],
+    ] as const) {
+      const result = await airlock({ ...env, env: { ...env.env, [name]: value } }, [
+        'tags',
+        `127.0.0.1:${await closedPort()}/x`,
+      ]);
+      assertOneLineError(result, {
+        code: 2,
+        pattern: new RegExp(`${name} must be 0 \\(off\\) or 1 \\(on\\), not "${value}"`),
+      });
+    }
+  });
+
   it('refuses a layer for append that is not a complete tar, before pushing anything', async (t) => {
     const registry = await registries.airlock();
     const env = await cliEnv(t);
