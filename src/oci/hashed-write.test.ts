@@ -7,9 +7,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { Digester } from './digest.js';
-import { PositionalFile } from './direct-io.js';
+import { PositionalFile, returnBufferSet, takeBufferSet } from './direct-io.js';
 import { hashThread, hashThreadAllowed } from './hash-thread.js';
-import { writeHashed, type BorrowedChunkSource } from './hashed-write.js';
+import { writeHashed, type BorrowedChunkSource, type DirectTarget } from './hashed-write.js';
 
 const MiB = 1024 * 1024;
 
@@ -54,6 +54,61 @@ function lending(bytes: Buffer): AsyncIterable<Uint8Array> & BorrowedChunkSource
       return { done, resume: () => setImmediate(pump) };
     },
   };
+}
+
+/**
+ * A source that reads like the registry's HTTP server: into the writer's own memory when offered
+ * (`direct.target`), in reads of at most `read` bytes, else lending chunks from a reused buffer; it
+ * pauses when told. With `failAfter`, it asks for memory once more past that many bytes and then fails
+ * without filling it (a client gone mid-read).
+ */
+function reading(
+  bytes: Buffer,
+  options: { read?: number; failAfter?: number } = {},
+): AsyncIterable<Uint8Array> &
+  BorrowedChunkSource & { directBytes: number; lastView: Uint8Array | undefined } {
+  const read = options.read ?? 200_000;
+  const scratch = Buffer.alloc(read);
+  const source = {
+    directBytes: 0,
+    lastView: undefined as Uint8Array | undefined,
+    [Symbol.asyncIterator]: (): AsyncIterator<Uint8Array> => {
+      throw new Error('read through pumpBorrowed only');
+    },
+    pumpBorrowed(onChunk: (chunk: Uint8Array) => boolean, direct?: DirectTarget) {
+      let offset = 0;
+      let settle: { resolve: () => void; reject: (error: Error) => void } | undefined;
+      const done = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
+      const pump = (): void => {
+        while (offset < bytes.length) {
+          const want = Math.min(read, bytes.length - offset);
+          const view = direct?.target(bytes.length - offset);
+          if (view && options.failAfter !== undefined && offset >= options.failAfter) {
+            source.lastView = view;
+            settle?.reject(new Error('client gone'));
+            return;
+          }
+          let more: boolean;
+          if (view) {
+            const n = bytes.copy(view, 0, offset, offset + Math.min(want, view.byteLength));
+            offset += n;
+            source.directBytes += n;
+            more = direct?.filled(n) ?? false;
+          } else {
+            const n = bytes.copy(scratch, 0, offset, offset + want);
+            offset += n;
+            more = onChunk(scratch.subarray(0, n));
+            scratch.fill(0xee);
+          }
+          if (!more) return;
+        }
+        settle?.resolve();
+      };
+      setImmediate(pump);
+      return { done, resume: () => setImmediate(pump) };
+    },
+  };
+  return source;
 }
 
 /** Splits bytes into chunks of the given sizes, cycling. */
@@ -294,6 +349,64 @@ describe('writeHashed', () => {
       if (saved === undefined) delete process.env.AIRLOCK_HASH_THREAD;
       else process.env.AIRLOCK_HASH_THREAD = saved;
     }
+  });
+
+  test('a source reading into the offered memory: same bytes and digest, odd read sizes, appends', async () => {
+    await withDir(async (dir) => {
+      for (const [size, read] of [
+        [9 * MiB + 12_345, 200_000],
+        [3 * MiB, 2 * MiB],
+        [5 * MiB + 1, 65_536],
+        [700_000, 100_000],
+      ] as const) {
+        const bytes = randomBytes(size);
+        const digester = new Digester();
+        const source = reading(bytes, { read });
+        const path = join(dir, `blob-${size}`);
+        await writeHashed(source, path, { digester });
+        assert.equal(digester.digest(), sha256(bytes), `${size}/${read}`);
+        assert.deepEqual(await readFile(path), bytes);
+        assert.ok(source.directBytes > size / 2, `${source.directBytes} of ${size} read directly`);
+      }
+      // Appends at odd offsets continue one digester.
+      const parts = [randomBytes(1000), randomBytes(3 * MiB + 7), randomBytes(2 * MiB)];
+      const digester = new Digester();
+      const path = join(dir, 'upload');
+      for (const part of parts) await writeHashed(reading(part), path, { digester, append: true });
+      assert.equal(digester.digest(), sha256(Buffer.concat(parts)));
+      assert.deepEqual(await readFile(path), Buffer.concat(parts));
+    });
+  });
+
+  test('past maxBytes with direct reads: tooLarge() is thrown', async () => {
+    await withDir(async (dir) => {
+      await assert.rejects(
+        writeHashed(reading(randomBytes(5 * MiB)), join(dir, 'blob'), {
+          digester: new Digester(),
+          maxBytes: 4 * MiB,
+          tooLarge: (max) => new Error(`over ${max}`),
+        }),
+        /over 4194304/,
+      );
+    });
+  });
+
+  test('memory a failed source may still read into is never handed to another write', async () => {
+    await withDir(async (dir) => {
+      const source = reading(randomBytes(6 * MiB), { failAfter: 3 * MiB });
+      await assert.rejects(
+        writeHashed(source, join(dir, 'blob'), { digester: new Digester() }),
+        /client gone/,
+      );
+      const lent = source.lastView;
+      assert.ok(lent, 'the source asked for memory before failing');
+      // Every spare buffer set, and a new one: none shares memory with what the source still holds.
+      const sets = Array.from({ length: 6 }, () => takeBufferSet());
+      for (const set of sets) {
+        for (const buffer of set.buffers) assert.notEqual(buffer.buffer, lent.buffer);
+      }
+      for (const set of sets) returnBufferSet(set);
+    });
   });
 
   test('a mistyped AIRLOCK_HASH_THREAD fails the write with its message (never a hang or a crash)', async () => {

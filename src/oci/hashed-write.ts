@@ -37,7 +37,22 @@ export async function writeHashed(
  * `resume()`. `done` settles at the end of the content or on the source's failure.
  */
 export interface BorrowedChunkSource {
-  pumpBorrowed(onChunk: (chunk: Uint8Array) => boolean): { done: Promise<void>; resume(): void };
+  pumpBorrowed(
+    onChunk: (chunk: Uint8Array) => boolean,
+    direct?: DirectTarget,
+  ): { done: Promise<void>; resume(): void };
+}
+
+/**
+ * Offered by the consumer to a source that reads a socket: memory to read the next bytes into, so they
+ * arrive where they are to be written instead of being copied there. A source may use it for some reads
+ * and lend chunks for others, in order.
+ */
+export interface DirectTarget {
+  /** Memory for the next read of at most `max` bytes, or undefined (read elsewhere, then lend). */
+  target(max: number): Uint8Array | undefined;
+  /** The last read put `bytes` bytes into the memory `target` gave; false pauses the source. */
+  filled(bytes: number): boolean;
 }
 
 function lendsChunks(source: unknown): source is BorrowedChunkSource {
@@ -70,6 +85,8 @@ function writeLentChunks(
     // Bytes taken from the source so far (the digester counts them only when their buffer is submitted).
     let received = 0;
     const sizeBefore = digester.size;
+    // Set from handing the source memory to read into (`direct.target`) until it says what it read.
+    let lent = false;
     let paused = false;
     const set = takeBufferSet();
     const free: Buffer[] = [...set.buffers];
@@ -83,7 +100,8 @@ function writeLentChunks(
       if (settled || inFlight > 0 || !(ended || failure)) return;
       settled = true;
       signal?.removeEventListener('abort', onAbort);
-      returnBufferSet(set);
+      // Memory the source may still read into (it failed between asking and reading) is not reused.
+      if (!lent) returnBufferSet(set);
       try {
         file?.close();
       } catch (closeError) {
@@ -150,6 +168,42 @@ function writeLentChunks(
       );
       out.write({ buffer, length, at: currentAt }, done);
     };
+    // Reads straight into the buffer being filled, for sources that read a socket: no copy.
+    const direct: DirectTarget = {
+      target: (max) => {
+        if (failure || settled || lent) return undefined;
+        if (!current) {
+          current = free.pop();
+          if (!current) return undefined;
+          currentAt = position;
+          capacity = out.fill(position, current.byteLength);
+        }
+        const room = Math.min(capacity - filled, max);
+        if (room <= 0) return undefined;
+        lent = true;
+        return current.subarray(filled, filled + room);
+      },
+      filled: (bytes) => {
+        lent = false;
+        if (failure || settled) return false;
+        try {
+          if (sizeBefore + received + bytes > maxBytes) throw tooLargeError(options, maxBytes);
+          received += bytes;
+          filled += bytes;
+          position += bytes;
+          if (filled === capacity) submit();
+          // Reads are never larger than the buffer being filled: pause only when there is none.
+          if (!current && free.length === 0) {
+            paused = true;
+            return false;
+          }
+          return true;
+        } catch (error) {
+          fail(error as Error);
+          return false;
+        }
+      },
+    };
     const control = source.pumpBorrowed((chunk) => {
       if (failure || settled) return false;
       try {
@@ -188,7 +242,7 @@ function writeLentChunks(
         fail(error as Error);
         return false;
       }
-    });
+    }, direct);
     control.done.then(() => {
       ended = true;
       try {

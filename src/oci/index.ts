@@ -30,4 +30,4 @@ export type { LayoutIndex } from './layout.js';
 export { writeHashed } from './hashed-write.js';
 export { directIoAllowed } from './direct-io.js';
 export { hashThreadAllowed } from './hash-thread.js';
-export type { HashedWriteOptions, BorrowedChunkSource } from './hashed-write.js';
+export type { HashedWriteOptions, BorrowedChunkSource, DirectTarget } from './hashed-write.js';

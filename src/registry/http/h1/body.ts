@@ -16,6 +16,10 @@ export interface BodyDecoder {
   readonly done: boolean;
   /** Body bytes delivered so far. */
   readonly received: number;
+  /** Body bytes still to come when the length is known (Content-Length), else undefined. */
+  readonly remaining: number | undefined;
+  /** Counts `bytes` of body read straight into the reader's memory (never more than `remaining`). */
+  accept(bytes: number): void;
 }
 
 export function bodyDecoder(framing: BodyFraming): BodyDecoder {
@@ -41,6 +45,15 @@ class LengthDecoder implements BodyDecoder {
     return this.received >= this.#length;
   }
 
+  get remaining(): number {
+    return this.#length - this.received;
+  }
+
+  accept(bytes: number): void {
+    if (bytes > this.#length - this.received) throw new Error('More body bytes than the Content-Length');
+    this.received += bytes;
+  }
+
   feed(input: Buffer, onData: (data: Buffer) => boolean): { used: number; paused: boolean } {
     const take = Math.min(input.byteLength, this.#length - this.received);
     if (take <= 0) return { used: 0, paused: false };
@@ -61,6 +74,12 @@ class ChunkedDecoder implements BodyDecoder {
 
   get done(): boolean {
     return this.#state === 'done';
+  }
+
+  readonly remaining = undefined;
+
+  accept(): void {
+    throw new Error('A chunked body is only read through feed()');
   }
 
   feed(input: Buffer, onData: (data: Buffer) => boolean): { used: number; paused: boolean } {

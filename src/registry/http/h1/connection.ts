@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net';
 import { STATUS_CODES } from 'node:http';
+import type { DirectTarget } from '../../../oci/index.js';
 import { bodyDecoder, type BodyDecoder } from './body.js';
 import { HttpProtocolError, MAX_HEAD_BYTES, parseRequestHead, type RequestHead } from './head.js';
 import { H1Request, type BodyChannel } from './request.js';
@@ -14,6 +15,8 @@ interface Exchange {
   readonly res: H1Response;
   readonly decoder: BodyDecoder;
   consumer: ((chunk: Uint8Array) => boolean) | undefined;
+  /** The body reader's own memory for direct reads, when it offers it. */
+  direct?: DirectTarget | undefined;
   bodyDone?: { resolve(): void; reject(error: Error): void };
   bodyFailed?: Error;
   responded: boolean;
@@ -54,6 +57,8 @@ export class H1Connection implements BodyChannel, ResponseChannel {
   /** Ending: whatever the client still sends is dropped. */
   #discard = false;
   #closed = false;
+  /** The body reader's memory the socket reads into next (from `nextReadBuffer`), if any. */
+  #directView: Uint8Array | undefined;
 
   constructor(socket: Socket, handler: RequestHandler) {
     this.socket = socket;
@@ -90,6 +95,52 @@ export class H1Connection implements BodyChannel, ResponseChannel {
       return false;
     }
     const more = this.#process(chunk);
+    if (!more) this.#pause();
+    return more;
+  }
+
+  /**
+   * The memory the socket's next read goes into (net's `onread` asks after every read): while a
+   * Content-Length body is being read by a consumer that offers its own memory, with nothing held or
+   * paused, at most the rest of the body straight into that memory; otherwise `readBuffer`, whose
+   * bytes go through `receive`. Never more than the body, so a pipelined request cannot land there.
+   */
+  nextReadBuffer(readBuffer: Buffer): Uint8Array {
+    this.#directView = undefined;
+    const exchange = this.#current;
+    if (!exchange?.direct || exchange.bodyFailed || this.#paused || this.#held !== undefined)
+      return readBuffer;
+    if (this.#closed || this.#discard) return readBuffer;
+    const remaining = exchange.decoder.remaining;
+    if (remaining === undefined || remaining <= 0) return readBuffer;
+    const view = exchange.direct.target(remaining);
+    if (!view || view.byteLength === 0) return readBuffer;
+    this.#directView = view;
+    return view;
+  }
+
+  /** One read of `bytes` into `buffer`, the memory `nextReadBuffer` gave; false pauses reading. */
+  receiveRead(bytes: number, buffer: Uint8Array): boolean {
+    if (buffer !== this.#directView) {
+      return this.receive(Buffer.from(buffer.buffer, buffer.byteOffset, bytes));
+    }
+    this.#directView = undefined;
+    const exchange = this.#current;
+    // Body bytes already where the reader wants them; after a failure or on a closing connection they
+    // are dropped (the reader has let go of that memory's contents).
+    if (!exchange?.direct || this.#closed || this.#discard) return true;
+    let more: boolean;
+    try {
+      exchange.decoder.accept(bytes);
+      more = exchange.direct.filled(bytes);
+    } catch (error) {
+      this.#failBody(exchange, error as Error);
+      return true;
+    }
+    if (exchange.decoder.done) {
+      this.#bodyComplete(exchange);
+      return true;
+    }
     if (!more) this.#pause();
     return more;
   }
@@ -154,7 +205,10 @@ export class H1Connection implements BodyChannel, ResponseChannel {
 
   // ---- BodyChannel ----
 
-  lend(onChunk: (chunk: Uint8Array) => boolean): { done: Promise<void>; resume(): void } {
+  lend(
+    onChunk: (chunk: Uint8Array) => boolean,
+    direct?: DirectTarget,
+  ): { done: Promise<void>; resume(): void } {
     const exchange = this.#current;
     if (!exchange) throw new Error('No request is in progress on this connection');
     const done = new Promise<void>((resolve, reject) => (exchange.bodyDone = { resolve, reject }));
@@ -167,6 +221,7 @@ export class H1Connection implements BodyChannel, ResponseChannel {
       return { done, resume: () => undefined };
     }
     exchange.consumer = onChunk;
+    exchange.direct = direct;
     if (exchange.head.expectContinue && !exchange.res.headersSent) {
       this.socket.write('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
     }
@@ -299,6 +354,7 @@ export class H1Connection implements BodyChannel, ResponseChannel {
   #bodyComplete(exchange: Exchange): void {
     const done = exchange.bodyDone;
     exchange.consumer = undefined;
+    exchange.direct = undefined;
     done?.resolve();
     if (exchange.responded) this.#complete(exchange);
   }
@@ -306,6 +362,7 @@ export class H1Connection implements BodyChannel, ResponseChannel {
   #failBody(exchange: Exchange, error: Error): void {
     exchange.bodyFailed = error;
     exchange.consumer = undefined;
+    exchange.direct = undefined;
     this.#closeAfter = true;
     exchange.bodyDone?.reject(error);
     if (exchange.responded) this.#endGracefully();

@@ -1,12 +1,18 @@
 import { EventEmitter } from 'node:events';
 import type { IncomingHttpHeaders } from 'node:http';
-import type { BorrowedChunkSource } from '../../../oci/index.js';
+import type { BorrowedChunkSource, DirectTarget } from '../../../oci/index.js';
 import type { RequestHead } from './head.js';
 
 /** What a request needs from its connection to hand out its body. */
 export interface BodyChannel {
-  /** Starts delivering body bytes to `onChunk` (views valid only during the call; false pauses). */
-  lend(onChunk: (chunk: Uint8Array) => boolean): { done: Promise<void>; resume(): void };
+  /**
+   * Starts delivering body bytes to `onChunk` (views valid only during the call; false pauses), or
+   * reading them straight into the memory `direct` offers, where it can.
+   */
+  lend(
+    onChunk: (chunk: Uint8Array) => boolean,
+    direct?: DirectTarget,
+  ): { done: Promise<void>; resume(): void };
 }
 
 /** How many copied chunks the async iterator keeps before it pauses the connection. */
@@ -38,10 +44,13 @@ export class H1Request extends EventEmitter implements BorrowedChunkSource, Asyn
     this.#channel = channel;
   }
 
-  pumpBorrowed(onChunk: (chunk: Uint8Array) => boolean): { done: Promise<void>; resume(): void } {
+  pumpBorrowed(
+    onChunk: (chunk: Uint8Array) => boolean,
+    direct?: DirectTarget,
+  ): { done: Promise<void>; resume(): void } {
     if (this.#read) throw new Error('This request body is already being read');
     this.#read = true;
-    return this.#channel.lend(onChunk);
+    return this.#channel.lend(onChunk, direct);
   }
 
   async *[Symbol.asyncIterator](): AsyncIterator<Buffer> {

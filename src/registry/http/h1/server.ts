@@ -98,16 +98,23 @@ export class H1Server extends EventEmitter {
       accepted.destroy();
       return;
     }
+    // Reads start only at socket.resume() below, after the connection exists (the first buffer is asked
+    // for while the socket is built).
+    const ref: { connection?: H1Connection } = {};
     const lending: Socket | undefined = lend
-      ? rebuildWithReadBuffer(accepted, (chunk): boolean => connection.receive(chunk))
+      ? rebuildWithReadBuffer(accepted, {
+          next: (readBuffer) => ref.connection?.nextReadBuffer(readBuffer) ?? readBuffer,
+          read: (bytes, buffer) => ref.connection?.receiveRead(bytes, buffer) ?? true,
+        })
       : undefined;
     const socket: Socket = lending ?? accepted;
-    if (!lending) socket.on('data', (chunk: Buffer) => connection.receive(chunk));
+    if (!lending) socket.on('data', (chunk: Buffer) => ref.connection?.receive(chunk));
     socket.setNoDelay(true);
-    const connection: H1Connection = new H1Connection(socket, handler);
-    this.#connections.add(connection);
+    const adopted = new H1Connection(socket, handler);
+    ref.connection = adopted;
+    this.#connections.add(adopted);
     socket.on('close', () => {
-      this.#connections.delete(connection);
+      this.#connections.delete(adopted);
       if (this.#connections.size === 0 && this.#drained) {
         const drained = this.#drained;
         this.#drained = undefined;
@@ -123,24 +130,33 @@ export class H1Server extends EventEmitter {
   }
 }
 
+/** Where each read of a rebuilt socket goes, and who takes it. */
+interface ReadTarget {
+  /** The memory for the next read: the connection's read buffer or a body reader's own memory. */
+  next(readBuffer: Buffer): Uint8Array;
+  /** A read of `bytes` into `buffer` (what `next` returned); false pauses reading. */
+  read(bytes: number, buffer: Uint8Array): boolean;
+}
+
 /**
- * net's `onread` (reads into one reused buffer) is only offered when a socket is created, so an accepted
- * socket is rebuilt around its handle: the handle stays open, the old socket object is released.
- * Undefined when this node has no such handle (the caller then reads with 'data' events).
+ * net's `onread` (reads into memory the caller chooses, asked for after every read) is only offered
+ * when a socket is created, so an accepted socket is rebuilt around its handle: the handle stays open,
+ * the old socket object is released. Undefined when this node has no such handle (the caller then
+ * reads with 'data' events).
  */
-function rebuildWithReadBuffer(accepted: Socket, receive: (chunk: Buffer) => boolean): Socket | undefined {
+function rebuildWithReadBuffer(accepted: Socket, target: ReadTarget): Socket | undefined {
   const internals = accepted as unknown as { _handle?: object | null };
   const handle = internals._handle;
   if (!handle) return undefined;
   internals._handle = null;
   accepted.destroy();
+  const readBuffer = Buffer.allocUnsafe(READ_BUFFER);
   return new Socket({
     handle,
     allowHalfOpen: true,
     onread: {
-      buffer: Buffer.allocUnsafe(READ_BUFFER),
-      callback: (bytes: number, buffer: Uint8Array) =>
-        receive(Buffer.from(buffer.buffer, buffer.byteOffset, bytes)),
+      buffer: () => target.next(readBuffer),
+      callback: (bytes: number, buffer: Uint8Array) => target.read(bytes, buffer),
     },
   } as ConstructorParameters<typeof Socket>[0]);
 }
