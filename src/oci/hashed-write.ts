@@ -168,52 +168,55 @@ function writeLentChunks(
       );
       out.write({ buffer, length, at: currentAt }, done);
     };
+    // Makes a free buffer the one being filled, from the current position; false when all are busy.
+    const takeBuffer = (): boolean => {
+      current = free.pop();
+      if (!current) return false;
+      currentAt = position;
+      capacity = out.fill(position, current.byteLength);
+      return true;
+    };
+    // Runs the handling of `bytes` more from the source; its answer is whether the source may go on, and
+    // when not it waits for a buffer to come free (or the write failed).
+    const take = (bytes: number, handle: () => boolean): boolean => {
+      if (failure || settled) return false;
+      try {
+        if (sizeBefore + received + bytes > maxBytes) throw tooLargeError(options, maxBytes);
+        received += bytes;
+        if (handle()) return true;
+        paused = true;
+        return false;
+      } catch (error) {
+        fail(error as Error);
+        return false;
+      }
+    };
     // Reads straight into the buffer being filled, for sources that read a socket: no copy.
     const direct: DirectTarget = {
       target: (max) => {
-        if (failure || settled || lent) return undefined;
-        if (!current) {
-          current = free.pop();
-          if (!current) return undefined;
-          currentAt = position;
-          capacity = out.fill(position, current.byteLength);
-        }
+        if (failure || settled || lent || (!current && !takeBuffer())) return undefined;
         const room = Math.min(capacity - filled, max);
-        if (room <= 0) return undefined;
+        if (room <= 0 || !current) return undefined;
         lent = true;
         return current.subarray(filled, filled + room);
       },
       filled: (bytes) => {
         lent = false;
-        if (failure || settled) return false;
-        try {
-          if (sizeBefore + received + bytes > maxBytes) throw tooLargeError(options, maxBytes);
-          received += bytes;
+        return take(bytes, () => {
           filled += bytes;
           position += bytes;
           if (filled === capacity) submit();
-          // Reads are never larger than the buffer being filled: pause only when there is none.
-          if (!current && free.length === 0) {
-            paused = true;
-            return false;
-          }
-          return true;
-        } catch (error) {
-          fail(error as Error);
-          return false;
-        }
+          // Reads are never larger than the buffer being filled: wait only when there is none.
+          return current !== undefined || free.length > 0;
+        });
       },
     };
-    const control = source.pumpBorrowed((chunk) => {
-      if (failure || settled) return false;
-      try {
-        if (sizeBefore + received + chunk.byteLength > maxBytes) throw tooLargeError(options, maxBytes);
-        received += chunk.byteLength;
-        let offset = 0;
-        while (offset < chunk.byteLength) {
-          if (!current) {
-            current = free.pop();
-            if (!current) {
+    const control = source.pumpBorrowed(
+      (chunk) =>
+        take(chunk.byteLength, () => {
+          let offset = 0;
+          while (offset < chunk.byteLength) {
+            if (!current && !takeBuffer()) {
               // Every buffer is in flight (a source that ignored the pause): hash and write the rest here,
               // after the buffers submitted before it.
               const rest = offset === 0 ? chunk : chunk.subarray(offset);
@@ -222,27 +225,19 @@ function writeLentChunks(
               position += rest.byteLength;
               break;
             }
-            currentAt = position;
-            capacity = out.fill(position, current.byteLength);
+            const buffer = current as Buffer;
+            const size = Math.min(chunk.byteLength - offset, capacity - filled);
+            buffer.set(size === chunk.byteLength ? chunk : chunk.subarray(offset, offset + size), filled);
+            filled += size;
+            offset += size;
+            position += size;
+            if (filled === capacity) submit();
           }
-          const take = Math.min(chunk.byteLength - offset, capacity - filled);
-          current.set(take === chunk.byteLength ? chunk : chunk.subarray(offset, offset + take), filled);
-          filled += take;
-          offset += take;
-          position += take;
-          if (filled === capacity) submit();
-        }
-        // No buffer left for what the next chunk may bring beyond the current one: wait for a write.
-        if (free.length === 0) {
-          paused = true;
-          return false;
-        }
-        return true;
-      } catch (error) {
-        fail(error as Error);
-        return false;
-      }
-    }, direct);
+          // No buffer left for what the next chunk may bring beyond the current one: wait for a write.
+          return free.length > 0;
+        }),
+      direct,
+    );
     control.done.then(() => {
       ended = true;
       try {
