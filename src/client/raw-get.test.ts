@@ -109,6 +109,61 @@ test('a 200 body lent to writeHashed is hashed and written without loss', async 
   }
 });
 
+test('a reader that offers its memory gets the body read straight into it, and a short body fails', async () => {
+  await withHttp(
+    (_req, res) => {
+      res.setHeader('content-length', big.length);
+      for (let offset = 0; offset < big.length; offset += 700_001)
+        res.write(big.subarray(offset, offset + 700_001));
+      res.end();
+    },
+    async (base) => {
+      const res = await rawGet(new URL('/blob', base), {});
+      assert.ok(res);
+      const into = Buffer.alloc(big.length);
+      let at = 0;
+      let direct = 0;
+      await res.body.pumpBorrowed(
+        (chunk) => {
+          into.set(chunk, at);
+          at += chunk.byteLength;
+          return true;
+        },
+        {
+          target: (max) => into.subarray(at, at + Math.min(max, 123_457)),
+          filled: (bytes) => {
+            at += bytes;
+            direct += bytes;
+            return true;
+          },
+        },
+      ).done;
+      assert.ok(into.equals(big));
+      assert.ok(direct > big.length / 2, `${direct} of ${big.length} bytes read directly`);
+    },
+  );
+  await withRaw(
+    (socket) => {
+      socket.write('HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\n');
+      setTimeout(() => socket.end(Buffer.alloc(400_000)), 20);
+    },
+    async (base) => {
+      const res = await rawGet(new URL('/blob', base), {});
+      assert.ok(res);
+      const into = Buffer.alloc(1_000_000);
+      let at = 0;
+      const reading = res.body.pumpBorrowed(() => true, {
+        target: (max) => into.subarray(at, at + max),
+        filled: (bytes) => {
+          at += bytes;
+          return true;
+        },
+      }).done;
+      await assert.rejects(reading, /closed the connection after 400000 of 1000000 bytes/);
+    },
+  );
+});
+
 test('an error status keeps its (small) body, for the caller to read', async () => {
   await withHttp(
     (_req, res) => {

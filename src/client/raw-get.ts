@@ -1,7 +1,7 @@
 import { connect, type Socket } from 'node:net';
 import type { IncomingHttpHeaders } from 'node:http';
 import { Readable } from 'node:stream';
-import type { BorrowedChunkSource } from '../oci/index.js';
+import type { BorrowedChunkSource, DirectTarget } from '../oci/index.js';
 import { ClientError } from './errors.js';
 
 /** Bytes read from the socket at a time, into one reused buffer. */
@@ -113,7 +113,8 @@ export function rawGet(
       host: url.hostname.replace(/^\[|\]$/g, ''),
       port: Number(url.port || 80),
       onread: {
-        buffer: readBuffer,
+        // Asked for after every read: a body reader's own memory while it reads directly.
+        buffer: () => (phase.kind === 'body' && body ? body.nextReadBuffer(readBuffer) : readBuffer),
         callback: (bytes: number, buffer: Uint8Array): boolean => {
           const chunk = Buffer.from(buffer.buffer, buffer.byteOffset, bytes);
           try {
@@ -131,7 +132,7 @@ export function rawGet(
               case 'small':
                 return onSmall(phase, chunk);
               case 'body':
-                return (body as RawBody).receive(chunk);
+                return (body as RawBody).receiveRead(bytes, buffer) ?? (body as RawBody).receive(chunk);
               case 'done':
                 return false;
             }
@@ -193,6 +194,9 @@ export class RawBody extends Readable implements BorrowedChunkSource {
   #held: Buffer | undefined;
   #borrower: ((chunk: Uint8Array) => boolean) | undefined;
   #borrowDone: { resolve: () => void; reject: (error: Error) => void } | undefined;
+  /** The reader's memory for direct reads, and the part of it the socket reads into next. */
+  #direct: DirectTarget | undefined;
+  #directView: Uint8Array | undefined;
   /** Whether a reader started: until then the socket stays paused. */
   started = false;
 
@@ -215,6 +219,34 @@ export class RawBody extends Readable implements BorrowedChunkSource {
   /** Bytes that arrived with the head, kept until a reader starts. */
   hold(bytes: Buffer): void {
     this.#held = Buffer.from(bytes);
+  }
+
+  /**
+   * The memory for the socket's next read: while a reader takes bytes directly, at most the rest of the
+   * body into its own memory; otherwise `readBuffer` (whose bytes then go through `receive`).
+   */
+  nextReadBuffer(readBuffer: Buffer): Uint8Array {
+    this.#directView = undefined;
+    const remaining = this.#size - this.#received;
+    if (!this.#direct || !this.started || remaining <= 0) return readBuffer;
+    const view = this.#direct.target(remaining);
+    if (!view || view.byteLength === 0) return readBuffer;
+    this.#directView = view;
+    return view;
+  }
+
+  /**
+   * A read of `bytes` into `buffer`: when that is the reader's memory (from `nextReadBuffer`), counts it
+   * and returns whether to go on; undefined for a read into the ordinary buffer.
+   */
+  receiveRead(bytes: number, buffer: Uint8Array): boolean | undefined {
+    const direct = this.#direct;
+    if (buffer !== this.#directView || !direct) return undefined;
+    this.#directView = undefined;
+    this.#received += bytes;
+    const more = direct.filled(bytes);
+    if (this.#received >= this.#size) this.#finish();
+    return more;
   }
 
   /** One read from the socket; false pauses the socket. */
@@ -279,10 +311,14 @@ export class RawBody extends Readable implements BorrowedChunkSource {
     callback(error);
   }
 
-  pumpBorrowed(onChunk: (chunk: Uint8Array) => boolean): { done: Promise<void>; resume(): void } {
+  pumpBorrowed(
+    onChunk: (chunk: Uint8Array) => boolean,
+    direct?: DirectTarget,
+  ): { done: Promise<void>; resume(): void } {
     if (this.started) throw new Error('This body is already being read');
     const done = new Promise<void>((resolve, reject) => (this.#borrowDone = { resolve, reject }));
     this.#borrower = onChunk;
+    this.#direct = direct;
     this.#start();
     return { done, resume: () => this.#socket?.resume() };
   }
