@@ -98,8 +98,8 @@ export class H1Server extends EventEmitter {
       accepted.destroy();
       return;
     }
-    // Reads start only at socket.resume() below, after the connection exists (the first buffer is asked
-    // for while the socket is built).
+    // The first read buffer is asked for while the socket is built, before the connection exists (so it is
+    // the plain read buffer); read callbacks only come later, from the event loop.
     const ref: { connection?: H1Connection } = {};
     const lending: Socket | undefined = lend
       ? rebuildWithReadBuffer(accepted, {
