@@ -56,6 +56,8 @@ class HashThread {
   #generation = 0;
   /** No worker can run here; set once and kept. */
   #unavailable = false;
+  /** The worker `terminate` is stopping. */
+  #stopping: Worker | undefined;
   #seq = 0;
   #streams = 0;
   readonly #pending = new Map<number, Pending>();
@@ -86,7 +88,7 @@ class HashThread {
       answered = true;
       const pending = this.#pending.get(reply.seq);
       this.#pending.delete(reply.seq);
-      if (this.#pending.size === 0) worker.unref();
+      if (this.#pending.size === 0 && this.#stopping !== worker) worker.unref();
       pending?.resolve(reply);
     });
     const stopped = (error: Error): void => {
@@ -144,7 +146,13 @@ class HashThread {
 
   /** Stops the thread (a later use starts a new one); streams it held fail from then on. */
   async terminate(): Promise<void> {
-    await this.#worker?.terminate();
+    const worker = this.#worker;
+    if (!worker) return;
+    // Referenced until it has exited (replies still arriving must not unreference it): an unreferenced
+    // worker would let the process end first.
+    this.#stopping = worker;
+    worker.ref();
+    await worker.terminate();
   }
 
   /** Forgets a stream's state (its digester is gone); nothing to do if its thread is gone. */

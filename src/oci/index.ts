@@ -29,5 +29,5 @@ export { OciLayout, REF_NAME } from './layout.js';
 export type { LayoutIndex } from './layout.js';
 export { writeHashed } from './hashed-write.js';
 export { directIoAllowed } from './direct-io.js';
-export { hashThreadAllowed } from './hash-thread.js';
+export { hashThread, hashThreadAllowed } from './hash-thread.js';
 export type { HashedWriteOptions, BorrowedChunkSource, DirectTarget } from './hashed-write.js';
