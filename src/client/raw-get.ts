@@ -31,8 +31,8 @@ type Phase =
   | { kind: 'done' };
 
 /**
- * A plain-HTTP GET whose response body is read straight into one reused buffer (net's `onread`), for
- * large blob downloads. Node's HTTP client copies every body chunk into a newly allocated buffer; on the
+ * A plain-HTTP GET whose response body is read straight into one reused buffer (net's `onread`), or into
+ * the memory its reader offers (a layout's write buffers), for large blob downloads. Node's HTTP client copies every body chunk into a newly allocated buffer; on the
  * 2-core VMs Airlock is measured on, that costs about five times the CPU of the read itself. The request
  * says `Connection: close`, so the socket carries exactly one response.
  *

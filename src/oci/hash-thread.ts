@@ -45,7 +45,7 @@ interface Pending {
 
 /**
  * The thread that hashes large content: one per process, started on first use. The thread that reads a
- * socket and copies the bytes into shared write buffers then does not also hash them (SHA-256 is about
+ * socket into the shared write buffers then does not also hash what it read (SHA-256 is about
  * half of a blob upload's CPU), so hashing runs beside the reading and the disk writes. Requests are
  * answered in order, so the updates of one stream are hashed in the order they were sent. The worker
  * is unreferenced while nothing is pending, so an idle process can exit.

@@ -60,13 +60,14 @@ function lendsChunks(source: unknown): source is BorrowedChunkSource {
 }
 
 /**
- * Lent chunks are copied into the one of a few reused, page-aligned 2 MiB buffers being filled; a full
- * buffer goes at once to libuv's thread pool, which writes it at its position in the file (past the page
- * cache when it can: `PositionalFile`), and to the digester, which hashes large content on the hash thread
- * (`Digester.updateShared`), while the next chunks arrive. A buffer is reused once both are done; with
- * every buffer busy the source pauses. A transfer thus allocates nothing per chunk, and the thread that
- * reads the socket only copies. Sources that lend chunks: the client's raw HTTP reader (downloads) and
- * the registry's HTTP server (uploads).
+ * Bytes land in the one of a few reused, page-aligned 2 MiB buffers being filled: read there straight
+ * from the socket when the source takes the `DirectTarget` offered, else copied there from lent chunks.
+ * A full buffer goes at once to libuv's thread pool, which writes it at its position in the file (past
+ * the page cache when it can: `PositionalFile`), and to the digester, which hashes large content on the
+ * hash thread (`Digester.updateShared`), while the next bytes arrive. A buffer is reused once both are
+ * done; with every buffer busy the source pauses. A transfer thus allocates nothing per read, and the
+ * thread that reads the socket neither copies (direct reads) nor hashes. Sources: the client's raw HTTP
+ * reader (downloads) and the registry's HTTP server (uploads).
  */
 function writeLentChunks(
   source: BorrowedChunkSource,

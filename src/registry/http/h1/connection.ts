@@ -36,7 +36,8 @@ export interface ConnectionTimeouts {
  *
  * `receive` is given each read; the bytes are only valid during the call unless it returns false (the
  * socket is then paused and the bytes are kept until `resume`): with net's `onread`, reads land in one
- * reused buffer and body bytes reach the blob store without a copy.
+ * reused buffer, or (`nextReadBuffer`/`receiveRead`) a Content-Length body goes straight into memory its
+ * reader offers, so blob bytes reach the blob store's write buffers without a copy.
  */
 export class H1Connection implements BodyChannel, ResponseChannel {
   readonly socket: Socket;

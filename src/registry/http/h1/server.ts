@@ -20,9 +20,9 @@ const TIMEOUT_CHECK_MS = 1000;
 /**
  * Airlock's HTTP/1.1 server. Node's HTTP server copies every request body chunk into a new allocation;
  * on the 2-core machines Airlock is measured on that copy and the per-read allocations cost as much CPU
- * as hashing the blob. Here plain-HTTP sockets read with net's `onread` into one reused buffer per
- * connection, and blob uploads take the bytes from it directly (see H1Connection). TLS sockets use
- * ordinary reads through the same connection logic.
+ * as hashing the blob. Here plain-HTTP sockets read with net's `onread` into memory chosen per read:
+ * one reused buffer per connection, or, for a blob upload's body, the blob writer's own buffer (see
+ * H1Connection). TLS sockets use ordinary reads through the same connection logic.
  */
 export class H1Server extends EventEmitter {
   readonly #server: NetServer;
