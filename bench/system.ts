@@ -151,8 +151,8 @@ export async function syncDisks(): Promise<void> {
 /**
  * Writes `data` to a new file in `dir`, fsyncs it, and returns MB/s: through the page cache in 1 MiB
  * writes, or with `direct` the way Airlock writes large blobs (O_DIRECT, 2 MiB at a time copied into an
- * aligned buffer from `takeBufferSet`). Undefined when the file system refuses O_DIRECT (tmpfs before Linux 6.6); `data`
- * is then a whole number of 64 KiB blocks (the benchmark's blob sizes are).
+ * aligned buffer from `takeBufferSet`). Undefined when the file system refuses O_DIRECT (tmpfs before
+ * Linux 6.6); `data` is then a whole number of 64 KiB blocks (the benchmark's blob sizes are).
  */
 export async function rawWriteMBps(dir: string, data: Buffer): Promise<number>;
 export async function rawWriteMBps(

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
-import { directIoAllowed, hashThreadAllowed } from '../oci/index.js';
+import { checkWriteSwitches } from '../oci/index.js';
 import { registerAdminCommands } from './admin-commands.js';
 import { registerArtifactCommands } from './artifact-commands.js';
 import { registerAuthCommands } from './auth-commands.js';
@@ -67,10 +67,8 @@ export async function buildProgram(argv: readonly string[] = process.argv): Prom
 async function main(): Promise<void> {
   const out = createOutput();
   try {
-    // The writers' switches, checked before any command runs rather than at its first large write.
     try {
-      directIoAllowed();
-      hashThreadAllowed();
+      checkWriteSwitches();
     } catch (error) {
       throw new UsageError((error as Error).message);
     }

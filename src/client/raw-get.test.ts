@@ -84,64 +84,55 @@ test('a 200 body read as a stream arrives whole, with the request headers sent',
   );
 });
 
+/** Answers with `big` in several writes, so reads and write buffers do not line up. */
+const servesBig: RequestListener = (_req, res) => {
+  res.setHeader('content-length', big.length);
+  for (let offset = 0; offset < big.length; offset += 700_001)
+    res.write(big.subarray(offset, offset + 700_001));
+  res.end();
+};
+
 test('a 200 body lent to writeHashed is hashed and written without loss', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'airlock-raw-'));
   try {
-    await withHttp(
-      (_req, res) => {
-        res.setHeader('content-length', big.length);
-        // Several writes, so reads and slots do not line up.
-        for (let offset = 0; offset < big.length; offset += 700_001)
-          res.write(big.subarray(offset, offset + 700_001));
-        res.end();
-      },
-      async (base) => {
-        const res = await rawGet(new URL('/blob', base), {});
-        assert.ok(res);
-        const digester = new Digester();
-        await writeHashed(res.body, join(dir, 'blob'), { digester });
-        assert.equal(digester.digest(), bigDigest);
-        assert.deepEqual(await readFile(join(dir, 'blob')), big);
-      },
-    );
+    await withHttp(servesBig, async (base) => {
+      const res = await rawGet(new URL('/blob', base), {});
+      assert.ok(res);
+      const digester = new Digester();
+      await writeHashed(res.body, join(dir, 'blob'), { digester });
+      assert.equal(digester.digest(), bigDigest);
+      assert.deepEqual(await readFile(join(dir, 'blob')), big);
+    });
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
 });
 
 test('a reader that offers its memory gets the body read straight into it, and a short body fails', async () => {
-  await withHttp(
-    (_req, res) => {
-      res.setHeader('content-length', big.length);
-      for (let offset = 0; offset < big.length; offset += 700_001)
-        res.write(big.subarray(offset, offset + 700_001));
-      res.end();
-    },
-    async (base) => {
-      const res = await rawGet(new URL('/blob', base), {});
-      assert.ok(res);
-      const into = Buffer.alloc(big.length);
-      let at = 0;
-      let direct = 0;
-      await res.body.pumpBorrowed(
-        (chunk) => {
-          into.set(chunk, at);
-          at += chunk.byteLength;
+  await withHttp(servesBig, async (base) => {
+    const res = await rawGet(new URL('/blob', base), {});
+    assert.ok(res);
+    const into = Buffer.alloc(big.length);
+    let at = 0;
+    let direct = 0;
+    await res.body.pumpBorrowed(
+      (chunk) => {
+        into.set(chunk, at);
+        at += chunk.byteLength;
+        return true;
+      },
+      {
+        target: (max) => into.subarray(at, at + Math.min(max, 123_457)),
+        filled: (bytes) => {
+          at += bytes;
+          direct += bytes;
           return true;
         },
-        {
-          target: (max) => into.subarray(at, at + Math.min(max, 123_457)),
-          filled: (bytes) => {
-            at += bytes;
-            direct += bytes;
-            return true;
-          },
-        },
-      ).done;
-      assert.ok(into.equals(big));
-      assert.ok(direct > big.length / 2, `${direct} of ${big.length} bytes read directly`);
-    },
-  );
+      },
+    ).done;
+    assert.ok(into.equals(big));
+    assert.ok(direct > big.length / 2, `${direct} of ${big.length} bytes read directly`);
+  });
   await withRaw(
     (socket) => {
       socket.write('HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\n');

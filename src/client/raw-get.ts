@@ -1,7 +1,7 @@
 import { connect, type Socket } from 'node:net';
 import type { IncomingHttpHeaders } from 'node:http';
 import { Readable } from 'node:stream';
-import type { BorrowedChunkSource, DirectTarget } from '../oci/index.js';
+import { DirectReads, type BorrowedChunkSource, type DirectTarget } from '../oci/index.js';
 import { ClientError } from './errors.js';
 
 /** Bytes read from the socket at a time, into one reused buffer. */
@@ -32,8 +32,9 @@ type Phase =
 
 /**
  * A plain-HTTP GET whose response body is read straight into one reused buffer (net's `onread`), or into
- * the memory its reader offers (a layout's write buffers), for large blob downloads. Node's HTTP client copies every body chunk into a newly allocated buffer; on the
- * 2-core VMs Airlock is measured on, that costs about five times the CPU of the read itself. The request
+ * the memory its reader offers (a layout's write buffers), for large blob downloads. Node's HTTP client
+ * copies every body chunk into a newly allocated buffer; on the 2-core VMs Airlock is measured on, that
+ * costs about five times the CPU of the read itself. The request
  * says `Connection: close`, so the socket carries exactly one response.
  *
  * Resolves `undefined` (socket closed, nothing consumed) when the response is one this reader does not
@@ -196,7 +197,7 @@ export class RawBody extends Readable implements BorrowedChunkSource {
   #borrowDone: { resolve: () => void; reject: (error: Error) => void } | undefined;
   /** The reader's memory for direct reads, and the part of it the socket reads into next. */
   #direct: DirectTarget | undefined;
-  #directView: Uint8Array | undefined;
+  readonly #reads = new DirectReads();
   /** Whether a reader started: until then the socket stays paused. */
   started = false;
 
@@ -226,13 +227,7 @@ export class RawBody extends Readable implements BorrowedChunkSource {
    * body into its own memory; otherwise `readBuffer` (whose bytes then go through `receive`).
    */
   nextReadBuffer(readBuffer: Buffer): Uint8Array {
-    this.#directView = undefined;
-    const remaining = this.#size - this.#received;
-    if (!this.#direct || !this.started || remaining <= 0) return readBuffer;
-    const view = this.#direct.target(remaining);
-    if (!view || view.byteLength === 0) return readBuffer;
-    this.#directView = view;
-    return view;
+    return this.#reads.next(this.started ? this.#direct : undefined, this.#size - this.#received, readBuffer);
   }
 
   /**
@@ -241,8 +236,7 @@ export class RawBody extends Readable implements BorrowedChunkSource {
    */
   receiveRead(bytes: number, buffer: Uint8Array): boolean | undefined {
     const direct = this.#direct;
-    if (buffer !== this.#directView || !direct) return undefined;
-    this.#directView = undefined;
+    if (!direct || !this.#reads.claim(buffer)) return undefined;
     this.#received += bytes;
     const more = direct.filled(bytes);
     if (this.#received >= this.#size) this.#finish();

@@ -93,23 +93,18 @@ export class Digester {
   /**
    * Hashes a view of shared memory, on the hash thread when this digester is there or moves there now
    * (it has hashed nothing yet, the view is large and the hash thread is allowed); otherwise at once, here.
-   * Resolves once the memory may be reused. The size counts the bytes at once.
+   * Resolves once the memory may be reused; never throws (a mistyped `AIRLOCK_HASH_THREAD` rejects). The
+   * size counts the bytes at once (before the first await).
    */
-  updateShared(view: Uint8Array): Promise<void> {
+  async updateShared(view: Uint8Array): Promise<void> {
     if (
       !this.#remote &&
       this.#size === 0 &&
       view.byteLength >= MIN_THREAD_HASH &&
       view.buffer instanceof SharedArrayBuffer
     ) {
-      let allowed: boolean;
-      try {
-        allowed = hashThreadAllowed();
-      } catch (error) {
-        return Promise.reject(error instanceof Error ? error : new Error(String(error)));
-      }
       // Undefined when no hash thread can run here (workers refused): the bytes are hashed here.
-      const stream = allowed ? hashThread.newStream() : undefined;
+      const stream = hashThreadAllowed() ? hashThread.newStream() : undefined;
       if (stream) {
         this.#remote = stream;
         this.#hash = undefined;
@@ -118,10 +113,10 @@ export class Digester {
     }
     if (!this.#remote) {
       this.update(view);
-      return Promise.resolve();
+      return;
     }
     this.#size += view.byteLength;
-    return this.#track(hashThread.update(this.#remote, this.algorithm, view));
+    await this.#track(hashThread.update(this.#remote, this.algorithm, view));
   }
 
   #track(update: Promise<void>): Promise<void> {

@@ -1,4 +1,5 @@
 import { closeSync, constants, fstatSync, openSync, write, writeSync } from 'node:fs';
+import { envSwitch } from './env-switch.js';
 
 /**
  * File offsets and lengths of direct writes are multiples of this, and so are the memory addresses they
@@ -25,13 +26,12 @@ interface WasmMemoryConstructor {
 }
 
 /**
- * Write buffers, whether their memory is aligned for direct writes, and whether it is shared (so that the
- * hash thread can read it where it lies).
+ * Write buffers, and whether their memory is aligned for direct writes. Where it can, the memory is
+ * shared, so that the hash thread reads the buffers where they lie (`Digester.updateShared` checks).
  */
 export interface BufferSet {
   readonly buffers: readonly Buffer[];
   readonly aligned: boolean;
-  readonly shared: boolean;
 }
 
 const spareSets: BufferSet[] = [];
@@ -66,7 +66,7 @@ export function takeBufferSet(): BufferSet {
   const buffers = Array.from({ length: WRITE_BUFFERS_PER_SET }, (_, i) =>
     Buffer.from(memory, i * WRITE_BUFFER_SIZE, WRITE_BUFFER_SIZE),
   );
-  return { buffers, aligned, shared: memory instanceof SharedArrayBuffer };
+  return { buffers, aligned };
 }
 
 /** Gives a set back once none of its buffers is being written. */
@@ -76,14 +76,10 @@ export function returnBufferSet(set: BufferSet): void {
 
 /**
  * Whether writes may bypass the page cache: on Linux (O_DIRECT exists) unless `AIRLOCK_DIRECT_IO=0`.
- * Throws on any other value than unset, empty, 0 or 1, so a mistyped "off" is not taken as on.
+ * Throws on any other value than unset, empty, 0 or 1 (`envSwitch`).
  */
 export function directIoAllowed(env: NodeJS.ProcessEnv = process.env): boolean {
-  const setting = env['AIRLOCK_DIRECT_IO'];
-  if (setting !== undefined && setting !== '' && setting !== '0' && setting !== '1') {
-    throw new Error(`AIRLOCK_DIRECT_IO must be 0 (off) or 1 (on), not "${setting.slice(0, 40)}"`);
-  }
-  return constants.O_DIRECT !== undefined && setting !== '0';
+  return envSwitch(env, 'AIRLOCK_DIRECT_IO') !== false && constants.O_DIRECT !== undefined;
 }
 
 /** The first `length` bytes of `buffer`, to be written at file offset `at`. */
@@ -115,8 +111,8 @@ function writeAll(
  * host must first hand over, while a direct write costs 0.2-0.3 s and runs at the disk's speed. Only
  * whole aligned blocks go direct: content that ends before 2 MiB, the bytes up to the first aligned
  * offset of an append and the last partial block go through a second, buffered descriptor (the kernel
- * keeps the two coherent). A file system without O_DIRECT (tmpfs before Linux 6.6) or one that refuses a direct write
- * (EINVAL) is written through the page cache only.
+ * keeps the two coherent). A file system without O_DIRECT (tmpfs before Linux 6.6) or one that refuses a
+ * direct write (EINVAL) is written through the page cache only.
  */
 export class PositionalFile {
   readonly #path: string;
@@ -152,7 +148,8 @@ export class PositionalFile {
         return new PositionalFile(path, openSync(path, flags | constants.O_DIRECT, 0o666), undefined);
       } catch (error) {
         const code = (error as NodeJS.ErrnoException).code;
-        // EINVAL: the file system has no direct I/O (tmpfs before Linux 6.6); EOPNOTSUPP from some network file systems.
+        // EINVAL: the file system has no direct I/O (tmpfs before Linux 6.6); EOPNOTSUPP: some network
+        // file systems.
         if (code !== 'EINVAL' && code !== 'EOPNOTSUPP') throw error;
       }
     }

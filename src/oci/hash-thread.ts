@@ -1,5 +1,6 @@
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
+import { envSwitch } from './env-switch.js';
 
 /** The algorithms digest.ts hashes (repeated here: digest.ts imports this module). */
 type DigestAlgorithm = 'sha256' | 'sha512';
@@ -91,17 +92,18 @@ class HashThread {
       if (this.#pending.size === 0 && this.#stopping !== worker) worker.unref();
       pending?.resolve(reply);
     });
-    const stopped = (error: Error): void => {
+    // `failed`: an 'error' event (a worker that fails before it ever answered cannot run here at all).
+    const stopped = (error: Error, failed: boolean): void => {
       if (this.#worker !== worker) return;
       this.#worker = undefined;
-      if (!answered && error.message.startsWith('The hash thread failed')) this.#unavailable = true;
+      if (failed && !answered) this.#unavailable = true;
       this.#generation += 1;
       const pending = [...this.#pending.values()];
       this.#pending.clear();
       for (const p of pending) p.reject(error);
     };
-    worker.on('error', (error) => stopped(new Error(`The hash thread failed: ${error.message}`)));
-    worker.on('exit', (code) => stopped(new Error(`The hash thread exited (code ${code})`)));
+    worker.on('error', (error) => stopped(new Error(`The hash thread failed: ${error.message}`), true));
+    worker.on('exit', (code) => stopped(new Error(`The hash thread exited (code ${code})`), false));
     this.#worker = worker;
     return worker;
   }
@@ -166,13 +168,8 @@ export const hashThread = new HashThread();
 
 /**
  * Whether large content is hashed on the hash thread: with two or more CPUs unless
- * `AIRLOCK_HASH_THREAD=0`. Throws on any other value than unset, empty, 0 or 1.
+ * `AIRLOCK_HASH_THREAD=0` (`=1` forces it). Throws on any other value than unset, empty, 0 or 1.
  */
 export function hashThreadAllowed(env: NodeJS.ProcessEnv = process.env): boolean {
-  const setting = env['AIRLOCK_HASH_THREAD'];
-  if (setting !== undefined && setting !== '' && setting !== '0' && setting !== '1') {
-    throw new Error(`AIRLOCK_HASH_THREAD must be 0 (off) or 1 (on), not "${setting.slice(0, 40)}"`);
-  }
-  if (setting === '0') return false;
-  return setting === '1' || availableParallelism() >= 2;
+  return envSwitch(env, 'AIRLOCK_HASH_THREAD') ?? availableParallelism() >= 2;
 }

@@ -3,7 +3,8 @@ import { once } from 'node:events';
 import { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import type { Digester } from './digest.js';
-import { PositionalFile, returnBufferSet, takeBufferSet } from './direct-io.js';
+import { directIoAllowed, PositionalFile, returnBufferSet, takeBufferSet } from './direct-io.js';
+import { hashThreadAllowed } from './hash-thread.js';
 
 export interface HashedWriteOptions {
   /** Hashes every byte written (and counts them). */
@@ -14,6 +15,15 @@ export interface HashedWriteOptions {
   readonly maxBytes?: number;
   readonly tooLarge?: (maxBytes: number) => Error;
   readonly signal?: AbortSignal;
+}
+
+/**
+ * Checks the writer's switches, `AIRLOCK_DIRECT_IO` and `AIRLOCK_HASH_THREAD`: throws on a value other
+ * than 0 or 1, for `serve` and the CLI to refuse at start-up rather than at the first large write.
+ */
+export function checkWriteSwitches(env: NodeJS.ProcessEnv = process.env): void {
+  directIoAllowed(env);
+  hashThreadAllowed(env);
 }
 
 /**
@@ -53,6 +63,29 @@ export interface DirectTarget {
   target(max: number): Uint8Array | undefined;
   /** The last read put `bytes` bytes into the memory `target` gave; false pauses the source. */
   filled(bytes: number): boolean;
+}
+
+/**
+ * For a source that reads a socket into memory chosen per read (net's `onread`): the view a
+ * `DirectTarget` offers for the next read, or the source's own buffer, and then whether a read landed
+ * in that view (told apart by identity).
+ */
+export class DirectReads {
+  #view: Uint8Array | undefined;
+
+  /** Memory for the next read: `target`'s view of at most `max` bytes when it has one, else `fallback`. */
+  next(target: DirectTarget | undefined, max: number, fallback: Buffer): Uint8Array {
+    const view = target && max > 0 ? target.target(max) : undefined;
+    this.#view = view && view.byteLength > 0 ? view : undefined;
+    return this.#view ?? fallback;
+  }
+
+  /** Whether a read into `buffer` landed in the view `next` gave last (which is then used up). */
+  claim(buffer: Uint8Array): boolean {
+    if (this.#view === undefined || buffer !== this.#view) return false;
+    this.#view = undefined;
+    return true;
+  }
 }
 
 function lendsChunks(source: unknown): source is BorrowedChunkSource {
@@ -120,7 +153,7 @@ function writeLentChunks(
     const onAbort = (): void => fail(abortError(signal));
     try {
       signal?.throwIfAborted();
-      // Appends write at positions too (from the current end), so the thread pool may write them in any order.
+      // Appends write at positions too (from the current end): the thread pool may write them in any order.
       file = PositionalFile.open(path, { append: options.append ?? false, direct: set.aligned });
       position = file.size;
     } catch (error) {
@@ -157,13 +190,7 @@ function writeLentChunks(
         finish();
       };
       inFlight += 2;
-      let hashed: Promise<void>;
-      try {
-        hashed = digester.updateShared(buffer.subarray(0, length));
-      } catch (error) {
-        hashed = Promise.reject(error instanceof Error ? error : new Error(String(error)));
-      }
-      hashed.then(
+      digester.updateShared(buffer.subarray(0, length)).then(
         () => done(null),
         (error: unknown) => done(error as Error),
       );
@@ -241,13 +268,8 @@ function writeLentChunks(
     );
     control.done.then(() => {
       ended = true;
-      try {
-        // After a failure the file may be closed already, and the buffers back in the pool.
-        if (!failure && !settled) submit();
-      } catch (error) {
-        fail(error as Error);
-        return;
-      }
+      // After a failure the file may be closed already, and the buffers back in the pool.
+      if (!failure && !settled) submit();
       finish();
     }, fail);
   });

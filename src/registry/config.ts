@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { parse as parseYaml } from 'yaml';
 import { LOG_LEVELS } from '../log/index.js';
-import { directIoAllowed, hashThreadAllowed } from '../oci/index.js';
+import { checkWriteSwitches } from '../oci/index.js';
 import type { LevelWithSilent } from 'pino';
 
 /** Everything `airlock serve` can be told; see docs/registry.md for each key. */
@@ -158,8 +158,7 @@ export interface LoadConfigOptions {
 /** Merges defaults < config file < environment < flags, validating every value. */
 export async function loadServeConfig(options: LoadConfigOptions = {}): Promise<ServeConfig> {
   try {
-    directIoAllowed(options.env ?? process.env);
-    hashThreadAllowed(options.env ?? process.env);
+    checkWriteSwitches(options.env ?? process.env);
   } catch (error) {
     throw new ConfigError((error as Error).message);
   }

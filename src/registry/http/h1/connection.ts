@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import { STATUS_CODES } from 'node:http';
-import type { DirectTarget } from '../../../oci/index.js';
+import { DirectReads, type DirectTarget } from '../../../oci/index.js';
 import { bodyDecoder, type BodyDecoder } from './body.js';
 import { HttpProtocolError, MAX_HEAD_BYTES, parseRequestHead, type RequestHead } from './head.js';
 import { H1Request, type BodyChannel } from './request.js';
@@ -59,7 +59,7 @@ export class H1Connection implements BodyChannel, ResponseChannel {
   #discard = false;
   #closed = false;
   /** The body reader's memory the socket reads into next (from `nextReadBuffer`), if any. */
-  #directView: Uint8Array | undefined;
+  readonly #reads = new DirectReads();
 
   constructor(socket: Socket, handler: RequestHandler) {
     this.socket = socket;
@@ -107,25 +107,26 @@ export class H1Connection implements BodyChannel, ResponseChannel {
    * bytes go through `receive`. Never more than the body, so a pipelined request cannot land there.
    */
   nextReadBuffer(readBuffer: Buffer): Uint8Array {
-    this.#directView = undefined;
     const exchange = this.#current;
-    if (!exchange?.direct || exchange.bodyFailed || this.#paused || this.#held !== undefined)
-      return readBuffer;
-    if (this.#closed || this.#discard) return readBuffer;
-    const remaining = exchange.decoder.remaining;
-    if (remaining === undefined || remaining <= 0) return readBuffer;
-    const view = exchange.direct.target(remaining);
-    if (!view || view.byteLength === 0) return readBuffer;
-    this.#directView = view;
-    return view;
+    const reading =
+      exchange !== undefined &&
+      !exchange.bodyFailed &&
+      !this.#paused &&
+      this.#held === undefined &&
+      !this.#closed &&
+      !this.#discard;
+    return this.#reads.next(
+      reading ? exchange.direct : undefined,
+      exchange?.decoder.remaining ?? 0,
+      readBuffer,
+    );
   }
 
   /** One read of `bytes` into `buffer`, the memory `nextReadBuffer` gave; false pauses reading. */
   receiveRead(bytes: number, buffer: Uint8Array): boolean {
-    if (buffer !== this.#directView) {
+    if (!this.#reads.claim(buffer)) {
       return this.receive(Buffer.from(buffer.buffer, buffer.byteOffset, bytes));
     }
-    this.#directView = undefined;
     const exchange = this.#current;
     // Body bytes already where the reader wants them; after a failure or on a closing connection they
     // are dropped (the reader has let go of that memory's contents).
