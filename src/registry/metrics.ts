@@ -1,40 +1,120 @@
-import { Counter, Gauge, Histogram, Registry as PromRegistry, collectDefaultMetrics } from 'prom-client';
+import { Gauge, Registry as PromRegistry, collectDefaultMetrics } from 'prom-client';
+
+/** Upper bounds of the request duration histogram, in seconds. */
+const DURATION_BUCKETS = [0.001, 0.005, 0.025, 0.1, 0.5, 2.5, 10, 60] as const;
+
+/** Methods counted by name; any other method is counted as `other`, so clients cannot grow the label set. */
+const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
+
+interface RouteStats {
+  /** Requests by method, then status. */
+  readonly counts: Map<string, Map<number, { value: number }>>;
+  /** Observations per bucket (not cumulative; the last is above the highest bound). */
+  readonly buckets: Float64Array;
+  sum: number;
+  count: number;
+}
+
+/** What the metrics keep of a request once its answer was sent. */
+export interface FinishedRequest {
+  readonly method: string;
+  readonly route: string;
+  readonly status: number;
+  readonly seconds: number;
+  /** Request body bytes. */
+  readonly received: number;
+  /** Response body bytes. */
+  readonly sent: number;
+}
+
+/**
+ * The per-request metrics: requests by method, route and status, durations by route, bytes in and out.
+ * The request path only adds to plain numbers; the Prometheus text is built when `/metrics` is read.
+ * (prom-client hashes the label set on every update, which cost about a fifth of a manifest GET.)
+ */
+export class HttpStats {
+  readonly #routes = new Map<string, RouteStats>();
+  #received = 0;
+  #sent = 0;
+
+  /** Records one finished request. */
+  record(request: FinishedRequest): void {
+    const { method, route, status, seconds, received, sent } = request;
+    let stats = this.#routes.get(route);
+    if (!stats) {
+      stats = { counts: new Map(), buckets: new Float64Array(DURATION_BUCKETS.length + 1), sum: 0, count: 0 };
+      this.#routes.set(route, stats);
+    }
+    const methodLabel = METHODS.has(method) ? method : 'other';
+    let byStatus = stats.counts.get(methodLabel);
+    if (!byStatus) {
+      byStatus = new Map();
+      stats.counts.set(methodLabel, byStatus);
+    }
+    const cell = byStatus.get(status);
+    if (cell) cell.value++;
+    else byStatus.set(status, { value: 1 });
+    let bucket = 0;
+    while (bucket < DURATION_BUCKETS.length && seconds > DURATION_BUCKETS[bucket]!) bucket++;
+    stats.buckets[bucket]!++;
+    stats.sum += seconds;
+    stats.count++;
+    if (received > 0) this.#received += received;
+    if (sent > 0) this.#sent += sent;
+  }
+
+  /** The Prometheus text exposition (format 0.0.4) of these metrics. */
+  render(): string {
+    const routes = [...this.#routes].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    let text =
+      '# HELP airlock_http_requests_total HTTP requests by route, method and status\n' +
+      '# TYPE airlock_http_requests_total counter\n';
+    for (const [route, stats] of routes) {
+      for (const [method, byStatus] of stats.counts) {
+        for (const [status, cell] of byStatus) {
+          text += `airlock_http_requests_total{method="${label(method)}",route="${label(route)}",status="${status}"} ${cell.value}\n`;
+        }
+      }
+    }
+    text +=
+      '\n# HELP airlock_http_request_duration_seconds HTTP request duration by route\n' +
+      '# TYPE airlock_http_request_duration_seconds histogram\n';
+    for (const [route, stats] of routes) {
+      const name = label(route);
+      let cumulative = 0;
+      DURATION_BUCKETS.forEach((bound, index) => {
+        cumulative += stats.buckets[index]!;
+        text += `airlock_http_request_duration_seconds_bucket{le="${bound}",route="${name}"} ${cumulative}\n`;
+      });
+      text += `airlock_http_request_duration_seconds_bucket{le="+Inf",route="${name}"} ${stats.count}\n`;
+      text += `airlock_http_request_duration_seconds_sum{route="${name}"} ${stats.sum}\n`;
+      text += `airlock_http_request_duration_seconds_count{route="${name}"} ${stats.count}\n`;
+    }
+    text +=
+      '\n# HELP airlock_http_received_bytes_total Request body bytes received\n' +
+      '# TYPE airlock_http_received_bytes_total counter\n' +
+      `airlock_http_received_bytes_total ${this.#received}\n` +
+      '\n# HELP airlock_http_sent_bytes_total Response body bytes sent\n' +
+      '# TYPE airlock_http_sent_bytes_total counter\n' +
+      `airlock_http_sent_bytes_total ${this.#sent}\n`;
+    return text;
+  }
+}
+
+/** A label value as the text format wants it: backslash, double quote and newline escaped. */
+function label(value: string): string {
+  return value.replace(/[\\"\n]/g, (c) => (c === '\n' ? '\\n' : `\\${c}`));
+}
 
 /** Prometheus metrics of one registry process. */
 export class RegistryMetrics {
   readonly registry = new PromRegistry();
-  readonly requests: Counter<'method' | 'route' | 'status'>;
-  readonly duration: Histogram<'route'>;
-  readonly bytesIn: Counter;
-  readonly bytesOut: Counter;
+  readonly http = new HttpStats();
   readonly uploadSessions: Gauge;
   readonly storageBytes: Gauge;
 
   constructor(sources: { activeUploads: () => number; storageBytes: () => Promise<number> }) {
     collectDefaultMetrics({ register: this.registry, prefix: 'airlock_' });
-    this.requests = new Counter({
-      name: 'airlock_http_requests_total',
-      help: 'HTTP requests by route, method and status',
-      labelNames: ['method', 'route', 'status'],
-      registers: [this.registry],
-    });
-    this.duration = new Histogram({
-      name: 'airlock_http_request_duration_seconds',
-      help: 'HTTP request duration by route',
-      labelNames: ['route'],
-      buckets: [0.001, 0.005, 0.025, 0.1, 0.5, 2.5, 10, 60],
-      registers: [this.registry],
-    });
-    this.bytesIn = new Counter({
-      name: 'airlock_http_received_bytes_total',
-      help: 'Request body bytes received',
-      registers: [this.registry],
-    });
-    this.bytesOut = new Counter({
-      name: 'airlock_http_sent_bytes_total',
-      help: 'Response body bytes sent',
-      registers: [this.registry],
-    });
     this.uploadSessions = new Gauge({
       name: 'airlock_upload_sessions_active',
       help: 'Blob uploads receiving data right now',
@@ -51,5 +131,15 @@ export class RegistryMetrics {
         this.set(await sources.storageBytes());
       },
     });
+  }
+
+  /** Content type of `text()`. */
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  /** Every metric of the process in the Prometheus text format. */
+  async text(): Promise<string> {
+    return `${await this.registry.metrics()}\n${this.http.render()}`;
   }
 }

@@ -336,6 +336,21 @@ export class Registry {
     return digest;
   }
 
+  /**
+   * The manifest a tag or digest names when memory holds all it takes to answer (the tag or the
+   * repository's link, and the bytes), without waiting for anything; else undefined (use getManifest).
+   */
+  cachedManifest(name: string, reference: string): StoredManifest | undefined {
+    let digest: Digest | undefined;
+    if (reference.includes(':')) {
+      // Only verified digests are keys of the link cache, so a hit is also a valid reference.
+      if (this.#manifestLinks.get(`${name}@${reference}`)) digest = reference as Digest;
+    } else {
+      digest = this.#tags.get(`${name}:${reference}`);
+    }
+    return digest === undefined ? undefined : this.#manifestBytes.get(digest);
+  }
+
   /** A manifest's bytes by tag or digest, served from memory when it was read or written before. */
   async getManifest(name: string, reference: string): Promise<StoredManifest> {
     const digest = await this.resolve(name, reference);

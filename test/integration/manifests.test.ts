@@ -156,6 +156,36 @@ describe('manifest API', () => {
     );
   });
 
+  it('answers from memory only what the repository holds: other repositories, deletes and bad references miss', async () => {
+    const img = image();
+    await c.pushImage('p/mem-a', img, 'v1');
+    await c.pushImage('p/mem-b', image(), 'v1');
+    // Warm every cache: tag, the repository's link and the bytes.
+    for (let i = 0; i < 2; i++) {
+      for (const ref of ['v1', img.digest]) {
+        assert.equal((await c.request('GET', `/v2/p/mem-a/manifests/${ref}`)).status, 200);
+      }
+    }
+    // The same digest in another repository is not served, cached bytes or not.
+    const other = await c.request('GET', `/v2/p/mem-b/manifests/${img.digest}`);
+    assert.equal(other.status, 404);
+    assert.equal(await errorCode(other), 'MANIFEST_UNKNOWN');
+    const missingTag = await c.request('GET', '/v2/p/mem-c/manifests/v1');
+    assert.equal(missingTag.status, 404);
+    assert.equal(await errorCode(missingTag), 'MANIFEST_UNKNOWN');
+    // A reference that is neither a tag nor a digest.
+    const bad = await c.request('GET', '/v2/p/mem-a/manifests/sha256:nothex');
+    assert.equal(bad.status, 400);
+    assert.equal(await errorCode(bad), 'DIGEST_INVALID');
+    // A delete is seen at once by tag and by digest.
+    assert.equal((await c.request('DELETE', `/v2/p/mem-a/manifests/${img.digest}`)).status, 202);
+    for (const ref of ['v1', img.digest]) {
+      const gone = await c.request('GET', `/v2/p/mem-a/manifests/${ref}`);
+      assert.equal(gone.status, 404, ref);
+      assert.equal(await errorCode(gone), 'MANIFEST_UNKNOWN');
+    }
+  });
+
   it('announces pushes and deletes as events', async () => {
     const seen: RegistryEvent[] = [];
     reg.registry.events.on('event', (e) => seen.push(e));
@@ -214,10 +244,28 @@ describe('operational endpoints', () => {
 
   it('exposes Prometheus metrics for requests, bytes, uploads and storage', async () => {
     const c = new TestClient(reg.url);
+    const scrape = async (): Promise<{ text: string; sent: number }> => {
+      const text = await (await fetch(`${reg.url}/metrics`)).text();
+      return { text, sent: Number(/^airlock_http_sent_bytes_total (\d+)$/m.exec(text)?.[1]) };
+    };
+    const before = await scrape();
     await c.pushBlob('m/x', blob('metrics'));
-    const text = await (await fetch(`${reg.url}/metrics`)).text();
-    assert.match(text, /airlock_http_requests_total\{method="POST",route="uploads",status="201"\} 1/);
-    assert.match(text, /airlock_http_received_bytes_total \d+/);
+    const got = await fetch(`${reg.url}/v2/m/x/blobs/${blob('metrics').digest}`);
+    assert.equal(got.status, 200);
+    await got.arrayBuffer();
+    const brew = await fetch(`${reg.url}/v2/`, { method: 'BREW' });
+    assert.equal(brew.status, 405);
+    const errorBytes = (await brew.arrayBuffer()).byteLength;
+    const { text, sent } = await scrape();
+    assert.match(text, /airlock_http_requests_total\{method="POST",route="uploads",status="201"\} 1\n/);
+    assert.match(text, /airlock_http_requests_total\{method="GET",route="blobs",status="200"\} 1\n/);
+    // Methods outside the HTTP set are counted together, so clients cannot add label values.
+    assert.match(text, /airlock_http_requests_total\{method="other",route="base",status="405"\} 1\n/);
+    assert.match(text, /airlock_http_request_duration_seconds_count\{route="uploads"\} 1\n/);
+    assert.match(text, /airlock_http_request_duration_seconds_bucket\{le="\+Inf",route="blobs"\} 1\n/);
+    assert.match(text, /airlock_http_received_bytes_total 7\n/);
+    // Body bytes sent since the first scrape: that scrape (counted once sent), the blob, the error document.
+    assert.equal(sent - before.sent, Buffer.byteLength(before.text) + 7 + errorBytes);
     assert.match(text, /airlock_upload_sessions_active 0/);
     assert.match(text, /airlock_storage_blob_bytes 7/);
   });

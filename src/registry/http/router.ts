@@ -63,8 +63,11 @@ function decode(part: string): string {
   }
 }
 
-/** Dispatches a `/v2/` request; returns false when no route matches the path. */
-export async function routeV2(ctx: Context, registry: Registry): Promise<boolean> {
+/**
+ * Dispatches a `/v2/` request: false when no route matches the path, true when it was answered at once,
+ * else a promise of the answer. Errors may be thrown or rejected.
+ */
+export function routeV2(ctx: Context, registry: Registry): boolean | Promise<void> {
   const { path } = ctx;
   const method = ctx.req.method ?? 'GET';
   if (path === '/v2/' || path === '/v2') {
@@ -85,8 +88,7 @@ export async function routeV2(ctx: Context, registry: Registry): Promise<boolean
         detail: { scope: 'registry:catalog:*' },
       });
     }
-    await v2.catalog(ctx, registry);
-    return true;
+    return v2.catalog(ctx, registry);
   }
   for (const route of ROUTES) {
     const match = route.pattern.exec(path);
@@ -98,9 +100,9 @@ export async function routeV2(ctx: Context, registry: Registry): Promise<boolean
     registry.checkName(name);
     const need = route.needs[method];
     if (need && !ctx.access.allows(ctx.caller, name, need)) denied(ctx, name, need);
-    if (need === 'push') await registry.checkPushTarget(name);
-    await handler(ctx, registry, { name, ref: decode(match[2] ?? '') });
-    return true;
+    const target = { name, ref: decode(match[2] ?? '') };
+    if (need === 'push') return registry.checkPushTarget(name).then(() => handler(ctx, registry, target));
+    return handler(ctx, registry, target) ?? true;
   }
   return false;
 }

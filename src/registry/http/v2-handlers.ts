@@ -1,7 +1,7 @@
 import { Header, MediaType, MAX_MANIFEST_BYTES, type Digest } from '../../oci/index.js';
 import type { ByteRange } from '../../storage/index.js';
 import { RegistryError } from '../errors.js';
-import type { Registry } from '../registry.js';
+import type { Registry, StoredManifest } from '../registry.js';
 import {
   API_VERSION,
   drain,
@@ -149,12 +149,21 @@ export async function referrers(
   ctx.res.end(ctx.req.method === 'HEAD' ? undefined : bytes);
 }
 
-export async function getManifest(
+export function getManifest(
   ctx: Context,
   registry: Registry,
   { name, ref: reference }: Target,
-): Promise<void> {
-  const manifest = await registry.getManifest(name, reference);
+): Promise<void> | undefined {
+  // Hot path: most manifest reads are answered from memory without a promise in between.
+  const cached = registry.cachedManifest(name, reference);
+  if (cached) {
+    sendManifest(ctx, cached);
+    return undefined;
+  }
+  return registry.getManifest(name, reference).then((manifest) => sendManifest(ctx, manifest));
+}
+
+function sendManifest(ctx: Context, manifest: StoredManifest): void {
   ctx.res.writeHead(200, {
     'content-type': manifest.mediaType,
     'content-length': manifest.bytes.byteLength,

@@ -41,6 +41,8 @@ export class H1Response extends EventEmitter {
   statusCode = 200;
   headersSent = false;
   writableEnded = false;
+  /** Body bytes handed to the socket so far (framing not included). */
+  bodyBytes = 0;
   readonly #channel: ResponseChannel;
   readonly #method: string;
   readonly #http11: boolean;
@@ -79,7 +81,7 @@ export class H1Response extends EventEmitter {
     if (!Number.isInteger(status) || status < 100 || status > 999)
       throw new RangeError(`Invalid status ${status}`);
     this.statusCode = status;
-    for (const [name, value] of Object.entries(headers)) this.setHeader(name, value);
+    for (const name in headers) this.setHeader(name, headers[name]!);
     return this;
   }
 
@@ -100,6 +102,7 @@ export class H1Response extends EventEmitter {
       if (callback) process.nextTick(callback, null);
       return true;
     }
+    this.bodyBytes += bytes.byteLength;
     let flushed: boolean;
     if (this.#chunked) {
       socket.cork();
@@ -134,9 +137,14 @@ export class H1Response extends EventEmitter {
     if (!this.headersSent) {
       const head = this.#head(bytes ?? Buffer.alloc(0));
       const body = this.#noBody || bytes === undefined ? undefined : bytes;
+      this.bodyBytes += body?.byteLength ?? 0;
       if (body === undefined || body.byteLength === 0) socket.write(head, 'latin1', finished);
       else if (body.byteLength <= SMALL_BODY) {
-        socket.write(Buffer.concat([Buffer.from(head, 'latin1'), body]), finished);
+        // One buffer, one write: the head is latin1, one byte per character.
+        const message = Buffer.allocUnsafe(head.length + body.byteLength);
+        message.write(head, 0, 'latin1');
+        message.set(body, head.length);
+        socket.write(message, finished);
       } else {
         socket.cork();
         socket.write(head, 'latin1');
@@ -149,6 +157,7 @@ export class H1Response extends EventEmitter {
       socket.write('0\r\n\r\n', 'latin1', finished);
       socket.uncork();
     } else if (bytes && bytes.byteLength > 0 && !this.#noBody) {
+      this.bodyBytes += bytes.byteLength;
       socket.write(bytes, finished);
     } else {
       // Nothing left to send: 'finish' once what was written is flushed.
@@ -202,8 +211,14 @@ export class H1Response extends EventEmitter {
   }
 }
 
+/** Header names already checked (the handlers use a few dozen); bounded so odd names cannot grow it. */
+const checkedNames = new Set<string>();
+
 function checkHeader(name: string, value: HeaderValue): void {
-  if (!TOKEN.test(name)) throw new TypeError(`Invalid header name "${name.slice(0, 40)}"`);
+  if (!checkedNames.has(name)) {
+    if (!TOKEN.test(name)) throw new TypeError(`Invalid header name "${name.slice(0, 40)}"`);
+    if (checkedNames.size < 256) checkedNames.add(name);
+  }
   const bad =
     typeof value === 'string'
       ? BAD_VALUE.test(value)

@@ -224,6 +224,29 @@ describe('H1Server requests', () => {
     c.socket.destroy();
   });
 
+  it('counts the body bytes each response handed to the socket, framing and HEAD bodies excluded', async () => {
+    const counted: number[] = [];
+    handler = (req, res) => {
+      res.on('finish', () => counted.push(res.bodyBytes));
+      if (req.url === '/chunked') {
+        res.write('one\n');
+        res.end('three\n');
+      } else if (req.url === '/big') {
+        res.end(Buffer.alloc(100_000, 1));
+      } else {
+        res.end('abc');
+      }
+    };
+    const c = talk(
+      port,
+      'GET /chunked HTTP/1.1\r\nHost: x\r\n\r\nGET /big HTTP/1.1\r\nHost: x\r\n\r\n' +
+        'HEAD /small HTTP/1.1\r\nHost: x\r\n\r\nGET /small HTTP/1.1\r\nHost: x\r\n\r\n',
+    );
+    await c.until((t) => t.endsWith('abc'));
+    assert.deepEqual(counted, [10, 100_000, 0, 3]);
+    c.socket.destroy();
+  });
+
   it('sends 100 Continue only once the body is read', async () => {
     handler = (req, res) => {
       const answer = async (): Promise<void> => {
