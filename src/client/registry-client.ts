@@ -1,4 +1,4 @@
-import { PassThrough, Transform, type Readable, type TransformCallback } from 'node:stream';
+import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import {
   Digester,
   digestOf,
@@ -553,20 +553,12 @@ export class RegistryClient {
     if (blob.size <= this.#monolithicMax || this.#chunkBytes === undefined) {
       if (blob.size > this.#monolithicMax) {
         // A fresh stream per attempt, so a retried PATCH sends the bytes again from the start.
-        const body = (): Readable => {
-          const pass = new PassThrough();
-          stream().then(
-            (source) => source.pipe(pass),
-            (error: unknown) => pass.destroy(error as Error),
-          );
-          return pass;
-        };
         const patch = await this.#call({
           method: 'PATCH',
           path: location,
           scopes,
           headers: { 'content-type': 'application/octet-stream', 'content-length': String(blob.size) },
-          body,
+          body: stream,
           ok: [202, 204],
           signal,
         });

@@ -1,7 +1,13 @@
-import { describe, it, after } from 'node:test';
+import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type IncomingHttpHeaders, type RequestListener } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileStream } from '../oci/index.js';
+import type { ClientError } from './errors.js';
 import { HttpTransport } from './transport.js';
 
 /** A server on 127.0.0.1:0 that records request headers; closed when the file's tests end. */
@@ -136,5 +142,90 @@ describe('HttpTransport', () => {
     } finally {
       transport.close();
     }
+  });
+
+  describe('a file stream as the body', () => {
+    let dir: string;
+    let path: string;
+    const bytes = randomBytes(5 * 1024 * 1024 + 333);
+    const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+    before(async () => {
+      dir = await mkdtemp(join(tmpdir(), 'airlock-transport-'));
+      path = join(dir, 'blob');
+      await writeFile(path, bytes);
+    });
+    after(() => rm(dir, { recursive: true, force: true }));
+
+    it('sends the file, with and without a Content-Length, and again on a second request', async () => {
+      const got: string[] = [];
+      const { url } = await serve((req, res) => {
+        const hash = createHash('sha256');
+        req.on('data', (chunk: Buffer) => hash.update(chunk));
+        req.on('end', () => {
+          got.push(hash.digest('hex'));
+          res.writeHead(202, { 'content-length': 0 });
+          res.end();
+        });
+      });
+      const transport = new HttpTransport();
+      try {
+        for (const headers of [
+          { 'content-length': String(bytes.byteLength) },
+          {},
+          { 'content-length': String(bytes.byteLength) },
+        ]) {
+          const res = await transport.send({
+            method: 'PATCH',
+            url: new URL(`${url}/upload`),
+            headers,
+            body: () => fileStream(path),
+          });
+          assert.equal(res.status, 202);
+          await res.drain();
+        }
+        assert.deepEqual(got, [sha(bytes), sha(bytes), sha(bytes)]);
+      } finally {
+        transport.close();
+      }
+    });
+
+    it('fails, and does not hang, when the file is shorter than the Content-Length or the server goes away', async () => {
+      const { url } = await serve((req, res) => {
+        if (req.url === '/drop') {
+          req.once('data', () => req.socket.destroy());
+          return;
+        }
+        req.resume();
+        req.on('end', () => res.end());
+      });
+      const transport = new HttpTransport();
+      try {
+        await assert.rejects(
+          transport.send({
+            method: 'PATCH',
+            url: new URL(`${url}/short`),
+            headers: { 'content-length': String(bytes.byteLength + 10) },
+            body: () => fileStream(path),
+          }),
+          (error: ClientError) =>
+            error.code === 'INVALID_INPUT' &&
+            error.message.startsWith(
+              `Cannot send the body to ${new URL(url).host}: ${path} ended 10 bytes before`,
+            ),
+        );
+        await assert.rejects(
+          transport.send({
+            method: 'PATCH',
+            url: new URL(`${url}/drop`),
+            headers: { 'content-length': String(bytes.byteLength) },
+            body: () => fileStream(path),
+          }),
+          (error: ClientError) =>
+            error.code === 'NETWORK' && /socket hang up|ECONNRESET|EPIPE/.test(error.message),
+        );
+      } finally {
+        transport.close();
+      }
+    });
   });
 });

@@ -1,6 +1,7 @@
 import {
   Agent as HttpAgent,
   request as httpRequest,
+  type ClientRequest,
   type IncomingHttpHeaders,
   type IncomingMessage,
 } from 'node:http';
@@ -8,11 +9,15 @@ import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { existsSync, readFileSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { rootCertificates } from 'node:tls';
+import { fileSourceOf, sendFile } from '../oci/index.js';
 import { ClientError } from './errors.js';
 import { rawGet } from './raw-get.js';
 
-/** A request body: bytes, or a function that makes a fresh stream (so the request can be sent again). */
-export type RequestBody = Buffer | (() => Readable);
+/**
+ * A request body: bytes, or a function that makes a fresh stream (so the request can be sent again).
+ * A stream made by `fileStream` (an OCI layout's blob) is not read: its file is sent from reused buffers.
+ */
+export type RequestBody = Buffer | (() => Readable | Promise<Readable>);
 
 export interface HttpRequest {
   readonly method: string;
@@ -187,13 +192,31 @@ export class HttpTransport {
         (res: IncomingMessage) =>
           resolve(wrap(res, { status: res.statusCode ?? 0, headers: res.headers }, url)),
       );
-      req.on('error', (error) => reject(request.signal?.aborted ? error : describeNetworkError(error, url)));
+      // The body's own failure (a file that cannot be read) is not the network's.
+      let bodyError: Error | undefined;
+      const failBody = (error: Error): void => {
+        bodyError ??= error;
+        req.destroy(error);
+      };
+      req.on('error', (error) => {
+        if (request.signal?.aborted) reject(error);
+        else if (bodyError) {
+          reject(
+            new ClientError('INVALID_INPUT', `Cannot send the body to ${url.host}: ${bodyError.message}`, {
+              cause: bodyError,
+            }),
+          );
+        } else reject(describeNetworkError(error, url));
+      });
       if (body === undefined) req.end();
       else if (Buffer.isBuffer(body)) req.end(body);
       else {
-        const stream = body();
-        stream.on('error', (error) => req.destroy(error));
-        stream.pipe(req);
+        Promise.resolve()
+          .then(body)
+          .then(
+            (stream) => sendStream(req, stream, { contentLength: headers['content-length'], fail: failBody }),
+            (error: unknown) => failBody(error as Error),
+          );
       }
     });
   }
@@ -202,6 +225,36 @@ export class HttpTransport {
     this.#http.destroy();
     this.#https.destroy();
   }
+}
+
+/**
+ * Sends a request body from a stream; a file's stream with a known length is not read but its file sent
+ * (`sendFile`), which on the benchmark machine halves the client's CPU for a layout push.
+ */
+function sendStream(
+  req: ClientRequest,
+  stream: Readable,
+  options: { contentLength: string | undefined; fail: (error: Error) => void },
+): void {
+  const { contentLength, fail } = options;
+  const file = fileSourceOf(stream);
+  const length = contentLength === undefined ? NaN : Number(contentLength);
+  if (file && Number.isSafeInteger(length) && length >= 0) {
+    stream.destroy();
+    const stop = new AbortController();
+    // A request that fails or is aborted may never call its pending writes back.
+    req.once('close', () => stop.abort(new Error('The request closed before its body was sent')));
+    sendFile({ ...file, length }, (chunk, done) => req.write(chunk, done), stop.signal).then(
+      () => req.end(),
+      (error: unknown) => {
+        // Closed first: the request's own error (a reset, an abort) is what counts.
+        if (!stop.signal.aborted) fail(error as Error);
+      },
+    );
+    return;
+  }
+  stream.on('error', fail);
+  stream.pipe(req);
 }
 
 const SYSTEM_BUNDLES = ['/etc/ssl/certs/ca-certificates.crt', '/etc/pki/tls/certs/ca-bundle.crt'];

@@ -1,10 +1,10 @@
-import { createReadStream } from 'node:fs';
 import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { ArchiveError } from './compression.js';
 import { Digester, digestOf, parseDigest, type Digest } from './digest.js';
+import { fileStream } from './file-source.js';
 import { writeHashed } from './hashed-write.js';
 import type { Descriptor } from './manifest.js';
 import { MediaType } from './media-types.js';
@@ -95,8 +95,9 @@ export class OciLayout {
     }
   }
 
+  /** A stream of a blob's file (a `fileStream`: an uploader may send the file itself). */
   openBlob(digest: Digest): Readable {
-    return createReadStream(this.blobPath(digest), { highWaterMark: 1024 * 1024 });
+    return fileStream(this.blobPath(digest));
   }
 
   async readBlob(digest: Digest, limit: number): Promise<Buffer> {
