@@ -244,7 +244,11 @@ function sendStream(
     const stop = new AbortController();
     // A request that fails or is aborted may never call its pending writes back.
     req.once('close', () => stop.abort(new Error('The request closed before its body was sent')));
-    sendFile({ ...file, length }, (chunk, done) => req.write(chunk, done), stop.signal).then(
+    sendFile(
+      { file: file.path, start: file.start, length },
+      (chunk, done) => req.write(chunk, done),
+      stop.signal,
+    ).then(
       () => req.end(),
       (error: unknown) => {
         // Closed first: the request's own error (a reset, an abort) is what counts.

@@ -48,7 +48,7 @@ describe('fileStream and sendFile', () => {
       let inFlight = 0;
       let maxInFlight = 0;
       await sendFile(
-        { path, start, length },
+        { file: path, start, length },
         (chunk, done) => {
           inFlight++;
           maxInFlight = Math.max(maxInFlight, inFlight);
@@ -69,7 +69,7 @@ describe('fileStream and sendFile', () => {
   it('fails, naming the file, when it ends before the length to send', async () => {
     await assert.rejects(
       sendFile(
-        { path, start: 0, length: bytes.byteLength + 1 },
+        { file: path, start: 0, length: bytes.byteLength + 1 },
         (_chunk, done) => done(),
         new AbortController().signal,
       ),
@@ -77,7 +77,7 @@ describe('fileStream and sendFile', () => {
     );
     await assert.rejects(
       sendFile(
-        { path: join(dir, 'missing'), start: 0, length: 1 },
+        { file: join(dir, 'missing'), start: 0, length: 1 },
         (_chunk, done) => done(),
         new AbortController().signal,
       ),
@@ -88,14 +88,18 @@ describe('fileStream and sendFile', () => {
   it('fails with the error of a write, and at once on abort when writes never call back', async () => {
     await assert.rejects(
       sendFile(
-        { path, start: 0, length: bytes.byteLength },
+        { file: path, start: 0, length: bytes.byteLength },
         (_chunk, done) => done(new Error('socket gone')),
         new AbortController().signal,
       ),
       /socket gone/,
     );
     const stop = new AbortController();
-    const sending = sendFile({ path, start: 0, length: bytes.byteLength }, () => undefined, stop.signal);
+    const sending = sendFile(
+      { file: path, start: 0, length: bytes.byteLength },
+      () => undefined,
+      stop.signal,
+    );
     setTimeout(() => stop.abort(new Error('request closed')), 20);
     await assert.rejects(sending, /request closed/);
   });

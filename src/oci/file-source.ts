@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { returnBufferSet, takeBufferSet } from './direct-io.js';
 
@@ -31,21 +31,31 @@ export function fileSourceOf(stream: Readable): FileSource | undefined {
   return source;
 }
 
+/** What `sendFile` sends: `length` bytes of a file from offset `start`. */
+export interface SendRange {
+  /** The file, by path (opened and closed here) or as an open handle (left open). */
+  readonly file: string | FileHandle;
+  readonly start: number;
+  readonly length: number;
+  /** Names the file in errors. Default: its path. */
+  readonly name?: string;
+}
+
 /**
- * Sends `range.length` bytes of a file, from its start offset, through `write`: read on the thread pool into a
- * set of page-aligned write buffers (`takeBufferSet`), each reused once `write` called back for it. A
- * stream allocates a fresh buffer per read, and the kernel then finds and zeroes new pages; reads into
- * reused memory from malloc (16-byte aligned) were slower still on the benchmark VM (the kernel's copy
- * into unaligned memory took 2.6 times as long per MiB). Throws when the file ends before `length` bytes, when a
- * write fails, or as soon as `signal` aborts (a write may then never call back).
+ * Sends a range of a file through `write`: read on the thread pool into a set of page-aligned buffers
+ * (`takeBufferSet`), each refilled once `write` called back for it. A stream allocates a fresh buffer per
+ * read, and the kernel then finds and zeroes new pages; reads into reused memory from malloc (16-byte
+ * aligned) were slower still on the benchmark VM (the kernel's copy took 2.6 times as long per MiB as
+ * into page-aligned memory). Throws when the file ends before `length` bytes, when a write fails, or as
+ * soon as `signal` aborts (a write may then never call back).
  */
 export async function sendFile(
-  range: FileSource & { readonly length: number },
+  range: SendRange,
   write: (chunk: Buffer, done: (error?: Error | null) => void) => void,
   signal: AbortSignal,
 ): Promise<void> {
-  const { path, start, length } = range;
-  const handle = await open(path, 'r');
+  const { file, start, length } = range;
+  const handle = typeof file === 'string' ? await open(file, 'r') : file;
   const set = takeBufferSet();
   const { buffers } = set;
   const writes: Array<Promise<void> | undefined> = [];
@@ -67,7 +77,8 @@ export async function sendFile(
       await settle(writes[index]);
       const { bytesRead } = await handle.read(buffer, 0, Math.min(buffer.byteLength, remaining), position);
       if (bytesRead === 0) {
-        throw new Error(`${path} ended ${remaining} bytes before the ${length} bytes to send`);
+        const name = range.name ?? (typeof file === 'string' ? file : 'The file');
+        throw new Error(`${name} ended ${remaining} bytes before the ${length} bytes to send`);
       }
       position += bytesRead;
       remaining -= bytesRead;
@@ -83,7 +94,7 @@ export async function sendFile(
     reusable = false;
     throw error;
   } finally {
-    await handle.close();
+    if (typeof file === 'string') await handle.close();
     if (reusable) returnBufferSet(set);
   }
 }

@@ -27,7 +27,7 @@ export { extractLayers, safeEntryPath } from './extract.js';
 export type { ExtractOptions, ExtractLimits, ExtractResult } from './extract.js';
 export { OciLayout, REF_NAME } from './layout.js';
 export { fileStream, fileSourceOf, sendFile } from './file-source.js';
-export type { FileSource } from './file-source.js';
+export type { FileSource, SendRange } from './file-source.js';
 export type { LayoutIndex } from './layout.js';
 export { checkWriteSwitches, DirectReads, writeHashed } from './hashed-write.js';
 export { hashThread } from './hash-thread.js';

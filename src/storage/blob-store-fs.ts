@@ -3,7 +3,14 @@ import { link, mkdir, open, readdir, rm, stat, truncate, unlink } from 'node:fs/
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { Digester, parseDigest, writeHashed, type Digest, type DigestAlgorithm } from '../oci/index.js';
+import {
+  Digester,
+  parseDigest,
+  sendFile,
+  writeHashed,
+  type Digest,
+  type DigestAlgorithm,
+} from '../oci/index.js';
 import type {
   BlobInfo,
   BlobStore,
@@ -119,10 +126,7 @@ export class FsBlobStore implements BlobStore {
     });
   }
 
-  /**
-   * Sends file bytes through two reused buffers: read into one while the other is being written. Unlike a
-   * read stream, this allocates nothing per chunk, which keeps large downloads free of garbage collection.
-   */
+  /** Sends a blob's bytes (`sendFile`: reused page-aligned buffers); stops quietly once `destination` closes. */
   async writeTo(digest: Digest, destination: ByteSink, range?: ByteRange): Promise<void> {
     const handle = await open(this.#blobPath(digest), 'r').catch((error: unknown) => {
       if (isMissing(error)) throw new StorageError('BLOB_NOT_FOUND', `Blob "${digest}" is not stored`);
@@ -135,37 +139,18 @@ export class FsBlobStore implements BlobStore {
       if (range && (start < 0 || start > end || end >= size)) {
         throw new StorageError('RANGE_NOT_SATISFIABLE', `Range ${start}-${end} is outside 0-${size - 1}`);
       }
-      let closed = false;
-      const onClose = (): void => {
-        closed = true;
-      };
+      const closed = new AbortController();
+      const onClose = (): void => closed.abort(new Error('The destination closed'));
       destination.once('close', onClose);
-      const buffers = [Buffer.allocUnsafe(READ_CHUNK), Buffer.allocUnsafe(READ_CHUNK)];
-      const inFlight: Array<Promise<void> | undefined> = [undefined, undefined];
-      let position = start;
-      let which = 0;
       try {
-        while (position <= end && !closed) {
-          await inFlight[which];
-          const buffer = buffers[which] as Buffer;
-          const { bytesRead } = await handle.read(
-            buffer,
-            0,
-            Math.min(READ_CHUNK, end - position + 1),
-            position,
-          );
-          if (bytesRead === 0) throw new Error(`Blob "${digest}" ended at ${position} of ${size} bytes`);
-          const write = new Promise<void>((resolve, reject) => {
-            destination.write(buffer.subarray(0, bytesRead), (error) => (error ? reject(error) : resolve()));
-          });
-          // Observed now, so a failed write (the client went away) is not an unhandled rejection while
-          // the other buffer is being awaited; it still throws where it is awaited.
-          write.catch(() => undefined);
-          inFlight[which] = write;
-          position += bytesRead;
-          which ^= 1;
-        }
-        if (!closed) await Promise.all(inFlight.filter((p): p is Promise<void> => p !== undefined));
+        await sendFile(
+          { file: handle, start, length: end - start + 1, name: `Blob "${digest}"` },
+          (chunk, done) => destination.write(chunk, done),
+          closed.signal,
+        );
+      } catch (error) {
+        // The client went away: there is no one left to tell.
+        if (!closed.signal.aborted) throw error;
       } finally {
         destination.off('close', onClose);
       }

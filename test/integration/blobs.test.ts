@@ -162,6 +162,31 @@ describe('blob API', () => {
     assert.equal((await c.request('HEAD', `/v2/p/ns/blobs/${b.digest}?ns=docker.io`)).status, 200);
   });
 
+  it('serves large blobs byte for byte, whole, by ranges across buffer edges, and to concurrent readers', async () => {
+    const { randomBytes } = await import('node:crypto');
+    // Larger than a set of send buffers (4 x 2 MiB), not a multiple of any buffer or page size.
+    const big = blob(randomBytes(19 * 1024 * 1024 + 4321));
+    await c.pushBlob('p/large', big);
+    const url = `/v2/p/large/blobs/${big.digest}`;
+    const whole = await Promise.all(
+      [0, 1, 2, 3, 4, 5].map(async () => Buffer.from(await (await c.request('GET', url)).arrayBuffer())),
+    );
+    for (const bytes of whole) assert.equal(digestOf(bytes), big.digest);
+    const mib = 1024 * 1024;
+    for (const [start, end] of [
+      [2 * mib - 1, 2 * mib],
+      [1, 8 * mib + 1],
+      [big.bytes.length - 5000, big.bytes.length - 1],
+    ] as const) {
+      const res = await c.request('GET', url, { headers: { range: `bytes=${start}-${end}` } });
+      assert.equal(res.status, 206);
+      assert.ok(
+        Buffer.from(await res.arrayBuffer()).equals(big.bytes.subarray(start, end + 1)),
+        `${start}-${end}`,
+      );
+    }
+  });
+
   it('survives clients that hang up in the middle of a large download, leaking no file handles', async () => {
     const big = blob(Buffer.alloc(32 * 1024 * 1024, 5));
     await c.pushBlob('p/big', big);
