@@ -316,6 +316,34 @@ describe('RegistryClient errors, retries and pagination', () => {
     }
   });
 
+  it('retries a request whose connection was reset, with backoff, then returns the answer', async () => {
+    let calls = 0;
+    const fake = await fakeRegistry({
+      extra: (req, res) => {
+        calls++;
+        if (calls <= 2) {
+          req.socket.destroy();
+          return true;
+        }
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ tags: ['v1'] }));
+        return true;
+      },
+    });
+    const waits: number[] = [];
+    const client = new RegistryClient(fake.host, {
+      plainHttp: true,
+      retry: { sleep: (ms) => (waits.push(ms), Promise.resolve()), random: () => 0, baseDelayMs: 100 },
+    });
+    try {
+      assert.deepEqual(await client.listTags('org/app'), ['v1']);
+      assert.equal(calls, 3);
+      assert.deepEqual(waits, [50, 100]);
+    } finally {
+      client.close();
+    }
+  });
+
   it("maps 401, 403 and 404 to error codes and keeps the registry's own code and message", async () => {
     const fake = await fakeRegistry({
       extra: (req, res) => {

@@ -13,7 +13,13 @@ import {
 import { Authenticator } from './auth.js';
 import type { Credentials } from './credentials.js';
 import { ClientError, type ClientErrorCode } from './errors.js';
-import { isRetryableStatus, parseRetryAfter, withRetry, type RetryPolicy } from './retry.js';
+import {
+  isRetryableError,
+  isRetryableStatus,
+  parseRetryAfter,
+  withRetry,
+  type RetryPolicy,
+} from './retry.js';
 import { HttpTransport, type HttpResponse, type RequestBody } from './transport.js';
 
 /** Registry hosts that are spoken to over plain HTTP unless told otherwise, as crane does. */
@@ -163,26 +169,20 @@ export class RegistryClient {
   async #call(options: CallOptions): Promise<HttpResponse> {
     if (!this.#schemeUndecided) return this.#callOnce(options);
     try {
-      const res = await this.#callOnce(options);
+      const res = await this.#callOnce(options, true);
       this.#schemeUndecided = false;
       return res;
     } catch (error) {
       // A TLS server hangs up on plain HTTP: speak HTTPS to it from now on (crane does the same).
-      if (!(
-        error instanceof ClientError &&
-        error.code === 'NETWORK' &&
-        /hang up|ECONNRESET|EPROTO|HPE_/i.test(
-          `${error.message} ${String((error as { errno?: unknown }).errno)}`,
-        )
-      ))
-        throw error;
+      if (!looksLikeTlsHangUp(error)) throw error;
       this.#schemeUndecided = false;
       this.baseUrl = `https://${this.host}`;
       return this.#callOnce(options);
     }
   }
 
-  async #callOnce(options: CallOptions): Promise<HttpResponse> {
+  /** `probing`: the first plain-HTTP call to a host that may speak TLS, whose hang-up is not retried. */
+  async #callOnce(options: CallOptions, probing = false): Promise<HttpResponse> {
     const url = new URL(options.path, this.baseUrl);
     const res = await withRetry(
       async () => {
@@ -209,7 +209,13 @@ export class RegistryClient {
         }
         return { done: response };
       },
-      { ...this.#retry, ...(options.signal ? { signal: options.signal } : {}) },
+      {
+        ...this.#retry,
+        ...(options.signal ? { signal: options.signal } : {}),
+        ...(probing
+          ? { retryError: (error: unknown) => isRetryableError(error) && !looksLikeTlsHangUp(error) }
+          : {}),
+      },
     );
     if (!options.ok.includes(res.status)) throw await this.#failure(res, options);
     return res;
@@ -734,4 +740,13 @@ async function* chunked(source: Readable, size: number): AsyncGenerator<Buffer> 
     }
   }
   if (pendingSize > 0) yield Buffer.concat(pending, pendingSize);
+}
+
+/** What a TLS server does to a plain-HTTP request: hang up (or answer bytes that are not HTTP). */
+function looksLikeTlsHangUp(error: unknown): boolean {
+  return (
+    error instanceof ClientError &&
+    error.code === 'NETWORK' &&
+    /hang up|ECONNRESET|EPROTO|HPE_/i.test(`${error.message} ${String((error as { errno?: unknown }).errno)}`)
+  );
 }

@@ -1,5 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { ClientError } from './errors.js';
 import { isRetryableError, isRetryableStatus, parseRetryAfter, withRetry, type Attempt } from './retry.js';
 
 /** A sleep that records what it was asked to wait and returns at once. */
@@ -107,6 +108,13 @@ describe('isRetryableStatus and isRetryableError', () => {
       assert.equal(isRetryableError(Object.assign(new Error(code), { code })), true, code);
     for (const error of [new Error('plain'), Object.assign(new Error('x'), { code: 'ENOENT' }), 'text'])
       assert.equal(isRetryableError(error), false);
+    // The transport's errors: code NETWORK, the system's code in errno.
+    const network = (errno: string): ClientError =>
+      Object.assign(new ClientError('NETWORK', `Cannot reach x: ${errno}`), { errno });
+    assert.equal(isRetryableError(network('ECONNRESET')), true);
+    assert.equal(isRetryableError(network('ECONNREFUSED')), true);
+    assert.equal(isRetryableError(network('CERT_HAS_EXPIRED')), false);
+    assert.equal(isRetryableError(new ClientError('INVALID_INPUT', 'a file ended early')), false);
   });
 });
 

@@ -27,10 +27,14 @@ const RETRYABLE_NETWORK = new Set([
   'UND_ERR_SOCKET',
 ]);
 
-/** True for network failures worth retrying (a reset or refused connection, a timeout). */
+/**
+ * True for network failures worth retrying (a reset or refused connection, a timeout): node's errors
+ * carry the system code in `code`, the transport's ClientError (code NETWORK) in `errno`.
+ */
 export function isRetryableError(error: unknown): boolean {
-  const code = (error as { code?: unknown }).code;
-  return typeof code === 'string' && RETRYABLE_NETWORK.has(code);
+  if (typeof error !== 'object' || error === null) return false;
+  const { code, errno } = error as { code?: unknown; errno?: unknown };
+  return [code, errno].some((value) => typeof value === 'string' && RETRYABLE_NETWORK.has(value));
 }
 
 /** Milliseconds to wait for a `Retry-After` header (seconds or an HTTP date), or undefined. */
@@ -66,12 +70,13 @@ export type Attempt<T> =
 
 /**
  * Runs `attempt` until it is done, or until retries run out (then the last reason is thrown).
- * Exceptions from `attempt` are retried only when {@link isRetryableError} says so.
+ * Exceptions from `attempt` are retried only when `retryError` (default {@link isRetryableError}) says so.
  */
 export async function withRetry<T>(
   attempt: (n: number) => Promise<Attempt<T>>,
-  options: RetryPolicy & { signal?: AbortSignal } = {},
+  options: RetryPolicy & { signal?: AbortSignal; retryError?: (error: unknown) => boolean } = {},
 ): Promise<T> {
+  const retryError = options.retryError ?? isRetryableError;
   const retries = options.retries ?? 4;
   const base = options.baseDelayMs ?? 200;
   const max = options.maxDelayMs ?? 10_000;
@@ -82,7 +87,7 @@ export async function withRetry<T>(
     try {
       outcome = await attempt(n);
     } catch (error) {
-      if (!isRetryableError(error) || n >= retries) throw error;
+      if (!retryError(error) || n >= retries) throw error;
       outcome = { retry: error };
     }
     if ('done' in outcome) return outcome.done;

@@ -213,6 +213,18 @@ describe('HttpTransport', () => {
               `Cannot send the body to ${new URL(url).host}: ${path} ended 10 bytes before`,
             ),
         );
+        // A file that is gone by the time the request is sent: a one-line error, and no crash from the
+        // stream's own failed open (an unheard 'error' event would end the process).
+        await assert.rejects(
+          transport.send({
+            method: 'PATCH',
+            url: new URL(`${url}/missing`),
+            headers: { 'content-length': '10' },
+            body: () => fileStream(join(dir, 'missing')),
+          }),
+          (error: ClientError) => error.code === 'INVALID_INPUT' && /ENOENT/.test(error.message),
+        );
+        await new Promise((resolve) => setTimeout(resolve, 50));
         await assert.rejects(
           transport.send({
             method: 'PATCH',

@@ -200,7 +200,10 @@ export class HttpTransport {
       };
       req.on('error', (error) => {
         if (request.signal?.aborted) reject(error);
-        else if (bodyError) {
+        else if (bodyError instanceof ClientError) {
+          // The body came from elsewhere (another registry in a copy) and failed there: its own error.
+          reject(bodyError);
+        } else if (bodyError) {
           reject(
             new ClientError('INVALID_INPUT', `Cannot send the body to ${url.host}: ${bodyError.message}`, {
               cause: bodyError,
@@ -213,10 +216,10 @@ export class HttpTransport {
       else {
         Promise.resolve()
           .then(body)
-          .then(
-            (stream) => sendStream(req, stream, { contentLength: headers['content-length'], fail: failBody }),
-            (error: unknown) => failBody(error as Error),
-          );
+          .then((stream) =>
+            sendStream(req, stream, { contentLength: headers['content-length'], fail: failBody }),
+          )
+          .catch((error: unknown) => failBody(error as Error));
       }
     });
   }
@@ -240,6 +243,8 @@ function sendStream(
   const file = fileSourceOf(stream);
   const length = contentLength === undefined ? NaN : Number(contentLength);
   if (file && Number.isSafeInteger(length) && length >= 0) {
+    // The stream opens its file on its own; a failed open after the destroy must not go unheard.
+    stream.on('error', () => undefined);
     stream.destroy();
     const stop = new AbortController();
     // A request that fails or is aborted may never call its pending writes back.

@@ -9,6 +9,8 @@ import { join } from 'node:path';
 import {
   DIRECT_ALIGNMENT,
   directIoAllowed,
+  discardBufferSet,
+  MAX_ALIGNED_SETS,
   PositionalFile,
   returnBufferSet,
   takeBufferSet,
@@ -292,5 +294,31 @@ describe('PositionalFile', () => {
     });
     returnBufferSet(set);
     file.close();
+  });
+});
+
+describe('buffer sets', () => {
+  test('makes at most MAX_ALIGNED_SETS aligned sets, reuses them, and gives ordinary memory past the cap', () => {
+    const taken = Array.from({ length: MAX_ALIGNED_SETS + 3 }, () => takeBufferSet());
+    const pooled = taken.filter((set) => set.pooled);
+    assert.ok(pooled.length <= MAX_ALIGNED_SETS, `${pooled.length} pooled sets`);
+    const extra = taken.slice(MAX_ALIGNED_SETS);
+    for (const set of extra) {
+      assert.equal(set.pooled, false);
+      assert.equal(set.aligned, false);
+      assert.ok(!(set.buffers[0]!.buffer instanceof SharedArrayBuffer));
+    }
+    for (const set of taken) returnBufferSet(set);
+    // Only pooled sets come back; ordinary ones are left to the collector.
+    const again = Array.from({ length: pooled.length }, () => takeBufferSet());
+    assert.deepEqual(new Set(again), new Set(pooled));
+    // A discarded set is never handed out again, and frees its place for a new one.
+    const [dropped, ...rest] = again;
+    discardBufferSet(dropped!);
+    for (const set of rest) returnBufferSet(set);
+    const next = Array.from({ length: pooled.length }, () => takeBufferSet());
+    assert.ok(!next.includes(dropped!));
+    assert.equal(next.filter((set) => set.pooled).length, pooled.length);
+    for (const set of next) returnBufferSet(set);
   });
 });

@@ -15,8 +15,13 @@ export const WRITE_BUFFER_SIZE = 2 * 1024 * 1024;
 export const WRITE_BUFFERS_PER_SET = 4;
 /** Content that ends before this offset is written through the page cache (small blobs, manifests). */
 const MIN_DIRECT_END = WRITE_BUFFER_SIZE;
-/** Buffer sets kept for the next writes. */
-const MAX_SPARE_SETS = 4;
+/**
+ * Aligned buffer sets made at most (8 MiB each). They are kept for the life of the process and never
+ * dropped: V8 does not count WebAssembly memory as memory pressure, so dropped sets piled up (to over a
+ * GiB under two dozen concurrent downloads) until some unrelated collection ran. Past the cap, a set is
+ * ordinary memory, which the collector does see.
+ */
+export const MAX_ALIGNED_SETS = 8;
 const WASM_PAGE = 64 * 1024;
 
 interface WasmMemoryConstructor {
@@ -32,46 +37,57 @@ interface WasmMemoryConstructor {
 export interface BufferSet {
   readonly buffers: readonly Buffer[];
   readonly aligned: boolean;
+  /** One of the kept sets: give it back with `returnBufferSet`, or `discardBufferSet` if it cannot be. */
+  readonly pooled: boolean;
 }
 
 const spareSets: BufferSet[] = [];
+let pooledSets = 0;
 
 /**
  * A set of write buffers whose memory starts at a 64 KiB boundary, as direct I/O requires. A WebAssembly
  * memory is the one allocation node offers that is aligned by construction (an ArrayBuffer from malloc
  * is only 16-byte aligned). Each one reserves gigabytes of address space, so where that is refused (a
- * `ulimit -v`) the set is ordinary memory, marked unaligned, and its writes go through the page cache.
- * Sets are kept between writes: fresh memory has the kernel find and zero new pages each time, which on
- * the VMs Airlock is measured on costs more than the copies they hold.
+ * `ulimit -v`) or past `MAX_ALIGNED_SETS` the set is ordinary memory, marked unaligned, and its writes go
+ * through the page cache. Aligned sets are kept between writes: fresh memory has the kernel find and zero
+ * new pages each time, which on the VMs Airlock is measured on costs more than the copies they hold.
  */
 export function takeBufferSet(): BufferSet {
   const spare = spareSets.pop();
   if (spare) return spare;
   const bytes = WRITE_BUFFER_SIZE * WRITE_BUFFERS_PER_SET;
-  const Memory = (globalThis as unknown as { WebAssembly: { Memory: WasmMemoryConstructor } }).WebAssembly
-    .Memory;
-  const pages = bytes / WASM_PAGE;
-  let memory: ArrayBuffer | SharedArrayBuffer;
-  let aligned = true;
-  try {
-    memory = new Memory({ initial: pages, maximum: pages, shared: true }).buffer;
-  } catch {
+  let memory: ArrayBuffer | SharedArrayBuffer | undefined;
+  if (pooledSets < MAX_ALIGNED_SETS) {
+    const Memory = (globalThis as unknown as { WebAssembly: { Memory: WasmMemoryConstructor } }).WebAssembly
+      .Memory;
+    const pages = bytes / WASM_PAGE;
     try {
-      memory = new Memory({ initial: pages, maximum: pages }).buffer;
+      memory = new Memory({ initial: pages, maximum: pages, shared: true }).buffer;
     } catch {
-      memory = new ArrayBuffer(bytes);
-      aligned = false;
+      try {
+        memory = new Memory({ initial: pages, maximum: pages }).buffer;
+      } catch {
+        memory = undefined;
+      }
     }
   }
+  const aligned = memory !== undefined;
+  if (aligned) pooledSets++;
+  const backing = memory ?? new ArrayBuffer(bytes);
   const buffers = Array.from({ length: WRITE_BUFFERS_PER_SET }, (_, i) =>
-    Buffer.from(memory, i * WRITE_BUFFER_SIZE, WRITE_BUFFER_SIZE),
+    Buffer.from(backing, i * WRITE_BUFFER_SIZE, WRITE_BUFFER_SIZE),
   );
-  return { buffers, aligned };
+  return { buffers, aligned, pooled: aligned };
 }
 
 /** Gives a set back once none of its buffers is being written. */
 export function returnBufferSet(set: BufferSet): void {
-  if (spareSets.length < MAX_SPARE_SETS) spareSets.push(set);
+  if (set.pooled) spareSets.push(set);
+}
+
+/** Gives up a set that memory may still be read or written through; another may be made in its place. */
+export function discardBufferSet(set: BufferSet): void {
+  if (set.pooled) pooledSets--;
 }
 
 /**

@@ -5,6 +5,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import { returnBufferSet, takeBufferSet } from './direct-io.js';
 import { fileSourceOf, fileStream, sendFile } from './file-source.js';
 
 describe('fileStream and sendFile', () => {
@@ -102,5 +103,48 @@ describe('fileStream and sendFile', () => {
     );
     setTimeout(() => stop.abort(new Error('request closed')), 20);
     await assert.rejects(sending, /request closed/);
+  });
+
+  it('gives its buffers back only when no write can still read them', async () => {
+    const length = 4 * 1024 * 1024;
+    const used = new Set<ArrayBufferLike>();
+    await sendFile(
+      { file: path, start: 0, length },
+      (chunk, done) => {
+        used.add(chunk.buffer);
+        done();
+      },
+      new AbortController().signal,
+    );
+    const next = takeBufferSet();
+    assert.ok(used.has(next.buffers[0]!.buffer), 'a finished send returns its set');
+    returnBufferSet(next);
+
+    const held = new Set<ArrayBufferLike>();
+    const stop = new AbortController();
+    const sending = sendFile(
+      { file: path, start: 0, length },
+      (chunk) => held.add(chunk.buffer), // never calls back: the socket may still be reading it
+      stop.signal,
+    );
+    setTimeout(() => stop.abort(new Error('closed')), 20);
+    await assert.rejects(sending, /closed/);
+    const after = takeBufferSet();
+    assert.ok(!held.has(after.buffers[0]!.buffer), 'an aborted send with writes in flight keeps its set out');
+    returnBufferSet(after);
+  });
+
+  it('sends a small range from one buffer of its own, not a set', async () => {
+    const chunks: Buffer[] = [];
+    await sendFile(
+      { file: path, start: 3, length: 1000 },
+      (chunk, done) => {
+        chunks.push(Buffer.from(chunk));
+        done();
+      },
+      new AbortController().signal,
+    );
+    assert.equal(chunks.length, 1);
+    assert.ok(chunks[0]!.equals(bytes.subarray(3, 1003)));
   });
 });

@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
-import { returnBufferSet, takeBufferSet } from './direct-io.js';
+import { discardBufferSet, returnBufferSet, takeBufferSet, type BufferSet } from './direct-io.js';
 
 /** Where a stream made by `fileStream` reads from. */
 export interface FileSource {
@@ -9,6 +9,9 @@ export interface FileSource {
   /** Offset of the first byte. */
   readonly start: number;
 }
+
+/** Ranges up to this size are sent from one buffer of their own size. */
+const SMALL_RANGE = 256 * 1024;
 
 const sources = new WeakMap<Readable, FileSource>();
 
@@ -56,25 +59,28 @@ export async function sendFile(
 ): Promise<void> {
   const { file, start, length } = range;
   const handle = typeof file === 'string' ? await open(file, 'r') : file;
-  const set = takeBufferSet();
-  const { buffers } = set;
-  const writes: Array<Promise<void> | undefined> = [];
-  const aborted = new Promise<void>((resolve) => {
-    if (signal.aborted) resolve();
-    else signal.addEventListener('abort', () => resolve(), { once: true });
-  });
-  const settle = async (pending: Promise<void> | undefined): Promise<void> => {
-    if (pending) await Promise.race([pending, aborted]);
-    if (signal.aborted)
-      throw signal.reason instanceof Error ? signal.reason : new Error('The send was aborted');
+  // Writes an abort fails (their promise), and writes whose callback has not run (they may still read
+  // their buffer, even after an abort failed them).
+  const outstanding = new Set<(error: Error) => void>();
+  let unfinished = 0;
+  const abortReason = (): Error =>
+    signal.reason instanceof Error ? signal.reason : new Error('The send was aborted');
+  const onAbort = (): void => {
+    for (const fail of outstanding) fail(abortReason());
   };
-  let reusable = true;
+  signal.addEventListener('abort', onAbort, { once: true });
+  let set: BufferSet | undefined;
   try {
+    // A small range needs one buffer of its size, not a set of 8 MiB.
+    set = length <= SMALL_RANGE ? undefined : takeBufferSet();
+    const buffers = set ? set.buffers : [Buffer.allocUnsafe(Math.max(length, 1))];
+    const writes: Array<Promise<void> | undefined> = [];
     let position = start;
     let remaining = length;
     for (let index = 0; remaining > 0; index = (index + 1) % buffers.length) {
       const buffer = buffers[index]!;
-      await settle(writes[index]);
+      await writes[index];
+      if (signal.aborted) throw abortReason();
       const { bytesRead } = await handle.read(buffer, 0, Math.min(buffer.byteLength, remaining), position);
       if (bytesRead === 0) {
         const name = range.name ?? (typeof file === 'string' ? file : 'The file');
@@ -82,19 +88,35 @@ export async function sendFile(
       }
       position += bytesRead;
       remaining -= bytesRead;
-      writes[index] = new Promise<void>((resolve, reject) =>
-        write(buffer.subarray(0, bytesRead), (error) => (error ? reject(error) : resolve())),
-      );
+      writes[index] = new Promise<void>((resolve, reject) => {
+        let called = false;
+        const fail = (error: Error): void => {
+          outstanding.delete(fail);
+          reject(error);
+        };
+        outstanding.add(fail);
+        unfinished++;
+        write(buffer.subarray(0, bytesRead), (error) => {
+          if (called) return;
+          called = true;
+          unfinished--;
+          outstanding.delete(fail);
+          if (error) reject(error);
+          else resolve();
+        });
+      });
       // Rejections are seen when the slot is awaited; until then they must not count as unhandled.
       writes[index]?.catch(() => undefined);
     }
-    for (const pending of writes) await settle(pending);
-  } catch (error) {
-    // A write that never called back may still read its buffer: the set is not reused.
-    reusable = false;
-    throw error;
+    for (const pending of writes) await pending;
+    if (signal.aborted) throw abortReason();
   } finally {
+    signal.removeEventListener('abort', onAbort);
     if (typeof file === 'string') await handle.close();
-    if (reusable) returnBufferSet(set);
+    if (set) {
+      // A write that never called back may still read its buffer: then the set is never reused.
+      if (unfinished === 0) returnBufferSet(set);
+      else discardBufferSet(set);
+    }
   }
 }

@@ -3,7 +3,13 @@ import { once } from 'node:events';
 import { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import type { Digester } from './digest.js';
-import { directIoAllowed, PositionalFile, returnBufferSet, takeBufferSet } from './direct-io.js';
+import {
+  directIoAllowed,
+  discardBufferSet,
+  PositionalFile,
+  returnBufferSet,
+  takeBufferSet,
+} from './direct-io.js';
 import { hashThreadAllowed } from './hash-thread.js';
 
 export interface HashedWriteOptions {
@@ -135,7 +141,8 @@ function writeLentChunks(
       settled = true;
       signal?.removeEventListener('abort', onAbort);
       // Memory the source may still read into (it failed between asking and reading) is not reused.
-      if (!lent) returnBufferSet(set);
+      if (lent) discardBufferSet(set);
+      else returnBufferSet(set);
       try {
         file?.close();
       } catch (closeError) {

@@ -211,6 +211,9 @@ describe('blob API', () => {
     assert.equal(res.status, 200);
     assert.equal((await res.arrayBuffer()).byteLength, big.bytes.length);
     assert.ok((await fds()) <= before + 2, 'file handles were released');
+    // Each abandoned download is counted once, as 499, with the bytes it had handed to the socket.
+    const metrics = await (await fetch(`${reg.url}/metrics`)).text();
+    assert.match(metrics, /^airlock_http_requests_total\{method="GET",route="blobs",status="499"\} 5$/m);
   });
 
   it('keeps upload sessions across a restart', async () => {

@@ -166,6 +166,14 @@ describe('manifest API', () => {
         assert.equal((await c.request('GET', `/v2/p/mem-a/manifests/${ref}`)).status, 200);
       }
     }
+    // The warm GETs are answered from memory (the synchronous path), by tag and by digest.
+    for (const ref of ['v1', img.digest]) {
+      const hit = reg.registry.cachedManifest('p/mem-a', ref);
+      assert.equal(hit?.digest, img.digest, ref);
+      assert.deepEqual(hit?.bytes, img.manifest);
+    }
+    assert.equal(reg.registry.cachedManifest('p/mem-b', img.digest), undefined);
+    assert.equal(reg.registry.cachedManifest('p/mem-a', 'sha256:nothex'), undefined);
     // The same digest in another repository is not served, cached bytes or not.
     const other = await c.request('GET', `/v2/p/mem-b/manifests/${img.digest}`);
     assert.equal(other.status, 404);
@@ -179,6 +187,8 @@ describe('manifest API', () => {
     assert.equal(await errorCode(bad), 'DIGEST_INVALID');
     // A delete is seen at once by tag and by digest.
     assert.equal((await c.request('DELETE', `/v2/p/mem-a/manifests/${img.digest}`)).status, 202);
+    assert.equal(reg.registry.cachedManifest('p/mem-a', 'v1'), undefined);
+    assert.equal(reg.registry.cachedManifest('p/mem-a', img.digest), undefined);
     for (const ref of ['v1', img.digest]) {
       const gone = await c.request('GET', `/v2/p/mem-a/manifests/${ref}`);
       assert.equal(gone.status, 404, ref);

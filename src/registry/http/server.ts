@@ -24,6 +24,8 @@ export interface HttpHandlerOptions {
 }
 
 const BOOT = randomBytes(4).toString('hex');
+/** The status counted for a request whose connection closed before its answer was sent. */
+const CLIENT_CLOSED = 499;
 let sequence = 0;
 
 /** Builds the request listener: health, metrics and the /v2/ API, with logging and metrics around each request. */
@@ -55,9 +57,13 @@ export function createRequestListener(options: HttpHandlerOptions): RequestHandl
     };
     res.setHeader(Header.RequestId, id);
     res.setHeader(Header.ApiVersion, API_VERSION);
-    res.on('finish', () => {
+    // Once per request: when its answer was handed to the socket ('finish'), or when the connection went
+    // away first ('close' alone), counted as 499 (the client closed the request, as nginx logs it).
+    let recorded = false;
+    const record = (status: number): void => {
+      if (recorded) return;
+      recorded = true;
       const seconds = (performance.now() - started) / 1000;
-      const status = res.statusCode;
       const method = req.method ?? '';
       // Content-Length, not a 'data' listener: listening would consume bodies the handlers stream.
       const received = Number(req.headers['content-length'] ?? 0);
@@ -68,7 +74,9 @@ export function createRequestListener(options: HttpHandlerOptions): RequestHandl
         { reqId: id, method, path: ctx.path, route: ctx.route, status, ms: Math.round(seconds * 1000) },
         'request',
       );
-    });
+    };
+    res.on('finish', () => record(res.statusCode));
+    res.on('close', () => record(CLIENT_CLOSED));
     try {
       handle(ctx, options)?.catch((error: unknown) => sendError(ctx, error));
     } catch (error) {

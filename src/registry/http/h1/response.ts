@@ -49,6 +49,7 @@ export class H1Response extends EventEmitter {
   readonly #headers = new Map<string, HeaderValue>();
   #chunked = false;
   #noBody = false;
+  #awaitingDrain = false;
 
   constructor(channel: ResponseChannel, options: { method: string; httpVersion: string }) {
     super();
@@ -113,7 +114,15 @@ export class H1Response extends EventEmitter {
     } else {
       flushed = socket.write(bytes, callback);
     }
-    if (!flushed) socket.once('drain', () => this.emit('drain'));
+    if (!flushed && !this.#awaitingDrain) {
+      // One forwarding listener however many writes are queued (several may be, as blob downloads keep
+      // a few buffers in flight).
+      this.#awaitingDrain = true;
+      socket.once('drain', () => {
+        this.#awaitingDrain = false;
+        this.emit('drain');
+      });
+    }
     return flushed;
   }
 

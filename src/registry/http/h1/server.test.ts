@@ -247,6 +247,33 @@ describe('H1Server requests', () => {
     c.socket.destroy();
   });
 
+  it('forwards drain with one listener on the socket however many writes are queued', async () => {
+    const warnings: string[] = [];
+    const onWarning = (warning: Error): void => {
+      warnings.push(warning.name);
+    };
+    process.on('warning', onWarning);
+    let drains = 0;
+    handler = (_req, res) => {
+      res.writeHead(200, { 'content-length': 40 * 1024 * 1024 });
+      res.on('drain', () => drains++);
+      // Forty 1 MiB writes at once to a client that does not read yet: most return false.
+      for (let i = 0; i < 40; i++) res.write(Buffer.alloc(1024 * 1024, i));
+      res.end();
+    };
+    const c = talk(port);
+    c.socket.pause();
+    c.socket.write('GET /big HTTP/1.1\r\nHost: x\r\n\r\n');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    c.socket.resume();
+    await c.until((t) => t.length >= 40 * 1024 * 1024);
+    await new Promise((resolve) => setImmediate(resolve));
+    process.off('warning', onWarning);
+    assert.deepEqual(warnings, []);
+    assert.ok(drains >= 1, 'drain reached the response');
+    c.socket.destroy();
+  });
+
   it('sends 100 Continue only once the body is read', async () => {
     handler = (req, res) => {
       const answer = async (): Promise<void> => {
