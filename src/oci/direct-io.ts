@@ -53,31 +53,38 @@ let pooledSets = 0;
  * new pages each time, which on the VMs Airlock is measured on costs more than the copies they hold.
  */
 export function takeBufferSet(): BufferSet {
+  const pooled = takePooledBufferSet();
+  if (pooled) return pooled;
+  const backing = new ArrayBuffer(WRITE_BUFFER_SIZE * WRITE_BUFFERS_PER_SET);
+  return { buffers: split(backing), aligned: false, pooled: false };
+}
+
+/** An aligned set from the pool (made if fewer than `MAX_ALIGNED_SETS` exist), or undefined. */
+export function takePooledBufferSet(): BufferSet | undefined {
   const spare = spareSets.pop();
   if (spare) return spare;
-  const bytes = WRITE_BUFFER_SIZE * WRITE_BUFFERS_PER_SET;
-  let memory: ArrayBuffer | SharedArrayBuffer | undefined;
-  if (pooledSets < MAX_ALIGNED_SETS) {
-    const Memory = (globalThis as unknown as { WebAssembly: { Memory: WasmMemoryConstructor } }).WebAssembly
-      .Memory;
-    const pages = bytes / WASM_PAGE;
+  if (pooledSets >= MAX_ALIGNED_SETS) return undefined;
+  const Memory = (globalThis as unknown as { WebAssembly: { Memory: WasmMemoryConstructor } }).WebAssembly
+    .Memory;
+  const pages = (WRITE_BUFFER_SIZE * WRITE_BUFFERS_PER_SET) / WASM_PAGE;
+  let memory: ArrayBuffer | SharedArrayBuffer;
+  try {
+    memory = new Memory({ initial: pages, maximum: pages, shared: true }).buffer;
+  } catch {
     try {
-      memory = new Memory({ initial: pages, maximum: pages, shared: true }).buffer;
+      memory = new Memory({ initial: pages, maximum: pages }).buffer;
     } catch {
-      try {
-        memory = new Memory({ initial: pages, maximum: pages }).buffer;
-      } catch {
-        memory = undefined;
-      }
+      return undefined;
     }
   }
-  const aligned = memory !== undefined;
-  if (aligned) pooledSets++;
-  const backing = memory ?? new ArrayBuffer(bytes);
-  const buffers = Array.from({ length: WRITE_BUFFERS_PER_SET }, (_, i) =>
-    Buffer.from(backing, i * WRITE_BUFFER_SIZE, WRITE_BUFFER_SIZE),
+  pooledSets++;
+  return { buffers: split(memory), aligned: true, pooled: true };
+}
+
+function split(memory: ArrayBuffer | SharedArrayBuffer): Buffer[] {
+  return Array.from({ length: WRITE_BUFFERS_PER_SET }, (_, i) =>
+    Buffer.from(memory, i * WRITE_BUFFER_SIZE, WRITE_BUFFER_SIZE),
   );
-  return { buffers, aligned, pooled: aligned };
 }
 
 /** Gives a set back once none of its buffers is being written. */

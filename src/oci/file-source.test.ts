@@ -5,7 +5,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { returnBufferSet, takeBufferSet } from './direct-io.js';
+import { returnBufferSet, takeBufferSet, takePooledBufferSet, type BufferSet } from './direct-io.js';
 import { fileSourceOf, fileStream, sendFile } from './file-source.js';
 
 describe('fileStream and sendFile', () => {
@@ -146,5 +146,26 @@ describe('fileStream and sendFile', () => {
     );
     assert.equal(chunks.length, 1);
     assert.ok(chunks[0]!.equals(bytes.subarray(3, 1003)));
+  });
+
+  it('sends from two ordinary 1 MiB buffers when every aligned set is in use', async () => {
+    const held: BufferSet[] = [];
+    for (let set = takePooledBufferSet(); set; set = takePooledBufferSet()) held.push(set);
+    try {
+      const chunks: Buffer[] = [];
+      await sendFile(
+        { file: path, start: 5, length: 3 * 1024 * 1024 },
+        (chunk, done) => {
+          assert.ok(chunk.byteLength <= 1024 * 1024);
+          assert.ok(!(chunk.buffer instanceof SharedArrayBuffer));
+          chunks.push(Buffer.from(chunk));
+          setImmediate(done);
+        },
+        new AbortController().signal,
+      );
+      assert.ok(Buffer.concat(chunks).equals(bytes.subarray(5, 5 + 3 * 1024 * 1024)));
+    } finally {
+      for (const set of held) returnBufferSet(set);
+    }
   });
 });

@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
-import { discardBufferSet, returnBufferSet, takeBufferSet, type BufferSet } from './direct-io.js';
+import { discardBufferSet, returnBufferSet, takePooledBufferSet, type BufferSet } from './direct-io.js';
 
 /** Where a stream made by `fileStream` reads from. */
 export interface FileSource {
@@ -12,6 +12,8 @@ export interface FileSource {
 
 /** Ranges up to this size are sent from one buffer of their own size. */
 const SMALL_RANGE = 256 * 1024;
+/** Buffer size when no aligned set is free. */
+const FALLBACK_BUFFER = 1024 * 1024;
 
 const sources = new WeakMap<Readable, FileSource>();
 
@@ -46,7 +48,7 @@ export interface SendRange {
 
 /**
  * Sends a range of a file through `write`: read on the thread pool into a set of page-aligned buffers
- * (`takeBufferSet`), each refilled once `write` called back for it. A stream allocates a fresh buffer per
+ * (`takePooledBufferSet`), each refilled once `write` called back for it. A stream allocates a fresh buffer per
  * read, and the kernel then finds and zeroes new pages; reads into reused memory from malloc (16-byte
  * aligned) were slower still on the benchmark VM (the kernel's copy took 2.6 times as long per MiB as
  * into page-aligned memory). Throws when the file ends before `length` bytes, when a write fails, or as
@@ -71,9 +73,13 @@ export async function sendFile(
   signal.addEventListener('abort', onAbort, { once: true });
   let set: BufferSet | undefined;
   try {
-    // A small range needs one buffer of its size, not a set of 8 MiB.
-    set = length <= SMALL_RANGE ? undefined : takeBufferSet();
-    const buffers = set ? set.buffers : [Buffer.allocUnsafe(Math.max(length, 1))];
+    // A small range needs one buffer of its size, not a set of 8 MiB; with every aligned set in use, two
+    // ordinary 1 MiB buffers do (slower reads, but little memory for the collector to find).
+    set = length <= SMALL_RANGE ? undefined : takePooledBufferSet();
+    let buffers: readonly Buffer[];
+    if (set) buffers = set.buffers;
+    else if (length <= SMALL_RANGE) buffers = [Buffer.allocUnsafe(Math.max(length, 1))];
+    else buffers = [Buffer.allocUnsafeSlow(FALLBACK_BUFFER), Buffer.allocUnsafeSlow(FALLBACK_BUFFER)];
     const writes: Array<Promise<void> | undefined> = [];
     let position = start;
     let remaining = length;
