@@ -111,7 +111,9 @@ export class Digester {
         remoteStates.register(this, stream);
       }
     }
-    if (!this.#remote) {
+    if (!this.#remote || !(view.buffer instanceof SharedArrayBuffer)) {
+      // Ordinary memory for a digester already on the hash thread (a later chunk of an upload written
+      // from an ordinary buffer set, when all aligned ones were in use): `update` sends a shared copy.
       this.update(view);
       return;
     }

@@ -73,6 +73,22 @@ describe('hash thread', () => {
     });
   });
 
+  test('a digester on the thread takes updateShared of ordinary memory (an upload chunk from an ordinary buffer set)', async () => {
+    await withEnv('1', async () => {
+      const parts = [randomBytes(2 * MiB), randomBytes(2 * MiB + 3), randomBytes(MiB)];
+      const digester = new Digester();
+      await digester.updateShared(shared(parts[0] as Buffer));
+      assert.equal(digester.onHashThread, true);
+      // The caller may reuse this memory as soon as the call returns: it is copied first.
+      const ordinary = Buffer.from(parts[1] as Buffer);
+      await digester.updateShared(ordinary);
+      ordinary.fill(0);
+      await digester.updateShared(shared(parts[2] as Buffer));
+      await digester.settle();
+      assert.equal(digester.digest(), hex('sha256', ...parts));
+    });
+  });
+
   test('sha512 streams', async () => {
     await withEnv('1', async () => {
       const bytes = randomBytes(4 * MiB + 3);
