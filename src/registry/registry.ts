@@ -133,6 +133,12 @@ export class Registry {
   readonly #tags = new LruCache<string, Digest>(100_000);
   readonly #activeUploads = new Set<string>();
   readonly #createOnPush: boolean;
+  /**
+   * Counts this instance's tag and manifest writes. A read that went to SQL caches its answer only if no
+   * write happened meanwhile: else a read that began before a tag moved could put the old digest back
+   * into the cache after the write had set the new one, and serve it until the next write.
+   */
+  #writes = 0;
 
   constructor(options: RegistryOptions) {
     this.events.setMaxListeners(0); // one listener per event-stream subscriber
@@ -302,8 +308,9 @@ export class Registry {
     const key = `${name}@${digest}`;
     const cached = this.#manifestLinks.get(key);
     if (cached) return cached;
+    const writes = this.#writes;
     const record = await this.#meta.getManifest(name, digest);
-    if (record) this.#manifestLinks.set(key, record);
+    if (record && writes === this.#writes) this.#manifestLinks.set(key, record);
     return record;
   }
 
@@ -325,13 +332,14 @@ export class Registry {
     const key = `${name}:${reference}`;
     let digest = this.#tags.get(key);
     if (digest === undefined) {
+      const writes = this.#writes;
       digest = await this.#meta.resolveTag(name, reference);
       if (digest === undefined) {
         throw new RegistryError('MANIFEST_UNKNOWN', `Tag "${reference}" is not in repository "${name}"`, {
           detail: { tag: reference },
         });
       }
-      this.#tags.set(key, digest);
+      if (writes === this.#writes) this.#tags.set(key, digest);
     }
     return digest;
   }
@@ -410,6 +418,7 @@ export class Registry {
     };
     const tag = byDigest ? undefined : reference;
     await this.#meta.putManifest(name, record, tag);
+    this.#writes++;
     const existing = await this.#meta.getManifest(name, digest);
     this.#manifestLinks.set(`${name}@${digest}`, existing ?? record);
     this.#manifestBytes.set(digest, { digest, mediaType: parsed.mediaType, bytes: body }, body.byteLength);
@@ -459,12 +468,15 @@ export class Registry {
       if (!isValidTag(reference)) throw new RegistryError('MANIFEST_INVALID', `Invalid tag "${reference}"`);
       const digest = await this.resolve(name, reference);
       await this.#meta.deleteTag(name, reference);
+      this.#writes++;
       this.#tags.delete(`${name}:${reference}`);
       this.events.emit('event', { action: 'delete', repository: name, digest, tag: reference });
       return;
     }
     const digest = digestOrThrow(reference);
-    if (!(await this.#meta.deleteManifest(name, digest))) {
+    const deleted = await this.#meta.deleteManifest(name, digest);
+    this.#writes++;
+    if (!deleted) {
       throw new RegistryError('MANIFEST_UNKNOWN', `Manifest "${digest}" is not in repository "${name}"`, {
         detail: { digest },
       });
@@ -512,6 +524,7 @@ export class Registry {
   /** Removes a repository and everything in it (blob bytes stay until garbage collection). */
   async deleteRepository(name: string): Promise<boolean> {
     const removed = await this.#meta.deleteRepository(name);
+    this.#writes++;
     this.#manifestLinks.deleteWhere((key) => key.startsWith(`${name}@`));
     this.#tags.deleteWhere((key) => key.startsWith(`${name}:`));
     return removed;

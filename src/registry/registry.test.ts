@@ -1,0 +1,84 @@
+import { describe, it, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { digestOf, MediaType } from '../oci/index.js';
+import { FsBlobStore, openSqliteStores, type MetadataStore } from '../storage/index.js';
+import { Registry } from './registry.js';
+
+/** A metadata store whose next tag lookup waits until released, to interleave a read with a write. */
+function gatedResolve(inner: MetadataStore): { store: MetadataStore; hold(): () => void } {
+  let gate: Promise<void> | undefined;
+  const store = new Proxy(inner, {
+    get(target, property, receiver) {
+      if (property === 'resolveTag') {
+        return async (...args: Parameters<MetadataStore['resolveTag']>) => {
+          const answer = await target.resolveTag(...args);
+          const waiting = gate;
+          gate = undefined;
+          if (waiting) await waiting;
+          return answer;
+        };
+      }
+      const value: unknown = Reflect.get(target, property, receiver);
+      return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+  return {
+    store,
+    hold() {
+      let release!: () => void;
+      gate = new Promise((resolve) => (release = resolve));
+      return release;
+    },
+  };
+}
+
+describe('Registry caches', () => {
+  const dirs: string[] = [];
+  after(() => Promise.all(dirs.map((dir) => rm(dir, { recursive: true, force: true }))));
+
+  it('does not cache a tag read that a concurrent push made stale', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'airlock-registry-'));
+    dirs.push(dir);
+    const blobs = new FsBlobStore(dir);
+    await blobs.init();
+    const { metadata } = await openSqliteStores(join(dir, 'airlock.db'));
+    const gated = gatedResolve(metadata);
+    const registry = new Registry({ blobs, metadata: gated.store });
+    const config = Buffer.from('{}');
+    await registry.putBlob('p/app', digestOf(config), Readable.from([config]));
+    const manifest = (n: number): Buffer =>
+      Buffer.from(
+        JSON.stringify({
+          schemaVersion: 2,
+          mediaType: MediaType.OciManifest,
+          config: {
+            mediaType: 'application/vnd.oci.image.config.v1+json',
+            digest: digestOf(config),
+            size: 2,
+          },
+          layers: [],
+          annotations: { n: String(n) },
+        }),
+      );
+    const first = manifest(1);
+    const second = manifest(2);
+    await registry.putManifest('p/app', 'v1', { body: first, contentType: MediaType.OciManifest });
+    // A fresh instance on the same data (nothing cached): its first read of v1 goes to SQL.
+    const reader = new Registry({ blobs, metadata: gated.store });
+    const release = gated.hold();
+    const reading = reader.getManifest('p/app', 'v1');
+    // While that read waits, the tag moves through the same instance.
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    await reader.putManifest('p/app', 'v1', { body: second, contentType: MediaType.OciManifest });
+    release();
+    assert.equal((await reading).digest, digestOf(first), 'the read answers what it read');
+    // ...but it must not have put the old digest back into the cache.
+    assert.equal((await reader.getManifest('p/app', 'v1')).digest, digestOf(second));
+    assert.equal(reader.cachedManifest('p/app', 'v1')?.digest, digestOf(second));
+    metadata.close();
+  });
+});
