@@ -99,6 +99,16 @@ function referrer(subject: Digest, artifactType: string): { bytes: Buffer; media
 
 const noWait = { sleep: () => Promise.resolve(), random: () => 0 };
 
+/** A plain-HTTP client whose retries record how long they would have waited (100 ms base, no jitter). */
+function clientRecordingWaits(host: string): { client: RegistryClient; waits: number[] } {
+  const waits: number[] = [];
+  const client = new RegistryClient(host, {
+    plainHttp: true,
+    retry: { sleep: (ms) => (waits.push(ms), Promise.resolve()), random: () => 0, baseDelayMs: 100 },
+  });
+  return { client, waits };
+}
+
 describe('RegistryClient.putManifest with a subject', () => {
   it('keeps the sha256-<hex> referrers tag when the registry answers without OCI-Subject', async () => {
     const fake = await fakeRegistry();
@@ -303,11 +313,7 @@ describe('RegistryClient errors, retries and pagination', () => {
         return true;
       },
     });
-    const waits: number[] = [];
-    const client = new RegistryClient(fake.host, {
-      plainHttp: true,
-      retry: { sleep: (ms) => (waits.push(ms), Promise.resolve()), random: () => 0, baseDelayMs: 100 },
-    });
+    const { client, waits } = clientRecordingWaits(fake.host);
     try {
       assert.deepEqual(await client.listTags('org/app'), ['v1']);
       assert.deepEqual(waits, [2000, 100]);
@@ -330,11 +336,7 @@ describe('RegistryClient errors, retries and pagination', () => {
         return true;
       },
     });
-    const waits: number[] = [];
-    const client = new RegistryClient(fake.host, {
-      plainHttp: true,
-      retry: { sleep: (ms) => (waits.push(ms), Promise.resolve()), random: () => 0, baseDelayMs: 100 },
-    });
+    const { client, waits } = clientRecordingWaits(fake.host);
     try {
       assert.deepEqual(await client.listTags('org/app'), ['v1']);
       assert.equal(calls, 3);

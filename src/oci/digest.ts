@@ -97,12 +97,11 @@ export class Digester {
    * size counts the bytes at once (before the first await).
    */
   async updateShared(view: Uint8Array): Promise<void> {
-    if (
-      !this.#remote &&
-      this.#size === 0 &&
-      view.byteLength >= MIN_THREAD_HASH &&
-      view.buffer instanceof SharedArrayBuffer
-    ) {
+    // Ordinary memory (for a digester already on the hash thread: a later chunk of an upload written
+    // from an ordinary buffer set, when all aligned ones were in use) goes through `update`, which sends
+    // the hash thread a shared copy.
+    const shared = view.buffer instanceof SharedArrayBuffer;
+    if (shared && !this.#remote && this.#size === 0 && view.byteLength >= MIN_THREAD_HASH) {
       // Undefined when no hash thread can run here (workers refused): the bytes are hashed here.
       const stream = hashThreadAllowed() ? hashThread.newStream() : undefined;
       if (stream) {
@@ -111,9 +110,7 @@ export class Digester {
         remoteStates.register(this, stream);
       }
     }
-    if (!this.#remote || !(view.buffer instanceof SharedArrayBuffer)) {
-      // Ordinary memory for a digester already on the hash thread (a later chunk of an upload written
-      // from an ordinary buffer set, when all aligned ones were in use): `update` sends a shared copy.
+    if (!shared || !this.#remote) {
       this.update(view);
       return;
     }

@@ -95,7 +95,6 @@ export async function sendFile(
       position += bytesRead;
       remaining -= bytesRead;
       writes[index] = new Promise<void>((resolve, reject) => {
-        let called = false;
         const fail = (error: Error): void => {
           outstanding.delete(fail);
           reject(error);
@@ -103,8 +102,6 @@ export async function sendFile(
         outstanding.add(fail);
         unfinished++;
         write(buffer.subarray(0, bytesRead), (error) => {
-          if (called) return;
-          called = true;
           unfinished--;
           outstanding.delete(fail);
           if (error) reject(error);
@@ -124,5 +121,31 @@ export async function sendFile(
       if (unfinished === 0) returnBufferSet(set);
       else discardBufferSet(set);
     }
+  }
+}
+
+/** A destination `sendFileTo` writes to: a socket or request that says when it closed. */
+export interface FileSink {
+  write(chunk: Uint8Array, callback: (error?: Error | null) => void): unknown;
+  once(event: 'close', listener: () => void): unknown;
+  off(event: 'close', listener: () => void): unknown;
+}
+
+/**
+ * `sendFile` into `sink`: true once every byte was written, false when the sink closed first (whoever
+ * owns it reports why; a write may then never call back). Other failures throw.
+ */
+export async function sendFileTo(range: SendRange, sink: FileSink): Promise<boolean> {
+  const closed = new AbortController();
+  const onClose = (): void => closed.abort(new Error('The destination closed before the file was sent'));
+  sink.once('close', onClose);
+  try {
+    await sendFile(range, (chunk, done) => sink.write(chunk, done), closed.signal);
+    return true;
+  } catch (error) {
+    if (closed.signal.aborted) return false;
+    throw error;
+  } finally {
+    sink.off('close', onClose);
   }
 }

@@ -8,11 +8,10 @@ const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIO
 
 interface RouteStats {
   /** Requests by method, then status. */
-  readonly counts: Map<string, Map<number, { value: number }>>;
+  readonly counts: Map<string, Map<number, number>>;
   /** Observations per bucket (not cumulative; the last is above the highest bound). */
   readonly buckets: Float64Array;
   sum: number;
-  count: number;
 }
 
 /** What the metrics keep of a request once its answer was sent. */
@@ -42,7 +41,7 @@ export class HttpStats {
     const { method, route, status, seconds, received, sent } = request;
     let stats = this.#routes.get(route);
     if (!stats) {
-      stats = { counts: new Map(), buckets: new Float64Array(DURATION_BUCKETS.length + 1), sum: 0, count: 0 };
+      stats = { counts: new Map(), buckets: new Float64Array(DURATION_BUCKETS.length + 1), sum: 0 };
       this.#routes.set(route, stats);
     }
     const methodLabel = METHODS.has(method) ? method : 'other';
@@ -51,14 +50,11 @@ export class HttpStats {
       byStatus = new Map();
       stats.counts.set(methodLabel, byStatus);
     }
-    const cell = byStatus.get(status);
-    if (cell) cell.value++;
-    else byStatus.set(status, { value: 1 });
+    byStatus.set(status, (byStatus.get(status) ?? 0) + 1);
     let bucket = 0;
     while (bucket < DURATION_BUCKETS.length && seconds > DURATION_BUCKETS[bucket]!) bucket++;
     stats.buckets[bucket]!++;
     stats.sum += seconds;
-    stats.count++;
     if (received > 0) this.#received += received;
     if (sent > 0) this.#sent += sent;
   }
@@ -71,8 +67,8 @@ export class HttpStats {
       '# TYPE airlock_http_requests_total counter\n';
     for (const [route, stats] of routes) {
       for (const [method, byStatus] of stats.counts) {
-        for (const [status, cell] of byStatus) {
-          text += `airlock_http_requests_total{method="${label(method)}",route="${label(route)}",status="${status}"} ${cell.value}\n`;
+        for (const [status, count] of byStatus) {
+          text += `airlock_http_requests_total{method="${label(method)}",route="${label(route)}",status="${status}"} ${count}\n`;
         }
       }
     }
@@ -86,9 +82,10 @@ export class HttpStats {
         cumulative += stats.buckets[index]!;
         text += `airlock_http_request_duration_seconds_bucket{le="${bound}",route="${name}"} ${cumulative}\n`;
       });
-      text += `airlock_http_request_duration_seconds_bucket{le="+Inf",route="${name}"} ${stats.count}\n`;
+      const count = cumulative + stats.buckets[DURATION_BUCKETS.length]!;
+      text += `airlock_http_request_duration_seconds_bucket{le="+Inf",route="${name}"} ${count}\n`;
       text += `airlock_http_request_duration_seconds_sum{route="${name}"} ${stats.sum}\n`;
-      text += `airlock_http_request_duration_seconds_count{route="${name}"} ${stats.count}\n`;
+      text += `airlock_http_request_duration_seconds_count{route="${name}"} ${count}\n`;
     }
     text +=
       '\n# HELP airlock_http_received_bytes_total Request body bytes received\n' +

@@ -6,7 +6,7 @@ import type { Readable } from 'node:stream';
 import {
   Digester,
   parseDigest,
-  sendFile,
+  sendFileTo,
   writeHashed,
   type Digest,
   type DigestAlgorithm,
@@ -126,7 +126,7 @@ export class FsBlobStore implements BlobStore {
     });
   }
 
-  /** Sends a blob's bytes (`sendFile`: reused page-aligned buffers); stops quietly once `destination` closes. */
+  /** Sends a blob's bytes (`sendFileTo`: reused page-aligned buffers); stops quietly once `destination` closes. */
   async writeTo(digest: Digest, destination: ByteSink, range?: ByteRange): Promise<void> {
     const handle = await open(this.#blobPath(digest), 'r').catch((error: unknown) => {
       if (isMissing(error)) throw new StorageError('BLOB_NOT_FOUND', `Blob "${digest}" is not stored`);
@@ -139,21 +139,11 @@ export class FsBlobStore implements BlobStore {
       if (range && (start < 0 || start > end || end >= size)) {
         throw new StorageError('RANGE_NOT_SATISFIABLE', `Range ${start}-${end} is outside 0-${size - 1}`);
       }
-      const closed = new AbortController();
-      const onClose = (): void => closed.abort(new Error('The destination closed'));
-      destination.once('close', onClose);
-      try {
-        await sendFile(
-          { file: handle, start, length: end - start + 1, name: `Blob "${digest}"` },
-          (chunk, done) => destination.write(chunk, done),
-          closed.signal,
-        );
-      } catch (error) {
-        // The client went away: there is no one left to tell.
-        if (!closed.signal.aborted) throw error;
-      } finally {
-        destination.off('close', onClose);
-      }
+      // A client that went away stops the send; there is no one left to tell.
+      await sendFileTo(
+        { file: handle, start, length: end - start + 1, name: `Blob "${digest}"` },
+        destination,
+      );
     } finally {
       await handle.close();
     }
