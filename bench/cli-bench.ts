@@ -244,12 +244,16 @@ function parseTimeReport(text: string): { rss: number; cpu: number } {
  * Runs a command to completion and measures wall-clock time (spawn to exit), peak RSS and CPU: with
  * `/usr/bin/time -v` when it is installed, else by polling VmHWM in /proc/PID/status (CPU then unknown).
  */
-async function measure(command: readonly string[], reportFile: string): Promise<Measured> {
+async function measure(
+  command: readonly string[],
+  reportFile: string,
+  env: NodeJS.ProcessEnv,
+): Promise<Measured> {
   const useTime = existsSync(TIME);
   const [program, ...args] = useTime ? [TIME, '-v', '-o', reportFile, ...command] : command;
   if (!program) throw new Error('empty command');
   const started = process.hrtime.bigint();
-  const child = spawn(program, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(program, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
   let output = '';
   child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
   child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
@@ -314,6 +318,16 @@ interface Run extends Measured {
 
 type Results = Record<Direction, PerTool<Run[]>>;
 
+/**
+ * This machine's NODE_EXTRA_CA_CERTS, if set: node parses that file (here the whole system CA bundle) while
+ * it starts, before any code runs, even for a plain-HTTP copy. The timed clients run without it; each
+ * repetition also pushes once with it, to show what it costs.
+ */
+interface ExtraCa {
+  readonly file: string;
+  readonly push: Run[];
+}
+
 interface Report {
   readonly machine: MachineInfo;
   readonly quick: boolean;
@@ -324,6 +338,7 @@ interface Report {
   readonly versions: PerTool<string> & { readonly time: string };
   readonly load: { readonly start: string; readonly end: string };
   readonly results: Results;
+  readonly extraCa: ExtraCa | undefined;
 }
 
 const fixed = (digits: number) => (n: number) => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a');
@@ -414,6 +429,14 @@ function renderTable(report: Report): { table: string; verdicts: string[] } {
       ),
       ratios(med((r) => r.serverCpu)),
     );
+    if (direction === 'push' && report.extraCa) {
+      const withCa = medianOf(report.extraCa.push, (r) => r.seconds);
+      row(
+        '… Airlock with NODE_EXTRA_CA_CERTS as this machine sets it, wall-clock s',
+        { airlock: two(withCa), skopeo: '', crane: '' },
+        [ratio(withCa, seconds.skopeo), ratio(withCa, seconds.crane)],
+      );
+    }
   }
   const table = [
     '| Metric (median) | Airlock | skopeo | crane | Airlock / skopeo | Airlock / crane | Target | Status |',
@@ -448,6 +471,17 @@ function renderSection(report: Report): string {
       );
     }
   }
+  if (report.extraCa) {
+    samples.push(
+      `- push airlock with NODE_EXTRA_CA_CERTS: ${list(
+        report.extraCa.push.map((r) => r.seconds),
+        two,
+      )} s; ${list(
+        report.extraCa.push.map((r) => r.cpu),
+        two,
+      )} client CPU s`,
+    );
+  }
   const loaded = m.cpus > 0 && Number(report.load.start.split(' ')[0]) > m.cpus / 2;
   return [
     '## CLI: `airlock copy` vs skopeo and crane',
@@ -479,7 +513,7 @@ function renderSection(report: Report): string {
       'on the same 2-CPU machine, so client and server compete for the same cores. Each repetition rotates which ' +
       'tool goes first.',
     '- Commands, exactly: ' +
-      '`node dist/src/cli/main.js copy oci:LAYOUT:v1 127.0.0.1:PORT/bench/airlock-N:v1` ' +
+      '`node dist/bin/airlock.js copy oci:LAYOUT:v1 127.0.0.1:PORT/bench/airlock-N:v1` ' +
       `(default \`-j 4\`${report.jobs === undefined ? '' : `, here \`-j ${report.jobs}\``}), ` +
       '`skopeo --insecure-policy copy --dest-tls-verify=false oci:LAYOUT:v1 docker://127.0.0.1:PORT/bench/skopeo-N:v1`, ' +
       '`crane push LAYOUT 127.0.0.1:PORT/bench/crane-N:v1 --insecure`; pulls: `airlock copy REF oci:DIR:v1`, ' +
@@ -496,6 +530,15 @@ function renderSection(report: Report): string {
       'included); MB/s is image bytes / that time. Peak RSS and client CPU come from `/usr/bin/time -v` (maximum ' +
       'resident set size; user + system time). Server CPU is the Airlock process user + system time from ' +
       '/proc/PID/stat around each copy.',
+    ...(report.extraCa
+      ? [
+          `- The clients run without NODE_EXTRA_CA_CERTS, which this machine sets (to ${report.extraCa.file}): ` +
+            'node parses that file as it starts, before any code runs, even for a plain-HTTP copy (skopeo and ' +
+            'crane do not read it; Airlock reads the CAs it needs itself, `--ca-file` or the system store, when ' +
+            'a connection uses TLS). The row "with NODE_EXTRA_CA_CERTS" is one more Airlock push per ' +
+            'repetition, after the other three, with the variable as set here.',
+        ]
+      : []),
     '- Each push is checked afterwards (the tag serves a manifest with the expected config and layer digests) and ' +
       'each pull (every blob is in the layout with the right size). The registry checks the digest of every ' +
       'upload; on push skopeo also hashes what it reads from the layout, while Airlock and crane send the files ' +
@@ -542,6 +585,9 @@ async function main(): Promise<void> {
   if (!existsSync(TIME))
     progress(`${TIME} is missing (apt-get install -y time): RSS polled from /proc, no CPU`);
   const commandOptions: CommandOptions = { binaries: { skopeo, crane }, jobs, profileDir };
+  const extraCaFile = process.env.NODE_EXTRA_CA_CERTS || undefined;
+  const clientEnv: NodeJS.ProcessEnv = { ...process.env };
+  delete clientEnv.NODE_EXTRA_CA_CERTS;
 
   const loadStart = loadAverage();
   const work = await tempDir('airlock-cli-bench-');
@@ -586,6 +632,7 @@ async function main(): Promise<void> {
 
     const empty = (): PerTool<Run[]> => ({ airlock: [], skopeo: [], crane: [] });
     const results: Results = { push: empty(), pull: empty() };
+    const extraCa: ExtraCa | undefined = extraCaFile ? { file: extraCaFile, push: [] } : undefined;
     let imageBytes = 0;
     let counter = 0;
     const timed = async (
@@ -593,15 +640,17 @@ async function main(): Promise<void> {
       direction: Direction,
       command: string[],
       bytes: number,
+      env: NodeJS.ProcessEnv = clientEnv,
     ): Promise<Run> => {
       await syncDisks();
       const cpuBefore = await cpuSeconds(pid);
-      const measured = await measure(command, join(work, `time-${counter++}.txt`));
+      const measured = await measure(command, join(work, `time-${counter++}.txt`), env);
       const serverCpu = (await cpuSeconds(pid)) - cpuBefore;
       const run: Run = { ...measured, mbPerSecond: bytes / MB / measured.seconds, serverCpu };
-      results[direction][tool].push(run);
+      if (env === clientEnv) results[direction][tool].push(run);
+      else extraCa?.push.push(run);
       progress(
-        `${direction} ${tool.padEnd(7)} ${two(run.seconds)} s, ${one(run.mbPerSecond)} MB/s, ` +
+        `${direction} ${tool.padEnd(7)}${env === clientEnv ? '' : ' (NODE_EXTRA_CA_CERTS)'} ${two(run.seconds)} s, ${one(run.mbPerSecond)} MB/s, ` +
           `RSS ${mem(run.rss)}, client CPU ${two(run.cpu)} s, server CPU ${two(run.serverCpu)} s`,
       );
       return run;
@@ -631,6 +680,19 @@ async function main(): Promise<void> {
           layout.bytes,
         );
         await checkPushed(client, repo, 'v1', layout);
+      }
+      if (extraCa) {
+        const layout = await writeLayout(join(work, `src-airlock-ca-${rep}`), bases);
+        const repo = `bench/airlock-ca-${rep}`;
+        const command = commandFor(
+          'airlock',
+          'push',
+          { local: layout.dir, remote: `${airlock.host}/${repo}:v1` },
+          commandOptions,
+        );
+        await timed('airlock', 'push', command, layout.bytes, process.env);
+        await checkPushed(client, repo, 'v1', layout);
+        await rm(layout.dir, { recursive: true, force: true });
       }
       for (const tool of tools) {
         if (tool !== 'airlock') await rm(layouts[tool].dir, { recursive: true, force: true });
@@ -664,6 +726,7 @@ async function main(): Promise<void> {
       versions,
       load: { start: loadStart, end: loadAverage() },
       results,
+      extraCa,
     };
   } finally {
     client?.close();

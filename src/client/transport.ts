@@ -114,19 +114,27 @@ function describeNetworkError(error: unknown, url: URL): ClientError {
 /** HTTP/1.1 over keep-alive agents, with TLS settings, redirects and no hidden buffering of bodies. */
 export class HttpTransport {
   readonly #http: HttpAgent;
-  readonly #https: HttpsAgent;
+  /** Made on the first HTTPS request: the CA files are read only when a connection uses TLS. */
+  #https: HttpsAgent | undefined;
+  readonly #options: TransportOptions;
+  readonly #maxSockets: number;
   readonly #userAgent: string;
 
   constructor(options: TransportOptions = {}) {
-    const maxSockets = options.maxSockets ?? 16;
-    this.#http = new HttpAgent({ keepAlive: true, maxSockets });
-    this.#https = new HttpsAgent({
-      keepAlive: true,
-      maxSockets,
-      rejectUnauthorized: !(options.insecure ?? false),
-      ca: [...tlsRootCertificates(), ...(options.ca ? [options.ca.toString()] : [])],
-    });
+    this.#options = options;
+    this.#maxSockets = options.maxSockets ?? 16;
+    this.#http = new HttpAgent({ keepAlive: true, maxSockets: this.#maxSockets });
     this.#userAgent = options.userAgent ?? 'airlock/0.1';
+  }
+
+  #httpsAgent(): HttpsAgent {
+    this.#https ??= new HttpsAgent({
+      keepAlive: true,
+      maxSockets: this.#maxSockets,
+      rejectUnauthorized: !(this.#options.insecure ?? false),
+      ca: [...tlsRootCertificates(), ...(this.#options.ca ? [this.#options.ca.toString()] : [])],
+    });
+    return this.#https;
   }
 
   /**
@@ -186,7 +194,7 @@ export class HttpTransport {
         {
           method: request.method,
           headers,
-          agent: isHttps ? this.#https : this.#http,
+          agent: isHttps ? this.#httpsAgent() : this.#http,
           ...(request.signal ? { signal: request.signal } : {}),
         },
         (res: IncomingMessage) =>
@@ -226,7 +234,7 @@ export class HttpTransport {
 
   close(): void {
     this.#http.destroy();
-    this.#https.destroy();
+    this.#https?.destroy();
   }
 }
 

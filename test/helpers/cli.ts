@@ -21,8 +21,8 @@ import {
   type RunningProcess,
 } from './processes.js';
 
-/** The compiled credential helper (installed as docker-credential-airlock). */
-export const CREDENTIAL_HELPER = join(dirname(CLI), 'credential-helper.js');
+/** The bundled credential helper (installed as docker-credential-airlock). */
+export const CREDENTIAL_HELPER = join(dirname(CLI), 'docker-credential-airlock.js');
 
 /** A private set of config folders for one test. */
 export interface CliEnv {

@@ -8,7 +8,8 @@ import { findPeer } from './peers.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 /** The compiled CLI entry point. */
-export const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js');
+/** The bundled CLI (scripts/bundle-cli.mjs), as `npm install` puts it on PATH. */
+export const CLI = join(ROOT, 'dist', 'bin', 'airlock.js');
 
 export async function tempDir(prefix = 'airlock-test-'): Promise<string> {
   return mkdtemp(join(tmpdir(), prefix));
