@@ -2,9 +2,9 @@
 // Bundles the compiled CLI (dist/src, made by tsc) into dist/bin: `airlock`, `docker-credential-airlock`
 // and the hash thread's worker, with the commands loaded on demand (sign, sync, serve) split into chunks.
 //
-// Why: node resolves, reads and compiles every ES module on its own. `airlock copy` loads about 70 of
-// them (50 of ours, 21 of commander, tar-stream and its helpers); from one bundle it starts about 60 ms sooner, which
-// is a tenth of a small push and most of the gap to a Go client on a large one (see BENCHMARKS.md).
+// Why: node resolves, reads and compiles every module on its own. `airlock copy` loads about 70 of them
+// (50 of ours; commander, tar-stream and its helpers the rest); from one bundle it starts about 60 ms
+// sooner, a fifth of the time a push of a small image takes (docs/cli.md).
 // tsc stays the compiler and type checker; this only joins its output. better-sqlite3 (a native addon)
 // and pino (loaded with createRequire when a logger is made) stay in node_modules.
 import { build } from 'esbuild';
