@@ -10,7 +10,7 @@
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes, randomFillSync, type Hash } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
-import { appendFile, copyFile, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { appendFile, copyFile, mkdir, readFile, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -591,6 +591,16 @@ async function main(): Promise<void> {
 
   const loadStart = loadAverage();
   const work = await tempDir('airlock-cli-bench-');
+  // The registry keeps every pushed image (3 or 4 per repetition); a copy that runs out of disk answers 500.
+  const image = sizes.layers * sizes.layerBytes;
+  const needed = image * (sizes.repetitions * (extraCaFile ? 4 : 3) + 5);
+  const free = await statfs(work).then((s) => s.bavail * s.bsize);
+  if (free < needed) {
+    rmSync(work, { recursive: true, force: true });
+    throw new Error(
+      `cli-bench needs about ${(needed / 1e9).toFixed(0)} GB free in ${tmpdir()}; ${(free / 1e9).toFixed(0)} GB are`,
+    );
+  }
   const machine = await machineInfo(tmpdir(), { root: ROOT });
   const versions = {
     airlock: machine.airlock,
@@ -728,6 +738,13 @@ async function main(): Promise<void> {
       results,
       extraCa,
     };
+  } catch (error) {
+    // The registry's own account of a failed copy (a 500 says only "see the registry log").
+    if (airlock)
+      process.stderr.write(
+        `airlock serve output (last 8,000 characters):\n${airlock.output().slice(-8000)}\n`,
+      );
+    throw error;
   } finally {
     client?.close();
     await airlock?.stop();

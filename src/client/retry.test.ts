@@ -96,9 +96,9 @@ describe('withRetry', () => {
 });
 
 describe('isRetryableStatus and isRetryableError', () => {
-  it('retries 408, 429 and 5xx except 501 and 505', () => {
+  it('retries 408, 429 and 5xx except 501, 505 and 507 (a full disk)', () => {
     const retryable = [408, 429, 500, 502, 503, 504, 599];
-    const final = [200, 201, 301, 400, 401, 403, 404, 405, 409, 416, 501, 505];
+    const final = [200, 201, 301, 400, 401, 403, 404, 405, 409, 416, 501, 505, 507];
     for (const status of retryable) assert.equal(isRetryableStatus(status), true, String(status));
     for (const status of final) assert.equal(isRetryableStatus(status), false, String(status));
   });

@@ -14,7 +14,10 @@ export interface RetryPolicy {
 
 /** True for HTTP statuses that may succeed when tried again. */
 export function isRetryableStatus(status: number): boolean {
-  return status === 408 || status === 429 || (status >= 500 && status !== 501 && status !== 505);
+  // 501 and 505 will not change; 507 (the registry's disk is full) will not within a retry's backoff.
+  return (
+    status === 408 || status === 429 || (status >= 500 && status !== 501 && status !== 505 && status !== 507)
+  );
 }
 
 const RETRYABLE_NETWORK = new Set([

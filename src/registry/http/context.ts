@@ -45,7 +45,10 @@ export function sendEmpty(ctx: Context, status: number, headers: Record<string, 
   ctx.res.end();
 }
 
-/** Turns any error into a response: spec JSON for RegistryError, a generic 500 that leaks nothing otherwise. */
+/**
+ * Turns any error into a response: spec JSON for RegistryError, 507 when the disk or quota is full, a
+ * generic 500 that leaks nothing otherwise.
+ */
 export function sendError(ctx: Context, error: unknown): void {
   // A client that hung up mid-request is not a server fault: note it and drop the connection.
   const code = (error as { code?: unknown }).code;
@@ -77,6 +80,25 @@ export function sendError(ctx: Context, error: unknown): void {
     // A request body whose framing broke mid-way (a malformed chunk): the client's fault, and the
     // connection closes after this answer.
     sendJson(ctx, { errors: [{ code: 'UNSUPPORTED', message: error.message }] }, { status: error.status });
+    return;
+  }
+  if (code === 'ENOSPC' || code === 'EDQUOT') {
+    // The disk (or the user's quota) is full: say so, rather than hide it behind an internal error.
+    ctx.log.error({ err: error }, 'storage is full');
+    const what = code === 'ENOSPC' ? 'its disk is full' : 'its disk quota is used up';
+    sendJson(
+      ctx,
+      {
+        errors: [
+          {
+            code: 'UNKNOWN',
+            message: `The registry cannot store this: ${what} (${code})`,
+            detail: { requestId: ctx.id },
+          },
+        ],
+      },
+      { status: 507 },
+    );
     return;
   }
   ctx.log.error({ err: error }, 'unexpected error');
