@@ -534,8 +534,8 @@ function renderSection(report: Report): string {
       ? [
           `- The clients run without NODE_EXTRA_CA_CERTS, which this machine sets (to ${report.extraCa.file}): ` +
             'node parses that file as it starts, before any code runs, even for a plain-HTTP copy (skopeo and ' +
-            'crane do not read it; Airlock reads the CAs it needs itself, `--ca-file` or the system store, when ' +
-            'a connection uses TLS). The row "with NODE_EXTRA_CA_CERTS" is one more Airlock push per ' +
+            'crane do not read it; Airlock reads the system store and that file itself on its first TLS ' +
+            'connection). The row "with NODE_EXTRA_CA_CERTS" is one more Airlock push per ' +
             'repetition, after the other three, with the variable as set here.',
         ]
       : []),
@@ -593,12 +593,13 @@ async function main(): Promise<void> {
   const work = await tempDir('airlock-cli-bench-');
   // The registry keeps every pushed image (3 or 4 per repetition); a copy that runs out of disk answers 500.
   const image = sizes.layers * sizes.layerBytes;
-  const needed = image * (sizes.repetitions * (extraCaFile ? 4 : 3) + 5);
+  // At most: the layer bases, two layouts and every pushed image, plus a tenth for the database and the rest.
+  const needed = 1.1 * image * (sizes.repetitions * (extraCaFile ? 4 : 3) + 3);
   const free = await statfs(work).then((s) => s.bavail * s.bsize);
   if (free < needed) {
     rmSync(work, { recursive: true, force: true });
     throw new Error(
-      `cli-bench needs about ${(needed / 1e9).toFixed(0)} GB free in ${tmpdir()}; ${(free / 1e9).toFixed(0)} GB are`,
+      `cli-bench needs about ${(needed / 1e9).toFixed(0)} GB free in ${tmpdir()}; only ${(free / 1e9).toFixed(0)} GB are`,
     );
   }
   const machine = await machineInfo(tmpdir(), { root: ROOT });
@@ -691,6 +692,10 @@ async function main(): Promise<void> {
         );
         await checkPushed(client, repo, 'v1', layout);
       }
+      // The pulls read what Airlock pushed: the other layouts can go (before the extra push's own).
+      for (const tool of tools) {
+        if (tool !== 'airlock') await rm(layouts[tool].dir, { recursive: true, force: true });
+      }
       if (extraCa) {
         const layout = await writeLayout(join(work, `src-airlock-ca-${rep}`), bases);
         const repo = `bench/airlock-ca-${rep}`;
@@ -704,9 +709,7 @@ async function main(): Promise<void> {
         await checkPushed(client, repo, 'v1', layout);
         await rm(layout.dir, { recursive: true, force: true });
       }
-      for (const tool of tools) {
-        if (tool !== 'airlock') await rm(layouts[tool].dir, { recursive: true, force: true });
-      }
+
       const pulled = layouts.airlock;
       for (const tool of tools) {
         const dir = join(work, `pull-${tool}-${rep}`);

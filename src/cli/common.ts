@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { X509Certificate } from 'node:crypto';
 import type { Command } from 'commander';
 import { ClientError, RegistryClient, lookupCredentials, type Credentials } from '../client/index.js';
 import { parseReference, type Reference } from '../oci/index.js';
@@ -82,19 +83,38 @@ export function parseRef(text: string): Reference {
   }
 }
 
-/** A registry client for `host` configured from the flags. */
-export async function clientFor(host: string, flags: ClientFlags): Promise<RegistryClient> {
-  let ca: Buffer | undefined;
-  if (flags.caFile) {
+/**
+ * The certificates of `--ca-file`, read when the command starts: a file that cannot be read, holds no PEM
+ * certificate or holds a broken one fails at once (node would only find out at the TLS handshake, and
+ * then report an untrusted certificate).
+ */
+async function readCaFile(file: string): Promise<Buffer> {
+  let text: Buffer;
+  try {
+    text = await readFile(file);
+  } catch (error) {
+    throw new ClientError('INVALID_INPUT', `Cannot read --ca-file "${file}": ${(error as Error).message}`);
+  }
+  const blocks = text
+    .toString('latin1')
+    .match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g);
+  if (!blocks) throw new ClientError('INVALID_INPUT', `--ca-file "${file}" holds no PEM certificate`);
+  blocks.forEach((block, index) => {
     try {
-      ca = await readFile(flags.caFile);
+      new X509Certificate(block);
     } catch (error) {
       throw new ClientError(
         'INVALID_INPUT',
-        `Cannot read --ca-file "${flags.caFile}": ${(error as Error).message}`,
+        `--ca-file "${file}": certificate ${index + 1} of ${blocks.length} cannot be read (${(error as Error).message})`,
       );
     }
-  }
+  });
+  return text;
+}
+
+/** A registry client for `host` configured from the flags. */
+export async function clientFor(host: string, flags: ClientFlags): Promise<RegistryClient> {
+  const ca = flags.caFile ? await readCaFile(flags.caFile) : undefined;
   return new RegistryClient(host, {
     credentials: await credentialsFor(host, flags),
     ...(flags.plainHttp ? { plainHttp: true } : {}),

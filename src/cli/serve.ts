@@ -39,6 +39,9 @@ export function registerServe(program: Command): void {
     )
     .action(async (flags: ServeFlags) => {
       const file = flags.config ?? process.env.AIRLOCK_CONFIG;
+      // Stack traces in the log name TypeScript files and lines, not places in the bundle's chunks (for
+      // the modules loaded from here on: the server's; client commands start without the maps).
+      process.setSourceMapsEnabled(true);
       // Loaded here, not at the top: other commands start faster without the server's modules.
       const { createLogger } = await import('../log/index.js');
       const { loadServeConfig, startRegistry } = await import('../registry/index.js');

@@ -269,13 +269,25 @@ function sendStream(
 
 const SYSTEM_BUNDLES = ['/etc/ssl/certs/ca-certificates.crt', '/etc/pki/tls/certs/ca-bundle.crt'];
 
-/** Node's bundled roots plus the system's CA bundle (where site CAs are installed with update-ca-certificates). */
+/**
+ * Node's bundled roots, the system's CA bundle (where site CAs are installed with update-ca-certificates)
+ * and the file NODE_EXTRA_CA_CERTS names: node adds that file to its roots only when no `ca` is given,
+ * and the agent always gives one. A file that cannot be read is skipped, as node does (with a warning).
+ */
 function tlsRootCertificates(): string[] {
   const roots = [...rootCertificates];
   for (const file of SYSTEM_BUNDLES) {
     if (existsSync(file)) {
       roots.push(readFileSync(file, 'utf8'));
       break;
+    }
+  }
+  const extra = process.env.NODE_EXTRA_CA_CERTS;
+  if (extra) {
+    try {
+      roots.push(readFileSync(extra, 'utf8'));
+    } catch {
+      // node has already warned at start-up that it could not read this file
     }
   }
   return roots;

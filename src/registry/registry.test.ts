@@ -81,4 +81,34 @@ describe('Registry caches', () => {
     assert.equal(reader.cachedManifest('p/app', 'v1')?.digest, digestOf(second));
     metadata.close();
   });
+
+  it('keeps an upload session whole when its row cannot be deleted (a full disk)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'airlock-registry-'));
+    dirs.push(dir);
+    const blobs = new FsBlobStore(dir);
+    await blobs.init();
+    const { metadata } = await openSqliteStores(join(dir, 'airlock.db'));
+    let full = true;
+    const failing = new Proxy(metadata, {
+      get(target, property, receiver) {
+        if (property === 'deleteUpload' && full) {
+          return () =>
+            Promise.reject(Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' }));
+        }
+        const value: unknown = Reflect.get(target, property, receiver);
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+    const registry = new Registry({ blobs, metadata: failing });
+    const id = await registry.startUpload('p/app');
+    await registry.appendUpload('p/app', id, { body: Readable.from([Buffer.from('abc')]) });
+    await assert.rejects(registry.cancelUpload('p/app', id), { code: 'SQLITE_FULL' });
+    // The session and its bytes are still there: the client may go on or cancel again.
+    assert.equal(await registry.uploadStatus('p/app', id), 3);
+    full = false;
+    await registry.cancelUpload('p/app', id);
+    await assert.rejects(registry.uploadStatus('p/app', id), { code: 'BLOB_UPLOAD_UNKNOWN' });
+    assert.equal(await blobs.uploadSize(id), undefined);
+    metadata.close();
+  });
 });

@@ -279,18 +279,22 @@ export class Registry {
     }
   }
 
+  /**
+   * Ends a session: its row first, then its staged file. If the row cannot be deleted (a full disk), the
+   * session is left whole; a staged file left without a row is an orphan that `purgeUploads` removes.
+   */
   async cancelUpload(name: string, id: string): Promise<void> {
     await this.#session(name, id);
-    await this.#blobs.cancelUpload(id);
     await this.#meta.deleteUpload(id);
+    await this.#blobs.cancelUpload(id);
   }
 
   /** Removes upload sessions older than `maxAgeMs` and staged files without a session. */
   async purgeUploads(maxAgeMs: number): Promise<number> {
     const stale = await this.#meta.listUploads(this.#now() - maxAgeMs);
     for (const session of stale) {
-      await this.#blobs.cancelUpload(session.id);
       await this.#meta.deleteUpload(session.id);
+      await this.#blobs.cancelUpload(session.id);
     }
     let orphans = 0;
     for (const id of await this.#blobs.listUploads()) {

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readdirSync, statSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -7,9 +8,34 @@ import { fileURLToPath } from 'node:url';
 import { findPeer } from './peers.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-/** The compiled CLI entry point. */
+
+/**
+ * `bundle` when it is at least as new as every compiled module it is made from; else throws. `tsc` alone
+ * rewrites dist/src and leaves dist/bin as it was, and tests would then run the old CLI against the new
+ * library without a word.
+ */
+function freshBundle(bundle: string): string {
+  const built = statSync(bundle, { throwIfNoEntry: false })?.mtimeMs;
+  if (built === undefined) throw new Error(`${bundle} is missing: run \`npm run build\``);
+  const newest = (dir: string): number => {
+    let latest = 0;
+    for (const entry of readdirSync(dir, { withFileTypes: true })) {
+      const path = join(dir, entry.name);
+      if (entry.isDirectory()) latest = Math.max(latest, newest(path));
+      else if (entry.name.endsWith('.js') && !/\.(test|contract)\.js$/.test(entry.name))
+        latest = Math.max(latest, statSync(path).mtimeMs);
+    }
+    return latest;
+  };
+  if (newest(join(ROOT, 'dist', 'src')) > built)
+    throw new Error(
+      `${bundle} is older than dist/src: run \`npm run build\` (tsc alone does not bundle the CLI)`,
+    );
+  return bundle;
+}
+
 /** The bundled CLI (scripts/bundle-cli.mjs), as `npm install` puts it on PATH. */
-export const CLI = join(ROOT, 'dist', 'bin', 'airlock.js');
+export const CLI = freshBundle(join(ROOT, 'dist', 'bin', 'airlock.js'));
 
 export async function tempDir(prefix = 'airlock-test-'): Promise<string> {
   return mkdtemp(join(tmpdir(), prefix));

@@ -1,6 +1,6 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { rm, stat } from 'node:fs/promises';
+import { rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CLI, run, startAirlockProcess, tempDir, type RunningProcess } from '../helpers/processes.js';
 
@@ -65,6 +65,33 @@ describe('TLS with a private CA from airlock certs init', () => {
     assert.equal(trusted.code, 0, trusted.stderr);
     const insecure = await run(process.execPath, [CLI, 'catalog', host, '--insecure'], { env });
     assert.equal(insecure.code, 0, insecure.stderr);
+    // NODE_EXTRA_CA_CERTS is trusted too (node drops it once a `ca` option is given; the client adds it).
+    const extra = await run(process.execPath, [CLI, 'catalog', host], {
+      env: { ...env, NODE_EXTRA_CA_CERTS: join(dir, 'certs', 'ca.pem') },
+    });
+    assert.equal(extra.code, 0, extra.stderr);
+  });
+
+  it('refuses a --ca-file without a readable certificate at once, saying which', async () => {
+    const host = server?.host ?? '';
+    const env = { DOCKER_CONFIG: join(dir, 'docker'), AIRLOCK_CONFIG_DIR: join(dir, 'airlock') };
+    const cases: Array<[string, string, RegExp]> = [
+      ['garbage.pem', 'not a certificate\n', /--ca-file ".*garbage\.pem" holds no PEM certificate$/m],
+      [
+        'broken.pem',
+        '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n',
+        /--ca-file ".*broken\.pem": certificate 1 of 1 cannot be read/,
+      ],
+    ];
+    for (const [name, content, pattern] of cases) {
+      await writeFile(join(dir, name), content);
+      const result = await run(process.execPath, [CLI, 'catalog', host, '--ca-file', join(dir, name)], {
+        env,
+      });
+      assert.equal(result.code, 1, result.stderr);
+      assert.match(result.stderr, pattern);
+      assert.equal(result.stderr.trim().split('\n').length, 1, result.stderr);
+    }
   });
 
   it('reuses the CA for a second server certificate', async () => {

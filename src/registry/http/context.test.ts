@@ -52,6 +52,16 @@ describe('sendError', () => {
     assert.deepEqual(logged, ['error']);
   });
 
+  it('answers a full SQLite database (SQLITE_FULL) with 507', () => {
+    const { ctx, sent } = fakeContext();
+    sendError(ctx, Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' }));
+    assert.equal(sent.status, 507);
+    assert.equal(
+      sent.body?.errors[0]?.message,
+      'The registry cannot store this: its disk is full (SQLITE_FULL)',
+    );
+  });
+
   it('answers a used-up quota with 507', () => {
     const { ctx, sent } = fakeContext();
     sendError(ctx, fsError('EDQUOT'));

@@ -45,6 +45,13 @@ export function sendEmpty(ctx: Context, status: number, headers: Record<string, 
   ctx.res.end();
 }
 
+/** Error codes that mean storage is full (files: ENOSPC, EDQUOT; SQLite: SQLITE_FULL), and what to say. */
+const STORAGE_FULL: ReadonlyMap<unknown, string> = new Map([
+  ['ENOSPC', 'its disk is full'],
+  ['EDQUOT', 'its disk quota is used up'],
+  ['SQLITE_FULL', 'its disk is full'],
+]);
+
 /**
  * Turns any error into a response: spec JSON for RegistryError, 507 when the disk or quota is full, a
  * generic 500 that leaks nothing otherwise.
@@ -82,17 +89,17 @@ export function sendError(ctx: Context, error: unknown): void {
     sendJson(ctx, { errors: [{ code: 'UNSUPPORTED', message: error.message }] }, { status: error.status });
     return;
   }
-  if (code === 'ENOSPC' || code === 'EDQUOT') {
+  const full = STORAGE_FULL.get(code);
+  if (full) {
     // The disk (or the user's quota) is full: say so, rather than hide it behind an internal error.
     ctx.log.error({ err: error }, 'storage is full');
-    const what = code === 'ENOSPC' ? 'its disk is full' : 'its disk quota is used up';
     sendJson(
       ctx,
       {
         errors: [
           {
             code: 'UNKNOWN',
-            message: `The registry cannot store this: ${what} (${code})`,
+            message: `The registry cannot store this: ${full} (${String(code)})`,
             detail: { requestId: ctx.id },
           },
         ],
