@@ -298,6 +298,66 @@ describe('RegistryClient blobs', () => {
       client.close();
     }
   });
+  it('cancels its upload session when the registry refuses the bytes (507), but not after a network failure', async () => {
+    let dropPatch = false;
+    const fake = await fakeRegistry({
+      extra: (req, res) => {
+        const url = new URL(req.url ?? '/', 'http://fake');
+        if (req.method === 'POST') {
+          res.writeHead(202, { location: '/v2/org/app/blobs/uploads/1?state=a' });
+          res.end();
+          return true;
+        }
+        if (req.method === 'PATCH') {
+          if (dropPatch) {
+            req.socket.destroy();
+            return true;
+          }
+          // A new URL with the answer: the cancel must use the latest one.
+          res.writeHead(202, { location: '/v2/org/app/blobs/uploads/1?state=b' });
+          res.end();
+          return true;
+        }
+        if (req.method === 'PUT' && url.pathname.includes('/blobs/uploads/')) {
+          res.writeHead(507, { 'content-type': 'application/json' });
+          res.end(
+            '{"errors":[{"code":"UNKNOWN","message":"The registry cannot store this: its disk is full (ENOSPC)"}]}',
+          );
+          return true;
+        }
+        if (req.method === 'DELETE') {
+          res.writeHead(204);
+          res.end();
+          return true;
+        }
+        return false;
+      },
+    });
+    const client = new RegistryClient(fake.host, {
+      plainHttp: true,
+      retry: noWait,
+      monolithicMaxBytes: 4,
+    });
+    try {
+      const bytes = Buffer.from('more than four bytes');
+      const source = { digest: digestOf(bytes), size: bytes.length, open: () => Readable.from([bytes]) };
+      await assert.rejects(client.pushBlob('org/app', source), (error: ClientError) => {
+        assert.equal(error.status, 507);
+        assert.match(error.message, /disk is full \(ENOSPC\)/);
+        return true;
+      });
+      const writes = fake.requests.filter((r) => r.method !== 'HEAD').map((r) => `${r.method} ${r.url}`);
+      assert.equal(writes.filter((w) => w.startsWith('PUT')).length, 1, 'a 507 is not retried');
+      assert.equal(writes.at(-1), 'DELETE /v2/org/app/blobs/uploads/1?state=b');
+
+      fake.requests.length = 0;
+      dropPatch = true;
+      await assert.rejects(client.pushBlob('org/app', source), { code: 'NETWORK' });
+      assert.equal(fake.requests.filter((r) => r.method === 'DELETE').length, 0);
+    } finally {
+      client.close();
+    }
+  });
 });
 
 describe('RegistryClient errors, retries and pagination', () => {

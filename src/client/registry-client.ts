@@ -554,7 +554,47 @@ export class RegistryClient {
     });
     await start.drain();
     if (start.status === 201) return 'mounted';
-    let location = this.#location(start, repository);
+    // The session's latest URL (a registry may hand out a new one with every answer).
+    const session = { location: this.#location(start, repository) };
+    try {
+      await this.#upload(session, blob, { repository, scopes, signal });
+    } catch (error) {
+      await this.#cancelUpload(session.location, scopes, error);
+      throw error;
+    }
+    return 'uploaded';
+  }
+
+  /**
+   * Ends an upload session that failed on an answer from the registry (a 507, a digest it refused), so
+   * its staged bytes do not wait for the registry's purge. Best effort: one try, at most 5 s, and never
+   * after a network failure or an abort (the registry is then not there to answer).
+   */
+  async #cancelUpload(location: string, scopes: readonly string[], cause: unknown): Promise<void> {
+    if (!(cause instanceof ClientError) || cause.status === undefined) return;
+    const authorization = this.#auth.header(scopes);
+    try {
+      const url = new URL(location, this.baseUrl);
+      const res = await this.#transport.send({
+        method: 'DELETE',
+        url,
+        headers: authorization ? { authorization } : {},
+        signal: AbortSignal.timeout(5000),
+      });
+      await res.drain();
+    } catch {
+      // the failure being reported is the one that matters
+    }
+  }
+
+  /** Sends a blob into an open upload session, then closes it with its digest; keeps `session` current. */
+  async #upload(
+    session: { location: string },
+    blob: BlobSource,
+    options: { repository: string; scopes: readonly string[]; signal: AbortSignal | undefined },
+  ): Promise<void> {
+    const { repository, scopes, signal } = options;
+    let { location } = session;
     const stream = async (): Promise<Readable> => blob.open();
     if (blob.size <= this.#monolithicMax || this.#chunkBytes === undefined) {
       if (blob.size > this.#monolithicMax) {
@@ -570,12 +610,13 @@ export class RegistryClient {
         });
         await patch.drain();
         location = this.#location(patch, repository);
+        session.location = location;
         await this.#finish(location, blob.digest, { scopes, signal });
-        return 'uploaded';
+        return;
       }
       const bytes = await readAll(await stream(), blob.size);
       await this.#finish(location, blob.digest, { scopes, signal, body: bytes });
-      return 'uploaded';
+      return;
     }
     let offset = 0;
     const source = await stream();
@@ -595,9 +636,9 @@ export class RegistryClient {
       await patch.drain();
       offset += chunk.length;
       location = this.#location(patch, repository);
+      session.location = location;
     }
     await this.#finish(location, blob.digest, { scopes, signal });
-    return 'uploaded';
   }
 
   async #finish(
