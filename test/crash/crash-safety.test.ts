@@ -26,7 +26,7 @@ import {
   sleep,
   uploadsDir,
 } from '../helpers/crash.js';
-import { tempDir } from '../helpers/processes.js';
+import { keepTempDir, tempDir } from '../helpers/processes.js';
 import {
   Client,
   Ledger,
@@ -533,6 +533,7 @@ describe('crash safety: SIGKILL under concurrent pushes, restart on the same dat
     if (run && serious === 0 && process.env.CRASH_KEEP !== '1') {
       await rm(run.dataDir, { recursive: true, force: true });
     } else if (run) {
+      keepTempDir(run.dataDir);
       console.log(`# data kept in ${run.dataDir}; replay with CRASH_SEED=${run.seed}`);
     }
   });

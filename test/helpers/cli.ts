@@ -36,6 +36,8 @@ export interface CliEnv {
   readonly env: NodeJS.ProcessEnv;
   /** A folder on PATH ahead of everything else, for docker-credential-airlock. */
   readonly binDir: string;
+  /** TMPDIR: the CLI's temp folders go here, so a test can check none is left behind. */
+  readonly tmp: string;
 }
 
 /** Makes temp config folders removed when the test ends. */
@@ -46,13 +48,18 @@ export async function cliEnv(t: TestContext): Promise<CliEnv> {
   const airlockConfig = join(root, 'airlock');
   const home = join(root, 'home');
   const binDir = join(root, 'bin');
-  await Promise.all([dockerConfig, airlockConfig, home, binDir].map((d) => mkdir(d, { recursive: true })));
+  const tmp = join(root, 'tmp');
+  await Promise.all(
+    [dockerConfig, airlockConfig, home, binDir, tmp].map((d) => mkdir(d, { recursive: true })),
+  );
   return {
     dockerConfig,
     airlockConfig,
     home,
     binDir,
+    tmp,
     env: {
+      TMPDIR: tmp,
       DOCKER_CONFIG: dockerConfig,
       AIRLOCK_CONFIG_DIR: airlockConfig,
       HOME: home,

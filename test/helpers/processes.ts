@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -37,8 +37,35 @@ function freshBundle(bundle: string): string {
 /** The bundled CLI (scripts/bundle-cli.mjs), as `npm install` puts it on PATH. */
 export const CLI = freshBundle(join(ROOT, 'dist', 'bin', 'airlock.js'));
 
+/** Folders made by `tempDir`, removed when the test process exits unless kept (`keepTempDir`). */
+const madeTempDirs = new Set<string>();
+
+/**
+ * A new folder under the system's temp folder, removed when the test process exits (not earlier: a test
+ * may restart a server on the same data folder), so a test that fails leaves nothing behind either.
+ */
 export async function tempDir(prefix = 'airlock-test-'): Promise<string> {
-  return mkdtemp(join(tmpdir(), prefix));
+  return removedAtExit(await mkdtemp(join(tmpdir(), prefix)));
+}
+
+/** `tempDir` for code that cannot wait. */
+export function tempDirSync(prefix = 'airlock-test-'): string {
+  return removedAtExit(mkdtempSync(join(tmpdir(), prefix)));
+}
+
+function removedAtExit(dir: string): string {
+  if (madeTempDirs.size === 0) {
+    process.once('exit', () => {
+      for (const made of madeTempDirs) rmSync(made, { recursive: true, force: true });
+    });
+  }
+  madeTempDirs.add(dir);
+  return dir;
+}
+
+/** Keeps a folder made by `tempDir` after the test process exits (data kept for a replay). */
+export function keepTempDir(dir: string): void {
+  madeTempDirs.delete(dir);
 }
 
 /** A free TCP port on 127.0.0.1 (for programs that cannot be told to use port 0). */

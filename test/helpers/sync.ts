@@ -8,7 +8,15 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { startControlPlane, requireKube, type ControlPlane } from './kube.js';
-import { CLI, run, runOk, startAirlockProcess, tempDir, type RunningProcess } from './processes.js';
+import {
+  CLI,
+  run,
+  runOk,
+  startAirlockProcess,
+  tempDir,
+  tempDirSync,
+  type RunningProcess,
+} from './processes.js';
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -33,7 +41,11 @@ export function startControllerProcess(kubeconfig: string, extraArgs: readonly s
   const child = spawn(
     process.execPath,
     [CLI, 'sync', 'controller', '--kubeconfig', kubeconfig, '--log-level', 'debug', ...extraArgs],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env } },
+    // Its own TMPDIR: a controller killed mid-reconcile leaves its work folder there, not in /tmp.
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, TMPDIR: tempDirSync('airlock-controller-') },
+    },
   );
   let text = '';
   child.stdout.on('data', (c: Buffer) => (text = (text + c.toString()).slice(-2_000_000)));

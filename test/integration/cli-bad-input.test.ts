@@ -234,6 +234,7 @@ describe('airlock CLI on broken and malicious archives', { concurrency: 2 }, () 
       `${registry.host}/bad-docker-archive/good:v1`,
     ]);
     assert.deepEqual(await tagsOf(registry.url, 'bad-docker-archive/good'), ['v1']);
+    assert.deepEqual(await listTree(env.tmp), [], 'no temp folder is left behind');
   });
 
   it('refuses broken and malicious oci-archive tarballs without writing outside its temp folder', async (t) => {
@@ -303,6 +304,8 @@ describe('airlock CLI on broken and malicious archives', { concurrency: 2 }, () 
       (await listTree(work)).filter((p) => !p.endsWith('.tar')),
       [],
     );
+    // Nor does the unpacked archive stay in the temp folder, whichever way it failed.
+    assert.deepEqual(await listTree(env.tmp), []);
   });
 
   it('leaves no archive or layout behind when a copy to oci-archive:, docker-archive: or oci: fails', async (t) => {
@@ -318,6 +321,7 @@ describe('airlock CLI on broken and malicious archives', { concurrency: 2 }, () 
       assertOneLineError(await airlock(env, ['copy', missing, target]), { pattern: /HTTP 404/ });
     }
     assert.deepEqual(await listTree(work), []);
+    assert.deepEqual(await listTree(env.tmp), [], 'no temp folder is left behind');
   });
 });
 

@@ -41,11 +41,15 @@ async function unpack(file: string): Promise<string> {
 /** `oci-archive:FILE[:TAG]` as a source: the tarball is unpacked to a temp folder and read as a layout. */
 export async function openOciArchiveSource(file: string, tag: string | undefined): Promise<ImageSource> {
   const work = await unpack(file);
-  const store = new LayoutStore(
-    await OciLayout.open(join(work, 'root')),
-    tag,
-    `oci-archive:${file}${tag ? `:${tag}` : ''}`,
-  );
+  let layout: OciLayout;
+  try {
+    layout = await OciLayout.open(join(work, 'root'));
+  } catch (error) {
+    // Not a layout: the unpacked files go, as they do when the archive cannot be read at all.
+    await rm(work, { recursive: true, force: true });
+    throw error;
+  }
+  const store = new LayoutStore(layout, tag, `oci-archive:${file}${tag ? `:${tag}` : ''}`);
   const close = store.close.bind(store);
   return Object.assign(store, {
     async close() {
@@ -58,7 +62,13 @@ export async function openOciArchiveSource(file: string, tag: string | undefined
 /** `oci-archive:FILE[:TAG]` as a target: a layout is built in a temp folder and packed to FILE on success. */
 export async function openOciArchiveTarget(file: string, tag: string | undefined): Promise<LayoutStore> {
   const work = await mkdtemp(join(tmpdir(), 'airlock-archive-'));
-  const layout = await OciLayout.open(join(work, 'root'), { create: true });
+  let layout: OciLayout;
+  try {
+    layout = await OciLayout.open(join(work, 'root'), { create: true });
+  } catch (error) {
+    await rm(work, { recursive: true, force: true });
+    throw error;
+  }
   const store = new LayoutStore(layout, tag, `oci-archive:${file}${tag ? `:${tag}` : ''}`);
   return Object.assign(store, {
     async close(ok: boolean) {
