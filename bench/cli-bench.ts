@@ -646,25 +646,26 @@ async function main(): Promise<void> {
     const extraCa: ExtraCa | undefined = extraCaFile ? { file: extraCaFile, push: [] } : undefined;
     let imageBytes = 0;
     let counter = 0;
+    /** Times one copy and adds it to `into`; `label` names it in the progress lines. */
     const timed = async (
-      tool: Tool,
-      direction: Direction,
-      command: string[],
-      bytes: number,
-      env: NodeJS.ProcessEnv = clientEnv,
-    ): Promise<Run> => {
+      into: Run[],
+      label: string,
+      copy: { command: string[]; bytes: number; env?: NodeJS.ProcessEnv },
+    ): Promise<void> => {
       await syncDisks();
       const cpuBefore = await cpuSeconds(pid);
-      const measured = await measure(command, join(work, `time-${counter++}.txt`), env);
+      const measured = await measure(
+        copy.command,
+        join(work, `time-${counter++}.txt`),
+        copy.env ?? clientEnv,
+      );
       const serverCpu = (await cpuSeconds(pid)) - cpuBefore;
-      const run: Run = { ...measured, mbPerSecond: bytes / MB / measured.seconds, serverCpu };
-      if (env === clientEnv) results[direction][tool].push(run);
-      else extraCa?.push.push(run);
+      const run: Run = { ...measured, mbPerSecond: copy.bytes / MB / measured.seconds, serverCpu };
+      into.push(run);
       progress(
-        `${direction} ${tool.padEnd(7)}${env === clientEnv ? '' : ' (NODE_EXTRA_CA_CERTS)'} ${two(run.seconds)} s, ${one(run.mbPerSecond)} MB/s, ` +
+        `${label} ${two(run.seconds)} s, ${one(run.mbPerSecond)} MB/s, ` +
           `RSS ${mem(run.rss)}, client CPU ${two(run.cpu)} s, server CPU ${two(run.serverCpu)} s`,
       );
-      return run;
     };
 
     for (let rep = 1; rep <= sizes.repetitions; rep++) {
@@ -679,17 +680,15 @@ async function main(): Promise<void> {
       for (const tool of tools) {
         const layout = layouts[tool];
         const repo = `bench/${tool}-${rep}`;
-        await timed(
-          tool,
-          'push',
-          commandFor(
+        await timed(results.push[tool], `push ${tool.padEnd(7)}`, {
+          command: commandFor(
             tool,
             'push',
             { local: layout.dir, remote: `${airlock.host}/${repo}:v1` },
             commandOptions,
           ),
-          layout.bytes,
-        );
+          bytes: layout.bytes,
+        });
         await checkPushed(client, repo, 'v1', layout);
       }
       // The pulls read what Airlock pushed: the other layouts can go (before the extra push's own).
@@ -705,7 +704,11 @@ async function main(): Promise<void> {
           { local: layout.dir, remote: `${airlock.host}/${repo}:v1` },
           commandOptions,
         );
-        await timed('airlock', 'push', command, layout.bytes, process.env);
+        await timed(extraCa.push, 'push airlock  (NODE_EXTRA_CA_CERTS)', {
+          command,
+          bytes: layout.bytes,
+          env: process.env,
+        });
         await checkPushed(client, repo, 'v1', layout);
         await rm(layout.dir, { recursive: true, force: true });
       }
@@ -713,17 +716,15 @@ async function main(): Promise<void> {
       const pulled = layouts.airlock;
       for (const tool of tools) {
         const dir = join(work, `pull-${tool}-${rep}`);
-        await timed(
-          tool,
-          'pull',
-          commandFor(
+        await timed(results.pull[tool], `pull ${tool.padEnd(7)}`, {
+          command: commandFor(
             tool,
             'pull',
             { local: dir, remote: `${airlock.host}/bench/airlock-${rep}:v1` },
             commandOptions,
           ),
-          pulled.bytes,
-        );
+          bytes: pulled.bytes,
+        });
         await checkPulled(dir, pulled);
         await rm(dir, { recursive: true, force: true });
       }

@@ -99,7 +99,7 @@ async function readCaFile(file: string): Promise<Buffer> {
     .toString('latin1')
     .match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g);
   if (!blocks) throw new ClientError('INVALID_INPUT', `--ca-file "${file}" holds no PEM certificate`);
-  blocks.forEach((block, index) => {
+  for (const [index, block] of blocks.entries()) {
     try {
       new X509Certificate(block);
     } catch (error) {
@@ -108,7 +108,7 @@ async function readCaFile(file: string): Promise<Buffer> {
         `--ca-file "${file}": certificate ${index + 1} of ${blocks.length} cannot be read (${(error as Error).message})`,
       );
     }
-  });
+  }
   return text;
 }
 

@@ -594,14 +594,13 @@ export class RegistryClient {
     options: { repository: string; scopes: readonly string[]; signal: AbortSignal | undefined },
   ): Promise<void> {
     const { repository, scopes, signal } = options;
-    let { location } = session;
     const stream = async (): Promise<Readable> => blob.open();
     if (blob.size <= this.#monolithicMax || this.#chunkBytes === undefined) {
       if (blob.size > this.#monolithicMax) {
         // A fresh stream per attempt, so a retried PATCH sends the bytes again from the start.
         const patch = await this.#call({
           method: 'PATCH',
-          path: location,
+          path: session.location,
           scopes,
           headers: { 'content-type': 'application/octet-stream', 'content-length': String(blob.size) },
           body: stream,
@@ -609,13 +608,12 @@ export class RegistryClient {
           signal,
         });
         await patch.drain();
-        location = this.#location(patch, repository);
-        session.location = location;
-        await this.#finish(location, blob.digest, { scopes, signal });
+        session.location = this.#location(patch, repository);
+        await this.#finish(session.location, blob.digest, { scopes, signal });
         return;
       }
       const bytes = await readAll(await stream(), blob.size);
-      await this.#finish(location, blob.digest, { scopes, signal, body: bytes });
+      await this.#finish(session.location, blob.digest, { scopes, signal, body: bytes });
       return;
     }
     let offset = 0;
@@ -623,7 +621,7 @@ export class RegistryClient {
     for await (const chunk of chunked(source, this.#chunkBytes)) {
       const patch = await this.#call({
         method: 'PATCH',
-        path: location,
+        path: session.location,
         scopes,
         headers: {
           'content-type': 'application/octet-stream',
@@ -635,10 +633,9 @@ export class RegistryClient {
       });
       await patch.drain();
       offset += chunk.length;
-      location = this.#location(patch, repository);
-      session.location = location;
+      session.location = this.#location(patch, repository);
     }
-    await this.#finish(location, blob.digest, { scopes, signal });
+    await this.#finish(session.location, blob.digest, { scopes, signal });
   }
 
   async #finish(

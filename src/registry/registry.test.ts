@@ -8,24 +8,40 @@ import { digestOf, MediaType } from '../oci/index.js';
 import { FsBlobStore, openSqliteStores, type MetadataStore } from '../storage/index.js';
 import { Registry } from './registry.js';
 
-/** A metadata store whose next tag lookup waits until released, to interleave a read with a write. */
-function gatedResolve(inner: MetadataStore): { store: MetadataStore; hold(): () => void } {
-  let gate: Promise<void> | undefined;
-  const store = new Proxy(inner, {
+/**
+ * `inner` with one method answered by `replacement()` whenever that returns a function; every other
+ * member (and that method, when it returns undefined) is `inner`'s own.
+ */
+function overriding(
+  inner: MetadataStore,
+  method: keyof MetadataStore,
+  replacement: () => ((...args: never[]) => unknown) | undefined,
+): MetadataStore {
+  return new Proxy(inner, {
     get(target, property, receiver) {
-      if (property === 'resolveTag') {
-        return async (...args: Parameters<MetadataStore['resolveTag']>) => {
-          const answer = await target.resolveTag(...args);
-          const waiting = gate;
-          gate = undefined;
-          if (waiting) await waiting;
-          return answer;
-        };
-      }
+      const replaced = property === method ? replacement() : undefined;
+      if (replaced) return replaced;
       const value: unknown = Reflect.get(target, property, receiver);
       return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
     },
   });
+}
+
+/** A metadata store whose next tag lookup waits until released, to interleave a read with a write. */
+function gatedResolve(inner: MetadataStore): { store: MetadataStore; hold(): () => void } {
+  let gate: Promise<void> | undefined;
+  const store = overriding(
+    inner,
+    'resolveTag',
+    () =>
+      async (...args: Parameters<MetadataStore['resolveTag']>) => {
+        const answer = await inner.resolveTag(...args);
+        const waiting = gate;
+        gate = undefined;
+        if (waiting) await waiting;
+        return answer;
+      },
+  );
   return {
     store,
     hold() {
@@ -40,12 +56,18 @@ describe('Registry caches', () => {
   const dirs: string[] = [];
   after(() => Promise.all(dirs.map((dir) => rm(dir, { recursive: true, force: true }))));
 
-  it('does not cache a tag read that a concurrent push made stale', async () => {
+  /** Blob and metadata stores in a new folder, removed after the tests. */
+  const freshStores = async (): Promise<{ blobs: FsBlobStore; metadata: MetadataStore }> => {
     const dir = await mkdtemp(join(tmpdir(), 'airlock-registry-'));
     dirs.push(dir);
     const blobs = new FsBlobStore(dir);
     await blobs.init();
     const { metadata } = await openSqliteStores(join(dir, 'airlock.db'));
+    return { blobs, metadata };
+  };
+
+  it('does not cache a tag read that a concurrent push made stale', async () => {
+    const { blobs, metadata } = await freshStores();
     const gated = gatedResolve(metadata);
     const registry = new Registry({ blobs, metadata: gated.store });
     const config = Buffer.from('{}');
@@ -83,22 +105,13 @@ describe('Registry caches', () => {
   });
 
   it('keeps an upload session whole when its row cannot be deleted (a full disk)', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'airlock-registry-'));
-    dirs.push(dir);
-    const blobs = new FsBlobStore(dir);
-    await blobs.init();
-    const { metadata } = await openSqliteStores(join(dir, 'airlock.db'));
+    const { blobs, metadata } = await freshStores();
     let full = true;
-    const failing = new Proxy(metadata, {
-      get(target, property, receiver) {
-        if (property === 'deleteUpload' && full) {
-          return () =>
-            Promise.reject(Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' }));
-        }
-        const value: unknown = Reflect.get(target, property, receiver);
-        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
-      },
-    });
+    const failing = overriding(metadata, 'deleteUpload', () =>
+      full
+        ? () => Promise.reject(Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' }))
+        : undefined,
+    );
     const registry = new Registry({ blobs, metadata: failing });
     const id = await registry.startUpload('p/app');
     await registry.appendUpload('p/app', id, { body: Readable.from([Buffer.from('abc')]) });

@@ -38,17 +38,20 @@ async function unpack(file: string): Promise<string> {
   return work;
 }
 
-/** `oci-archive:FILE[:TAG]` as a source: the tarball is unpacked to a temp folder and read as a layout. */
-export async function openOciArchiveSource(file: string, tag: string | undefined): Promise<ImageSource> {
-  const work = await unpack(file);
-  let layout: OciLayout;
+/** The layout at `work`/root; when it cannot be opened, `work` is removed before the error is thrown. */
+async function openLayoutIn(work: string, options: { create?: boolean } = {}): Promise<OciLayout> {
   try {
-    layout = await OciLayout.open(join(work, 'root'));
+    return await OciLayout.open(join(work, 'root'), options);
   } catch (error) {
-    // Not a layout: the unpacked files go, as they do when the archive cannot be read at all.
     await rm(work, { recursive: true, force: true });
     throw error;
   }
+}
+
+/** `oci-archive:FILE[:TAG]` as a source: the tarball is unpacked to a temp folder and read as a layout. */
+export async function openOciArchiveSource(file: string, tag: string | undefined): Promise<ImageSource> {
+  const work = await unpack(file);
+  const layout = await openLayoutIn(work);
   const store = new LayoutStore(layout, tag, `oci-archive:${file}${tag ? `:${tag}` : ''}`);
   const close = store.close.bind(store);
   return Object.assign(store, {
@@ -62,13 +65,7 @@ export async function openOciArchiveSource(file: string, tag: string | undefined
 /** `oci-archive:FILE[:TAG]` as a target: a layout is built in a temp folder and packed to FILE on success. */
 export async function openOciArchiveTarget(file: string, tag: string | undefined): Promise<LayoutStore> {
   const work = await mkdtemp(join(tmpdir(), 'airlock-archive-'));
-  let layout: OciLayout;
-  try {
-    layout = await OciLayout.open(join(work, 'root'), { create: true });
-  } catch (error) {
-    await rm(work, { recursive: true, force: true });
-    throw error;
-  }
+  const layout = await openLayoutIn(work, { create: true });
   const store = new LayoutStore(layout, tag, `oci-archive:${file}${tag ? `:${tag}` : ''}`);
   return Object.assign(store, {
     async close(ok: boolean) {
