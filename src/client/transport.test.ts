@@ -6,7 +6,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileStream } from '../oci/index.js';
+import { fileStream, kernelSendEnabled } from '../oci/index.js';
 import type { ClientError } from './errors.js';
 import { HttpTransport } from './transport.js';
 
@@ -144,100 +144,109 @@ describe('HttpTransport', () => {
     }
   });
 
-  describe('a file stream as the body', () => {
-    let dir: string;
-    let path: string;
-    const bytes = randomBytes(5 * 1024 * 1024 + 333);
-    const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
-    before(async () => {
-      dir = await mkdtemp(join(tmpdir(), 'airlock-transport-'));
-      path = join(dir, 'blob');
-      await writeFile(path, bytes);
-    });
-    after(() => rm(dir, { recursive: true, force: true }));
-
-    it('sends the file, with and without a Content-Length, and again on a second request', async () => {
-      const got: string[] = [];
-      const { url } = await serve((req, res) => {
-        const hash = createHash('sha256');
-        req.on('data', (chunk: Buffer) => hash.update(chunk));
-        req.on('end', () => {
-          got.push(hash.digest('hex'));
-          res.writeHead(202, { 'content-length': 0 });
-          res.end();
-        });
+  // With sendfile (when the addon is built) and through buffers (AIRLOCK_SENDFILE=0).
+  for (const sendfile of kernelSendEnabled({}) ? ['sendfile', 'buffers'] : ['buffers']) {
+    describe(`a file stream as the body (${sendfile})`, () => {
+      let dir: string;
+      let path: string;
+      const bytes = randomBytes(5 * 1024 * 1024 + 333);
+      const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+      const saved = process.env.AIRLOCK_SENDFILE;
+      before(async () => {
+        if (sendfile === 'buffers') process.env.AIRLOCK_SENDFILE = '0';
+        dir = await mkdtemp(join(tmpdir(), 'airlock-transport-'));
+        path = join(dir, 'blob');
+        await writeFile(path, bytes);
       });
-      const transport = new HttpTransport();
-      try {
-        for (const headers of [
-          { 'content-length': String(bytes.byteLength) },
-          {},
-          { 'content-length': String(bytes.byteLength) },
-        ]) {
-          const res = await transport.send({
-            method: 'PATCH',
-            url: new URL(`${url}/upload`),
-            headers,
-            body: () => fileStream(path),
+      after(async () => {
+        if (saved === undefined) delete process.env.AIRLOCK_SENDFILE;
+        else process.env.AIRLOCK_SENDFILE = saved;
+        await rm(dir, { recursive: true, force: true });
+      });
+
+      it('sends the file, with and without a Content-Length, and again on a second request', async () => {
+        const got: string[] = [];
+        const { url } = await serve((req, res) => {
+          const hash = createHash('sha256');
+          req.on('data', (chunk: Buffer) => hash.update(chunk));
+          req.on('end', () => {
+            got.push(hash.digest('hex'));
+            res.writeHead(202, { 'content-length': 0 });
+            res.end();
           });
-          assert.equal(res.status, 202);
-          await res.drain();
+        });
+        const transport = new HttpTransport();
+        try {
+          for (const headers of [
+            { 'content-length': String(bytes.byteLength) },
+            {},
+            { 'content-length': String(bytes.byteLength) },
+          ]) {
+            const res = await transport.send({
+              method: 'PATCH',
+              url: new URL(`${url}/upload`),
+              headers,
+              body: () => fileStream(path),
+            });
+            assert.equal(res.status, 202);
+            await res.drain();
+          }
+          assert.deepEqual(got, [sha(bytes), sha(bytes), sha(bytes)]);
+        } finally {
+          transport.close();
         }
-        assert.deepEqual(got, [sha(bytes), sha(bytes), sha(bytes)]);
-      } finally {
-        transport.close();
-      }
-    });
-
-    it('fails, and does not hang, when the file is shorter than the Content-Length or the server goes away', async () => {
-      const { url } = await serve((req, res) => {
-        if (req.url === '/drop') {
-          req.once('data', () => req.socket.destroy());
-          return;
-        }
-        req.resume();
-        req.on('end', () => res.end());
       });
-      const transport = new HttpTransport();
-      try {
-        await assert.rejects(
-          transport.send({
-            method: 'PATCH',
-            url: new URL(`${url}/short`),
-            headers: { 'content-length': String(bytes.byteLength + 10) },
-            body: () => fileStream(path),
-          }),
-          (error: ClientError) =>
-            error.code === 'INVALID_INPUT' &&
-            error.message.startsWith(
-              `Cannot send the body to ${new URL(url).host}: ${path} ended 10 bytes before`,
-            ),
-        );
-        // A file that is gone by the time the request is sent: a one-line error, and no crash from the
-        // stream's own failed open (an unheard 'error' event would end the process).
-        await assert.rejects(
-          transport.send({
-            method: 'PATCH',
-            url: new URL(`${url}/missing`),
-            headers: { 'content-length': '10' },
-            body: () => fileStream(join(dir, 'missing')),
-          }),
-          (error: ClientError) => error.code === 'INVALID_INPUT' && /ENOENT/.test(error.message),
-        );
-        await new Promise((resolve) => setTimeout(resolve, 50));
-        await assert.rejects(
-          transport.send({
-            method: 'PATCH',
-            url: new URL(`${url}/drop`),
-            headers: { 'content-length': String(bytes.byteLength) },
-            body: () => fileStream(path),
-          }),
-          (error: ClientError) =>
-            error.code === 'NETWORK' && /socket hang up|ECONNRESET|EPIPE/.test(error.message),
-        );
-      } finally {
-        transport.close();
-      }
+
+      it('fails, and does not hang, when the file is shorter than the Content-Length or the server goes away', async () => {
+        const { url } = await serve((req, res) => {
+          if (req.url === '/drop') {
+            req.once('data', () => req.socket.destroy());
+            return;
+          }
+          req.resume();
+          req.on('end', () => res.end());
+        });
+        const transport = new HttpTransport();
+        try {
+          await assert.rejects(
+            transport.send({
+              method: 'PATCH',
+              url: new URL(`${url}/short`),
+              headers: { 'content-length': String(bytes.byteLength + 10) },
+              body: () => fileStream(path),
+            }),
+            (error: ClientError) =>
+              error.code === 'INVALID_INPUT' &&
+              error.message.startsWith(
+                `Cannot send the body to ${new URL(url).host}: ${path} ended 10 bytes before`,
+              ),
+          );
+          // A file that is gone by the time the request is sent: a one-line error, and no crash from the
+          // stream's own failed open (an unheard 'error' event would end the process).
+          await assert.rejects(
+            transport.send({
+              method: 'PATCH',
+              url: new URL(`${url}/missing`),
+              headers: { 'content-length': '10' },
+              body: () => fileStream(join(dir, 'missing')),
+            }),
+            (error: ClientError) => error.code === 'INVALID_INPUT' && /ENOENT/.test(error.message),
+          );
+          await new Promise((resolve) => setTimeout(resolve, 50));
+          await assert.rejects(
+            transport.send({
+              method: 'PATCH',
+              url: new URL(`${url}/drop`),
+              headers: { 'content-length': String(bytes.byteLength) },
+              body: () => fileStream(path),
+            }),
+            (error: ClientError) =>
+              error.code === 'NETWORK' && /socket hang up|ECONNRESET|EPIPE/.test(error.message),
+          );
+        } finally {
+          transport.close();
+        }
+      });
     });
-  });
+  }
 });

@@ -9,7 +9,7 @@ import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { existsSync, readFileSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { rootCertificates } from 'node:tls';
-import { fileSourceOf, sendFileTo } from '../oci/index.js';
+import { fileSourceOf, sendFileTo, type DirectSocket, type FileSink } from '../oci/index.js';
 import { ClientError } from './errors.js';
 import { rawGet } from './raw-get.js';
 
@@ -255,7 +255,13 @@ function sendStream(
     stream.on('error', () => undefined);
     stream.destroy();
     // A request that closed first has its own error (a reset, an abort): that is the one that counts.
-    sendFileTo({ file: file.path, start: file.start, length }, req).then(
+    const sink: FileSink = {
+      write: (chunk, done) => req.write(chunk, done),
+      once: (event, listener) => req.once(event, listener),
+      off: (event, listener) => req.off(event, listener),
+      directSocket: () => headSent(req),
+    };
+    sendFileTo({ file: file.path, start: file.start, length }, sink).then(
       (sent) => {
         if (sent) req.end();
       },
@@ -265,6 +271,19 @@ function sendStream(
   }
   stream.on('error', fail);
   stream.pipe(req);
+}
+
+/**
+ * Sends the request's head and, once node has handed it to the OS, gives its socket for the body to be
+ * written straight to (`sendFileTo` with sendfile); undefined when the request has no socket by then.
+ */
+function headSent(req: ClientRequest): Promise<DirectSocket | undefined> {
+  return new Promise((resolve) => {
+    req.write(Buffer.alloc(0), (error) => {
+      const socket = req.socket;
+      resolve(error || !socket ? undefined : { socket, sent: () => undefined });
+    });
+  });
 }
 
 const SYSTEM_BUNDLES = ['/etc/ssl/certs/ca-certificates.crt', '/etc/pki/tls/certs/ca-bundle.crt'];

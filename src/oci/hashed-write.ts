@@ -11,6 +11,7 @@ import {
   takeBufferSet,
 } from './direct-io.js';
 import { hashThreadAllowed } from './hash-thread.js';
+import { kernelSendEnabled } from './kernel-send.js';
 
 export interface HashedWriteOptions {
   /** Hashes every byte written (and counts them). */
@@ -24,12 +25,14 @@ export interface HashedWriteOptions {
 }
 
 /**
- * Checks the writer's switches, `AIRLOCK_DIRECT_IO` and `AIRLOCK_HASH_THREAD`: throws on a value other
- * than 0 or 1, for `serve` and the CLI to refuse at start-up rather than at the first large write.
+ * Checks the I/O switches, `AIRLOCK_DIRECT_IO`, `AIRLOCK_HASH_THREAD` and `AIRLOCK_SENDFILE`: throws on a
+ * value other than 0 or 1 (or on `AIRLOCK_SENDFILE=1` without the addon), for `serve` and the CLI to
+ * refuse at start-up rather than at the first large transfer.
  */
 export function checkWriteSwitches(env: NodeJS.ProcessEnv = process.env): void {
   directIoAllowed(env);
   hashThreadAllowed(env);
+  kernelSendEnabled(env);
 }
 
 /**

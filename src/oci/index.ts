@@ -27,6 +27,8 @@ export { extractLayers, safeEntryPath } from './extract.js';
 export type { ExtractOptions, ExtractLimits, ExtractResult } from './extract.js';
 export { OciLayout, REF_NAME } from './layout.js';
 export { fileStream, fileSourceOf, sendFileTo } from './file-source.js';
+export type { DirectSocket, FileSink } from './file-source.js';
+export { kernelSendEnabled } from './kernel-send.js';
 export type { LayoutIndex } from './layout.js';
 export { checkWriteSwitches, DirectReads, writeHashed } from './hashed-write.js';
 export { hashThread } from './hash-thread.js';

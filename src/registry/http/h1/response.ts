@@ -126,6 +126,30 @@ export class H1Response extends EventEmitter {
     return flushed;
   }
 
+  /**
+   * For `sendFileTo`: sends the head, waits until node has handed it to the OS, and gives the socket for
+   * the body bytes written straight to it (sendfile; the Content-Length set says how many). Undefined
+   * for bodies that need framing or must not be sent (chunked, HEAD, 204/304), for TLS, and once the
+   * connection is gone.
+   */
+  async directSocket(): Promise<{ socket: Socket; sent(bytes: number): void } | undefined> {
+    const socket = this.#channel.socket;
+    if (this.writableEnded || socket.destroyed) return undefined;
+    if (!this.headersSent) socket.write(this.#head(), 'latin1');
+    if (this.#noBody || this.#chunked || (socket as Socket & { encrypted?: boolean }).encrypted)
+      return undefined;
+    const flushed = await new Promise<boolean>((resolve) => {
+      socket.write('', 'latin1', (error) => resolve(!error));
+    });
+    if (!flushed || socket.destroyed) return undefined;
+    return {
+      socket,
+      sent: (bytes) => {
+        this.bodyBytes += bytes;
+      },
+    };
+  }
+
   /** Ends the response, with a last piece of body when given. */
   end(chunk?: string | Uint8Array, callback?: () => void): this {
     if (this.writableEnded) return this;

@@ -1,7 +1,11 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { connect, type AddressInfo, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { kernelSendEnabled, sendFileTo } from '../../../oci/index.js';
 import { H1Server, type H1Request, type H1Response } from './index.js';
 
 type Handler = (req: H1Request, res: H1Response) => void;
@@ -245,6 +249,60 @@ describe('H1Server requests', () => {
     await c.until((t) => t.endsWith('abc'));
     assert.deepEqual(counted, [10, 100_000, 0, 3]);
     c.socket.destroy();
+  });
+
+  it('hands its socket to sendFileTo for a Content-Length body (sendfile), and frames the rest as usual', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'airlock-h1-sendfile-'));
+    try {
+      const bytes = randomBytes(3 * 1024 * 1024 + 77);
+      const file = join(dir, 'blob');
+      await writeFile(file, bytes);
+      const counted: number[] = [];
+      const asked: string[] = [];
+      handler = (req, res) => {
+        res.on('finish', () => counted.push(res.bodyBytes));
+        const sink = {
+          write: (chunk: Uint8Array, done: (error?: Error | null) => void) => res.write(chunk, done),
+          once: (event: 'close', listener: () => void) => res.once(event, listener),
+          off: (event: 'close', listener: () => void) => res.off(event, listener),
+          directSocket: async () => {
+            const direct = await res.directSocket();
+            asked.push(`${req.method} ${req.url} ${direct ? 'direct' : 'through write'}`);
+            return direct;
+          },
+        };
+        if (req.url !== '/chunked') res.setHeader('content-length', bytes.byteLength - 10);
+        void sendFileTo({ file, start: 10, length: bytes.byteLength - 10 }, sink).then(() => res.end());
+      };
+      // A GET, a HEAD, a body without a length (chunked), then the GET again: pipelined, one connection.
+      const c = talk(
+        port,
+        'GET /f HTTP/1.1\r\nHost: x\r\n\r\nHEAD /f HTTP/1.1\r\nHost: x\r\n\r\n' +
+          'GET /chunked HTTP/1.1\r\nHost: x\r\n\r\nGET /f HTTP/1.1\r\nHost: x\r\n\r\n',
+      );
+      const body = bytes.subarray(10).toString('latin1');
+      const text = await c.until((t) => t.length >= 3 * body.length && t.endsWith(body));
+      while (counted.length < 4) await new Promise((resolve) => setImmediate(resolve));
+      assert.deepEqual(statuses(text), [200, 200, 200, 200]);
+      const responses = text.split(/(?=HTTP\/1\.1 200 OK\r\n)/);
+      assert.ok(responses[0]!.endsWith(`\r\n\r\n${body}`), 'first GET: head, then the file range');
+      assert.ok(responses[1]!.endsWith('\r\n\r\n'), 'HEAD: no body');
+      assert.match(responses[2]!, /transfer-encoding: chunked\r\n/);
+      assert.ok(responses[2]!.endsWith('\r\n0\r\n\r\n'), 'chunked: framed by write, then the last chunk');
+      assert.ok(responses[3]!.endsWith(`\r\n\r\n${body}`), 'the connection carries on after a direct send');
+      assert.deepEqual(counted, [bytes.byteLength - 10, 0, bytes.byteLength - 10, bytes.byteLength - 10]);
+      if (kernelSendEnabled()) {
+        assert.deepEqual(asked, [
+          'GET /f direct',
+          'HEAD /f through write',
+          'GET /chunked through write',
+          'GET /f direct',
+        ]);
+      }
+      c.socket.destroy();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('forwards drain with one listener on the socket however many writes are queued', async () => {

@@ -1,0 +1,187 @@
+/*
+ * Airlock's one native part: sendfile(2) from a file to a TCP socket, so a blob goes from the page cache
+ * to the socket without being copied into the process and back (what Go's io.Copy does when it meets an
+ * *os.File). Node has no API for it.
+ *
+ * JS: send(socketFd, fileFd, position, length, cancelFlag, callback) → undefined
+ *   - socketFd, fileFd: descriptors the caller keeps open until the callback; both are dup'ed here, so the
+ *     thread never writes to a number the caller closed and the system reused.
+ *   - cancelFlag: an Int32Array of length 1; storing a non-zero value stops the send within 200 ms.
+ *   - callback(error, sent): error is null, or a string: an errno name ("EPIPE"), "ECANCELED", or "EOF"
+ *     when the file ended before `length` bytes; sent is the number of bytes handed to the socket.
+ * Each send runs on a thread of its own (not libuv's pool: a send waits for a slow reader, and four
+ * such waits would stall every file operation of the process), and reports back through a thread-safe
+ * function. The caller must not write to the socket itself until the callback ran.
+ */
+#define _GNU_SOURCE
+#define NAPI_VERSION 8
+#include <errno.h>
+#include <fcntl.h>
+#include <node_api.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sendfile.h>
+#include <unistd.h>
+
+/* Longest wait for the socket before the cancel flag is looked at again. */
+#define POLL_SLICE_MS 200
+/* At most this much per sendfile call, so the cancel flag is seen between calls. */
+#define CALL_BYTES (8 * 1024 * 1024)
+
+typedef struct {
+  int socket_fd;
+  int file_fd;
+  off_t position;
+  size_t length;
+  size_t sent;
+  /* 0, an errno, or -1 for a file that ended early. */
+  int error;
+  int32_t *cancel;
+  napi_ref cancel_ref;
+  napi_threadsafe_function done;
+} Job;
+
+static int cancelled(const Job *job) { return __atomic_load_n(job->cancel, __ATOMIC_SEQ_CST) != 0; }
+
+static void *run(void *arg) {
+  Job *job = arg;
+  while (job->sent < job->length) {
+    if (cancelled(job)) {
+      job->error = ECANCELED;
+      break;
+    }
+    size_t left = job->length - job->sent;
+    ssize_t n = sendfile(job->socket_fd, job->file_fd, &job->position, left < CALL_BYTES ? left : CALL_BYTES);
+    if (n > 0) {
+      job->sent += (size_t)n;
+      continue;
+    }
+    if (n == 0) {
+      job->error = -1;
+      break;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN) {
+      job->error = errno;
+      break;
+    }
+    struct pollfd wait = {.fd = job->socket_fd, .events = POLLOUT, .revents = 0};
+    if (poll(&wait, 1, POLL_SLICE_MS) < 0 && errno != EINTR) {
+      job->error = errno;
+      break;
+    }
+    /* A socket in error wakes the poll; the next sendfile call reports the error. */
+  }
+  /* `finish` may free the job as soon as it is queued: keep the function in a local. */
+  napi_threadsafe_function done = job->done;
+  napi_call_threadsafe_function(done, job, napi_tsfn_blocking);
+  napi_release_threadsafe_function(done, napi_tsfn_release);
+  return NULL;
+}
+
+static const char *error_name(int error) {
+  if (error == -1) return "EOF";
+  const char *name = strerrorname_np(error);
+  return name != NULL ? name : "EIO";
+}
+
+/* On the JS thread, once the send thread is done: close the copies, report, free. */
+static void finish(napi_env env, napi_value callback, void *context, void *data) {
+  (void)context;
+  Job *job = data;
+  close(job->socket_fd);
+  close(job->file_fd);
+  if (env != NULL) {
+    napi_delete_reference(env, job->cancel_ref);
+    napi_value args[2], global;
+    if (job->error == 0) napi_get_null(env, &args[0]);
+    else napi_create_string_utf8(env, error_name(job->error), NAPI_AUTO_LENGTH, &args[0]);
+    napi_create_double(env, (double)job->sent, &args[1]);
+    napi_get_global(env, &global);
+    napi_call_function(env, global, callback, 2, args, NULL);
+  }
+  free(job);
+}
+
+static napi_value fail(napi_env env, const char *message) {
+  napi_throw_type_error(env, NULL, message);
+  return NULL;
+}
+
+static napi_value send(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value args[6];
+  if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok || argc != 6)
+    return fail(env, "send(socketFd, fileFd, position, length, cancelFlag, callback) takes 6 arguments");
+  int32_t socket_fd, file_fd;
+  int64_t position, length;
+  if (napi_get_value_int32(env, args[0], &socket_fd) != napi_ok || socket_fd < 0 ||
+      napi_get_value_int32(env, args[1], &file_fd) != napi_ok || file_fd < 0)
+    return fail(env, "socketFd and fileFd must be open descriptors");
+  if (napi_get_value_int64(env, args[2], &position) != napi_ok || position < 0 ||
+      napi_get_value_int64(env, args[3], &length) != napi_ok || length < 0)
+    return fail(env, "position and length must be non-negative integers");
+  napi_typedarray_type type;
+  size_t count;
+  void *flag;
+  bool is_typed_array = false;
+  napi_is_typedarray(env, args[4], &is_typed_array);
+  if (!is_typed_array || napi_get_typedarray_info(env, args[4], &type, &count, &flag, NULL, NULL) != napi_ok ||
+      type != napi_int32_array || count < 1)
+    return fail(env, "cancelFlag must be an Int32Array");
+  napi_valuetype kind;
+  if (napi_typeof(env, args[5], &kind) != napi_ok || kind != napi_function)
+    return fail(env, "callback must be a function");
+
+  Job *job = calloc(1, sizeof(Job));
+  if (job == NULL) return fail(env, "out of memory");
+  job->position = (off_t)position;
+  job->length = (size_t)length;
+  job->cancel = flag;
+  job->socket_fd = fcntl(socket_fd, F_DUPFD_CLOEXEC, 0);
+  job->file_fd = job->socket_fd < 0 ? -1 : fcntl(file_fd, F_DUPFD_CLOEXEC, 0);
+  if (job->file_fd < 0) {
+    int error = errno;
+    if (job->socket_fd >= 0) close(job->socket_fd);
+    free(job);
+    napi_throw_error(env, error_name(error), strerror(error));
+    return NULL;
+  }
+  napi_value name;
+  napi_create_string_utf8(env, "airlock-sendfile", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_reference(env, args[4], 1, &job->cancel_ref) != napi_ok ||
+      napi_create_threadsafe_function(env, args[5], NULL, name, 0, 1, NULL, NULL, NULL, finish, &job->done) !=
+          napi_ok) {
+    close(job->socket_fd);
+    close(job->file_fd);
+    free(job);
+    return fail(env, "could not set up the send");
+  }
+  pthread_attr_t attributes;
+  pthread_attr_init(&attributes);
+  pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attributes, 64 * 1024);
+  pthread_t thread;
+  int error = pthread_create(&thread, &attributes, run, job);
+  pthread_attr_destroy(&attributes);
+  if (error != 0) {
+    napi_release_threadsafe_function(job->done, napi_tsfn_abort);
+    napi_delete_reference(env, job->cancel_ref);
+    close(job->socket_fd);
+    close(job->file_fd);
+    free(job);
+    napi_throw_error(env, error_name(error), strerror(error));
+    return NULL;
+  }
+  return NULL;
+}
+
+NAPI_MODULE_INIT() {
+  napi_value function;
+  napi_create_function(env, "send", NAPI_AUTO_LENGTH, send, NULL, &function);
+  napi_set_named_property(env, exports, "send", function);
+  return exports;
+}

@@ -1,0 +1,257 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { mkdtemp, open, rm, writeFile, type FileHandle } from 'node:fs/promises';
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { kernelSend, kernelSendEnabled, KernelSendError, socketIsIdle } from './kernel-send.js';
+import { sendFileTo, type DirectSocket, type FileSink } from './file-source.js';
+
+/** A connected pair on loopback: `client` is ours to send on, `peer` the server's end. */
+async function socketPair(server: Server): Promise<{ client: Socket; peer: Socket }> {
+  const accepted = once(server, 'connection') as Promise<[Socket]>;
+  const address = server.address() as { port: number };
+  const client = connect(address.port, '127.0.0.1');
+  await once(client, 'connect');
+  const [peer] = await accepted;
+  return { client, peer };
+}
+
+async function readAllFrom(socket: Socket, bytes: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of socket) {
+    chunks.push(chunk as Buffer);
+    total += (chunk as Buffer).byteLength;
+    if (total >= bytes) break;
+  }
+  return Buffer.concat(chunks);
+}
+
+// Built by `npm run build`; on a machine without a C compiler or node's headers it is missing and
+// files go through buffers. CI builds it (AIRLOCK_NATIVE=required), so there it must be here.
+const available = kernelSendEnabled({});
+const skip =
+  available || process.env.CI ? false : 'dist/native/sendfile.node was not built (no C compiler here?)';
+
+describe('kernelSend (sendfile through the native addon)', { skip }, () => {
+  let dir: string;
+  let server: Server;
+  let file: FileHandle;
+  // Not a multiple of any page or call size, larger than a socket buffer many times over.
+  const bytes = randomBytes(24 * 1024 * 1024 + 4321);
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'airlock-kernel-send-'));
+    await writeFile(join(dir, 'blob'), bytes);
+    file = await open(join(dir, 'blob'), 'r');
+    server = createServer();
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+  });
+  after(async () => {
+    await file.close();
+    server.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('is built here when CI runs (the build must not quietly fall back)', () => {
+    assert.equal(available, true);
+  });
+
+  it('reads AIRLOCK_SENDFILE: 0 turns it off, 1 requires it, anything else is refused', () => {
+    assert.equal(kernelSendEnabled({ AIRLOCK_SENDFILE: '0' }), false);
+    assert.equal(kernelSendEnabled({ AIRLOCK_SENDFILE: '1' }), true);
+    assert.throws(
+      () => kernelSendEnabled({ AIRLOCK_SENDFILE: 'off' }),
+      /AIRLOCK_SENDFILE must be 0 .* not "off"/,
+    );
+  });
+
+  it('sends a range of a file, from an offset, byte for byte', async () => {
+    const { client, peer } = await socketPair(server);
+    const start = 1_000_003;
+    const length = bytes.byteLength - start - 17;
+    const received = readAllFrom(peer, length);
+    await kernelSend(client, { fileFd: file.fd, position: start, length }, new AbortController().signal);
+    assert.ok(socketIsIdle(client), 'node has nothing queued on the socket afterwards');
+    // The socket is still node's: a write after the send arrives after the file's bytes.
+    client.end(Buffer.from('tail'));
+    const got = await received;
+    const rest = await readAllFrom(peer, 4).catch(() => Buffer.alloc(0));
+    const all = Buffer.concat([got, rest]);
+    assert.ok(all.subarray(0, length).equals(bytes.subarray(start, start + length)));
+    assert.equal(all.subarray(length).toString(), 'tail');
+    peer.destroy();
+  });
+
+  it('fails with EOF and the count sent when the file ends before the range', async () => {
+    const { client, peer } = await socketPair(server);
+    peer.resume();
+    const error = await kernelSend(
+      client,
+      { fileFd: file.fd, position: bytes.byteLength - 1000, length: 5000 },
+      new AbortController().signal,
+    ).catch((e: unknown) => e);
+    assert.ok(error instanceof KernelSendError);
+    assert.equal(error.code, 'EOF');
+    assert.equal(error.sent, 1000);
+    client.destroy();
+    peer.destroy();
+  });
+
+  it('stops on abort while the reader is not reading, and leaves the socket to its owner', async () => {
+    const { client, peer } = await socketPair(server);
+    peer.pause();
+    const controller = new AbortController();
+    const sending = kernelSend(
+      client,
+      { fileFd: file.fd, position: 0, length: bytes.byteLength },
+      controller.signal,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const started = Date.now();
+    controller.abort();
+    const error = await sending.catch((e: unknown) => e);
+    assert.ok(error instanceof KernelSendError);
+    assert.equal(error.code, 'ECANCELED');
+    assert.ok(error.sent > 0 && error.sent < bytes.byteLength, `sent ${error.sent}`);
+    assert.ok(Date.now() - started < 2000, 'the send stops within its poll slice');
+    assert.equal(client.destroyed, false);
+    client.destroy();
+    peer.destroy();
+  });
+
+  it('fails with the socket error when the reader goes away mid-send', async () => {
+    const { client, peer } = await socketPair(server);
+    client.on('error', () => undefined);
+    peer.once('data', () => peer.resetAndDestroy());
+    const error = await kernelSend(
+      client,
+      { fileFd: file.fd, position: 0, length: bytes.byteLength },
+      new AbortController().signal,
+    ).catch((e: unknown) => e);
+    assert.ok(error instanceof KernelSendError);
+    assert.match(error.code, /^(EPIPE|ECONNRESET)$/);
+    client.destroy();
+  });
+
+  it('keeps many concurrent sends apart (each on its own thread and socket)', async () => {
+    const pairs: Array<{ client: Socket; peer: Socket }> = [];
+    for (let index = 0; index < 16; index++) pairs.push(await socketPair(server));
+    await Promise.all(
+      pairs.map(async ({ client, peer }, index) => {
+        const start = index * 65_537;
+        const length = 3 * 1024 * 1024 + index;
+        const received = readAllFrom(peer, length);
+        await kernelSend(client, { fileFd: file.fd, position: start, length }, new AbortController().signal);
+        assert.ok((await received).equals(bytes.subarray(start, start + length)), `pair ${index}`);
+        client.destroy();
+        peer.destroy();
+      }),
+    );
+  });
+
+  it('refuses arguments of the wrong kind, and a closed descriptor, without sending', async () => {
+    const { client, peer } = await socketPair(server);
+    const bad = new AbortController().signal;
+    await assert.rejects(
+      kernelSend(client, { fileFd: -1, position: 0, length: 1 }, bad),
+      /socketFd and fileFd must be open descriptors/,
+    );
+    await assert.rejects(
+      kernelSend(client, { fileFd: file.fd, position: -5, length: 1 }, bad),
+      /position and length must be non-negative/,
+    );
+    await assert.rejects(kernelSend(client, { fileFd: 987_654, position: 0, length: 1 }, bad), {
+      code: 'EBADF',
+    });
+    client.destroy();
+    peer.destroy();
+    await assert.rejects(
+      kernelSend(client, { fileFd: file.fd, position: 0, length: 1 }, bad),
+      /The socket has no descriptor/,
+    );
+  });
+
+  it('is what sendFileTo uses for a sink that hands over its socket; the sink counts the bytes', async () => {
+    const { client, peer } = await socketPair(server);
+    const length = 5 * 1024 * 1024;
+    let counted = 0;
+    let written = 0;
+    const sink: FileSink = {
+      write: (chunk, done) => {
+        written += chunk.byteLength;
+        return client.write(chunk, done);
+      },
+      once: (event, listener) => client.once(event, listener),
+      off: (event, listener) => client.off(event, listener),
+      directSocket: (): Promise<DirectSocket> =>
+        Promise.resolve({ socket: client, sent: (n: number) => (counted += n) }),
+    };
+    const received = readAllFrom(peer, length);
+    assert.equal(await sendFileTo({ file: join(dir, 'blob'), start: 7, length }, sink), true);
+    assert.ok((await received).equals(bytes.subarray(7, 7 + length)));
+    assert.equal(counted, length);
+    assert.equal(written, 0, 'no byte went through write');
+    client.destroy();
+    peer.destroy();
+  });
+
+  it('sendFileTo reports false, and the socket is destroyed, when the reader resets', async () => {
+    const { client, peer } = await socketPair(server);
+    // Either node's reader sees the reset first (it destroys the socket, maybe with its own error) or the
+    // send does (it destroys the socket with "Sending to the socket failed (EPIPE)").
+    const errors: Error[] = [];
+    client.on('error', (error) => errors.push(error));
+    peer.once('data', () => peer.resetAndDestroy());
+    const sink: FileSink = {
+      write: (chunk, done) => client.write(chunk, done),
+      once: (event, listener) => client.once(event, listener),
+      off: (event, listener) => client.off(event, listener),
+      directSocket: () => Promise.resolve({ socket: client, sent: () => undefined }),
+    };
+    assert.equal(
+      await sendFileTo({ file: join(dir, 'blob'), start: 0, length: bytes.byteLength }, sink),
+      false,
+    );
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(client.destroyed, true);
+    for (const error of errors) assert.match(error.message, /EPIPE|ECONNRESET/);
+  });
+
+  it('sendFileTo falls back to write when AIRLOCK_SENDFILE=0 or the range is small', async () => {
+    const saved = process.env.AIRLOCK_SENDFILE;
+    try {
+      for (const [setting, length] of [
+        ['0', 2 * 1024 * 1024],
+        [undefined, 100 * 1024],
+      ] as const) {
+        if (setting === undefined) delete process.env.AIRLOCK_SENDFILE;
+        else process.env.AIRLOCK_SENDFILE = setting;
+        const { client, peer } = await socketPair(server);
+        let asked = false;
+        const sink: FileSink = {
+          write: (chunk, done) => client.write(chunk, done),
+          once: (event, listener) => client.once(event, listener),
+          off: (event, listener) => client.off(event, listener),
+          directSocket: () => {
+            asked = true;
+            return Promise.resolve({ socket: client, sent: () => undefined });
+          },
+        };
+        const received = readAllFrom(peer, length);
+        assert.equal(await sendFileTo({ file: join(dir, 'blob'), start: 0, length }, sink), true);
+        assert.ok((await received).equals(bytes.subarray(0, length)));
+        assert.equal(asked, false, `AIRLOCK_SENDFILE=${setting ?? ''}, ${length} bytes`);
+        client.destroy();
+        peer.destroy();
+      }
+    } finally {
+      if (saved === undefined) delete process.env.AIRLOCK_SENDFILE;
+      else process.env.AIRLOCK_SENDFILE = saved;
+    }
+  });
+});

@@ -1,0 +1,120 @@
+import { existsSync } from 'node:fs';
+import type { Socket } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { envSwitch } from './env-switch.js';
+
+/** The addon built from native/sendfile.c (see there for the contract). */
+interface NativeSend {
+  send(
+    socketFd: number,
+    fileFd: number,
+    position: number,
+    length: number,
+    cancel: Int32Array,
+    callback: (error: string | null, sent: number) => void,
+  ): void;
+}
+
+/**
+ * Where the addon is looked for: `npm run build` writes it to dist/native/, one folder up from the
+ * bundled CLI's chunks (dist/bin/) and two from tsc's output (dist/src/oci/).
+ */
+const CANDIDATES = ['../native/sendfile.node', '../../native/sendfile.node'];
+
+let loaded: { native: NativeSend | undefined; problem: string } | undefined;
+
+function load(): { native: NativeSend | undefined; problem: string } {
+  if (loaded) return loaded;
+  let problem = `no native/sendfile.node next to ${fileURLToPath(import.meta.url)} (npm run build makes it)`;
+  if (process.platform !== 'linux') problem = `sendfile(2) is used on Linux only, not ${process.platform}`;
+  else {
+    for (const candidate of CANDIDATES) {
+      const path = fileURLToPath(new URL(candidate, import.meta.url));
+      if (!existsSync(path)) continue;
+      try {
+        const module = { exports: {} as NativeSend };
+        process.dlopen(module, path);
+        if (typeof module.exports.send !== 'function') throw new Error('it has no send function');
+        loaded = { native: module.exports, problem: '' };
+        return loaded;
+      } catch (error) {
+        problem = `${path} does not load: ${(error as Error).message}`;
+      }
+    }
+  }
+  loaded = { native: undefined, problem };
+  return loaded;
+}
+
+/**
+ * Whether files are sent to plain TCP sockets with sendfile(2): `AIRLOCK_SENDFILE` unset means when the
+ * addon is built, 0 never, 1 always (an addon that is missing is then an error, not a slower path).
+ */
+export function kernelSendEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
+  const setting = envSwitch(env, 'AIRLOCK_SENDFILE');
+  if (setting === false) return false;
+  const { native, problem } = load();
+  if (setting === true && !native) throw new Error(`AIRLOCK_SENDFILE=1, but ${problem}`);
+  return native !== undefined;
+}
+
+/** A failed kernel send; `code` is the errno name, or 'EOF' when the file ended before the range did. */
+export class KernelSendError extends Error {
+  readonly code: string;
+  readonly sent: number;
+  constructor(code: string, sent: number) {
+    super(`sendfile failed with ${code} after ${sent} bytes`);
+    this.name = 'KernelSendError';
+    this.code = code;
+    this.sent = sent;
+  }
+}
+
+/**
+ * Sends `length` bytes of the open file `fileFd` from offset `position` to `socket` with sendfile(2), on a
+ * thread of its own. The caller guarantees nothing else is queued on the socket and writes nothing to it
+ * until this settles. `signal` stops the send (within 200 ms) with a KernelSendError 'ECANCELED'.
+ * Resolves once every byte is in the socket's send buffer. Throws when `kernelSendEnabled()` is false.
+ */
+export function kernelSend(
+  socket: Socket,
+  range: { fileFd: number; position: number; length: number },
+  signal: AbortSignal,
+): Promise<void> {
+  const { native, problem } = load();
+  if (!native) return Promise.reject(new Error(`No kernel send: ${problem}`));
+  const socketFd = socketFdOf(socket);
+  if (socketFd === undefined) return Promise.reject(new Error('The socket has no descriptor'));
+  const cancel = new Int32Array(1);
+  const onAbort = (): void => {
+    Atomics.store(cancel, 0, 1);
+  };
+  return new Promise<void>((resolve, reject) => {
+    signal.addEventListener('abort', onAbort, { once: true });
+    if (signal.aborted) onAbort();
+    try {
+      native.send(socketFd, range.fileFd, range.position, range.length, cancel, (error, sent) => {
+        signal.removeEventListener('abort', onAbort);
+        if (error) reject(new KernelSendError(error, sent));
+        else resolve();
+      });
+    } catch (error) {
+      signal.removeEventListener('abort', onAbort);
+      reject(error instanceof Error ? error : new Error(String(error)));
+    }
+  });
+}
+
+/** The descriptor of a plain TCP socket (node keeps it on the handle); undefined for TLS or none. */
+function socketFdOf(socket: Socket): number | undefined {
+  if ((socket as Socket & { encrypted?: boolean }).encrypted) return undefined;
+  const fd = (socket as Socket & { _handle?: { fd?: unknown } })._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+}
+
+/** Whether bytes can go straight to this socket: plain TCP, open, nothing queued in node or libuv. */
+export function socketIsIdle(socket: Socket): boolean {
+  if (socket.destroyed || !socket.writable || socket.writableLength > 0) return false;
+  const handle = (socket as Socket & { _handle?: { writeQueueSize?: unknown } })._handle;
+  return socketFdOf(socket) !== undefined && handle?.writeQueueSize === 0;
+}
