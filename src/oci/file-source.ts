@@ -2,7 +2,7 @@ import { createReadStream } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
-import { kernelSend, kernelSendEnabled, KernelSendError, socketIsIdle } from './kernel-send.js';
+import { kernelSend, kernelSendFree, KernelSendError, socketIsIdle } from './kernel-send.js';
 import { discardBufferSet, returnBufferSet, takePooledBufferSet, type BufferSet } from './direct-io.js';
 
 /** Where a stream made by `fileStream` reads from. */
@@ -159,7 +159,7 @@ const KERNEL_SEND_MIN = SMALL_RANGE;
  * when a write fails), and the result is false.
  */
 export async function sendFileTo(range: SendRange, sink: FileSink): Promise<boolean> {
-  if (range.length >= KERNEL_SEND_MIN && sink.directSocket && kernelSendEnabled()) {
+  if (range.length >= KERNEL_SEND_MIN && sink.directSocket && kernelSendFree()) {
     const direct = await sink.directSocket(range.length);
     if (direct && socketIsIdle(direct.socket)) return sendDirect(range, direct);
   }

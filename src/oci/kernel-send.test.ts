@@ -6,7 +6,14 @@ import { mkdtemp, open, rm, writeFile, type FileHandle } from 'node:fs/promises'
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { kernelSend, kernelSendEnabled, KernelSendError, socketIsIdle } from './kernel-send.js';
+import {
+  kernelSend,
+  kernelSendEnabled,
+  kernelSendFree,
+  KernelSendError,
+  MAX_KERNEL_SENDS,
+  socketIsIdle,
+} from './kernel-send.js';
 import { sendFileTo, type DirectSocket, type FileSink } from './file-source.js';
 
 /** A connected pair on loopback: `client` is ours to send on, `peer` the server's end. */
@@ -136,6 +143,32 @@ describe('kernelSend (sendfile through the native addon)', { skip }, () => {
     assert.ok(error instanceof KernelSendError);
     assert.match(error.code, /^(EPIPE|ECONNRESET)$/);
     client.destroy();
+  });
+
+  it('is not free with MAX_KERNEL_SENDS in flight, and free again once they end, however they end', async () => {
+    const pairs: Array<{ client: Socket; peer: Socket }> = [];
+    for (let index = 0; index < MAX_KERNEL_SENDS; index++) pairs.push(await socketPair(server));
+    const controller = new AbortController();
+    const sends = pairs.map(({ client, peer }) => {
+      peer.pause();
+      assert.equal(kernelSendFree(), true);
+      return kernelSend(
+        client,
+        { fileFd: file.fd, position: 0, length: bytes.byteLength },
+        controller.signal,
+      );
+    });
+    assert.equal(kernelSendFree(), false, 'every slot is taken by a send waiting for its reader');
+    controller.abort();
+    const results = await Promise.allSettled(sends);
+    assert.ok(
+      results.every((r) => r.status === 'rejected' && (r.reason as KernelSendError).code === 'ECANCELED'),
+    );
+    assert.equal(kernelSendFree(), true);
+    for (const { client, peer } of pairs) {
+      client.destroy();
+      peer.destroy();
+    }
   });
 
   it('keeps many concurrent sends apart (each on its own thread and socket)', async () => {

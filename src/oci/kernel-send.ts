@@ -58,6 +58,18 @@ export function kernelSendEnabled(env: NodeJS.ProcessEnv = process.env): boolean
   return native !== undefined;
 }
 
+/**
+ * Sends in flight at most, each on a thread of its own; past it, `kernelSendFree()` is false and callers
+ * send through buffers (a thousand slow downloads must not become a thousand threads).
+ */
+export const MAX_KERNEL_SENDS = 64;
+let inFlight = 0;
+
+/** Whether another kernel send may start now (enabled, and fewer than MAX_KERNEL_SENDS in flight). */
+export function kernelSendFree(): boolean {
+  return inFlight < MAX_KERNEL_SENDS && kernelSendEnabled();
+}
+
 /** A failed kernel send; `code` is the errno name, or 'EOF' when the file ended before the range did. */
 export class KernelSendError extends Error {
   readonly code: string;
@@ -92,13 +104,16 @@ export function kernelSend(
   return new Promise<void>((resolve, reject) => {
     signal.addEventListener('abort', onAbort, { once: true });
     if (signal.aborted) onAbort();
+    inFlight++;
     try {
       native.send(socketFd, range.fileFd, range.position, range.length, cancel, (error, sent) => {
+        inFlight--;
         signal.removeEventListener('abort', onAbort);
         if (error) reject(new KernelSendError(error, sent));
         else resolve();
       });
     } catch (error) {
+      inFlight--;
       signal.removeEventListener('abort', onAbort);
       reject(error instanceof Error ? error : new Error(String(error)));
     }
