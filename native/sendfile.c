@@ -10,8 +10,13 @@
  *   - callback(error, sent): error is null, or a string: an errno name ("EPIPE"), "ECANCELED", or "EOF"
  *     when the file ended before `length` bytes; sent is the number of bytes handed to the socket.
  * Each send runs on a thread of its own (not libuv's pool: a send waits for a slow reader, and four
- * such waits would stall every file operation of the process), and reports back through a thread-safe
- * function. The caller must not write to the socket itself until the callback ran.
+ * such waits would stall every file operation of the process), with every signal blocked, and reports
+ * back through a thread-safe function. The caller must not write to the socket itself until the
+ * callback ran.
+ *
+ * Main thread only: when a worker thread's environment is torn down, node frees the thread-safe
+ * function and the cancel flag's memory while a send may still run, so the JS side never loads this in
+ * a worker (src/oci/kernel-send.ts).
  */
 #define _GNU_SOURCE
 #define NAPI_VERSION 8
@@ -20,6 +25,7 @@
 #include <node_api.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,10 +88,31 @@ static void *run(void *arg) {
   return NULL;
 }
 
+/* errno names for the errors a send can meet; others are reported as EIO. (strerrorname_np would
+ * do, but only glibc 2.32 and later have it.) */
 static const char *error_name(int error) {
-  if (error == -1) return "EOF";
-  const char *name = strerrorname_np(error);
-  return name != NULL ? name : "EIO";
+  switch (error) {
+    case -1: return "EOF";
+    case EPIPE: return "EPIPE";
+    case ECONNRESET: return "ECONNRESET";
+    case ECANCELED: return "ECANCELED";
+    case ETIMEDOUT: return "ETIMEDOUT";
+    case EHOSTUNREACH: return "EHOSTUNREACH";
+    case ENETUNREACH: return "ENETUNREACH";
+    case ENETDOWN: return "ENETDOWN";
+    case ENOTCONN: return "ENOTCONN";
+    case ENOTSOCK: return "ENOTSOCK";
+    case EBADF: return "EBADF";
+    case EINVAL: return "EINVAL";
+    case ENOMEM: return "ENOMEM";
+    case ENOBUFS: return "ENOBUFS";
+    case EMFILE: return "EMFILE";
+    case ENFILE: return "ENFILE";
+    case EAGAIN: return "EAGAIN";
+    case EOVERFLOW: return "EOVERFLOW";
+    case ESPIPE: return "ESPIPE";
+    default: return "EIO";
+  }
 }
 
 /* On the JS thread, once the send thread is done: close the copies, report, free. */
@@ -152,9 +179,15 @@ static napi_value send(napi_env env, napi_callback_info info) {
   }
   napi_value name;
   napi_create_string_utf8(env, "airlock-sendfile", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_reference(env, args[4], 1, &job->cancel_ref) != napi_ok ||
-      napi_create_threadsafe_function(env, args[5], NULL, name, 0, 1, NULL, NULL, NULL, finish, &job->done) !=
-          napi_ok) {
+  if (napi_create_reference(env, args[4], 1, &job->cancel_ref) != napi_ok) {
+    close(job->socket_fd);
+    close(job->file_fd);
+    free(job);
+    return fail(env, "could not set up the send");
+  }
+  if (napi_create_threadsafe_function(env, args[5], NULL, name, 0, 1, NULL, NULL, NULL, finish, &job->done) !=
+      napi_ok) {
+    napi_delete_reference(env, job->cancel_ref);
     close(job->socket_fd);
     close(job->file_fd);
     free(job);
@@ -164,8 +197,13 @@ static napi_value send(napi_env env, napi_callback_info info) {
   pthread_attr_init(&attributes);
   pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
   pthread_attr_setstacksize(&attributes, 64 * 1024);
+  /* The thread starts with every signal blocked (it inherits this thread's mask, restored after). */
+  sigset_t all, before;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &before);
   pthread_t thread;
   int error = pthread_create(&thread, &attributes, run, job);
+  pthread_sigmask(SIG_SETMASK, &before, NULL);
   pthread_attr_destroy(&attributes);
   if (error != 0) {
     napi_release_threadsafe_function(job->done, napi_tsfn_abort);

@@ -279,7 +279,11 @@ function sendStream(
  */
 function headSent(req: ClientRequest): Promise<DirectSocket | undefined> {
   return new Promise((resolve) => {
+    // A request destroyed before its head went out never calls back; it closes (and fails on its own).
+    const onClose = (): void => resolve(undefined);
+    req.once('close', onClose);
     req.write(Buffer.alloc(0), (error) => {
+      req.off('close', onClose);
       const socket = req.socket;
       resolve(error || !socket ? undefined : { socket, sent: () => undefined });
     });

@@ -2,7 +2,13 @@ import { createReadStream } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
-import { kernelSend, kernelSendFree, KernelSendError, socketIsIdle } from './kernel-send.js';
+import {
+  kernelSend,
+  KernelSendError,
+  KernelSendUnavailable,
+  reserveKernelSend,
+  socketIsIdle,
+} from './kernel-send.js';
 import { discardBufferSet, returnBufferSet, takePooledBufferSet, type BufferSet } from './direct-io.js';
 
 /** Where a stream made by `fileStream` reads from. */
@@ -159,9 +165,18 @@ const KERNEL_SEND_MIN = SMALL_RANGE;
  * when a write fails), and the result is false.
  */
 export async function sendFileTo(range: SendRange, sink: FileSink): Promise<boolean> {
-  if (range.length >= KERNEL_SEND_MIN && sink.directSocket && kernelSendFree()) {
-    const direct = await sink.directSocket(range.length);
-    if (direct && socketIsIdle(direct.socket)) return sendDirect(range, direct);
+  // The place is taken before the first await, so that concurrent sends cannot all pass the cap.
+  const slot = range.length >= KERNEL_SEND_MIN && sink.directSocket ? reserveKernelSend() : undefined;
+  if (slot && sink.directSocket) {
+    try {
+      const direct = await sink.directSocket(range.length);
+      if (direct) {
+        const outcome = await sendDirect(range, direct);
+        if (outcome !== 'unavailable') return outcome === 'sent';
+      }
+    } finally {
+      slot.release();
+    }
   }
   const closed = new AbortController();
   const onClose = (): void => closed.abort(new Error('The destination closed before the file was sent'));
@@ -177,18 +192,28 @@ export async function sendFileTo(range: SendRange, sink: FileSink): Promise<bool
   }
 }
 
-async function sendDirect(range: SendRange, direct: DirectSocket): Promise<boolean> {
+/**
+ * The kernel send of `sendFileTo`: 'sent', 'closed' (the socket closed or failed first), or
+ * 'unavailable' when it could not start and nothing was written (the caller sends through buffers).
+ */
+async function sendDirect(
+  range: SendRange,
+  direct: DirectSocket,
+): Promise<'sent' | 'closed' | 'unavailable'> {
   const { file, start, length } = range;
   const { socket } = direct;
+  const handle = typeof file === 'string' ? await open(file, 'r') : file;
   const closed = new AbortController();
   const onClose = (): void => closed.abort();
   socket.once('close', onClose);
-  const handle = typeof file === 'string' ? await open(file, 'r') : file;
   try {
+    // Checked again after the open: something may have been queued on the socket meanwhile.
+    if (!socketIsIdle(socket)) return 'unavailable';
     await kernelSend(socket, { fileFd: handle.fd, position: start, length }, closed.signal);
     direct.sent(length);
-    return true;
+    return 'sent';
   } catch (error) {
+    if (error instanceof KernelSendUnavailable) return 'unavailable';
     if (!(error instanceof KernelSendError)) throw error;
     if (error.code === 'EOF') {
       // Part of the body is out: the sink's owner ends the connection, as after a failed `sendFile`.
@@ -200,7 +225,7 @@ async function sendDirect(range: SendRange, direct: DirectSocket): Promise<boole
       failure.code = error.code;
       socket.destroy(failure);
     }
-    return false;
+    return 'closed';
   } finally {
     socket.off('close', onClose);
     if (typeof file === 'string') await handle.close();

@@ -1,15 +1,16 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { once } from 'node:events';
+import { EventEmitter, once } from 'node:events';
 import { mkdtemp, open, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
+import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
 import {
   kernelSend,
   kernelSendEnabled,
-  kernelSendFree,
+  reserveKernelSend,
   KernelSendError,
   MAX_KERNEL_SENDS,
   socketIsIdle,
@@ -75,6 +76,17 @@ describe('kernelSend (sendfile through the native addon)', { skip }, () => {
       () => kernelSendEnabled({ AIRLOCK_SENDFILE: 'off' }),
       /AIRLOCK_SENDFILE must be 0 .* not "off"/,
     );
+  });
+
+  it('is off in worker threads, whose teardown would free what a running send uses', async () => {
+    const url = new URL('./kernel-send.js', import.meta.url).href;
+    const worker = new Worker(
+      `import(${JSON.stringify(url)}).then((m) => require('node:worker_threads').parentPort.postMessage(m.kernelSendEnabled({})))`,
+      { eval: true },
+    );
+    const [enabled] = (await once(worker, 'message')) as [boolean];
+    await worker.terminate();
+    assert.equal(enabled, false);
   });
 
   it('sends a range of a file, from an offset, byte for byte', async () => {
@@ -145,30 +157,65 @@ describe('kernelSend (sendfile through the native addon)', { skip }, () => {
     client.destroy();
   });
 
-  it('is not free with MAX_KERNEL_SENDS in flight, and free again once they end, however they end', async () => {
+  it('gives at most MAX_KERNEL_SENDS places at once, each back once released (twice is once)', () => {
+    const slots = Array.from({ length: MAX_KERNEL_SENDS }, () => reserveKernelSend());
+    assert.ok(slots.every((slot) => slot !== undefined));
+    assert.equal(reserveKernelSend(), undefined, 'every place is taken');
+    slots[0]?.release();
+    slots[0]?.release();
+    const again = reserveKernelSend();
+    assert.ok(again);
+    assert.equal(reserveKernelSend(), undefined, 'a second release gave nothing back');
+    again.release();
+    for (const slot of slots) slot?.release();
+    const fresh = reserveKernelSend();
+    assert.ok(fresh);
+    fresh.release();
+  });
+
+  it('sendFileTo keeps to the cap when many start at once, and sends the rest through buffers', async () => {
+    // Each sink hands over its socket one turn of the loop later, as the client's does after its head.
     const pairs: Array<{ client: Socket; peer: Socket }> = [];
-    for (let index = 0; index < MAX_KERNEL_SENDS; index++) pairs.push(await socketPair(server));
-    const controller = new AbortController();
-    const sends = pairs.map(({ client, peer }) => {
-      peer.pause();
-      assert.equal(kernelSendFree(), true);
-      return kernelSend(
-        client,
-        { fileFd: file.fd, position: 0, length: bytes.byteLength },
-        controller.signal,
-      );
-    });
-    assert.equal(kernelSendFree(), false, 'every slot is taken by a send waiting for its reader');
-    controller.abort();
-    const results = await Promise.allSettled(sends);
-    assert.ok(
-      results.every((r) => r.status === 'rejected' && (r.reason as KernelSendError).code === 'ECANCELED'),
+    const count = MAX_KERNEL_SENDS + 6;
+    for (let index = 0; index < count; index++) pairs.push(await socketPair(server));
+    let direct = 0;
+    let peak = 0;
+    let running = 0;
+    const length = 512 * 1024;
+    const results = await Promise.all(
+      pairs.map(async ({ client, peer }) => {
+        const received = readAllFrom(peer, length);
+        const sink: FileSink = {
+          write: (chunk, done) => client.write(chunk, done),
+          once: (event, listener) => client.once(event, listener),
+          off: (event, listener) => client.off(event, listener),
+          directSocket: async () => {
+            await new Promise((resolve) => setImmediate(resolve));
+            direct++;
+            running++;
+            peak = Math.max(peak, running);
+            return {
+              socket: client,
+              sent: () => {
+                running--;
+              },
+            };
+          },
+        };
+        const sent = await sendFileTo({ file: join(dir, 'blob'), start: 0, length }, sink);
+        const ok = (await received).subarray(0, length).equals(bytes.subarray(0, length));
+        client.destroy();
+        peer.destroy();
+        return sent && ok;
+      }),
     );
-    assert.equal(kernelSendFree(), true);
-    for (const { client, peer } of pairs) {
-      client.destroy();
-      peer.destroy();
-    }
+    assert.ok(results.every(Boolean), 'every send delivered its bytes');
+    assert.equal(
+      direct,
+      MAX_KERNEL_SENDS,
+      'only as many sinks were asked for their socket as there are places',
+    );
+    assert.ok(peak <= MAX_KERNEL_SENDS);
   });
 
   it('keeps many concurrent sends apart (each on its own thread and socket)', async () => {
@@ -253,6 +300,36 @@ describe('kernelSend (sendfile through the native addon)', { skip }, () => {
     await new Promise((resolve) => setImmediate(resolve));
     assert.equal(client.destroyed, true);
     for (const error of errors) assert.match(error.message, /EPIPE|ECONNRESET/);
+  });
+
+  it('sendFileTo sends through write when the kernel send cannot start (here: no descriptor to copy)', async () => {
+    const { client, peer } = await socketPair(server);
+    // Looks idle and plain, but its descriptor is not open: the addon's dup fails with EBADF before
+    // anything is written, as it would with EMFILE, and so would a thread that cannot be created.
+    const broken = Object.assign(new EventEmitter(), {
+      destroyed: false,
+      writable: true,
+      writableLength: 0,
+      _handle: { fd: 987_654, writeQueueSize: 0 },
+    }) as unknown as Socket;
+    let written = 0;
+    const sink: FileSink = {
+      write: (chunk, done) => {
+        written += chunk.byteLength;
+        return client.write(chunk, done);
+      },
+      once: (event, listener) => client.once(event, listener),
+      off: (event, listener) => client.off(event, listener),
+      directSocket: () => Promise.resolve({ socket: broken, sent: () => undefined }),
+    };
+    const length = 2 * 1024 * 1024;
+    const received = readAllFrom(peer, length);
+    assert.equal(await sendFileTo({ file: join(dir, 'blob'), start: 0, length }, sink), true);
+    assert.ok((await received).subarray(0, length).equals(bytes.subarray(0, length)));
+    assert.equal(written, length);
+    assert.ok(reserveKernelSend()?.release() === undefined, 'its place was given back');
+    client.destroy();
+    peer.destroy();
   });
 
   it('sendFileTo falls back to write when AIRLOCK_SENDFILE=0 or the range is small', async () => {

@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { isMainThread } from 'node:worker_threads';
 import { envSwitch } from './env-switch.js';
 
 /** The addon built from native/sendfile.c (see there for the contract). */
@@ -27,7 +28,10 @@ function load(): { native: NativeSend | undefined; problem: string } {
   if (loaded) return loaded;
   let problem = `no native/sendfile.node next to ${fileURLToPath(import.meta.url)} (npm run build makes it)`;
   if (process.platform !== 'linux') problem = `sendfile(2) is used on Linux only, not ${process.platform}`;
-  else {
+  else if (!isMainThread) {
+    // A worker's teardown frees what a running send still uses (native/sendfile.c says more).
+    problem = 'kernel sends run on the main thread only';
+  } else {
     for (const candidate of CANDIDATES) {
       const path = fileURLToPath(new URL(candidate, import.meta.url));
       if (!existsSync(path)) continue;
@@ -59,15 +63,46 @@ export function kernelSendEnabled(env: NodeJS.ProcessEnv = process.env): boolean
 }
 
 /**
- * Sends in flight at most, each on a thread of its own; past it, `kernelSendFree()` is false and callers
- * send through buffers (a thousand slow downloads must not become a thousand threads).
+ * Sends in flight at most, each on a thread of its own; past it, `reserveKernelSend()` gives nothing and
+ * callers send through buffers (a thousand slow downloads must not become a thousand threads).
  */
 export const MAX_KERNEL_SENDS = 64;
-let inFlight = 0;
+let reserved = 0;
 
-/** Whether another kernel send may start now (enabled, and fewer than MAX_KERNEL_SENDS in flight). */
-export function kernelSendFree(): boolean {
-  return inFlight < MAX_KERNEL_SENDS && kernelSendEnabled();
+/** A place among the MAX_KERNEL_SENDS; `release()` gives it back (once; later calls do nothing). */
+export interface KernelSendSlot {
+  release(): void;
+}
+
+/**
+ * Takes a place for one kernel send, at once (before any await, so concurrent callers cannot all pass
+ * the check); undefined when kernel sends are off or every place is taken.
+ */
+export function reserveKernelSend(): KernelSendSlot | undefined {
+  if (reserved >= MAX_KERNEL_SENDS || !kernelSendEnabled()) return undefined;
+  reserved++;
+  let held = true;
+  return {
+    release: () => {
+      if (!held) return;
+      held = false;
+      reserved--;
+    },
+  };
+}
+
+/**
+ * A kernel send that could not start (no descriptor to duplicate, no thread): nothing was written, so
+ * the caller can send the same bytes another way.
+ */
+export class KernelSendUnavailable extends Error {
+  /** The errno name when the system refused (EMFILE, EBADF, EAGAIN, …). */
+  readonly code: string | undefined;
+  constructor(message: string, options?: { cause: unknown; code?: string | undefined }) {
+    super(message, options);
+    this.name = 'KernelSendUnavailable';
+    this.code = options?.code;
+  }
 }
 
 /** A failed kernel send; `code` is the errno name, or 'EOF' when the file ended before the range did. */
@@ -94,9 +129,10 @@ export function kernelSend(
   signal: AbortSignal,
 ): Promise<void> {
   const { native, problem } = load();
-  if (!native) return Promise.reject(new Error(`No kernel send: ${problem}`));
+  if (!native) return Promise.reject(new KernelSendUnavailable(`No kernel send: ${problem}`));
   const socketFd = socketFdOf(socket);
-  if (socketFd === undefined) return Promise.reject(new Error('The socket has no descriptor'));
+  if (socketFd === undefined)
+    return Promise.reject(new KernelSendUnavailable('The socket has no descriptor'));
   const cancel = new Int32Array(1);
   const onAbort = (): void => {
     Atomics.store(cancel, 0, 1);
@@ -104,18 +140,24 @@ export function kernelSend(
   return new Promise<void>((resolve, reject) => {
     signal.addEventListener('abort', onAbort, { once: true });
     if (signal.aborted) onAbort();
-    inFlight++;
     try {
       native.send(socketFd, range.fileFd, range.position, range.length, cancel, (error, sent) => {
-        inFlight--;
         signal.removeEventListener('abort', onAbort);
         if (error) reject(new KernelSendError(error, sent));
         else resolve();
       });
     } catch (error) {
-      inFlight--;
+      // Bad arguments (a bug here) or no descriptor or thread to be had (EMFILE, EAGAIN): nothing sent.
       signal.removeEventListener('abort', onAbort);
-      reject(error instanceof Error ? error : new Error(String(error)));
+      const message = error instanceof Error ? error.message : String(error);
+      const found = (error as { code?: unknown }).code;
+      const code = typeof found === 'string' ? found : undefined;
+      reject(
+        new KernelSendUnavailable(`The kernel send did not start: ${code ? `${code}: ` : ''}${message}`, {
+          cause: error,
+          code,
+        }),
+      );
     }
   });
 }
