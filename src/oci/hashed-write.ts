@@ -22,19 +22,6 @@ export interface HashedWriteOptions {
   readonly maxBytes?: number;
   readonly tooLarge?: (maxBytes: number) => Error;
   readonly signal?: AbortSignal;
-  /**
-   * With `append`: the file offset the content goes to (an upload's size so far, which the file may not
-   * have reached yet while an earlier append's writes are in flight). Default: the file's size.
-   */
-  readonly at?: number;
-  /**
-   * Called once when every byte has been taken from the source and handed to the disk and the digester,
-   * for sources that lend their chunks (the only ones whose writes and hashing go on after that). The
-   * returned promise still settles only when those are done, or with their failure; a caller may answer
-   * its client in between (a chunked upload's PATCH) and wait for them before the next step that needs
-   * them. Not called when the write fails first.
-   */
-  readonly onReceived?: () => void;
 }
 
 /**
@@ -178,7 +165,7 @@ function writeLentChunks(
       signal?.throwIfAborted();
       // Appends write at positions too (from the current end): the thread pool may write them in any order.
       file = PositionalFile.open(path, { append: options.append ?? false, direct: set.aligned });
-      position = options.append && options.at !== undefined ? options.at : file.size;
+      position = file.size;
     } catch (error) {
       fail(error as Error);
       return;
@@ -292,10 +279,7 @@ function writeLentChunks(
     control.done.then(() => {
       ended = true;
       // After a failure the file may be closed already, and the buffers back in the pool.
-      if (!failure && !settled) {
-        submit();
-        options.onReceived?.();
-      }
+      if (!failure && !settled) submit();
       finish();
     }, fail);
   });

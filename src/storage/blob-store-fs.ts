@@ -27,18 +27,8 @@ const READ_CHUNK = 1024 * 1024;
 
 interface UploadState {
   digester: Digester;
-  /** Bytes taken into the upload: written, or handed to the thread pool and the hash thread. */
   size: number;
-  /** A chunk's body is being received. */
   busy: boolean;
-  /**
-   * Settles when the writes and hashing of every chunk answered so far are done (it never rejects). A
-   * PATCH is answered once its body has been received; its last buffers are written and hashed meanwhile,
-   * while the client sends the next one.
-   */
-  tail: Promise<void>;
-  /** The earliest chunk whose writes or hashing failed after it was answered: the upload goes back to `size`. */
-  broken?: { readonly error: Error; readonly size: number };
 }
 
 function isMissing(error: unknown): boolean {
@@ -245,20 +235,10 @@ export class FsBlobStore implements BlobStore {
     await this.init();
     const handle = await open(this.#uploadPath(id), 'wx');
     await handle.close();
-    this.#uploads.set(id, { digester: new Digester(), size: 0, busy: false, tail: Promise.resolve() });
+    this.#uploads.set(id, { digester: new Digester(), size: 0, busy: false });
   }
 
-  /** The upload's size once the chunks answered so far are written (a failed one taken back). */
   async uploadSize(id: string): Promise<number | undefined> {
-    const known = this.#uploads.get(id);
-    if (known) {
-      await known.tail;
-      if (known.broken) await this.#rollBack(id, known);
-    }
-    return this.#fileSize(id);
-  }
-
-  async #fileSize(id: string): Promise<number | undefined> {
     try {
       return (await stat(this.#uploadPath(id))).size;
     } catch (error) {
@@ -267,38 +247,20 @@ export class FsBlobStore implements BlobStore {
     }
   }
 
-  /**
-   * The in-memory state of an upload: trusted while this process has it (the file may still be short of
-   * `size` while the last chunk's writes finish), rebuilt from the file after a restart or a failure.
-   */
+  /** The in-memory hash state, rebuilt from the file when the process restarted since the last append. */
   async #state(id: string): Promise<UploadState> {
-    const size = await this.#fileSize(id);
+    const size = await this.uploadSize(id);
     if (size === undefined) throw new StorageError('UPLOAD_NOT_FOUND', `Upload "${id}" does not exist`);
     const known = this.#uploads.get(id);
-    if (known && !known.broken) return known;
+    if (known && known.size === size) return known;
     if (known?.busy) throw new StorageError('UPLOAD_OFFSET_MISMATCH', `Upload "${id}" is being written to`);
-    if (known) {
-      await this.#rollBack(id, known);
-      return this.#state(id);
-    }
     const digester = new Digester();
     for await (const chunk of createReadStream(this.#uploadPath(id), { highWaterMark: READ_CHUNK })) {
       digester.update(chunk as Buffer);
     }
-    const state: UploadState = { digester, size, busy: false, tail: Promise.resolve() };
+    const state = { digester, size, busy: false };
     this.#uploads.set(id, state);
     return state;
-  }
-
-  /**
-   * Takes back the chunks from the earliest one that failed after it was answered: waits for every write
-   * in flight, cuts the file to the size before it and forgets the hash state (rebuilt from the file).
-   * The client learns where the upload is from the next answer (416 with its Range, or the error).
-   */
-  async #rollBack(id: string, state: UploadState): Promise<void> {
-    await state.tail;
-    if (this.#uploads.get(id) === state) this.#uploads.delete(id);
-    if (state.broken) await truncate(this.#uploadPath(id), state.broken.size).catch(() => undefined);
   }
 
   async appendUpload(
@@ -317,55 +279,22 @@ export class FsBlobStore implements BlobStore {
     state.busy = true;
     const chunkDigester = state.digester;
     const sizeBefore = state.size;
-    const earlier = state.tail;
-    let onReceived: () => void = () => undefined;
-    const received = new Promise<'received'>((resolve) => {
-      onReceived = () => resolve('received');
-    });
-    // Settles with the failure (or undefined) once the chunk is written and hashed; never rejects.
-    const outcome = writeHashed(source, this.#uploadPath(id), {
-      tooLarge,
-      digester: chunkDigester,
-      maxBytes: options.maxBytes ?? Infinity,
-      append: true,
-      at: sizeBefore,
-      onReceived,
-      ...(options.signal ? { signal: options.signal } : {}),
-    }).then(
-      () => undefined,
-      (error: unknown) => (error instanceof Error ? error : new Error(String(error))),
-    );
     try {
-      const first = await Promise.race([received, outcome]);
-      if (first instanceof Error) {
-        // A chunk that failed before it was all received (a client gone, a malformed body, a full disk)
-        // is taken back whole, once the writes of earlier chunks are done: the upload stays as it was
-        // before it, and the hash state is rebuilt from disk on the next call.
-        await state.tail;
-        this.#uploads.delete(id);
-        await truncate(this.#uploadPath(id), sizeBefore).catch(() => undefined);
-        throw first;
-      }
-      // An earlier chunk that failed after it was answered fails this one too (it was written after it):
-      // both are taken back, and the client learns where the upload is from its next request.
-      await earlier;
-      if (state.broken) {
-        await outcome;
-        const { error } = state.broken;
-        await this.#rollBack(id, state);
-        throw error;
-      }
+      await writeHashed(source, this.#uploadPath(id), {
+        tooLarge,
+        digester: chunkDigester,
+        maxBytes: options.maxBytes ?? Infinity,
+        append: true,
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
       state.size = chunkDigester.size;
-      // Its last buffers may still be on their way to the disk and through the hash; whoever needs them
-      // (the next chunk's end, the commit, a status request) waits for the tail.
-      state.tail = Promise.all([
-        earlier,
-        outcome.then((error) => {
-          if (error && (!state.broken || sizeBefore < state.broken.size))
-            state.broken = { error, size: sizeBefore };
-        }),
-      ]).then(() => undefined);
       return state.size;
+    } catch (error) {
+      // A chunk that failed part-way (a client gone, a malformed body, a full disk) is taken back whole:
+      // the upload stays as it was before it, and the hash state is rebuilt from disk on the next call.
+      this.#uploads.delete(id);
+      await truncate(this.#uploadPath(id), sizeBefore).catch(() => undefined);
+      throw error;
     } finally {
       state.busy = false;
     }
@@ -375,13 +304,6 @@ export class FsBlobStore implements BlobStore {
     const { algorithm } = parseDigest(expected);
     let state = await this.#state(id);
     if (state.busy) throw new StorageError('UPLOAD_OFFSET_MISMATCH', `Upload "${id}" is being written to`);
-    await state.tail;
-    if (state.broken) {
-      // A chunk answered earlier did not reach the disk: its failure (a full disk, say) is the answer.
-      const { error } = state.broken;
-      await this.#rollBack(id, state);
-      throw error;
-    }
     if (algorithm !== state.digester.algorithm) {
       state = await this.#rehash(id, algorithm);
     }
@@ -399,11 +321,10 @@ export class FsBlobStore implements BlobStore {
     for await (const chunk of createReadStream(this.#uploadPath(id), { highWaterMark: READ_CHUNK })) {
       digester.update(chunk as Buffer);
     }
-    return { digester, size: digester.size, busy: false, tail: Promise.resolve() };
+    return { digester, size: digester.size, busy: false };
   }
 
   async cancelUpload(id: string): Promise<boolean> {
-    await this.#uploads.get(id)?.tail;
     this.#uploads.delete(id);
     const path = this.#uploadPath(id);
     try {
