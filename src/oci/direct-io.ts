@@ -161,11 +161,14 @@ export class PositionalFile {
   }
 
   /**
-   * Opens `path`, replacing its content unless `append` (then writes go after its current end). `direct:
+   * Opens `path`, replacing its content unless `append` (then writes go after its current end, and the
+   * file must exist). `direct:
    * false` (buffers that are not aligned) keeps every write in the page cache.
    */
   static open(path: string, options: { append: boolean; direct?: boolean }): PositionalFile {
-    const flags = constants.O_WRONLY | constants.O_CREAT | (options.append ? 0 : constants.O_TRUNC);
+    // An append never creates the file: one that is gone (an upload committed or cancelled meanwhile)
+    // fails with ENOENT instead of starting a new one.
+    const flags = constants.O_WRONLY | (options.append ? 0 : constants.O_CREAT | constants.O_TRUNC);
     if (directIoAllowed() && options.direct !== false) {
       try {
         return new PositionalFile(path, openSync(path, flags | constants.O_DIRECT, 0o666), undefined);

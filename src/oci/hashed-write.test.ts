@@ -169,6 +169,7 @@ describe('writeHashed', () => {
       const path = join(dir, 'upload');
       const parts = [randomBytes(2 * MiB + 5), randomBytes(100), randomBytes(5 * MiB), Buffer.alloc(0)];
       const digester = new Digester();
+      await writeFile(path, '');
       for (const part of parts) {
         await writeHashed(chunks(part, [65536]), path, { digester, append: true });
       }
@@ -176,6 +177,19 @@ describe('writeHashed', () => {
       assert.equal(digester.size, all.length);
       assert.equal(digester.digest(), sha256(all));
       assert.deepEqual(await readFile(path), all);
+    });
+  });
+
+  test('an append needs its file: one that is gone fails with ENOENT and is not made again', async () => {
+    await withDir(async (dir) => {
+      const path = join(dir, 'gone');
+      const big = randomBytes(3 * MiB);
+      for (const source of [[big], lending(big)]) {
+        await assert.rejects(writeHashed(source, path, { digester: new Digester(), append: true }), {
+          code: 'ENOENT',
+        });
+        await assert.rejects(readFile(path), { code: 'ENOENT' });
+      }
     });
   });
 
@@ -325,6 +339,7 @@ describe('writeHashed', () => {
       const path = join(dir, 'upload');
       const parts = [randomBytes(4 * MiB + 1), randomBytes(10), randomBytes(6 * MiB)];
       const upload = new Digester();
+      await writeFile(path, '');
       for (const part of parts) {
         await writeHashed(lending(part), path, { digester: upload, append: true });
         assert.equal(upload.onHashThread, hashThreadAllowed());
@@ -372,6 +387,7 @@ describe('writeHashed', () => {
       const parts = [randomBytes(1000), randomBytes(3 * MiB + 7), randomBytes(2 * MiB)];
       const digester = new Digester();
       const path = join(dir, 'upload');
+      await writeFile(path, '');
       for (const part of parts) await writeHashed(reading(part), path, { digester, append: true });
       assert.equal(digester.digest(), sha256(Buffer.concat(parts)));
       assert.deepEqual(await readFile(path), Buffer.concat(parts));
@@ -490,6 +506,7 @@ describe('writeHashed', () => {
           return { done, resume: () => undefined };
         },
       };
+      await writeFile(path, '');
       await assert.rejects(
         writeHashed(source, path, { digester: new Digester(), append: true, maxBytes: MiB + 1000 }),
         /larger than/,

@@ -1,5 +1,6 @@
-import { createWriteStream } from 'node:fs';
+import { constants, createWriteStream } from 'node:fs';
 import { once } from 'node:events';
+import { open } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import type { Digester } from './digest.js';
@@ -293,7 +294,13 @@ async function writeOnThisThread(
 ): Promise<void> {
   const { digester } = options;
   const maxBytes = options.maxBytes ?? Infinity;
-  const out = createWriteStream(path, { flags: options.append ? 'a' : 'w', highWaterMark: 1024 * 1024 });
+  // An append never creates the file (see PositionalFile.open).
+  const appendTo = options.append ? await open(path, constants.O_WRONLY | constants.O_APPEND) : undefined;
+  const highWaterMark = 1024 * 1024;
+  const out = createWriteStream(
+    path,
+    appendTo ? { fd: appendTo, highWaterMark } : { flags: 'w', highWaterMark },
+  );
   const failed = new Promise<never>((_, reject) => out.once('error', reject));
   failed.catch(() => undefined);
   // An abort while the source is quiet ends the wait too: the stream is destroyed with the reason.

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { digestOf, hashThread, type BorrowedChunkSource } from '../oci/index.js';
 import { FsBlobStore } from './blob-store-fs.js';
+import type { StorageError } from './errors.js';
 import { runBlobStoreContract } from './blob-store.contract.js';
 
 runBlobStoreContract('filesystem', async () => {
@@ -82,6 +83,50 @@ describe('FsBlobStore on disk', () => {
         const chunks: Buffer[] = [];
         for await (const chunk of stream) chunks.push(chunk as Buffer);
         assert.ok(Buffer.concat(chunks).equals(whole));
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('never lets a chunk write into an upload being committed: one of the two is refused, the blob is whole', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'airlock-blobs-'));
+    try {
+      const store = new FsBlobStore(dir);
+      // The commit publishes the upload's file itself (a hard link); a chunk that got in after it began
+      // used to append to the published blob (6 MiB on disk under a 4 MiB digest).
+      for (const size of [4 * MiB, 16 * MiB]) {
+        const id = `commit-race-${size}`;
+        const first = randomBytes(size);
+        const late = randomBytes(2 * MiB);
+        await store.createUpload(id);
+        await store.appendUpload(id, lentOnce(first));
+        const digest = digestOf(first);
+        const settle = <T>(p: Promise<T>): Promise<{ ok: true } | { ok: false; code: string }> =>
+          p.then(
+            () => ({ ok: true as const }),
+            (error: StorageError) => ({ ok: false as const, code: error.code }),
+          );
+        const [commit, chunk] = await Promise.all([
+          settle(store.commitUpload(id, digest)),
+          settle(store.appendUpload(id, lentOnce(late), { offset: first.length })),
+        ]);
+        if (commit.ok) {
+          assert.deepEqual(chunk, { ok: false, code: 'UPLOAD_NOT_FOUND' });
+        } else {
+          // The chunk got there first: the commit is refused while it is written, and can be sent again.
+          assert.deepEqual(commit, { ok: false, code: 'UPLOAD_OFFSET_MISMATCH' });
+          assert.deepEqual(chunk, { ok: true });
+          await assert.rejects(
+            store.commitUpload(id, digest),
+            (e: StorageError) => e.code === 'DIGEST_MISMATCH',
+          );
+          continue;
+        }
+        const chunks: Buffer[] = [];
+        for await (const piece of await store.read(digest)) chunks.push(piece as Buffer);
+        assert.ok(Buffer.concat(chunks).equals(first), `the ${size / MiB} MiB blob is what was committed`);
+        assert.equal(await store.uploadSize(id), undefined, 'no upload file was made again');
       }
     } finally {
       await rm(dir, { recursive: true, force: true });

@@ -61,6 +61,11 @@ export class FsBlobStore implements BlobStore {
   readonly #root: string;
   readonly #fsync: boolean;
   readonly #uploads = new Map<string, UploadState>();
+  /**
+   * Uploads being committed or cancelled. A commit publishes the upload's file itself (a hard link), so
+   * nothing may write to it once the commit has begun: an append that gets here after it is refused.
+   */
+  readonly #closing = new Set<string>();
   #ready: Promise<void> | undefined;
   #usage: Promise<number> | undefined;
 
@@ -269,6 +274,7 @@ export class FsBlobStore implements BlobStore {
     options: UploadAppendOptions = {},
   ): Promise<number> {
     const state = await this.#state(id);
+    this.#refuseIfClosing(id);
     if (state.busy) throw new StorageError('UPLOAD_OFFSET_MISMATCH', `Upload "${id}" is being written to`);
     if (options.offset !== undefined && options.offset !== state.size) {
       throw new StorageError(
@@ -293,6 +299,9 @@ export class FsBlobStore implements BlobStore {
       // A chunk that failed part-way (a client gone, a malformed body, a full disk) is taken back whole:
       // the upload stays as it was before it, and the hash state is rebuilt from disk on the next call.
       this.#uploads.delete(id);
+      if (isMissing(error)) {
+        throw new StorageError('UPLOAD_NOT_FOUND', `Upload "${id}" was completed or cancelled meanwhile`);
+      }
       await truncate(this.#uploadPath(id), sizeBefore).catch(() => undefined);
       throw error;
     } finally {
@@ -303,16 +312,27 @@ export class FsBlobStore implements BlobStore {
   async commitUpload(id: string, expected: Digest): Promise<BlobInfo> {
     const { algorithm } = parseDigest(expected);
     let state = await this.#state(id);
+    this.#refuseIfClosing(id);
     if (state.busy) throw new StorageError('UPLOAD_OFFSET_MISMATCH', `Upload "${id}" is being written to`);
-    if (algorithm !== state.digester.algorithm) {
-      state = await this.#rehash(id, algorithm);
-    }
-    this.#uploads.delete(id);
+    // From here on (no await in between) no append can start: the file becomes the blob.
+    this.#closing.add(id);
     const path = this.#uploadPath(id);
     try {
+      if (algorithm !== state.digester.algorithm) {
+        state = await this.#rehash(id, algorithm);
+      }
+      this.#uploads.delete(id);
       return await this.#publish(path, state.digester, expected);
     } finally {
       await rm(path, { force: true });
+      this.#uploads.delete(id);
+      this.#closing.delete(id);
+    }
+  }
+
+  #refuseIfClosing(id: string): void {
+    if (this.#closing.has(id)) {
+      throw new StorageError('UPLOAD_NOT_FOUND', `Upload "${id}" is being completed or cancelled`);
     }
   }
 
@@ -326,6 +346,7 @@ export class FsBlobStore implements BlobStore {
 
   async cancelUpload(id: string): Promise<boolean> {
     this.#uploads.delete(id);
+    this.#closing.add(id);
     const path = this.#uploadPath(id);
     try {
       await unlink(path);
@@ -333,6 +354,8 @@ export class FsBlobStore implements BlobStore {
     } catch (error) {
       if (isMissing(error)) return false;
       throw error;
+    } finally {
+      this.#closing.delete(id);
     }
   }
 
