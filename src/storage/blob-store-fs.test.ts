@@ -51,6 +51,20 @@ function lentOnce(bytes: Buffer): AsyncIterable<Uint8Array> & BorrowedChunkSourc
   };
 }
 
+/** Whether an operation succeeded, or the code it failed with. */
+function outcome(p: Promise<unknown>): Promise<{ ok: true } | { ok: false; code: string }> {
+  return p.then(
+    () => ({ ok: true as const }),
+    (error: StorageError) => ({ ok: false as const, code: error.code }),
+  );
+}
+
+async function readBlob(store: FsBlobStore, digest: ReturnType<typeof digestOf>): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const piece of await store.read(digest)) chunks.push(piece as Buffer);
+  return Buffer.concat(chunks);
+}
+
 describe('FsBlobStore on disk', () => {
   it('lays blobs out as blobs/<alg>/<2 hex>/<hex>', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'airlock-blobs-'));
@@ -92,24 +106,27 @@ describe('FsBlobStore on disk', () => {
   it('never lets a chunk write into an upload being committed: one of the two is refused, the blob is whole', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'airlock-blobs-'));
     try {
-      const store = new FsBlobStore(dir);
       // The commit publishes the upload's file itself (a hard link); a chunk that got in after it began
-      // used to append to the published blob (6 MiB on disk under a 4 MiB digest).
-      for (const size of [4 * MiB, 16 * MiB]) {
-        const id = `commit-race-${size}`;
+      // used to append to the published blob (6 MiB on disk under a 4 MiB digest). With a store that
+      // knows the upload, and with a fresh one that rebuilds its state from the file (after a restart or
+      // a failed chunk), where two callers used to rebuild side by side and both go on.
+      for (const [size, fresh] of [
+        [4 * MiB, false],
+        [16 * MiB, false],
+        [4 * MiB, true],
+        [16 * MiB, true],
+      ] as const) {
+        const id = `commit-race-${size}-${String(fresh)}`;
         const first = randomBytes(size);
         const late = randomBytes(2 * MiB);
-        await store.createUpload(id);
-        await store.appendUpload(id, lentOnce(first));
+        const writer = new FsBlobStore(dir);
+        await writer.createUpload(id);
+        await writer.appendUpload(id, lentOnce(first));
+        const store = fresh ? new FsBlobStore(dir) : writer;
         const digest = digestOf(first);
-        const settle = <T>(p: Promise<T>): Promise<{ ok: true } | { ok: false; code: string }> =>
-          p.then(
-            () => ({ ok: true as const }),
-            (error: StorageError) => ({ ok: false as const, code: error.code }),
-          );
         const [commit, chunk] = await Promise.all([
-          settle(store.commitUpload(id, digest)),
-          settle(store.appendUpload(id, lentOnce(late), { offset: first.length })),
+          outcome(store.commitUpload(id, digest)),
+          outcome(store.appendUpload(id, lentOnce(late), { offset: first.length })),
         ]);
         if (commit.ok) {
           assert.deepEqual(chunk, { ok: false, code: 'UPLOAD_NOT_FOUND' });
@@ -117,17 +134,48 @@ describe('FsBlobStore on disk', () => {
           // The chunk got there first: the commit is refused while it is written, and can be sent again.
           assert.deepEqual(commit, { ok: false, code: 'UPLOAD_OFFSET_MISMATCH' });
           assert.deepEqual(chunk, { ok: true });
-          await assert.rejects(
-            store.commitUpload(id, digest),
-            (e: StorageError) => e.code === 'DIGEST_MISMATCH',
-          );
+          const whole = Buffer.concat([first, late]);
+          assert.deepEqual(await store.commitUpload(id, digestOf(whole)), {
+            digest: digestOf(whole),
+            size: whole.length,
+          });
           continue;
         }
-        const chunks: Buffer[] = [];
-        for await (const piece of await store.read(digest)) chunks.push(piece as Buffer);
-        assert.ok(Buffer.concat(chunks).equals(first), `the ${size / MiB} MiB blob is what was committed`);
+        assert.ok(
+          (await readBlob(store, digest)).equals(first),
+          `the ${size / MiB} MiB blob is what was committed`,
+        );
         assert.equal(await store.uploadSize(id), undefined, 'no upload file was made again');
       }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('takes one chunk at a time: a second one at the same offset is refused, even while state is rebuilt', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'airlock-blobs-'));
+    try {
+      const first = randomBytes(3 * MiB);
+      const writer = new FsBlobStore(dir);
+      await writer.createUpload('twice');
+      await writer.appendUpload('twice', lentOnce(first));
+      // A fresh store (as after a restart) has to rebuild the upload's hash from the file for each caller.
+      const store = new FsBlobStore(dir);
+      const a = randomBytes(2 * MiB);
+      const b = randomBytes(2 * MiB);
+      const results = await Promise.all([
+        outcome(store.appendUpload('twice', lentOnce(a), { offset: first.length })),
+        outcome(store.appendUpload('twice', lentOnce(b), { offset: first.length })),
+      ]);
+      assert.deepEqual(
+        results.map((r) => (r.ok ? 'ok' : r.code)).sort(),
+        ['UPLOAD_OFFSET_MISMATCH', 'ok'],
+        'one chunk written, the other refused with 416',
+      );
+      const whole = Buffer.concat([first, results[0]?.ok ? a : b]);
+      const digest = digestOf(whole);
+      assert.deepEqual(await store.commitUpload('twice', digest), { digest, size: whole.length });
+      assert.ok((await readBlob(store, digest)).equals(whole));
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -28,7 +28,6 @@ const READ_CHUNK = 1024 * 1024;
 interface UploadState {
   digester: Digester;
   size: number;
-  busy: boolean;
 }
 
 function isMissing(error: unknown): boolean {
@@ -43,6 +42,10 @@ async function fsyncPath(path: string): Promise<void> {
     await handle.close();
   }
 }
+
+/** An upload whose file went away while an operation was on it (a cancel, a purge, a commit). */
+const gone = (id: string): StorageError =>
+  new StorageError('UPLOAD_NOT_FOUND', `Upload "${id}" was completed or cancelled meanwhile`);
 
 const tooLarge = (maxBytes: number): StorageError =>
   new StorageError('TOO_LARGE', `Blob is larger than the ${maxBytes} bytes allowed`);
@@ -62,10 +65,11 @@ export class FsBlobStore implements BlobStore {
   readonly #fsync: boolean;
   readonly #uploads = new Map<string, UploadState>();
   /**
-   * Uploads being committed or cancelled. A commit publishes the upload's file itself (a hard link), so
-   * nothing may write to it once the commit has begun: an append that gets here after it is refused.
+   * Who is working on an upload: one append, commit or cancel at a time, taken before the first await.
+   * A commit publishes the upload's file itself (a hard link), so nothing may write to it once the commit
+   * has begun; two appends at once would both write at the same offset.
    */
-  readonly #closing = new Set<string>();
+  readonly #owners = new Map<string, 'append' | 'commit' | 'cancel'>();
   #ready: Promise<void> | undefined;
   #usage: Promise<number> | undefined;
 
@@ -240,7 +244,7 @@ export class FsBlobStore implements BlobStore {
     await this.init();
     const handle = await open(this.#uploadPath(id), 'wx');
     await handle.close();
-    this.#uploads.set(id, { digester: new Digester(), size: 0, busy: false });
+    this.#uploads.set(id, { digester: new Digester(), size: 0 });
   }
 
   async uploadSize(id: string): Promise<number | undefined> {
@@ -258,12 +262,16 @@ export class FsBlobStore implements BlobStore {
     if (size === undefined) throw new StorageError('UPLOAD_NOT_FOUND', `Upload "${id}" does not exist`);
     const known = this.#uploads.get(id);
     if (known && known.size === size) return known;
-    if (known?.busy) throw new StorageError('UPLOAD_OFFSET_MISMATCH', `Upload "${id}" is being written to`);
     const digester = new Digester();
-    for await (const chunk of createReadStream(this.#uploadPath(id), { highWaterMark: READ_CHUNK })) {
-      digester.update(chunk as Buffer);
+    try {
+      for await (const chunk of createReadStream(this.#uploadPath(id), { highWaterMark: READ_CHUNK })) {
+        digester.update(chunk as Buffer);
+      }
+    } catch (error) {
+      if (isMissing(error)) throw gone(id);
+      throw error;
     }
-    const state = { digester, size, busy: false };
+    const state = { digester, size: digester.size };
     this.#uploads.set(id, state);
     return state;
   }
@@ -273,67 +281,76 @@ export class FsBlobStore implements BlobStore {
     source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
     options: UploadAppendOptions = {},
   ): Promise<number> {
-    const state = await this.#state(id);
-    this.#refuseIfClosing(id);
-    if (state.busy) throw new StorageError('UPLOAD_OFFSET_MISMATCH', `Upload "${id}" is being written to`);
-    if (options.offset !== undefined && options.offset !== state.size) {
-      throw new StorageError(
-        'UPLOAD_OFFSET_MISMATCH',
-        `Chunk starts at ${options.offset} but upload "${id}" has ${state.size} bytes`,
-      );
-    }
-    state.busy = true;
-    const chunkDigester = state.digester;
-    const sizeBefore = state.size;
+    const release = this.#own(id, 'append');
     try {
-      await writeHashed(source, this.#uploadPath(id), {
-        tooLarge,
-        digester: chunkDigester,
-        maxBytes: options.maxBytes ?? Infinity,
-        append: true,
-        ...(options.signal ? { signal: options.signal } : {}),
-      });
-      state.size = chunkDigester.size;
-      return state.size;
-    } catch (error) {
-      // A chunk that failed part-way (a client gone, a malformed body, a full disk) is taken back whole:
-      // the upload stays as it was before it, and the hash state is rebuilt from disk on the next call.
-      this.#uploads.delete(id);
-      if (isMissing(error)) {
-        throw new StorageError('UPLOAD_NOT_FOUND', `Upload "${id}" was completed or cancelled meanwhile`);
+      const state = await this.#state(id);
+      if (options.offset !== undefined && options.offset !== state.size) {
+        throw new StorageError(
+          'UPLOAD_OFFSET_MISMATCH',
+          `Chunk starts at ${options.offset} but upload "${id}" has ${state.size} bytes`,
+        );
       }
-      await truncate(this.#uploadPath(id), sizeBefore).catch(() => undefined);
-      throw error;
+      const chunkDigester = state.digester;
+      const sizeBefore = state.size;
+      try {
+        await writeHashed(source, this.#uploadPath(id), {
+          tooLarge,
+          digester: chunkDigester,
+          maxBytes: options.maxBytes ?? Infinity,
+          append: true,
+          ...(options.signal ? { signal: options.signal } : {}),
+        });
+        state.size = chunkDigester.size;
+        return state.size;
+      } catch (error) {
+        // A chunk that failed part-way (a client gone, a malformed body, a full disk) is taken back whole:
+        // the upload stays as it was before it, and the hash state is rebuilt from disk on the next call.
+        this.#uploads.delete(id);
+        if (isMissing(error)) throw gone(id);
+        await truncate(this.#uploadPath(id), sizeBefore).catch(() => undefined);
+        throw error;
+      }
     } finally {
-      state.busy = false;
+      release();
     }
   }
 
   async commitUpload(id: string, expected: Digest): Promise<BlobInfo> {
     const { algorithm } = parseDigest(expected);
-    let state = await this.#state(id);
-    this.#refuseIfClosing(id);
-    if (state.busy) throw new StorageError('UPLOAD_OFFSET_MISMATCH', `Upload "${id}" is being written to`);
-    // From here on (no await in between) no append can start: the file becomes the blob.
-    this.#closing.add(id);
+    const release = this.#own(id, 'commit');
     const path = this.#uploadPath(id);
     try {
+      let state = await this.#state(id);
       if (algorithm !== state.digester.algorithm) {
         state = await this.#rehash(id, algorithm);
       }
       this.#uploads.delete(id);
       return await this.#publish(path, state.digester, expected);
+    } catch (error) {
+      // Cancelled (or purged) under the commit's feet.
+      if (isMissing(error)) throw gone(id);
+      throw error;
     } finally {
       await rm(path, { force: true });
       this.#uploads.delete(id);
-      this.#closing.delete(id);
+      release();
     }
   }
 
-  #refuseIfClosing(id: string): void {
-    if (this.#closing.has(id)) {
+  /**
+   * Takes an upload for one operation, synchronously; throws when another holds it: 404 while it is being
+   * committed or cancelled, 416 while a chunk is being written. Returns the release.
+   */
+  #own(id: string, role: 'append' | 'commit' | 'cancel'): () => void {
+    const holder = this.#owners.get(id);
+    if (holder === 'commit' || holder === 'cancel') {
       throw new StorageError('UPLOAD_NOT_FOUND', `Upload "${id}" is being completed or cancelled`);
     }
+    if (holder === 'append') {
+      throw new StorageError('UPLOAD_OFFSET_MISMATCH', `Upload "${id}" is being written to`);
+    }
+    this.#owners.set(id, role);
+    return () => this.#owners.delete(id);
   }
 
   async #rehash(id: string, algorithm: DigestAlgorithm): Promise<UploadState> {
@@ -341,21 +358,24 @@ export class FsBlobStore implements BlobStore {
     for await (const chunk of createReadStream(this.#uploadPath(id), { highWaterMark: READ_CHUNK })) {
       digester.update(chunk as Buffer);
     }
-    return { digester, size: digester.size, busy: false };
+    return { digester, size: digester.size };
   }
 
   async cancelUpload(id: string): Promise<boolean> {
+    const holder = this.#owners.get(id);
+    // A commit removes the file itself; a second cancel has nothing left to do.
+    if (holder === 'commit' || holder === 'cancel') return false;
+    // A chunk being written goes on into the removed file and is lost with the upload.
+    const release = holder === 'append' ? () => undefined : this.#own(id, 'cancel');
     this.#uploads.delete(id);
-    this.#closing.add(id);
-    const path = this.#uploadPath(id);
     try {
-      await unlink(path);
+      await unlink(this.#uploadPath(id));
       return true;
     } catch (error) {
       if (isMissing(error)) return false;
       throw error;
     } finally {
-      this.#closing.delete(id);
+      release();
     }
   }
 
