@@ -187,6 +187,31 @@ describe('blob API', () => {
     }
   });
 
+  it('sends no more than the recorded size, even if the blob file on disk grew', async () => {
+    const grown = blob(Buffer.alloc(600 * 1024, 7));
+    await c.pushBlob('p/grown', grown);
+    const hex = grown.digest.slice('sha256:'.length);
+    const fs = await import('node:fs/promises');
+    const path = await import('node:path');
+    await fs.appendFile(
+      path.join(reg.dataDir, 'blobs', 'sha256', hex.slice(0, 2), hex),
+      Buffer.alloc(100_000, 1),
+    );
+    // Read raw, to the connection's close: an HTTP client would stop at the Content-Length and drop the rest.
+    const net = await import('node:net');
+    const url = new URL(reg.url);
+    const socket = net.connect(Number(url.port), url.hostname);
+    socket.end(`GET /v2/p/grown/blobs/${grown.digest} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+    const chunks: Buffer[] = [];
+    for await (const chunk of socket) chunks.push(chunk as Buffer);
+    const raw = Buffer.concat(chunks);
+    const body = raw.subarray(raw.indexOf('\r\n\r\n') + 4);
+    const head = raw.subarray(0, raw.indexOf('\r\n\r\n')).toString('latin1');
+    assert.match(head, new RegExp(`content-length: ${grown.bytes.length}\r\n`));
+    assert.equal(body.length, grown.bytes.length, 'exactly the announced length went out');
+    assert.ok(body.equals(grown.bytes));
+  });
+
   it('survives clients that hang up in the middle of a large download, leaking no file handles', async () => {
     const big = blob(Buffer.alloc(32 * 1024 * 1024, 5));
     await c.pushBlob('p/big', big);

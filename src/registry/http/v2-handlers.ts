@@ -225,7 +225,9 @@ export async function getBlob(
     'content-length': length,
     ...(range ? { 'content-range': `bytes ${range.start}-${range.end}/${size}` } : {}),
   });
-  await registry.sendBlob(digest as Digest, ctx.res, range);
+  // Never more than the length announced: the recorded size bounds the send even if the file grew.
+  const bounds = range ?? (size > 0 ? { start: 0, end: size - 1 } : undefined);
+  if (bounds) await registry.sendBlob(digest as Digest, ctx.res, bounds);
   ctx.res.end();
 }
 
