@@ -146,10 +146,10 @@ export interface FileSink {
   off(event: 'close', listener: () => void): unknown;
   /**
    * Optional: sends what the sink holds back (its head) and, once that has left node, hands over its
-   * plain TCP socket for the next `length` bytes of the body; undefined when they must go through
-   * `write` (TLS, chunked framing, a body-less answer).
+   * plain TCP socket for the rest of the body; undefined when it must go through `write` (TLS, chunked
+   * framing, a body-less answer).
    */
-  directSocket?(length: number): Promise<DirectSocket | undefined>;
+  directSocket?(): Promise<DirectSocket | undefined>;
 }
 
 /** Ranges at least this long go through sendfile(2) when the sink and the machine allow it. */
@@ -169,7 +169,7 @@ export async function sendFileTo(range: SendRange, sink: FileSink): Promise<bool
   const slot = range.length >= KERNEL_SEND_MIN && sink.directSocket ? reserveKernelSend() : undefined;
   if (slot && sink.directSocket) {
     try {
-      const direct = await sink.directSocket(range.length);
+      const direct = await sink.directSocket();
       if (direct) {
         const outcome = await sendDirect(range, direct);
         if (outcome !== 'unavailable') return outcome === 'sent';

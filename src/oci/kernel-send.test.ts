@@ -38,6 +38,27 @@ async function readAllFrom(socket: Socket, bytes: number): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
+/**
+ * A sink over `client`: bytes given to `write` go to it (and are counted in `written`), and
+ * `directSocket` says what the sink hands over for a kernel send.
+ */
+function socketSink(
+  client: Socket,
+  directSocket: () => Promise<DirectSocket | undefined>,
+): FileSink & { written: number } {
+  const sink = {
+    written: 0,
+    write: (chunk: Uint8Array, done: (error?: Error | null) => void) => {
+      sink.written += chunk.byteLength;
+      return client.write(chunk, done);
+    },
+    once: (event: 'close', listener: () => void) => client.once(event, listener),
+    off: (event: 'close', listener: () => void) => client.off(event, listener),
+    directSocket,
+  };
+  return sink;
+}
+
 // Built by `npm run build`; on a machine without a C compiler or node's headers it is missing and
 // files go through buffers. CI builds it (AIRLOCK_NATIVE=required), so there it must be here.
 const available = kernelSendEnabled({});
@@ -184,23 +205,18 @@ describe('kernelSend (sendfile through the native addon)', { skip }, () => {
     const results = await Promise.all(
       pairs.map(async ({ client, peer }) => {
         const received = readAllFrom(peer, length);
-        const sink: FileSink = {
-          write: (chunk, done) => client.write(chunk, done),
-          once: (event, listener) => client.once(event, listener),
-          off: (event, listener) => client.off(event, listener),
-          directSocket: async () => {
-            await new Promise((resolve) => setImmediate(resolve));
-            direct++;
-            running++;
-            peak = Math.max(peak, running);
-            return {
-              socket: client,
-              sent: () => {
-                running--;
-              },
-            };
-          },
-        };
+        const sink = socketSink(client, async () => {
+          await new Promise((resolve) => setImmediate(resolve));
+          direct++;
+          running++;
+          peak = Math.max(peak, running);
+          return {
+            socket: client,
+            sent: () => {
+              running--;
+            },
+          };
+        });
         const sent = await sendFileTo({ file: join(dir, 'blob'), start: 0, length }, sink);
         const ok = (await received).subarray(0, length).equals(bytes.subarray(0, length));
         client.destroy();
@@ -259,22 +275,14 @@ describe('kernelSend (sendfile through the native addon)', { skip }, () => {
     const { client, peer } = await socketPair(server);
     const length = 5 * 1024 * 1024;
     let counted = 0;
-    let written = 0;
-    const sink: FileSink = {
-      write: (chunk, done) => {
-        written += chunk.byteLength;
-        return client.write(chunk, done);
-      },
-      once: (event, listener) => client.once(event, listener),
-      off: (event, listener) => client.off(event, listener),
-      directSocket: (): Promise<DirectSocket> =>
-        Promise.resolve({ socket: client, sent: (n: number) => (counted += n) }),
-    };
+    const sink = socketSink(client, () =>
+      Promise.resolve({ socket: client, sent: (n: number) => (counted += n) }),
+    );
     const received = readAllFrom(peer, length);
     assert.equal(await sendFileTo({ file: join(dir, 'blob'), start: 7, length }, sink), true);
     assert.ok((await received).equals(bytes.subarray(7, 7 + length)));
     assert.equal(counted, length);
-    assert.equal(written, 0, 'no byte went through write');
+    assert.equal(sink.written, 0, 'no byte went through write');
     client.destroy();
     peer.destroy();
   });
@@ -286,12 +294,7 @@ describe('kernelSend (sendfile through the native addon)', { skip }, () => {
     const errors: Error[] = [];
     client.on('error', (error) => errors.push(error));
     peer.once('data', () => peer.resetAndDestroy());
-    const sink: FileSink = {
-      write: (chunk, done) => client.write(chunk, done),
-      once: (event, listener) => client.once(event, listener),
-      off: (event, listener) => client.off(event, listener),
-      directSocket: () => Promise.resolve({ socket: client, sent: () => undefined }),
-    };
+    const sink = socketSink(client, () => Promise.resolve({ socket: client, sent: () => undefined }));
     assert.equal(
       await sendFileTo({ file: join(dir, 'blob'), start: 0, length: bytes.byteLength }, sink),
       false,
@@ -311,21 +314,12 @@ describe('kernelSend (sendfile through the native addon)', { skip }, () => {
       writableLength: 0,
       _handle: { fd: 987_654, writeQueueSize: 0 },
     }) as unknown as Socket;
-    let written = 0;
-    const sink: FileSink = {
-      write: (chunk, done) => {
-        written += chunk.byteLength;
-        return client.write(chunk, done);
-      },
-      once: (event, listener) => client.once(event, listener),
-      off: (event, listener) => client.off(event, listener),
-      directSocket: () => Promise.resolve({ socket: broken, sent: () => undefined }),
-    };
+    const sink = socketSink(client, () => Promise.resolve({ socket: broken, sent: () => undefined }));
     const length = 2 * 1024 * 1024;
     const received = readAllFrom(peer, length);
     assert.equal(await sendFileTo({ file: join(dir, 'blob'), start: 0, length }, sink), true);
     assert.ok((await received).subarray(0, length).equals(bytes.subarray(0, length)));
-    assert.equal(written, length);
+    assert.equal(sink.written, length);
     assert.ok(reserveKernelSend()?.release() === undefined, 'its place was given back');
     client.destroy();
     peer.destroy();
@@ -342,15 +336,10 @@ describe('kernelSend (sendfile through the native addon)', { skip }, () => {
         else process.env.AIRLOCK_SENDFILE = setting;
         const { client, peer } = await socketPair(server);
         let asked = false;
-        const sink: FileSink = {
-          write: (chunk, done) => client.write(chunk, done),
-          once: (event, listener) => client.once(event, listener),
-          off: (event, listener) => client.off(event, listener),
-          directSocket: () => {
-            asked = true;
-            return Promise.resolve({ socket: client, sent: () => undefined });
-          },
-        };
+        const sink = socketSink(client, () => {
+          asked = true;
+          return Promise.resolve({ socket: client, sent: () => undefined });
+        });
         const received = readAllFrom(peer, length);
         assert.equal(await sendFileTo({ file: join(dir, 'blob'), start: 0, length }, sink), true);
         assert.ok((await received).equals(bytes.subarray(0, length)));

@@ -262,16 +262,7 @@ export class FsBlobStore implements BlobStore {
     if (size === undefined) throw new StorageError('UPLOAD_NOT_FOUND', `Upload "${id}" does not exist`);
     const known = this.#uploads.get(id);
     if (known && known.size === size) return known;
-    const digester = new Digester();
-    try {
-      for await (const chunk of createReadStream(this.#uploadPath(id), { highWaterMark: READ_CHUNK })) {
-        digester.update(chunk as Buffer);
-      }
-    } catch (error) {
-      if (isMissing(error)) throw gone(id);
-      throw error;
-    }
-    const state = { digester, size: digester.size };
+    const state = await this.#rehash(id);
     this.#uploads.set(id, state);
     return state;
   }
@@ -324,7 +315,6 @@ export class FsBlobStore implements BlobStore {
       if (algorithm !== state.digester.algorithm) {
         state = await this.#rehash(id, algorithm);
       }
-      this.#uploads.delete(id);
       return await this.#publish(path, state.digester, expected);
     } catch (error) {
       // Cancelled (or purged) under the commit's feet.
@@ -353,10 +343,16 @@ export class FsBlobStore implements BlobStore {
     return () => this.#owners.delete(id);
   }
 
-  async #rehash(id: string, algorithm: DigestAlgorithm): Promise<UploadState> {
+  /** The upload's state hashed again from its file (after a restart, a failed chunk, another algorithm). */
+  async #rehash(id: string, algorithm?: DigestAlgorithm): Promise<UploadState> {
     const digester = new Digester(algorithm);
-    for await (const chunk of createReadStream(this.#uploadPath(id), { highWaterMark: READ_CHUNK })) {
-      digester.update(chunk as Buffer);
+    try {
+      for await (const chunk of createReadStream(this.#uploadPath(id), { highWaterMark: READ_CHUNK })) {
+        digester.update(chunk as Buffer);
+      }
+    } catch (error) {
+      if (isMissing(error)) throw gone(id);
+      throw error;
     }
     return { digester, size: digester.size };
   }

@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import type { Digest, FileSink } from '../oci/index.js';
+import type { Digest, DirectSocket } from '../oci/index.js';
 
 export interface BlobInfo {
   readonly digest: Digest;
@@ -30,7 +30,7 @@ export interface ByteSink {
   once(event: 'close', listener: () => void): unknown;
   off(event: 'close', listener: () => void): unknown;
   /** Optional: hands over a plain TCP socket for bytes sent with sendfile(2) (see oci's `FileSink`). */
-  directSocket?(length: number): ReturnType<NonNullable<FileSink['directSocket']>>;
+  directSocket?(): Promise<DirectSocket | undefined>;
 }
 
 /**

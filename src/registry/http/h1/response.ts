@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
+import type { DirectSocket } from '../../../oci/index.js';
 import { BAD_VALUE, TOKEN } from './head.js';
 
 export type HeaderValue = string | number | readonly string[];
@@ -132,7 +133,7 @@ export class H1Response extends EventEmitter {
    * for bodies that need framing or must not be sent (chunked, HEAD, 204/304), for TLS, and once the
    * connection is gone.
    */
-  async directSocket(): Promise<{ socket: Socket; sent(bytes: number): void } | undefined> {
+  async directSocket(): Promise<DirectSocket | undefined> {
     const socket = this.#channel.socket;
     if (this.writableEnded || socket.destroyed) return undefined;
     if (!this.headersSent) socket.write(this.#head(), 'latin1');
