@@ -1,5 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
+import { parseDuration } from '../oci/index.js';
+import type { GarbageCollectionReport } from '../registry/index.js';
 import {
   outputFor,
   readStdin,
@@ -40,6 +42,18 @@ function table(rows: readonly Row[], columns: readonly string[]): string {
   return [
     line(columns.map((c) => c.toUpperCase())),
     ...rows.map((r) => line(columns.map((c) => cell(r[c])))),
+  ].join('\n');
+}
+
+/** `airlock gc`'s text output: the manifests deleted, then one line of counts, then any problems. */
+function describeGc(report: GarbageCollectionReport): string {
+  const would = report.dryRun ? 'would be ' : '';
+  const mib = (report.bytesFreed / (1024 * 1024)).toFixed(1);
+  return [
+    ...report.manifestsDeleted.map((m) => `manifest ${m.repository}@${m.digest} ${would}deleted`),
+    `${report.repositories} repositories: ${report.manifestsDeleted.length} untagged manifests ${would}deleted, ` +
+      `${report.linksRemoved} blob links ${would}removed, ${report.blobsDeleted} blobs ${would}deleted (${mib} MiB ${report.dryRun ? 'to free' : 'freed'})`,
+    ...report.problems.map((p) => `left alone: ${p}`),
   ].join('\n');
 }
 
@@ -269,6 +283,35 @@ export function registerAdminCommands(program: Command): void {
       out.result(`No longer trusting cluster ${name}`, { name });
     },
   );
+
+  withClientOptions(
+    program
+      .command('gc')
+      .argument('<host>')
+      .option('--dry-run', 'only report what would be deleted')
+      .option('--delete-untagged', 'also delete manifests no tag reaches (as an index child or referrer)')
+      .option('--grace <duration>', 'keep content younger than this (Go duration: 30m, 1h, 0s)', '1h'),
+  )
+    .description('Garbage-collect the registry: unreferenced blobs, and untagged manifests if asked')
+    .action(
+      async (
+        host: string,
+        flags: ClientFlags & { dryRun?: boolean; deleteUntagged?: boolean; grace: string },
+      ) => {
+        const out = outputFor(flags);
+        const graceMs = parseDuration(flags.grace);
+        if (graceMs === undefined)
+          throw new UsageError(`--grace "${flags.grace}" is not a duration such as 30m, 1h or 0s`);
+        const report = await withClient(host, flags, (c) =>
+          c.api<GarbageCollectionReport>('POST', '/api/v1/gc', {
+            dryRun: flags.dryRun === true,
+            deleteUntagged: flags.deleteUntagged === true,
+            graceSeconds: Math.floor(graceMs / 1000),
+          }),
+        );
+        out.result(describeGc(report), report);
+      },
+    );
 
   withClientOptions(
     program

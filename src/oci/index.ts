@@ -33,3 +33,4 @@ export type { LayoutIndex } from './layout.js';
 export { checkWriteSwitches, DirectReads, writeHashed } from './hashed-write.js';
 export { hashThread } from './hash-thread.js';
 export type { HashedWriteOptions, BorrowedChunkSource, DirectTarget } from './hashed-write.js';
+export { parseDuration } from './duration.js';

@@ -10,6 +10,22 @@ describe('loadServeConfig', () => {
     assert.deepEqual(await loadServeConfig({ env: {} }), DEFAULT_CONFIG);
   });
 
+  it('reads the garbage-collection schedule (off by default)', async () => {
+    const defaults = await loadServeConfig({ env: {} });
+    assert.deepEqual(
+      [defaults.gcIntervalSeconds, defaults.gcGraceSeconds, defaults.gcDeleteUntagged],
+      [0, 3600, false],
+    );
+    const set = await loadServeConfig({
+      env: {
+        AIRLOCK_GC_INTERVAL_SECONDS: '86400',
+        AIRLOCK_GC_GRACE_SECONDS: '600',
+        AIRLOCK_GC_DELETE_UNTAGGED: 'true',
+      },
+    });
+    assert.deepEqual([set.gcIntervalSeconds, set.gcGraceSeconds, set.gcDeleteUntagged], [86400, 600, true]);
+  });
+
   it('layers file < environment < flags', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'airlock-config-'));
     try {
@@ -57,6 +73,16 @@ describe('loadServeConfig', () => {
       'an AIRLOCK_HASH_THREAD other than 0 or 1',
       () => loadServeConfig({ env: { AIRLOCK_HASH_THREAD: 'yes' } }),
       /AIRLOCK_HASH_THREAD must be 0 \(off\) or 1 \(on\), not "yes"/,
+    ],
+    [
+      'a garbage-collection interval that is not a whole number',
+      () => loadServeConfig({ env: { AIRLOCK_GC_INTERVAL_SECONDS: '1h' } }),
+      /AIRLOCK_GC_INTERVAL_SECONDS.*"gcIntervalSeconds" must be a non-negative integer/,
+    ],
+    [
+      'a gcDeleteUntagged that is not true or false',
+      () => loadServeConfig({ env: {}, flags: { gcDeleteUntagged: 'sometimes' } }),
+      /"gcDeleteUntagged" must be true or false/,
     ],
     [
       'a negative number',

@@ -33,6 +33,12 @@ export interface ServeConfig {
   readonly tokenLifetimeSeconds: number;
   /** A push to a repository that does not exist creates it (true) or is refused (false). Default: true. */
   readonly createRepositoryOnPush: boolean;
+  /** Run garbage collection every this many seconds; 0: only when asked (`airlock gc`). Default: 0. */
+  readonly gcIntervalSeconds: number;
+  /** Scheduled collections keep content younger than this many seconds. Default: 3600. */
+  readonly gcGraceSeconds: number;
+  /** Scheduled collections also delete manifests no tag reaches. Default: false. */
+  readonly gcDeleteUntagged: boolean;
 }
 
 export const DEFAULT_CONFIG: ServeConfig = {
@@ -50,6 +56,9 @@ export const DEFAULT_CONFIG: ServeConfig = {
   tlsKey: '',
   tokenLifetimeSeconds: 300,
   createRepositoryOnPush: true,
+  gcIntervalSeconds: 0,
+  gcGraceSeconds: 3600,
+  gcDeleteUntagged: false,
 };
 
 /** Environment variable for each key. */
@@ -68,6 +77,9 @@ const ENV: Record<keyof ServeConfig, string> = {
   tlsKey: 'AIRLOCK_TLS_KEY',
   tokenLifetimeSeconds: 'AIRLOCK_TOKEN_LIFETIME_SECONDS',
   createRepositoryOnPush: 'AIRLOCK_CREATE_REPOSITORY_ON_PUSH',
+  gcIntervalSeconds: 'AIRLOCK_GC_INTERVAL_SECONDS',
+  gcGraceSeconds: 'AIRLOCK_GC_GRACE_SECONDS',
+  gcDeleteUntagged: 'AIRLOCK_GC_DELETE_UNTAGGED',
 };
 
 /** Thrown for a config file, variable or flag that cannot be used; the message names it. */
@@ -81,8 +93,14 @@ const NUMERIC_KEYS = new Set<keyof ServeConfig>([
   'uploadTtlSeconds',
   'shutdownGraceSeconds',
   'tokenLifetimeSeconds',
+  'gcIntervalSeconds',
+  'gcGraceSeconds',
 ]);
-const BOOLEAN_KEYS = new Set<keyof ServeConfig>(['allowAnonymous', 'createRepositoryOnPush']);
+const BOOLEAN_KEYS = new Set<keyof ServeConfig>([
+  'allowAnonymous',
+  'createRepositoryOnPush',
+  'gcDeleteUntagged',
+]);
 const OPTIONAL_STRING_KEYS = new Set<keyof ServeConfig>(['initAdmin', 'tlsCert', 'tlsKey']);
 
 function coerce(key: keyof ServeConfig, value: unknown, source: string): unknown {

@@ -6,3 +6,4 @@ export { startRegistry } from './serve.js';
 export type { RunningRegistry, StartRegistryOptions } from './serve.js';
 export { loadServeConfig, parseAddr, isLoopback, ConfigError, DEFAULT_CONFIG } from './config.js';
 export type { ServeConfig, LoadConfigOptions } from './config.js';
+export type { GarbageCollectionOptions, GarbageCollectionReport } from './gc.js';

@@ -25,6 +25,8 @@ import {
 } from '../storage/index.js';
 import { RegistryError } from './errors.js';
 import { LruCache } from './cache.js';
+import { DigestGuard } from './digest-guard.js';
+import { collectGarbage, type GarbageCollectionOptions, type GarbageCollectionReport } from './gc.js';
 
 /** What the registry announces after a change; the reconciler and webhooks subscribe to it. */
 export interface RegistryEvent {
@@ -132,6 +134,10 @@ export class Registry {
   /** `repo:tag` → digest. */
   readonly #tags = new LruCache<string, Digest>(100_000);
   readonly #activeUploads = new Set<string>();
+  /** Keeps garbage collection off the digests that writes are relying on (see DigestGuard). */
+  readonly #guard = new DigestGuard();
+  /** The collection under way, if any: one at a time. */
+  #collecting: Promise<GarbageCollectionReport> | undefined;
   readonly #createOnPush: boolean;
   /**
    * Counts this instance's tag and manifest writes. A read that went to SQL caches its answer only if no
@@ -198,12 +204,16 @@ export class Registry {
   /** Stores a whole blob sent in one request and links it into the repository. */
   async putBlob(name: string, digestText: string, body: AsyncIterable<Uint8Array>): Promise<Digest> {
     const digest = digestOrThrow(digestText);
+    const pin = this.#guard.pin([digest]);
     try {
+      await pin.ready;
       const info = await this.#blobs.put(body, digest, { maxBytes: this.#maxBlobBytes });
       await this.#meta.linkBlob(name, digest, info.size);
       return digest;
     } catch (error) {
       storageToRegistry(error);
+    } finally {
+      pin.release();
     }
   }
 
@@ -214,10 +224,16 @@ export class Registry {
   async mountBlob(name: string, digestText: string, from: string): Promise<boolean> {
     const digest = digestOrThrow(digestText);
     if (repositoryNameProblem(from)) return false;
-    const size = await this.#meta.blobLink(from, digest);
-    if (size === undefined || !(await this.#blobs.stat(digest))) return false;
-    await this.#meta.linkBlob(name, digest, size);
-    return true;
+    const pin = this.#guard.pin([digest]);
+    try {
+      await pin.ready;
+      const size = await this.#meta.blobLink(from, digest);
+      if (size === undefined || !(await this.#blobs.stat(digest))) return false;
+      await this.#meta.linkBlob(name, digest, size);
+      return true;
+    } finally {
+      pin.release();
+    }
   }
 
   // ---- uploads ----
@@ -268,13 +284,16 @@ export class Registry {
   async finishUpload(name: string, id: string, digestText: string): Promise<Digest> {
     await this.#session(name, id);
     const digest = digestOrThrow(digestText);
+    const pin = this.#guard.pin([digest]);
     try {
+      await pin.ready;
       const info = await this.#blobs.commitUpload(id, digest);
       await this.#meta.linkBlob(name, digest, info.size);
       return digest;
     } catch (error) {
       return storageToRegistry(error, id);
     } finally {
+      pin.release();
       if ((await this.#blobs.uploadSize(id)) === undefined) await this.#meta.deleteUpload(id);
     }
   }
@@ -405,6 +424,29 @@ export class Registry {
         detail: { expected: reference, actual: digest },
       });
     }
+    // The manifest, its blobs and its children must not be collected between the checks and the write.
+    const pin = this.#guard.pin([
+      digest,
+      ...(parsed.config ? [parsed.config.digest] : []),
+      ...parsed.layers.map((layer) => layer.digest),
+      ...parsed.manifests.map((child) => child.digest),
+    ]);
+    try {
+      await pin.ready;
+      return await this.#storeManifest(name, reference, { parsed, body, digest });
+    } finally {
+      pin.release();
+    }
+  }
+
+  /** The rest of putManifest, once the digests it relies on are pinned. */
+  async #storeManifest(
+    name: string,
+    reference: string,
+    manifest: { parsed: ParsedManifest; body: Buffer; digest: Digest },
+  ): Promise<PutManifestResult> {
+    const { parsed, body, digest } = manifest;
+    const byDigest = reference.includes(':');
     await this.#checkReferences(name, parsed);
     try {
       await this.#blobs.putBytes(body, digest);
@@ -536,6 +578,40 @@ export class Registry {
 
   listManifests(name: string): Promise<ManifestRecord[]> {
     return this.#meta.listManifests(name);
+  }
+
+  /**
+   * Deletes what nothing refers to any more (see gc.ts), while the registry goes on serving. One
+   * collection at a time: a second one asked for meanwhile fails with 409.
+   */
+  collectGarbage(options: GarbageCollectionOptions = {}): Promise<GarbageCollectionReport> {
+    if (this.#collecting) {
+      return Promise.reject(
+        new RegistryError('UNSUPPORTED', 'A garbage collection is already running', { status: 409 }),
+      );
+    }
+    this.#collecting = collectGarbage(
+      {
+        meta: this.#meta,
+        blobs: this.#blobs,
+        guard: this.#guard,
+        now: this.#now,
+        readManifest: async (name, record) => (await this.getManifest(name, record.digest)).bytes,
+        deleteUntaggedManifest: async (name, digest, since) => {
+          const deleted = await this.#meta.deleteManifestIfUnchanged(name, digest, since);
+          this.#writes++;
+          if (deleted) {
+            this.#manifestLinks.delete(`${name}@${digest}`);
+            this.events.emit('event', { action: 'delete', repository: name, digest });
+          }
+          return deleted;
+        },
+      },
+      options,
+    ).finally(() => {
+      this.#collecting = undefined;
+    });
+    return this.#collecting;
   }
 
   /** Manifests with their tags, config media type and index children, for the Harbor-style artifact list. */

@@ -35,6 +35,26 @@ export interface StartRegistryOptions {
 
 const PURGE_INTERVAL_MS = 60 * 60 * 1000;
 
+/** Collects garbage every `gcIntervalSeconds` (a run still going when the next is due is not doubled). */
+function scheduleGc(registry: Registry, config: ServeConfig, log: Logger): NodeJS.Timeout {
+  let running = false;
+  const timer = setInterval(() => {
+    if (running) return;
+    running = true;
+    registry
+      .collectGarbage({ graceMs: config.gcGraceSeconds * 1000, deleteUntagged: config.gcDeleteUntagged })
+      .then(
+        (report) => log.info({ gc: report }, 'garbage collection done'),
+        (err: unknown) => log.error({ err }, 'garbage collection failed'),
+      )
+      .finally(() => {
+        running = false;
+      });
+  }, config.gcIntervalSeconds * 1000);
+  timer.unref();
+  return timer;
+}
+
 /** Opens the data folder, starts the HTTP server and returns once it listens. */
 export async function startRegistry(
   config: ServeConfig,
@@ -61,6 +81,7 @@ export async function startRegistry(
       .catch((err: unknown) => log.error({ err }, 'upload purge failed'));
   }, PURGE_INTERVAL_MS);
   purgeTimer.unref();
+  const gcTimer = config.gcIntervalSeconds > 0 ? scheduleGc(registry, config, log) : undefined;
 
   const { host, port } = parseAddr(config.addr);
   const initial = await initAdmin(authStore, config, log);
@@ -117,6 +138,7 @@ export async function startRegistry(
     closing ??= (async () => {
       accepting = false;
       clearInterval(purgeTimer);
+      if (gcTimer) clearInterval(gcTimer);
       registry.events.emit('close');
       const drained = new Promise<void>((done) => server.close(() => done()));
       server.closeIdleConnections();

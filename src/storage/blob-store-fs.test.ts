@@ -66,7 +66,7 @@ async function readBlob(store: FsBlobStore, digest: ReturnType<typeof digestOf>)
 }
 
 describe('FsBlobStore on disk', () => {
-  it('lays blobs out as blobs/<alg>/<2 hex>/<hex>', async () => {
+  it('lays blobs out as blobs/<alg>/<2 hex>/<hex>, and lists only such files (stray ones are never offered for deletion)', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'airlock-blobs-'));
     try {
       const store = new FsBlobStore(dir);
@@ -74,6 +74,17 @@ describe('FsBlobStore on disk', () => {
       await store.putBytes(Buffer.from('x'), digest);
       const hex = digest.slice('sha256:'.length);
       assert.deepEqual(await readdir(join(dir, 'blobs', 'sha256', hex.slice(0, 2))), [hex]);
+      const other = digestOf('y').slice('sha256:'.length);
+      await writeFile(join(dir, 'blobs', 'sha256', hex.slice(0, 2), 'notes.txt'), 'mine');
+      await mkdir(join(dir, 'blobs', 'sha256', 'zz'));
+      await writeFile(join(dir, 'blobs', 'sha256', 'zz', other), 'misfiled');
+      await mkdir(join(dir, 'blobs', 'md5', hex.slice(0, 2)), { recursive: true });
+      await writeFile(join(dir, 'blobs', 'md5', hex.slice(0, 2), hex), 'unknown algorithm');
+      await writeFile(join(dir, 'blobs', 'README'), 'a file where folders are');
+      assert.deepEqual(
+        (await store.listBlobs()).map((b) => b.digest),
+        [digest],
+      );
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

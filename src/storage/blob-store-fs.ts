@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import {
   Digester,
+  isDigest,
   parseDigest,
   sendFileTo,
   writeHashed,
@@ -17,6 +18,7 @@ import type {
   BlobWriteOptions,
   ByteRange,
   ByteSink,
+  StoredBlobInfo,
   UploadAppendOptions,
 } from './blob-store.js';
 import { StorageError } from './errors.js';
@@ -238,6 +240,28 @@ export class FsBlobStore implements BlobStore {
       if (isMissing(error)) return false;
       throw error;
     }
+  }
+
+  async listBlobs(): Promise<StoredBlobInfo[]> {
+    await this.init();
+    const found: StoredBlobInfo[] = [];
+    const blobs = join(this.#root, 'blobs');
+    for (const algorithm of await readdir(blobs)) {
+      for (const prefix of await readdir(join(blobs, algorithm)).catch(() => [])) {
+        for (const hex of await readdir(join(blobs, algorithm, prefix)).catch(() => [])) {
+          const digest = `${algorithm}:${hex}`;
+          // Only files named as their digest and filed under its first two hex digits are blobs.
+          if (!isDigest(digest) || !hex.startsWith(prefix) || prefix.length !== 2) continue;
+          try {
+            const info = await stat(join(blobs, algorithm, prefix, hex));
+            if (info.isFile()) found.push({ digest, size: info.size, modifiedAt: info.mtimeMs });
+          } catch (error) {
+            if (!isMissing(error)) throw error;
+          }
+        }
+      }
+    }
+    return found;
   }
 
   async createUpload(id: string): Promise<void> {

@@ -81,6 +81,28 @@ export function runBlobStoreContract(name: string, create: () => Promise<BlobSto
       assert.equal(await store.usage(), before);
     });
 
+    it('lists stored blobs with size and time, but not uploads in progress', async () => {
+      const before = Date.now() - 1000;
+      await store.putBytes(Buffer.from('one'), digestOf('one'));
+      await store.putBytes(Buffer.from('three'), digestOf('three'));
+      await store.createUpload('pending');
+      await store.appendUpload('pending', [Buffer.from('not a blob yet')]);
+      const listed = await store.listBlobs();
+      assert.deepEqual(
+        listed.map((b) => [b.digest, b.size]).sort(),
+        [
+          [digestOf('one'), 3],
+          [digestOf('three'), 5],
+        ].sort(),
+      );
+      assert.ok(listed.every((b) => b.modifiedAt >= before && b.modifiedAt <= Date.now() + 1000));
+      await store.delete(digestOf('one'));
+      assert.deepEqual(
+        (await store.listBlobs()).map((b) => b.digest),
+        [digestOf('three')],
+      );
+    });
+
     it('counts a blob once when the same bytes are stored concurrently', async () => {
       const before = await store.usage();
       const bytes = Buffer.alloc(64 * 1024, 9);

@@ -6,6 +6,12 @@ export interface BlobInfo {
   readonly size: number;
 }
 
+/** A stored blob as `listBlobs` finds it. */
+export interface StoredBlobInfo extends BlobInfo {
+  /** When its bytes were last published or confirmed present, in milliseconds since the epoch. */
+  readonly modifiedAt: number;
+}
+
 /** Inclusive byte range, as in HTTP `Range: bytes=start-end`. */
 export interface ByteRange {
   readonly start: number;
@@ -59,6 +65,8 @@ export interface BlobStore {
   putBytes(bytes: Uint8Array, expected: Digest): Promise<BlobInfo>;
   /** Removes a blob's bytes; true when it existed. */
   delete(digest: Digest): Promise<boolean>;
+  /** Every stored blob (for garbage collection); files that are not blobs are left out. */
+  listBlobs(): Promise<StoredBlobInfo[]>;
 
   /** Starts an empty resumable upload. */
   createUpload(id: string): Promise<void>;

@@ -4,11 +4,20 @@ export type {
   ByteRange,
   ByteSink,
   BlobWriteOptions,
+  StoredBlobInfo,
   UploadAppendOptions,
 } from './blob-store.js';
 export { FsBlobStore } from './blob-store-fs.js';
 export type { FsBlobStoreOptions } from './blob-store-fs.js';
-export type { MetadataStore, ManifestRecord, TagRecord, UploadSession, Page } from './metadata-store.js';
+export type {
+  BlobLinkRecord,
+  BlobUsers,
+  MetadataStore,
+  ManifestRecord,
+  TagRecord,
+  UploadSession,
+  Page,
+} from './metadata-store.js';
 export { SqlMetadataStore } from './metadata-store-sql.js';
 export { openSqliteMetadataStore, openSqliteStores } from './sqlite.js';
 export { SqlAuthStore } from './auth-store-sql.js';

@@ -1,6 +1,14 @@
 import type { Kysely } from 'kysely';
 import type { Digest } from '../oci/index.js';
-import type { ManifestRecord, MetadataStore, Page, TagRecord, UploadSession } from './metadata-store.js';
+import type {
+  BlobLinkRecord,
+  BlobUsers,
+  ManifestRecord,
+  MetadataStore,
+  Page,
+  TagRecord,
+  UploadSession,
+} from './metadata-store.js';
 import { migrate, type Schema } from './sql-schema.js';
 
 const DEFAULT_PAGE = 10_000;
@@ -78,7 +86,8 @@ export class SqlMetadataStore implements MetadataStore {
       await trx
         .insertInto('blob_links')
         .values({ repository, digest, size, created_at: now })
-        .onConflict((oc) => oc.columns(['repository', 'digest']).doNothing())
+        // A re-push or mount renews the link: garbage collection's grace period counts from here.
+        .onConflict((oc) => oc.columns(['repository', 'digest']).doUpdateSet({ created_at: now }))
         .execute();
     });
   }
@@ -109,6 +118,30 @@ export class SqlMetadataStore implements MetadataStore {
       .where('digest', '=', digest)
       .execute();
     return rows.map((row) => row.repository);
+  }
+
+  async listBlobLinks(repository: string): Promise<BlobLinkRecord[]> {
+    const rows = await this.#db
+      .selectFrom('blob_links')
+      .select(['digest', 'size', 'created_at'])
+      .where('repository', '=', repository)
+      .orderBy('digest')
+      .execute();
+    return rows.map((row) => ({
+      digest: row.digest as Digest,
+      size: Number(row.size),
+      createdAt: Number(row.created_at),
+    }));
+  }
+
+  async blobUsers(digest: Digest): Promise<BlobUsers> {
+    const links = await this.repositoriesWithBlob(digest);
+    const rows = await this.#db
+      .selectFrom('manifests')
+      .select('repository')
+      .where('digest', '=', digest)
+      .execute();
+    return { links, manifests: rows.map((row) => row.repository) };
   }
 
   async deleteRepository(name: string): Promise<boolean> {
@@ -180,6 +213,33 @@ export class SqlMetadataStore implements MetadataStore {
         .where('repository', '=', repository)
         .where('digest', '=', digest)
         .execute();
+      const result = await trx
+        .deleteFrom('manifests')
+        .where('repository', '=', repository)
+        .where('digest', '=', digest)
+        .executeTakeFirst();
+      return Number(result.numDeletedRows) > 0;
+    });
+  }
+
+  async deleteManifestIfUnchanged(repository: string, digest: Digest, since: number): Promise<boolean> {
+    return this.#db.transaction().execute(async (trx) => {
+      const tagged = await trx
+        .selectFrom('tags')
+        .select('name')
+        .where('repository', '=', repository)
+        .where((eb) => eb.or([eb('digest', '=', digest), eb('updated_at', '>=', since)]))
+        .limit(1)
+        .executeTakeFirst();
+      if (tagged) return false;
+      const pushed = await trx
+        .selectFrom('manifests')
+        .select('digest')
+        .where('repository', '=', repository)
+        .where('created_at', '>=', since)
+        .limit(1)
+        .executeTakeFirst();
+      if (pushed) return false;
       const result = await trx
         .deleteFrom('manifests')
         .where('repository', '=', repository)

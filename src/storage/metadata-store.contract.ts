@@ -81,6 +81,52 @@ export function runMetadataStoreContract(
       assert.ok(await store.getManifest('r', d('m2')));
     });
 
+    it('lists blob links and who uses a blob, for garbage collection', async () => {
+      const before = Date.now();
+      await store.linkBlob('r1', d('b'), 1);
+      await store.linkBlob('r1', d('a'), 2);
+      await store.linkBlob('r2', d('a'), 2);
+      const links = await store.listBlobLinks('r1');
+      assert.deepEqual(
+        links.map((l) => [l.digest, l.size]),
+        [
+          [d('a'), 2],
+          [d('b'), 1],
+        ].sort((x, y) => String(x[0]).localeCompare(String(y[0]))),
+      );
+      assert.ok(links.every((l) => l.createdAt >= before && l.createdAt <= Date.now()));
+      // Linking again renews the time (a re-push restarts the grace period of garbage collection).
+      const first = links.find((l) => l.digest === d('b'))?.createdAt ?? 0;
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      await store.linkBlob('r1', d('b'), 1);
+      const renewed = (await store.listBlobLinks('r1')).find((l) => l.digest === d('b'))?.createdAt ?? 0;
+      assert.ok(renewed > first, `${renewed} > ${first}`);
+      await store.putManifest('r3', manifest('a'));
+      const users = await store.blobUsers(d('a'));
+      assert.deepEqual([...users.links].sort(), ['r1', 'r2']);
+      assert.deepEqual(users.manifests, ['r3']);
+      assert.deepEqual(await store.blobUsers(d('none')), { links: [], manifests: [] });
+    });
+
+    it('deletes an untagged manifest only if nothing was pushed or tagged since', async () => {
+      await store.putManifest('r', manifest('old', { createdAt: 1000 }));
+      await store.putManifest('r', manifest('tagged', { createdAt: 1000 }), 'v1');
+      const since = Date.now() + 60_000;
+      assert.equal(await store.deleteManifestIfUnchanged('r', d('tagged'), since), false, 'tagged');
+      assert.ok(await store.getManifest('r', d('tagged')));
+      // A manifest pushed at or after `since` (an index that may name the old one) stops it.
+      await store.putManifest('r', manifest('new', { createdAt: since }));
+      assert.equal(await store.deleteManifestIfUnchanged('r', d('old'), since), false, 'push since');
+      assert.equal(await store.deleteManifest('r', d('new')), true);
+      // A tag moved at or after `since` stops it too (the tag store uses the wall clock).
+      const beforeTag = Date.now();
+      await store.putManifest('r', manifest('tagged', { createdAt: 1000 }), 'v2');
+      assert.equal(await store.deleteManifestIfUnchanged('r', d('old'), beforeTag), false, 'tag since');
+      assert.equal(await store.deleteManifestIfUnchanged('r', d('old'), since), true);
+      assert.equal(await store.getManifest('r', d('old')), undefined);
+      assert.equal(await store.deleteManifestIfUnchanged('r', d('old'), since), false, 'gone already');
+    });
+
     it('lists referrers of a subject, filtered by artifact type', async () => {
       await store.putManifest('r', manifest('sig', { subject: d('img'), artifactType: 'application/x.sig' }));
       await store.putManifest(

@@ -18,6 +18,20 @@ export interface TagRecord {
   readonly updatedAt: number;
 }
 
+/** A blob linked into a repository (pushed or mounted there). */
+export interface BlobLinkRecord {
+  readonly digest: Digest;
+  readonly size: number;
+  /** When it was last linked (a push or mount of a linked blob renews it), in milliseconds since the epoch. */
+  readonly createdAt: number;
+}
+
+/** Who still needs a blob's bytes: repositories that link it, and repositories holding it as a manifest. */
+export interface BlobUsers {
+  readonly links: readonly string[];
+  readonly manifests: readonly string[];
+}
+
 export interface UploadSession {
   readonly id: string;
   readonly repository: string;
@@ -47,6 +61,10 @@ export interface MetadataStore {
   unlinkBlob(repository: string, digest: Digest): Promise<boolean>;
   /** Repositories that link `digest` (for mounts and garbage collection). */
   repositoriesWithBlob(digest: Digest): Promise<string[]>;
+  /** Every blob linked into a repository, by digest. */
+  listBlobLinks(repository: string): Promise<BlobLinkRecord[]>;
+  /** Repositories that link `digest` or store a manifest with that digest (garbage collection). */
+  blobUsers(digest: Digest): Promise<BlobUsers>;
 
   /** Removes a repository with its manifests, tags, blob links and upload sessions; true when it existed. */
   deleteRepository(name: string): Promise<boolean>;
@@ -57,6 +75,12 @@ export interface MetadataStore {
   getManifest(repository: string, digest: Digest): Promise<ManifestRecord | undefined>;
   /** Removes a manifest and every tag pointing at it; true when it existed. */
   deleteManifest(repository: string, digest: Digest): Promise<boolean>;
+  /**
+   * Removes an untagged manifest, atomically checking that it still is one and that nothing in the
+   * repository was pushed or tagged at or after `since` (a garbage collector's snapshot time): false
+   * (nothing removed) otherwise, or when it does not exist.
+   */
+  deleteManifestIfUnchanged(repository: string, digest: Digest, since: number): Promise<boolean>;
 
   resolveTag(repository: string, tag: string): Promise<Digest | undefined>;
   listTags(repository: string, page?: Page): Promise<TagRecord[]>;

@@ -1,6 +1,9 @@
 import type { KubeObject, ResourceInfo } from '../kube/index.js';
 import type { SyncErrorEntry } from './errors.js';
 
+/** Go durations (RootSync's `period`) are parsed by oci/'s parser, shared with the CLI. */
+export { parseDuration } from '../oci/index.js';
+
 export const GROUP = 'configsync.gke.io';
 export const API_VERSION = `${GROUP}/v1beta1`;
 export const SYSTEM_NAMESPACE = 'config-management-system';
@@ -180,15 +183,4 @@ export function objectKey(id: ObjectId): string {
 export function displayName(id: ObjectId): string {
   const kind = id.kind.toLowerCase();
   return `${id.group ? `${kind}.${id.group}` : kind}/${id.name}`;
-}
-
-/** Parses a Go duration such as "15s", "1m30s", "500ms"; undefined when it is not one. */
-export function parseDuration(text: string): number | undefined {
-  const trimmed = text.trim();
-  if (!/^(\d+(\.\d+)?(ms|s|m|h))+$/.test(trimmed)) return undefined;
-  const unit: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-  let total = 0;
-  for (const match of trimmed.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g))
-    total += Number(match[1]) * unit[match[2]!]!;
-  return total;
 }

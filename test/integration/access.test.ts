@@ -329,6 +329,27 @@ describe('access control', () => {
     assert.ok(audit.some((e) => e.actor === 'user:admin' && e.action === 'robot.revoke'));
   });
 
+  it('lets only registry admins collect garbage, and audits a real run (not a dry run)', async () => {
+    const body = JSON.stringify({ dryRun: true });
+    assert.equal((await call('anonymous', 'POST', '/api/v1/gc', { body })).status, 401);
+    assert.equal((await call('alice', 'POST', '/api/v1/gc', { body })).status, 403);
+    assert.equal((await call('carol', 'POST', '/api/v1/gc', { body })).status, 403, 'admin of p/app only');
+    const dry = await api('POST', '/api/v1/gc', { dryRun: true });
+    assert.equal(dry.status, 200);
+    assert.equal(((await dry.json()) as { dryRun: boolean }).dryRun, true);
+    const real = await api('POST', '/api/v1/gc', {});
+    assert.equal(real.status, 200);
+    await real.arrayBuffer();
+    const audit = (await (await api('GET', '/api/v1/audit')).json()) as Array<{ action: string }>;
+    assert.equal(audit.filter((e) => e.action === 'gc').length, 1);
+    // Content is an hour old at the least before it can go: the images pushed above are still whole.
+    const layer = img.layers[0];
+    assert.ok(layer);
+    const get = await call('admin', 'GET', `/v2/p/app/blobs/${layer.digest}`);
+    await get.arrayBuffer();
+    assert.equal(get.status, 200);
+  });
+
   it('serves the Harbor artifacts API so the GDC curl | jq recipe works verbatim', async (t) => {
     const curl = findPeer('curl');
     const jq = findPeer('jq');

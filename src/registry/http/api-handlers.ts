@@ -4,6 +4,7 @@ import { RegistryError } from '../errors.js';
 import { memberProblem } from '../auth/access.js';
 import { hashPassword, newRobotSecret } from '../auth/password.js';
 import { ROLES, scopeProblem } from '../auth/policy.js';
+import type { GarbageCollectionOptions } from '../gc.js';
 import type { Registry } from '../registry.js';
 import { readSmallBody, recordAudit, sendEmpty, sendJson, type Context } from './context.js';
 import { harborApi } from './harbor-api.js';
@@ -33,6 +34,26 @@ function field(data: Json, name: string, required = true): string | undefined {
   if (typeof value !== 'string' || value === '')
     throw new RegistryError('UNSUPPORTED', `Field "${name}" must be a non-empty string`, { status: 400 });
   return value;
+}
+
+/** The body of `POST /api/v1/gc`: `dryRun`, `deleteUntagged` (booleans), `graceSeconds` (whole seconds). */
+function gcOptions(data: Json): GarbageCollectionOptions {
+  for (const key of Object.keys(data)) {
+    if (!['dryRun', 'deleteUntagged', 'graceSeconds'].includes(key))
+      throw badRequest(`Unknown field "${key}": expected dryRun, deleteUntagged or graceSeconds`);
+  }
+  for (const key of ['dryRun', 'deleteUntagged']) {
+    if (data[key] !== undefined && typeof data[key] !== 'boolean')
+      throw badRequest(`Field "${key}" must be true or false`);
+  }
+  const grace = data.graceSeconds;
+  if (grace !== undefined && (typeof grace !== 'number' || !Number.isSafeInteger(grace) || grace < 0))
+    throw badRequest('Field "graceSeconds" must be a whole number of seconds, 0 or more');
+  return {
+    dryRun: data.dryRun === true,
+    deleteUntagged: data.deleteUntagged === true,
+    ...(grace === undefined ? {} : { graceMs: grace * 1000 }),
+  };
 }
 
 function badRequest(message: string): RegistryError {
@@ -346,6 +367,25 @@ export async function routeApi(ctx: Context, registry: Registry): Promise<boolea
   if (path === '/events' && method === 'GET') {
     requireLogin(ctx);
     eventStream(ctx, registry);
+    return true;
+  }
+  if (path === '/gc' && method === 'POST') {
+    requireAdmin(ctx);
+    const options = gcOptions(await body(ctx));
+    const report = await registry.collectGarbage(options);
+    if (!report.dryRun) {
+      await recordAudit(ctx, {
+        action: 'gc',
+        target: '*',
+        detail: {
+          manifestsDeleted: report.manifestsDeleted.length,
+          linksRemoved: report.linksRemoved,
+          blobsDeleted: report.blobsDeleted,
+          bytesFreed: report.bytesFreed,
+        },
+      });
+    }
+    sendJson(ctx, report);
     return true;
   }
   if (path === '/whoami' && method === 'GET') {

@@ -1,0 +1,338 @@
+import { describe, it, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, unlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { digestOf, MediaType, parseDigest, type Digest } from '../oci/index.js';
+import { FsBlobStore, openSqliteStores, type MetadataStore } from '../storage/index.js';
+import { DigestGuard } from './digest-guard.js';
+import { Registry } from './registry.js';
+
+const dirs: string[] = [];
+after(() => Promise.all(dirs.map((dir) => rm(dir, { recursive: true, force: true }))));
+
+interface Setup {
+  readonly dir: string;
+  readonly blobs: FsBlobStore;
+  readonly metadata: MetadataStore;
+  readonly registry: Registry;
+}
+
+async function setup(wrap: (m: MetadataStore) => MetadataStore = (m) => m): Promise<Setup> {
+  const dir = await mkdtemp(join(tmpdir(), 'airlock-gc-'));
+  dirs.push(dir);
+  const blobs = new FsBlobStore(dir, { fsync: false });
+  await blobs.init();
+  const { metadata } = await openSqliteStores(join(dir, 'airlock.db'));
+  return { dir, blobs, metadata, registry: new Registry({ blobs, metadata: wrap(metadata) }) };
+}
+
+async function blob(
+  registry: Registry,
+  repo: string,
+  text: string,
+): Promise<{ digest: Digest; size: number }> {
+  const bytes = Buffer.from(text);
+  const digest = await registry.putBlob(repo, digestOf(bytes), Readable.from([bytes]));
+  return { digest, size: bytes.byteLength };
+}
+
+/** Pushes an image (a config and one layer per text) and returns its manifest digest. */
+async function image(
+  registry: Registry,
+  repo: string,
+  tag: string | undefined,
+  layers: readonly string[],
+  extra: Record<string, unknown> = {},
+): Promise<Digest> {
+  const config = await blob(registry, repo, JSON.stringify({ layers }));
+  const descriptors = [];
+  for (const text of layers)
+    descriptors.push({ mediaType: MediaType.OciLayer, ...(await blob(registry, repo, text)) });
+  const body = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: MediaType.OciManifest,
+      config: { mediaType: MediaType.OciConfig, ...config },
+      layers: descriptors,
+      ...extra,
+    }),
+  );
+  const digest = digestOf(body);
+  await registry.putManifest(repo, tag ?? digest, { body, contentType: MediaType.OciManifest });
+  return digest;
+}
+
+async function index(
+  registry: Registry,
+  repo: string,
+  tag: string,
+  children: readonly Digest[],
+): Promise<Digest> {
+  const manifests = [];
+  for (const child of children) {
+    const stored = await registry.getManifest(repo, child);
+    manifests.push({ mediaType: stored.mediaType, digest: child, size: stored.bytes.byteLength });
+  }
+  const body = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests }));
+  await registry.putManifest(repo, tag, { body, contentType: MediaType.OciIndex });
+  return digestOf(body);
+}
+
+/** Everything stored, to compare before and after: blob files and every repository's links. */
+async function snapshot(s: Setup, repos: readonly string[]): Promise<string> {
+  const files = (await s.blobs.listBlobs()).map((b) => `${b.digest}:${b.size}`).sort();
+  const links: string[] = [];
+  for (const repo of repos) {
+    for (const link of await s.metadata.listBlobLinks(repo)) links.push(`${repo}@${link.digest}`);
+    for (const m of await s.metadata.listManifests(repo)) links.push(`${repo}#${m.digest}`);
+  }
+  return JSON.stringify({ files, links: links.sort() });
+}
+
+/** Every link and manifest row has its bytes: what a collection must never break. */
+async function assertWhole(s: Setup, repos: readonly string[]): Promise<void> {
+  for (const repo of repos) {
+    for (const link of await s.metadata.listBlobLinks(repo))
+      assert.ok(await s.blobs.stat(link.digest), `${repo} links ${link.digest}, whose file is gone`);
+    for (const m of await s.metadata.listManifests(repo))
+      assert.ok(await s.blobs.stat(m.digest), `${repo} holds manifest ${m.digest}, whose file is gone`);
+  }
+}
+
+/** Lets the clock move past everything written so far (the collector keeps what is not older than it). */
+const settle = (): Promise<void> => sleep(15);
+
+describe('garbage collection', () => {
+  it('deletes the blobs only a deleted manifest used, and keeps shared and tagged ones', async () => {
+    const s = await setup();
+    const { registry, blobs } = s;
+    const kept = await image(registry, 'p/app', 'v1', ['shared layer', 'kept layer']);
+    const gone = await image(registry, 'p/app', 'v2', ['shared layer', 'lonely layer']);
+    await registry.deleteManifest('p/app', gone);
+    await settle();
+    const usageBefore = await blobs.usage();
+    const report = await registry.collectGarbage({ graceMs: 0 });
+    // Unlinked: the lonely layer and v2's config; deleted: those two files and v2's manifest bytes.
+    assert.equal(report.linksRemoved, 2);
+    assert.equal(report.blobsDeleted, 3);
+    assert.equal(report.manifestsDeleted.length, 0);
+    assert.equal(report.bytesFreed, usageBefore - (await blobs.usage()));
+    assert.ok(report.bytesFreed > 0);
+    assert.equal(await blobs.stat(digestOf('lonely layer')), undefined);
+    assert.equal(await blobs.stat(gone), undefined);
+    for (const text of ['shared layer', 'kept layer']) assert.ok(await blobs.stat(digestOf(text)));
+    assert.equal((await registry.getManifest('p/app', 'v1')).digest, kept);
+    await assert.rejects(registry.statBlob('p/app', digestOf('lonely layer')), { code: 'BLOB_UNKNOWN' });
+    await assertWhole(s, ['p/app']);
+    // A second run finds nothing more.
+    const again = await registry.collectGarbage({ graceMs: 0 });
+    assert.deepEqual([again.linksRemoved, again.blobsDeleted, again.bytesFreed], [0, 0, 0]);
+  });
+
+  it("keeps a blob another repository still uses, removing only the first repository's link", async () => {
+    const s = await setup();
+    const { registry, blobs } = s;
+    const first = await image(registry, 'p/one', 'v1', ['common']);
+    await image(registry, 'p/two', 'v1', ['common']);
+    await registry.deleteManifest('p/one', first);
+    await settle();
+    await registry.collectGarbage({ graceMs: 0 });
+    assert.ok(await blobs.stat(digestOf('common')));
+    assert.equal(await s.metadata.blobLink('p/one', digestOf('common')), undefined);
+    assert.ok(await s.metadata.blobLink('p/two', digestOf('common')));
+    await assertWhole(s, ['p/one', 'p/two']);
+  });
+
+  it('keeps content younger than the grace period, and blobs waiting for their manifest within it', async () => {
+    const s = await setup();
+    const { registry } = s;
+    const gone = await image(registry, 'p/app', 'v1', ['young']);
+    await registry.deleteManifest('p/app', gone);
+    await blob(registry, 'p/app', 'pushed, manifest not yet');
+    const before = await snapshot(s, ['p/app']);
+    const report = await registry.collectGarbage(); // default grace: one hour
+    assert.deepEqual([report.linksRemoved, report.blobsDeleted], [0, 0]);
+    assert.equal(await snapshot(s, ['p/app']), before);
+  });
+
+  it('reports in a dry run exactly what a real run then does, changing nothing', async () => {
+    const s = await setup();
+    const { registry } = s;
+    await image(registry, 'p/app', 'v1', ['a']);
+    const untagged = await image(registry, 'p/app', undefined, ['b']);
+    const removed = await image(registry, 'p/app', 'v3', ['c']);
+    await registry.deleteManifest('p/app', removed);
+    await settle();
+    const before = await snapshot(s, ['p/app']);
+    const dry = await registry.collectGarbage({ graceMs: 0, deleteUntagged: true, dryRun: true });
+    assert.equal(await snapshot(s, ['p/app']), before, 'a dry run changes nothing');
+    assert.equal(dry.dryRun, true);
+    assert.deepEqual(dry.manifestsDeleted, [{ repository: 'p/app', digest: untagged }]);
+    const real = await registry.collectGarbage({ graceMs: 0, deleteUntagged: true });
+    assert.deepEqual({ ...real, dryRun: true }, dry);
+    assert.notEqual(await snapshot(s, ['p/app']), before);
+  });
+
+  it('with deleteUntagged keeps what tags reach (index children, referrers) and deletes the rest', async () => {
+    const s = await setup();
+    const { registry, blobs } = s;
+    const amd64 = await image(registry, 'p/app', undefined, ['amd64 layer']);
+    const arm64 = await image(registry, 'p/app', undefined, ['arm64 layer']);
+    const multi = await index(registry, 'p/app', 'v1', [amd64, arm64]);
+    const subject = (digest: Digest) => ({
+      subject: { mediaType: MediaType.OciIndex, digest, size: 1 },
+      artifactType: 'application/vnd.dev.cosign.artifact.sig.v1+json',
+    });
+    const signature = await image(registry, 'p/app', undefined, ['signature of v1'], subject(multi));
+    const orphan = await image(registry, 'p/app', undefined, ['orphan layer']);
+    const orphanSbom = await image(registry, 'p/app', undefined, ['sbom of orphan'], subject(orphan));
+    // A tag moved away leaves its old manifest untagged.
+    const old = await image(registry, 'p/app', 'latest', ['old layer']);
+    await image(registry, 'p/app', 'latest', ['new layer']);
+    await settle();
+
+    const kept = await registry.collectGarbage({ graceMs: 0 });
+    assert.equal(kept.manifestsDeleted.length, 0, 'untagged manifests stay unless asked');
+    assert.ok(await blobs.stat(digestOf('orphan layer')));
+
+    const report = await registry.collectGarbage({ graceMs: 0, deleteUntagged: true });
+    assert.deepEqual(report.manifestsDeleted.map((m) => m.digest).sort(), [orphan, orphanSbom, old].sort());
+    for (const digest of [amd64, arm64, multi, signature])
+      assert.equal((await registry.getManifest('p/app', digest)).digest, digest);
+    for (const text of ['amd64 layer', 'arm64 layer', 'signature of v1', 'new layer'])
+      assert.ok(await blobs.stat(digestOf(text)), text);
+    for (const text of ['orphan layer', 'sbom of orphan', 'old layer'])
+      assert.equal(await blobs.stat(digestOf(text)), undefined, text);
+    await assert.rejects(registry.getManifest('p/app', orphan), { code: 'MANIFEST_UNKNOWN' });
+    assert.deepEqual(await registry.listReferrers('p/app', orphan), []);
+    assert.equal((await registry.listReferrers('p/app', multi)).length, 1);
+    await assertWhole(s, ['p/app']);
+  });
+
+  it('leaves a repository alone when one of its manifests cannot be read', async () => {
+    const s = await setup();
+    const { registry, blobs } = s;
+    const gone = await image(registry, 'p/broken', 'v1', ['unused soon']);
+    const lost = await image(registry, 'p/broken', 'v2', ['other']);
+    await registry.deleteManifest('p/broken', gone);
+    // The bytes of v2's manifest vanish (a disk problem): its layers can no longer be known.
+    const { algorithm, hex } = parseDigest(lost);
+    await unlink(join(s.dir, 'blobs', algorithm, hex.slice(0, 2), hex));
+    const fresh = new Registry({ blobs, metadata: s.metadata });
+    await settle();
+    const report = await fresh.collectGarbage({ graceMs: 0, deleteUntagged: true });
+    assert.equal(report.problems.length, 1);
+    assert.match(report.problems[0] ?? '', /^p\/broken: /);
+    assert.equal(report.linksRemoved, 0);
+    assert.ok(await blobs.stat(digestOf('unused soon')), 'nothing is unlinked in that repository');
+  });
+
+  it('runs one collection at a time', async () => {
+    const { registry } = await setup();
+    const first = registry.collectGarbage({ graceMs: 0 });
+    await assert.rejects(registry.collectGarbage({ graceMs: 0 }), (error: Error & { status?: number }) => {
+      assert.match(error.message, /already running/);
+      return true;
+    });
+    await first;
+    await registry.collectGarbage({ graceMs: 0 });
+  });
+
+  it('never deletes a blob that an upload is publishing meanwhile', async () => {
+    const s = await setup();
+    const { registry, blobs } = s;
+    // An orphan file: stored once, its link since removed.
+    const orphan = await blob(registry, 'p/app', 'orphan bytes');
+    await registry.deleteBlob('p/app', orphan.digest);
+    await settle();
+    // An upload of the same bytes is on its way while the collector runs.
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const body = (async function* () {
+      await gate;
+      yield Buffer.from('orphan bytes');
+    })();
+    const upload = registry.putBlob('p/other', orphan.digest, body);
+    const report = await registry.collectGarbage({ graceMs: 0 });
+    assert.equal(report.blobsDeleted, 0, 'the pinned digest is skipped');
+    release();
+    await upload;
+    assert.ok(await blobs.stat(orphan.digest));
+    await assertWhole(s, ['p/app', 'p/other']);
+  });
+
+  it('makes a write that arrives during a removal wait for it, then store the blob again', async () => {
+    // The collector is stopped after it claimed the digest and found no users, before it deletes.
+    let release!: () => void;
+    const hold = new Promise<void>((resolve) => (release = resolve));
+    let reached!: () => void;
+    const atUsers = new Promise<void>((resolve) => (reached = resolve));
+    const s = await setup(
+      (inner) =>
+        new Proxy(inner, {
+          get(target, property) {
+            const value: unknown = Reflect.get(target, property);
+            if (property !== 'blobUsers' || typeof value !== 'function') {
+              return typeof value === 'function' ? (value as () => unknown).bind(target) : value;
+            }
+            return async (digest: Digest) => {
+              const users = await inner.blobUsers(digest);
+              reached();
+              await hold;
+              return users;
+            };
+          },
+        }),
+    );
+    const { registry, blobs } = s;
+    const orphan = await blob(registry, 'p/app', 'claimed bytes');
+    await registry.deleteBlob('p/app', orphan.digest);
+    await settle();
+    const collecting = registry.collectGarbage({ graceMs: 0 });
+    await atUsers;
+    // Both a mount and an upload of the digest start now; the file is still there.
+    const mounted = registry.mountBlob('p/mounted', orphan.digest, 'p/app');
+    const uploaded = registry.putBlob(
+      'p/uploaded',
+      orphan.digest,
+      Readable.from([Buffer.from('claimed bytes')]),
+    );
+    await sleep(20);
+    release();
+    const report = await collecting;
+    assert.equal(report.blobsDeleted, 1);
+    assert.equal(await mounted, false, 'the mount falls back to an upload: its source is gone');
+    await uploaded;
+    assert.ok(await blobs.stat(orphan.digest), 'the upload stored the bytes again after the removal');
+    assert.ok(await s.metadata.blobLink('p/uploaded', orphan.digest));
+    await assertWhole(s, ['p/app', 'p/mounted', 'p/uploaded']);
+  });
+});
+
+describe('DigestGuard', () => {
+  it('refuses claims on pinned digests and makes pins wait for a claim under way', async () => {
+    const guard = new DigestGuard();
+    const pin = guard.pin(['a', 'b', 'a']);
+    assert.equal(guard.claim('a'), undefined);
+    pin.release();
+    pin.release(); // once only
+    assert.equal(guard.pinned('a'), false);
+    const end = guard.claim('a');
+    assert.ok(end);
+    assert.equal(guard.claim('a'), undefined, 'one claim at a time');
+    const waiting = guard.pin(['a']);
+    let ready = false;
+    void waiting.ready.then(() => (ready = true));
+    await sleep(5);
+    assert.equal(ready, false);
+    end();
+    await waiting.ready;
+    assert.equal(ready, true);
+    assert.equal(guard.claim('a'), undefined, 'still pinned');
+    waiting.release();
+    assert.ok(guard.claim('a'));
+  });
+});

@@ -1,0 +1,202 @@
+import { parseManifest, type Digest, type ParsedManifest } from '../oci/index.js';
+import type { BlobStore, ManifestRecord, MetadataStore } from '../storage/index.js';
+import type { DigestGuard } from './digest-guard.js';
+
+/** How long new content is kept by default whether or not anything refers to it yet: one hour. */
+export const DEFAULT_GC_GRACE_MS = 60 * 60 * 1000;
+
+export interface GarbageCollectionOptions {
+  /**
+   * Content younger than this is kept even when nothing refers to it: the layers of a push whose manifest
+   * has not arrived yet, the children of an index being pushed. Default: one hour.
+   */
+  readonly graceMs?: number;
+  /** Also delete manifests that no tag reaches (directly, as an index child or as a referrer). */
+  readonly deleteUntagged?: boolean;
+  /** Report what would be deleted and change nothing. */
+  readonly dryRun?: boolean;
+}
+
+export interface GarbageCollectionReport {
+  readonly dryRun: boolean;
+  readonly repositories: number;
+  /** Untagged manifests deleted (only with `deleteUntagged`). */
+  readonly manifestsDeleted: readonly { readonly repository: string; readonly digest: Digest }[];
+  /** Blob links removed from repositories whose manifests no longer refer to them. */
+  readonly linksRemoved: number;
+  /** Blob files deleted because no repository links them and no manifest is stored as them. */
+  readonly blobsDeleted: number;
+  readonly bytesFreed: number;
+  /** Repositories left alone because a manifest in them could not be read (nothing is deleted there). */
+  readonly problems: readonly string[];
+}
+
+/** What the collector works on: the registry's stores, and its caches through two callbacks. */
+export interface CollectorContext {
+  readonly meta: MetadataStore;
+  readonly blobs: BlobStore;
+  readonly guard: DigestGuard;
+  readonly now: () => number;
+  readManifest(repository: string, record: ManifestRecord): Promise<Uint8Array>;
+  /** `meta.deleteManifestIfUnchanged`, keeping the registry's caches right. */
+  deleteUntaggedManifest(repository: string, digest: Digest, since: number): Promise<boolean>;
+}
+
+const PAGE = 1000;
+
+async function allRepositories(meta: MetadataStore): Promise<string[]> {
+  const names: string[] = [];
+  for (;;) {
+    const last = names.at(-1);
+    const page = await meta.listRepositories({ n: PAGE, ...(last === undefined ? {} : { last }) });
+    names.push(...page);
+    if (page.length < PAGE) return names;
+  }
+}
+
+async function taggedDigests(meta: MetadataStore, repository: string): Promise<Set<Digest>> {
+  const digests = new Set<Digest>();
+  let last: string | undefined;
+  for (;;) {
+    const page = await meta.listTags(repository, { n: PAGE, ...(last === undefined ? {} : { last }) });
+    for (const tag of page) digests.add(tag.digest);
+    last = page.at(-1)?.name;
+    if (page.length < PAGE) return digests;
+  }
+}
+
+/**
+ * Manifests a tag reaches, with the roots given: tagged ones and those younger than the grace period;
+ * then, until nothing changes, the children of reached indexes and the referrers of reached manifests.
+ */
+function reachable(
+  manifests: readonly ManifestRecord[],
+  parsed: ReadonlyMap<Digest, ParsedManifest>,
+  roots: ReadonlySet<Digest>,
+): Set<Digest> {
+  const reached = new Set(roots);
+  let grew = true;
+  while (grew) {
+    grew = false;
+    for (const record of manifests) {
+      const add = (digest: Digest): void => {
+        if (reached.has(digest)) return;
+        reached.add(digest);
+        grew = true;
+      };
+      if (reached.has(record.digest)) {
+        for (const child of parsed.get(record.digest)?.manifests ?? []) add(child.digest);
+      } else if (record.subject !== undefined && reached.has(record.subject)) {
+        add(record.digest);
+      }
+    }
+  }
+  return reached;
+}
+
+/**
+ * One garbage collection, online: writes go on meanwhile. Per repository, untagged manifests (when
+ * asked), then blob links no manifest of the repository refers to; then blob files nothing links or
+ * stores as a manifest. Content younger than the grace period is kept; a write in flight is protected
+ * by the digest guard; a manifest is deleted only if its repository saw no push or tag since the
+ * collection began (checked in the same transaction as the delete).
+ */
+export async function collectGarbage(
+  context: CollectorContext,
+  options: GarbageCollectionOptions = {},
+): Promise<GarbageCollectionReport> {
+  const { meta, blobs, guard } = context;
+  const dryRun = options.dryRun ?? false;
+  const since = context.now();
+  const cutoff = since - (options.graceMs ?? DEFAULT_GC_GRACE_MS);
+  const removedManifests = new Set<string>();
+  const removedLinks = new Set<string>();
+  const manifestsDeleted: { repository: string; digest: Digest }[] = [];
+  const problems: string[] = [];
+  let linksRemoved = 0;
+
+  // Removes something under a claim on `digest` (in a dry run, only asks `remove` whether it would);
+  // false when a write holds the digest or `remove` removed nothing.
+  const underClaim = async (digest: Digest, remove: () => Promise<boolean>): Promise<boolean> => {
+    if (dryRun) return !guard.pinned(digest) && (await remove());
+    const end = guard.claim(digest);
+    if (!end) return false;
+    try {
+      return await remove();
+    } finally {
+      end();
+    }
+  };
+
+  const repositories = await allRepositories(meta);
+  for (const repository of repositories) {
+    const manifests = await meta.listManifests(repository);
+    const parsed = new Map<Digest, ParsedManifest>();
+    try {
+      for (const record of manifests) {
+        parsed.set(
+          record.digest,
+          parseManifest(await context.readManifest(repository, record), record.mediaType),
+        );
+      }
+    } catch (error) {
+      problems.push(`${repository}: ${(error as Error).message}`);
+      continue;
+    }
+    let live = manifests;
+    if (options.deleteUntagged) {
+      const roots = await taggedDigests(meta, repository);
+      for (const record of manifests) if (record.createdAt >= cutoff) roots.add(record.digest);
+      const reached = reachable(manifests, parsed, roots);
+      for (const record of manifests) {
+        if (reached.has(record.digest)) continue;
+        const deleted = await underClaim(record.digest, async () =>
+          dryRun ? true : context.deleteUntaggedManifest(repository, record.digest, since),
+        );
+        if (!deleted) continue;
+        removedManifests.add(`${repository}@${record.digest}`);
+        manifestsDeleted.push({ repository, digest: record.digest });
+      }
+      live = manifests.filter((record) => !removedManifests.has(`${repository}@${record.digest}`));
+    }
+    const referenced = new Set<Digest>();
+    for (const record of live) {
+      const manifest = parsed.get(record.digest);
+      if (manifest?.config) referenced.add(manifest.config.digest);
+      for (const layer of manifest?.layers ?? []) referenced.add(layer.digest);
+    }
+    for (const link of await meta.listBlobLinks(repository)) {
+      if (referenced.has(link.digest) || link.createdAt >= cutoff) continue;
+      const unlink = async (): Promise<boolean> => dryRun || meta.unlinkBlob(repository, link.digest);
+      if (!(await underClaim(link.digest, unlink))) continue;
+      removedLinks.add(`${repository}@${link.digest}`);
+      linksRemoved++;
+    }
+  }
+
+  let blobsDeleted = 0;
+  let bytesFreed = 0;
+  for (const blob of await blobs.listBlobs()) {
+    if (blob.modifiedAt >= cutoff) continue;
+    const deleted = await underClaim(blob.digest, async () => {
+      const users = await meta.blobUsers(blob.digest);
+      const used =
+        users.links.some((repository) => !removedLinks.has(`${repository}@${blob.digest}`)) ||
+        users.manifests.some((repository) => !removedManifests.has(`${repository}@${blob.digest}`));
+      if (used) return false;
+      return dryRun || (await blobs.delete(blob.digest));
+    });
+    if (!deleted) continue;
+    blobsDeleted++;
+    bytesFreed += blob.size;
+  }
+  return {
+    dryRun,
+    repositories: repositories.length,
+    manifestsDeleted,
+    linksRemoved,
+    blobsDeleted,
+    bytesFreed,
+    problems,
+  };
+}

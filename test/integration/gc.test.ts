@@ -1,0 +1,144 @@
+// Garbage collection end to end: artifacts pushed and deleted with the CLI, `airlock gc` against a
+// running registry, then what is left is checked over HTTP and on disk.
+import assert from 'node:assert/strict';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { digestOf } from '../../src/oci/index.js';
+import { airlock, airlockOk, assertOneLineError, cliEnv } from '../helpers/cli.js';
+import { startTestRegistry } from '../helpers/in-process.js';
+import { tempDirForTest } from '../helpers/interop.js';
+
+interface Report {
+  dryRun: boolean;
+  repositories: number;
+  manifestsDeleted: { repository: string; digest: string }[];
+  linksRemoved: number;
+  blobsDeleted: number;
+  bytesFreed: number;
+  problems: string[];
+}
+
+async function blobFiles(dataDir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const prefix of await readdir(join(dataDir, 'blobs', 'sha256'))) {
+    for (const hex of await readdir(join(dataDir, 'blobs', 'sha256', prefix))) out.push(`sha256:${hex}`);
+  }
+  return out.sort();
+}
+
+describe('airlock gc', () => {
+  it('collects what deleted and untagged artifacts left behind, and nothing a tag still reaches', async (t) => {
+    const reg = await startTestRegistry();
+    t.after(() => reg.dispose());
+    const host = new URL(reg.url).host;
+    const env = await cliEnv(t);
+    const work = await tempDirForTest(t, 'gc-');
+    for (const name of ['kept.txt', 'deleted.txt', 'untagged.txt', 'shared.txt']) {
+      await writeFile(join(work, name), `${name} ${Date.now()}\n`);
+    }
+    await airlockOk(env, ['push', `${host}/p/app:kept`, 'kept.txt', 'shared.txt'], { cwd: work });
+    await airlockOk(env, ['push', `${host}/p/app:deleted`, 'deleted.txt', 'shared.txt'], { cwd: work });
+    await airlockOk(env, ['push', `${host}/p/app:untagged`, 'untagged.txt'], { cwd: work });
+    const digestOfTag = async (tag: string): Promise<string> =>
+      (await airlockOk(env, ['digest', `${host}/p/app:${tag}`])).stdout.trim();
+    const deleted = await digestOfTag('deleted');
+    const untagged = await digestOfTag('untagged');
+    await airlockOk(env, ['delete', `${host}/p/app@${deleted}`]);
+    await airlockOk(env, ['delete', `${host}/p/app:untagged`]);
+    const before = await blobFiles(reg.dataDir);
+    await new Promise((resolve) => setTimeout(resolve, 1100)); // --grace is in whole seconds
+
+    // The default grace period (an hour) keeps everything this young.
+    const young = JSON.parse((await airlockOk(env, ['gc', host, '--output', 'json'])).stdout) as Report;
+    assert.deepEqual([young.linksRemoved, young.blobsDeleted], [0, 0]);
+
+    const dry = JSON.parse(
+      (
+        await airlockOk(env, [
+          'gc',
+          host,
+          '--grace',
+          '1s',
+          '--delete-untagged',
+          '--dry-run',
+          '--output',
+          'json',
+        ])
+      ).stdout,
+    ) as Report;
+    assert.deepEqual(await blobFiles(reg.dataDir), before, 'a dry run deletes nothing');
+    assert.deepEqual(dry.manifestsDeleted, [{ repository: 'p/app', digest: untagged }]);
+
+    const result = await airlockOk(env, ['gc', host, '--grace', '1s', '--delete-untagged']);
+    assert.match(result.stdout, new RegExp(`manifest p/app@${untagged} deleted`));
+    assert.match(
+      result.stdout,
+      /1 repositories: 1 untagged manifests deleted, \d+ blob links removed, \d+ blobs deleted \([\d.]+ MiB freed\)/,
+    );
+
+    const after = await blobFiles(reg.dataDir);
+    // Gone: both manifests and the files only they named (deleted.txt, untagged.txt); kept: the rest.
+    for (const digest of [deleted, untagged]) assert.ok(!after.includes(digest), `${digest} is deleted`);
+    for (const name of ['deleted.txt', 'untagged.txt']) {
+      const digest = digestOf(await readFile(join(work, name)));
+      assert.ok(!after.includes(digest), `${name} is deleted`);
+      const res = await fetch(`${reg.url}/v2/p/app/blobs/${digest}`);
+      await res.arrayBuffer();
+      assert.equal(res.status, 404);
+    }
+    for (const name of ['kept.txt', 'shared.txt']) {
+      assert.ok(after.includes(digestOf(await readFile(join(work, name)))), `${name} is kept`);
+    }
+    const out = join(work, 'out');
+    await airlockOk(env, ['pull', `${host}/p/app:kept`, '-d', out]);
+    for (const name of ['kept.txt', 'shared.txt']) {
+      assert.deepEqual(await readFile(join(out, name)), await readFile(join(work, name)));
+    }
+  });
+
+  it('runs on its own every gcIntervalSeconds when configured', async (t) => {
+    const reg = await startTestRegistry({ gcIntervalSeconds: 1, gcGraceSeconds: 0 });
+    t.after(() => reg.dispose());
+    const bytes = Buffer.from(`pushed without a manifest ${Date.now()}`);
+    const digest = digestOf(bytes);
+    const res = await fetch(`${reg.url}/v2/p/app/blobs/uploads/?digest=${digest}`, {
+      method: 'POST',
+      body: bytes,
+    });
+    assert.equal(res.status, 201);
+    await res.arrayBuffer();
+    assert.ok((await blobFiles(reg.dataDir)).includes(digest));
+    const deadline = Date.now() + 10_000;
+    while ((await blobFiles(reg.dataDir)).includes(digest)) {
+      assert.ok(Date.now() < deadline, 'the scheduled collection did not remove the unreferenced blob');
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    const gone = await fetch(`${reg.url}/v2/p/app/blobs/${digest}`);
+    await gone.arrayBuffer();
+    assert.equal(gone.status, 404);
+  });
+
+  it('refuses a grace that is not a duration, and the API refuses bad fields', async (t) => {
+    const reg = await startTestRegistry();
+    t.after(() => reg.dispose());
+    const env = await cliEnv(t);
+    const host = new URL(reg.url).host;
+    assertOneLineError(await airlock(env, ['gc', host, '--grace', 'forever']), {
+      code: 2,
+      pattern: /--grace "forever" is not a duration/,
+    });
+    for (const [body, pattern] of [
+      ['{"graceSeconds":-1}', /graceSeconds/],
+      ['{"graceSeconds":1.5}', /graceSeconds/],
+      ['{"dryRun":"yes"}', /"dryRun" must be true or false/],
+      ['{"everything":true}', /Unknown field "everything"/],
+      ['[1]', /not a JSON object/],
+    ] as const) {
+      const res = await fetch(`${reg.url}/api/v1/gc`, { method: 'POST', body });
+      const answer = (await res.json()) as { errors: { code: string; message: string }[] };
+      assert.equal(res.status, 400, body);
+      assert.match(answer.errors[0]?.message ?? '', pattern);
+    }
+  });
+});
