@@ -1,6 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { HttpStats } from './metrics.js';
+import { digestOf } from '../oci/index.js';
+import { HttpStats, RegistryMetrics } from './metrics.js';
 
 describe('HttpStats', () => {
   it('counts requests by method, route and status, and sums body bytes', () => {
@@ -62,5 +63,32 @@ describe('HttpStats', () => {
     const text = new HttpStats().render();
     assert.match(text, /^airlock_http_received_bytes_total 0$/m);
     assert.doesNotMatch(text, /^airlock_http_requests_total\{/m);
+  });
+});
+
+describe('RegistryMetrics garbage collection', () => {
+  it('counts finished and failed runs and what they freed, leaving dry runs out', async () => {
+    const metrics = new RegistryMetrics({ activeUploads: () => 0, storageBytes: () => Promise.resolve(0) });
+    const report = {
+      dryRun: false,
+      repositories: 2,
+      manifestsDeleted: [{ repository: 'p/app', digest: digestOf('m') }],
+      linksRemoved: 3,
+      blobsDeleted: 2,
+      bytesFreed: 4096,
+      problems: [],
+    };
+    metrics.recordGc(report, 1_700_000_000_000);
+    metrics.recordGc({ ...report, dryRun: true });
+    metrics.recordGc(report, 1_700_000_060_000);
+    metrics.recordGc(new Error('disk gone'));
+    const text = await metrics.text();
+    assert.match(text, /^airlock_gc_runs_total\{result="ok"\} 2$/m);
+    assert.match(text, /^airlock_gc_runs_total\{result="failed"\} 1$/m);
+    assert.match(text, /^airlock_gc_manifests_deleted_total 2$/m);
+    assert.match(text, /^airlock_gc_links_removed_total 6$/m);
+    assert.match(text, /^airlock_gc_blobs_deleted_total 4$/m);
+    assert.match(text, /^airlock_gc_freed_bytes_total 8192$/m);
+    assert.match(text, /^airlock_gc_last_success_timestamp_seconds 1700000060$/m);
   });
 });

@@ -1,4 +1,5 @@
-import { Gauge, Registry as PromRegistry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry as PromRegistry, collectDefaultMetrics } from 'prom-client';
+import type { GarbageCollectionReport } from './gc.js';
 
 /** Upper bounds of the request duration histogram, in seconds. */
 const DURATION_BUCKETS = [0.001, 0.005, 0.025, 0.1, 0.5, 2.5, 10, 60] as const;
@@ -128,6 +129,53 @@ export class RegistryMetrics {
         this.set(await sources.storageBytes());
       },
     });
+  }
+
+  readonly #gcRuns = new Counter({
+    name: 'airlock_gc_runs_total',
+    help: 'Garbage collections that ended (dry runs not counted), by result',
+    labelNames: ['result'],
+    registers: [this.registry],
+  });
+  readonly #gcManifests = new Counter({
+    name: 'airlock_gc_manifests_deleted_total',
+    help: 'Untagged manifests deleted by garbage collection',
+    registers: [this.registry],
+  });
+  readonly #gcLinks = new Counter({
+    name: 'airlock_gc_links_removed_total',
+    help: 'Blob links removed by garbage collection',
+    registers: [this.registry],
+  });
+  readonly #gcBlobs = new Counter({
+    name: 'airlock_gc_blobs_deleted_total',
+    help: 'Blob files deleted by garbage collection',
+    registers: [this.registry],
+  });
+  readonly #gcBytes = new Counter({
+    name: 'airlock_gc_freed_bytes_total',
+    help: 'Bytes of blob files deleted by garbage collection',
+    registers: [this.registry],
+  });
+  readonly #gcLast = new Gauge({
+    name: 'airlock_gc_last_success_timestamp_seconds',
+    help: 'When the last garbage collection that succeeded ended (Unix time)',
+    registers: [this.registry],
+  });
+
+  /** Counts a garbage collection that ended (a report) or failed (an error); dry runs are left out. */
+  recordGc(outcome: GarbageCollectionReport | Error, now = Date.now()): void {
+    if (outcome instanceof Error) {
+      this.#gcRuns.inc({ result: 'failed' });
+      return;
+    }
+    if (outcome.dryRun) return;
+    this.#gcRuns.inc({ result: 'ok' });
+    this.#gcManifests.inc(outcome.manifestsDeleted.length);
+    this.#gcLinks.inc(outcome.linksRemoved);
+    this.#gcBlobs.inc(outcome.blobsDeleted);
+    this.#gcBytes.inc(outcome.bytesFreed);
+    this.#gcLast.set(now / 1000);
   }
 
   /** Content type of `text()`. */

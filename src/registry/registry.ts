@@ -122,7 +122,12 @@ function storageToRegistry(error: unknown, uploadId?: string): never {
  */
 export class Registry {
   /** Pushes and deletes; `close` when the server shuts down (long-lived event streams end then). */
-  readonly events = new EventEmitter<{ event: [RegistryEvent]; close: [] }>();
+  readonly events = new EventEmitter<{
+    event: [RegistryEvent];
+    close: [];
+    /** A garbage collection ended: its report, or the error it failed with. */
+    gc: [GarbageCollectionReport | Error];
+  }>();
   readonly #blobs: BlobStore;
   readonly #meta: MetadataStore;
   readonly #maxBlobBytes: number;
@@ -611,6 +616,10 @@ export class Registry {
     ).finally(() => {
       this.#collecting = undefined;
     });
+    this.#collecting.then(
+      (report) => this.events.emit('gc', report),
+      (error: unknown) => this.events.emit('gc', error instanceof Error ? error : new Error(String(error))),
+    );
     return this.#collecting;
   }
 

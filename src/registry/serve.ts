@@ -107,6 +107,7 @@ export async function startRegistry(
     activeUploads: () => registry.activeUploads,
     storageBytes: () => blobs.usage(),
   });
+  registry.events.on('gc', (outcome) => metrics.recordGc(outcome));
   const server = createHttpServer(
     createRequestListener({ registry, log, metrics, ready: () => accepting, access, tls: tls !== undefined }),
     tls,

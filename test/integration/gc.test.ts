@@ -90,6 +90,13 @@ describe('airlock gc', () => {
     for (const name of ['kept.txt', 'shared.txt']) {
       assert.ok(after.includes(digestOf(await readFile(join(work, name)))), `${name} is kept`);
     }
+    // Two runs counted (the young one and the real one; dry runs are not), with what they freed.
+    const metrics = await (await fetch(`${reg.url}/metrics`)).text();
+    assert.match(metrics, /^airlock_gc_runs_total\{result="ok"\} 2$/m);
+    assert.match(metrics, /^airlock_gc_manifests_deleted_total 1$/m);
+    assert.match(metrics, /^airlock_gc_blobs_deleted_total [1-9]\d*$/m);
+    assert.match(metrics, /^airlock_gc_last_success_timestamp_seconds \d/m);
+
     const out = join(work, 'out');
     await airlockOk(env, ['pull', `${host}/p/app:kept`, '-d', out]);
     for (const name of ['kept.txt', 'shared.txt']) {
