@@ -275,7 +275,16 @@ export class RegistryClient {
       },
       ...(body === undefined ? {} : { body: Buffer.from(JSON.stringify(body)) }),
     });
-    if (res.status >= 400) throw await this.#failure(res, { method, path, scopes: [], ok: [] });
+    if (res.status >= 400) {
+      const failure = await this.#failure(res, { method, path, scopes: [], ok: [] });
+      // Airlock answers its own errors in the registry's JSON shape; a bare 404 is another registry.
+      if (res.status !== 404 || failure.registryCode !== undefined) throw failure;
+      throw new ClientError(
+        'NOT_FOUND',
+        `${failure.message}: ${this.host} has no Airlock management API (is it an Airlock registry?)`,
+        { status: 404 },
+      );
+    }
     const text = await res.text(16 * 1024 * 1024);
     return (text ? JSON.parse(text) : undefined) as T;
   }

@@ -5,7 +5,7 @@ import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { digestOf } from '../../src/oci/index.js';
-import { airlock, airlockOk, assertOneLineError, cliEnv } from '../helpers/cli.js';
+import { airlock, airlockOk, assertOneLineError, cliEnv, startDistributionForTest } from '../helpers/cli.js';
 import { startTestRegistry } from '../helpers/in-process.js';
 import { tempDirForTest } from '../helpers/interop.js';
 
@@ -124,6 +124,16 @@ describe('airlock gc', () => {
     const gone = await fetch(`${reg.url}/v2/p/app/blobs/${digest}`);
     await gone.arrayBuffer();
     assert.equal(gone.status, 404);
+  });
+
+  it('says plainly that another registry (docker-registry) has no management API to collect with', async (t) => {
+    const distribution = await startDistributionForTest(t);
+    if (!distribution) return;
+    const env = await cliEnv(t);
+    assertOneLineError(await airlock(env, ['gc', distribution.host]), {
+      pattern:
+        /answered HTTP 404: 127\.0\.0\.1:\d+ has no Airlock management API \(is it an Airlock registry\?\)/,
+    });
   });
 
   it('refuses a grace that is not a duration, and the API refuses bad fields', async (t) => {
