@@ -306,7 +306,8 @@ export function registerAdminCommands(program: Command): void {
           c.api<GarbageCollectionReport>('POST', '/api/v1/gc', {
             dryRun: flags.dryRun === true,
             deleteUntagged: flags.deleteUntagged === true,
-            graceSeconds: Math.floor(graceMs / 1000),
+            // Whole seconds, rounded up: a grace is never shortened (900ms must not become 0).
+            graceSeconds: Math.ceil(graceMs / 1000),
           }),
         );
         out.result(describeGc(report), report);

@@ -80,6 +80,11 @@ describe('loadServeConfig', () => {
       /AIRLOCK_GC_INTERVAL_SECONDS.*"gcIntervalSeconds" must be a non-negative integer/,
     ],
     [
+      'a garbage-collection interval past what a timer can wait (24.8 days)',
+      () => loadServeConfig({ env: { AIRLOCK_GC_INTERVAL_SECONDS: String(30 * 24 * 3600) } }),
+      /"gcIntervalSeconds" must be at most 2147483 \(24\.8 days\), got 2592000/,
+    ],
+    [
       'a gcDeleteUntagged that is not true or false',
       () => loadServeConfig({ env: {}, flags: { gcDeleteUntagged: 'sometimes' } }),
       /"gcDeleteUntagged" must be true or false/,

@@ -96,6 +96,9 @@ const NUMERIC_KEYS = new Set<keyof ServeConfig>([
   'gcIntervalSeconds',
   'gcGraceSeconds',
 ]);
+/** Keys that become timer delays: node fires a delay over 2^31-1 ms (24.8 days) at once, so they stop there. */
+const TIMER_KEYS = new Set<keyof ServeConfig>(['gcIntervalSeconds', 'shutdownGraceSeconds']);
+const MAX_TIMER_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
 const BOOLEAN_KEYS = new Set<keyof ServeConfig>([
   'allowAnonymous',
   'createRepositoryOnPush',
@@ -109,6 +112,11 @@ function coerce(key: keyof ServeConfig, value: unknown, source: string): unknown
     if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) {
       throw new ConfigError(
         `Invalid ${source}: "${key}" must be a non-negative integer, got ${JSON.stringify(value)}`,
+      );
+    }
+    if (TIMER_KEYS.has(key) && n > MAX_TIMER_SECONDS) {
+      throw new ConfigError(
+        `Invalid ${source}: "${key}" must be at most ${MAX_TIMER_SECONDS} (24.8 days), got ${n}`,
       );
     }
     return n;

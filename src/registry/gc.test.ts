@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { digestOf, MediaType, parseDigest, type Digest } from '../oci/index.js';
-import { FsBlobStore, openSqliteStores, type MetadataStore } from '../storage/index.js';
+import { FsBlobStore, openSqliteStores, type BlobStore, type MetadataStore } from '../storage/index.js';
 import { DigestGuard } from './digest-guard.js';
 import { Registry } from './registry.js';
 
@@ -20,13 +20,49 @@ interface Setup {
   readonly registry: Registry;
 }
 
-async function setup(wrap: (m: MetadataStore) => MetadataStore = (m) => m): Promise<Setup> {
+interface SetupOptions {
+  readonly wrap?: (m: MetadataStore) => MetadataStore;
+  readonly wrapBlobs?: (b: BlobStore) => BlobStore;
+  readonly now?: () => number;
+}
+
+async function setup(options: SetupOptions = {}): Promise<Setup> {
   const dir = await mkdtemp(join(tmpdir(), 'airlock-gc-'));
   dirs.push(dir);
   const blobs = new FsBlobStore(dir, { fsync: false });
   await blobs.init();
   const { metadata } = await openSqliteStores(join(dir, 'airlock.db'));
-  return { dir, blobs, metadata, registry: new Registry({ blobs, metadata: wrap(metadata) }) };
+  const registry = new Registry({
+    blobs: options.wrapBlobs?.(blobs) ?? blobs,
+    metadata: options.wrap?.(metadata) ?? metadata,
+    ...(options.now ? { now: options.now } : {}),
+  });
+  return { dir, blobs, metadata, registry };
+}
+
+type Hooks<T> = { [K in keyof T]?: (original: T[K]) => T[K] };
+
+/** `inner` with some methods replaced: each hook gets the original (bound) and returns the stand-in. */
+function hooked<T extends object>(inner: T, hooks: Hooks<T>): T {
+  return new Proxy(inner, {
+    get(target, property) {
+      const value: unknown = Reflect.get(target, property);
+      if (typeof value !== 'function') return value;
+      const bound = (value as (...args: unknown[]) => unknown).bind(target);
+      const hook = hooks[property as keyof T] as ((original: unknown) => unknown) | undefined;
+      return hook ? hook(bound) : bound;
+    },
+  });
+}
+
+/** Runs `during` once, the first time it is called (later calls do nothing). */
+function once(during: () => Promise<void>): () => Promise<void> {
+  let ran = false;
+  return async () => {
+    if (ran) return;
+    ran = true;
+    await during();
+  };
 }
 
 async function blob(
@@ -270,23 +306,17 @@ describe('garbage collection', () => {
     const hold = new Promise<void>((resolve) => (release = resolve));
     let reached!: () => void;
     const atUsers = new Promise<void>((resolve) => (reached = resolve));
-    const s = await setup(
-      (inner) =>
-        new Proxy(inner, {
-          get(target, property) {
-            const value: unknown = Reflect.get(target, property);
-            if (property !== 'blobUsers' || typeof value !== 'function') {
-              return typeof value === 'function' ? (value as () => unknown).bind(target) : value;
-            }
-            return async (digest: Digest) => {
-              const users = await inner.blobUsers(digest);
-              reached();
-              await hold;
-              return users;
-            };
+    const s = await setup({
+      wrap: (inner) =>
+        hooked(inner, {
+          blobUsers: (original) => async (digest) => {
+            const users = await original(digest);
+            reached();
+            await hold;
+            return users;
           },
         }),
-    );
+    });
     const { registry, blobs } = s;
     const orphan = await blob(registry, 'p/app', 'claimed bytes');
     await registry.deleteBlob('p/app', orphan.digest);
@@ -309,6 +339,130 @@ describe('garbage collection', () => {
     assert.ok(await blobs.stat(orphan.digest), 'the upload stored the bytes again after the removal');
     assert.ok(await s.metadata.blobLink('p/uploaded', orphan.digest));
     await assertWhole(s, ['p/app', 'p/mounted', 'p/uploaded']);
+  });
+});
+
+describe('garbage collection racing writes (review findings)', () => {
+  it('keeps a blob re-uploaded and used after its link was removed, before the file phase', async () => {
+    const late = {} as { registry: Registry };
+    // Between the link phase and the file phase: the layer is uploaded again and a tagged image uses it.
+    const during = once(async () => {
+      await image(late.registry, 'p/a', 'v2', ['reused layer']);
+    });
+    const s = await setup({
+      wrapBlobs: (inner) =>
+        hooked(inner, {
+          listBlobs: (original) => async () => {
+            const listed = await original();
+            await during();
+            return listed;
+          },
+        }),
+    });
+    late.registry = s.registry;
+    const gone = await image(s.registry, 'p/a', 'v1', ['reused layer']);
+    await s.registry.deleteManifest('p/a', gone);
+    await settle();
+    const report = await s.registry.collectGarbage({ graceMs: 0 });
+    assert.ok(report.linksRemoved >= 1, 'the link was removed first');
+    assert.ok(await s.blobs.stat(digestOf('reused layer')), 'the file the new push relies on stays');
+    await assertWhole(s, ['p/a']);
+    assert.ok(await s.registry.statBlob('p/a', digestOf('reused layer')));
+  });
+
+  it('keeps the links of a manifest pushed after the repository was listed', async () => {
+    const late = {} as { registry: Registry; layer: { digest: Digest; size: number } };
+    // Between listing the manifests and removing links: a push whose layer the repository had (HEAD).
+    const during = once(async () => {
+      const { registry, layer } = late;
+      const config = await blob(registry, 'p/a', '{"late":true}');
+      const body = Buffer.from(
+        JSON.stringify({
+          schemaVersion: 2,
+          mediaType: MediaType.OciManifest,
+          config: { mediaType: MediaType.OciConfig, ...config },
+          layers: [{ mediaType: MediaType.OciLayer, ...layer }],
+        }),
+      );
+      await registry.putManifest('p/a', 'v1', { body, contentType: MediaType.OciManifest });
+    });
+    const s = await setup({
+      wrap: (inner) =>
+        hooked(inner, {
+          listBlobLinks: (original) => async (repository) => {
+            await during();
+            return original(repository);
+          },
+        }),
+    });
+    late.registry = s.registry;
+    const layer = await blob(s.registry, 'p/a', 'layer pushed long before its manifest');
+    late.layer = layer;
+    await settle();
+    await s.registry.collectGarbage({ graceMs: 0 });
+    assert.ok(await s.metadata.blobLink('p/a', layer.digest), 'the acknowledged manifest keeps its link');
+    assert.ok(await s.blobs.stat(layer.digest));
+    await assertWhole(s, ['p/a']);
+  });
+
+  it('keeps an untagged child of an index pushed by digest while the collector listed', async () => {
+    const pending: { index?: Promise<Digest> } = {};
+    let letIndexWrite!: () => void;
+    const indexMayWrite = new Promise<void>((resolve) => (letIndexWrite = resolve));
+    const s = await setup({
+      wrap: (inner) =>
+        hooked(inner, {
+          // The index's row is held back until the collector has listed the repository...
+          putManifest: (original) => async (repository, record, tag) => {
+            if (record.mediaType === MediaType.OciIndex) await indexMayWrite;
+            return original(repository, record, tag);
+          },
+          // ...which then lets it land and waits for the push to finish before going on.
+          listManifests: (original) => async (repository) => {
+            const listed = await original(repository);
+            if (pending.index) {
+              letIndexWrite();
+              await pending.index;
+            }
+            return listed;
+          },
+        }),
+    });
+    const child = await image(s.registry, 'p/a', undefined, ['child layer']);
+    await settle();
+    // The index computes its time now, before the collection begins, and is written after the listing.
+    const stored = await s.registry.getManifest('p/a', child);
+    const body = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MediaType.OciIndex,
+        manifests: [{ mediaType: stored.mediaType, digest: child, size: stored.bytes.byteLength }],
+      }),
+    );
+    pending.index = s.registry
+      .putManifest('p/a', digestOf(body), { body, contentType: MediaType.OciIndex })
+      .then((result) => result.digest);
+    await sleep(15);
+    await s.registry.collectGarbage({ graceMs: 0, deleteUntagged: true });
+    const index = await pending.index;
+    assert.equal((await s.registry.getManifest('p/a', child)).digest, child, 'the child stays');
+    // The acknowledged index can still be tagged (its child is there).
+    await s.registry.putManifest('p/a', 'v1', { body, contentType: MediaType.OciIndex });
+    assert.equal((await s.registry.getManifest('p/a', 'v1')).digest, index);
+    await assertWhole(s, ['p/a']);
+  });
+
+  it('counts the grace period of a manifest from its last push', async () => {
+    let clock = Date.now() - 2 * 60 * 60 * 1000;
+    const s = await setup({ now: () => clock });
+    const child = await image(s.registry, 'p/a', undefined, ['child pushed long ago']);
+    clock = Date.now();
+    // The same child pushed again now (as a client does before pushing its index).
+    const again = await s.registry.getManifest('p/a', child);
+    await s.registry.putManifest('p/a', child, { body: again.bytes, contentType: again.mediaType });
+    const report = await s.registry.collectGarbage({ deleteUntagged: true }); // grace: one hour
+    assert.deepEqual(report.manifestsDeleted, []);
+    await index(s.registry, 'p/a', 'v1', [child]);
   });
 });
 

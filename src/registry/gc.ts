@@ -38,6 +38,12 @@ export interface CollectorContext {
   readonly guard: DigestGuard;
   readonly now: () => number;
   readManifest(repository: string, record: ManifestRecord): Promise<Uint8Array>;
+  /**
+   * How many manifests this process has stored in `repository` so far (bumped once the row is written,
+   * while the write still pins its digests). A change since the collector listed the repository means a
+   * manifest it did not see may name what it is about to remove.
+   */
+  manifestWrites(repository: string): number;
   /** `meta.deleteManifestIfUnchanged`, keeping the registry's caches right. */
   deleteUntaggedManifest(repository: string, digest: Digest, since: number): Promise<boolean>;
 }
@@ -97,9 +103,12 @@ function reachable(
 /**
  * One garbage collection, online: writes go on meanwhile. Per repository, untagged manifests (when
  * asked), then blob links no manifest of the repository refers to; then blob files nothing links or
- * stores as a manifest. Content younger than the grace period is kept; a write in flight is protected
- * by the digest guard; a manifest is deleted only if its repository saw no push or tag since the
- * collection began (checked in the same transaction as the delete).
+ * stores as a manifest. Content younger than the grace period is kept. Each removal happens under a
+ * claim on its digest, which a write relying on that digest blocks (see DigestGuard); under the claim,
+ * such a write has either not begun or is done and visible, so the collector checks again there: a
+ * manifest or link is removed only if the repository got no manifest since the collector listed it
+ * (its verdict may rest on a list that misses one), a file only if no row names it at that moment.
+ * A manifest delete also checks, in its transaction, that no push or tag happened since the run began.
  */
 export async function collectGarbage(
   context: CollectorContext,
@@ -130,6 +139,9 @@ export async function collectGarbage(
 
   const repositories = await allRepositories(meta);
   for (const repository of repositories) {
+    // Read before the listing: a manifest stored after this point makes every removal below wait.
+    const writes = context.manifestWrites(repository);
+    const unchanged = (): boolean => context.manifestWrites(repository) === writes;
     const manifests = await meta.listManifests(repository);
     const parsed = new Map<Digest, ParsedManifest>();
     try {
@@ -151,7 +163,7 @@ export async function collectGarbage(
       for (const record of manifests) {
         if (reached.has(record.digest)) continue;
         const deleted = await underClaim(record.digest, async () =>
-          dryRun ? true : context.deleteUntaggedManifest(repository, record.digest, since),
+          dryRun ? true : unchanged() && context.deleteUntaggedManifest(repository, record.digest, since),
         );
         if (!deleted) continue;
         removedManifests.add(`${repository}@${record.digest}`);
@@ -167,7 +179,8 @@ export async function collectGarbage(
     }
     for (const link of await meta.listBlobLinks(repository)) {
       if (referenced.has(link.digest) || link.createdAt >= cutoff) continue;
-      const unlink = async (): Promise<boolean> => dryRun || meta.unlinkBlob(repository, link.digest);
+      const unlink = async (): Promise<boolean> =>
+        dryRun || (unchanged() && (await meta.unlinkBlob(repository, link.digest)));
       if (!(await underClaim(link.digest, unlink))) continue;
       removedLinks.add(`${repository}@${link.digest}`);
       linksRemoved++;
@@ -180,9 +193,12 @@ export async function collectGarbage(
     if (blob.modifiedAt >= cutoff) continue;
     const deleted = await underClaim(blob.digest, async () => {
       const users = await meta.blobUsers(blob.digest);
-      const used =
-        users.links.some((repository) => !removedLinks.has(`${repository}@${blob.digest}`)) ||
-        users.manifests.some((repository) => !removedManifests.has(`${repository}@${blob.digest}`));
+      // A real run reads the truth under the claim: a row removed above may have been made again since
+      // (a re-upload, a push). Only a dry run, which removed nothing, leaves out what it would remove.
+      const used = dryRun
+        ? users.links.some((repository) => !removedLinks.has(`${repository}@${blob.digest}`)) ||
+          users.manifests.some((repository) => !removedManifests.has(`${repository}@${blob.digest}`))
+        : users.links.length > 0 || users.manifests.length > 0;
       if (used) return false;
       return dryRun || (await blobs.delete(blob.digest));
     });

@@ -141,6 +141,8 @@ export class Registry {
   readonly #activeUploads = new Set<string>();
   /** Keeps garbage collection off the digests that writes are relying on (see DigestGuard). */
   readonly #guard = new DigestGuard();
+  /** Manifests stored per repository by this instance (garbage collection checks it; see gc.ts). */
+  readonly #manifestWrites = new Map<string, number>();
   /** The collection under way, if any: one at a time. */
   #collecting: Promise<GarbageCollectionReport> | undefined;
   readonly #createOnPush: boolean;
@@ -470,6 +472,8 @@ export class Registry {
     const tag = byDigest ? undefined : reference;
     await this.#meta.putManifest(name, record, tag);
     this.#writes++;
+    // Counted while the push still pins its digests, so a collector claiming one sees the change.
+    this.#manifestWrites.set(name, (this.#manifestWrites.get(name) ?? 0) + 1);
     const existing = await this.#meta.getManifest(name, digest);
     this.#manifestLinks.set(`${name}@${digest}`, existing ?? record);
     this.#manifestBytes.set(digest, { digest, mediaType: parsed.mediaType, bytes: body }, body.byteLength);
@@ -602,6 +606,7 @@ export class Registry {
         guard: this.#guard,
         now: this.#now,
         readManifest: async (name, record) => (await this.getManifest(name, record.digest)).bytes,
+        manifestWrites: (name) => this.#manifestWrites.get(name) ?? 0,
         deleteUntaggedManifest: async (name, digest, since) => {
           const deleted = await this.#meta.deleteManifestIfUnchanged(name, digest, since);
           this.#writes++;

@@ -182,7 +182,10 @@ export class SqlMetadataStore implements MetadataStore {
           annotations: manifest.annotations ? JSON.stringify(manifest.annotations) : null,
           created_at: manifest.createdAt,
         })
-        .onConflict((oc) => oc.columns(['repository', 'digest']).doNothing())
+        // Pushed again: the time is renewed (garbage collection's grace period counts from the last push).
+        .onConflict((oc) =>
+          oc.columns(['repository', 'digest']).doUpdateSet({ created_at: manifest.createdAt }),
+        )
         .execute();
       if (tag !== undefined) {
         await trx

@@ -108,6 +108,14 @@ export function runMetadataStoreContract(
       assert.deepEqual(await store.blobUsers(d('none')), { links: [], manifests: [] });
     });
 
+    it("renews a manifest's time when it is pushed again (its other fields stay)", async () => {
+      await store.putManifest('r', manifest('m', { createdAt: 1000, annotations: { a: 'b' } }));
+      await store.putManifest('r', manifest('m', { createdAt: 5000 }));
+      const record = await store.getManifest('r', d('m'));
+      assert.equal(record?.createdAt, 5000);
+      assert.deepEqual(record?.annotations, { a: 'b' });
+    });
+
     it('deletes an untagged manifest only if nothing was pushed or tagged since', async () => {
       await store.putManifest('r', manifest('old', { createdAt: 1000 }));
       await store.putManifest('r', manifest('tagged', { createdAt: 1000 }), 'v1');

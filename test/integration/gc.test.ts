@@ -145,6 +145,22 @@ describe('airlock gc', () => {
       code: 2,
       pattern: /--grace "forever" is not a duration/,
     });
+    // A grace under a second is rounded up, never down to 0: a blob pushed just now stays.
+    const bytes = Buffer.from(`young ${Date.now()}`);
+    const pushed = await fetch(`${reg.url}/v2/p/app/blobs/uploads/?digest=${digestOf(bytes)}`, {
+      method: 'POST',
+      body: bytes,
+    });
+    await pushed.arrayBuffer();
+    const young = JSON.parse(
+      (await airlockOk(env, ['gc', host, '--grace', '900ms', '--output', 'json'])).stdout,
+    ) as Report;
+    assert.equal(young.blobsDeleted, 0);
+    assert.ok((await blobFiles(reg.dataDir)).includes(digestOf(bytes)));
+    // An empty body is an empty object (curl -X POST without -d): defaults, a real run.
+    const empty = await fetch(`${reg.url}/api/v1/gc`, { method: 'POST' });
+    assert.equal(empty.status, 200);
+    assert.equal(((await empty.json()) as Report).dryRun, false);
     for (const [body, pattern] of [
       ['{"graceSeconds":-1}', /graceSeconds/],
       ['{"graceSeconds":1.5}', /graceSeconds/],

@@ -12,8 +12,10 @@ import { eventStream } from './events-handler.js';
 
 type Json = Record<string, unknown>;
 
-async function body(ctx: Context): Promise<Json> {
+/** The request's JSON object; with `emptyAs`, an empty body is read as that (`curl -X POST` without -d). */
+async function body(ctx: Context, emptyAs?: Json): Promise<Json> {
   const bytes = await readSmallBody(ctx, 1024 * 1024, 'request');
+  if (emptyAs && bytes.byteLength === 0) return emptyAs;
   try {
     const parsed = JSON.parse(bytes.toString('utf8')) as unknown;
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
@@ -371,7 +373,7 @@ export async function routeApi(ctx: Context, registry: Registry): Promise<boolea
   }
   if (path === '/gc' && method === 'POST') {
     requireAdmin(ctx);
-    const options = gcOptions(await body(ctx));
+    const options = gcOptions(await body(ctx, {}));
     const report = await registry.collectGarbage(options);
     if (!report.dryRun) {
       await recordAudit(ctx, {
