@@ -5,7 +5,13 @@ import type { H1Server } from './http/h1/index.js';
 import type { Logger } from '../log/index.js';
 import { readFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
-import { FsBlobStore, openSqliteStores, type AuthStore } from '../storage/index.js';
+import {
+  FsBlobStore,
+  lockDataFolder,
+  openSqliteStores,
+  type AuthStore,
+  type FolderLock,
+} from '../storage/index.js';
 import { AccessControl } from './auth/access.js';
 import { hashPassword } from './auth/password.js';
 import { TokenService } from './auth/tokens.js';
@@ -55,14 +61,32 @@ function scheduleGc(registry: Registry, config: ServeConfig, log: Logger): NodeJ
   return timer;
 }
 
-/** Opens the data folder, starts the HTTP server and returns once it listens. */
+/**
+ * Opens the data folder, starts the HTTP server and returns once it listens. The folder is locked for
+ * this process until `close()` (see lockDataFolder): a second `serve` on it is refused.
+ */
 export async function startRegistry(
   config: ServeConfig,
   options: StartRegistryOptions,
 ): Promise<RunningRegistry> {
-  const { log } = options;
   const dataDir = resolve(config.data);
   await mkdir(dataDir, { recursive: true });
+  const lock = await lockDataFolder(dataDir);
+  try {
+    return await startLocked(config, options, { dataDir, lock });
+  } catch (error) {
+    await lock.release();
+    throw error;
+  }
+}
+
+async function startLocked(
+  config: ServeConfig,
+  options: StartRegistryOptions,
+  folder: { dataDir: string; lock: FolderLock },
+): Promise<RunningRegistry> {
+  const { log } = options;
+  const { dataDir, lock } = folder;
   const blobs = new FsBlobStore(dataDir);
   await blobs.init();
   const { metadata, auth: authStore } = await openSqliteStores(join(dataDir, 'airlock.db'));
@@ -147,6 +171,7 @@ export async function startRegistry(
       await Promise.race([drained, grace]);
       server.closeAllConnections();
       await metadata.close();
+      await lock.release();
       log.info('registry stopped');
     })();
     return closing;

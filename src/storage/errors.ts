@@ -5,7 +5,8 @@ export type StorageErrorCode =
   | 'UPLOAD_NOT_FOUND'
   | 'UPLOAD_OFFSET_MISMATCH'
   | 'RANGE_NOT_SATISFIABLE'
-  | 'TOO_LARGE';
+  | 'TOO_LARGE'
+  | 'LOCKED';
 
 /** The one error type storage implementations throw for expected failures. */
 export class StorageError extends Error {

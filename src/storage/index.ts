@@ -33,3 +33,5 @@ export type {
 } from './auth-store.js';
 export { StorageError } from './errors.js';
 export type { StorageErrorCode } from './errors.js';
+export { lockDataFolder, LOCK_FILE } from './folder-lock.js';
+export type { FolderLock } from './folder-lock.js';

@@ -87,6 +87,34 @@ describe('airlock serve', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
+  it('refuses a second serve on the same data folder, and starts again after the first was killed', async () => {
+    const first = await startAirlockProcess();
+    try {
+      const second = await run(
+        process.execPath,
+        [CLI, 'serve', '--addr', '127.0.0.1:0', '--data', first.dataDir, '--log-level', 'warn'],
+        { timeoutMs: 10_000 },
+      );
+      assert.equal(second.code, 1);
+      const lines = second.stderr.split('\n').filter((line) => line.trim() !== '');
+      assert.equal(lines.length, 1, second.stderr);
+      assert.match(
+        lines[0] ?? '',
+        new RegExp(`^Error: Data folder ".*" is in use by process ${first.child.pid}; stop it first`),
+      );
+      // The first one was not disturbed.
+      assert.equal((await fetch(`${first.url}/v2/`)).status, 200);
+      // A crash leaves the lock file behind; the next start takes it over.
+      await first.stop('SIGKILL');
+      const again = await startAirlockProcess({ dataDir: first.dataDir });
+      await again.stop();
+      assert.equal(again.child.exitCode, 0);
+    } finally {
+      await first.stop();
+      await rm(first.dataDir, { recursive: true, force: true });
+    }
+  });
+
   it('exits 2 with a clear message for a bad flag value', async () => {
     const result = await run(process.execPath, [CLI, 'serve', '--log-level', 'loud']);
     assert.equal(result.code, 2);

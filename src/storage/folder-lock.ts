@@ -1,0 +1,98 @@
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { link, readFile, unlink, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { StorageError } from './errors.js';
+
+/** The file in a data folder that says which process serves it. */
+export const LOCK_FILE = 'airlock.lock';
+
+/** A held data-folder lock; `release()` removes the file if it is still this process's (once). */
+export interface FolderLock {
+  release(): Promise<void>;
+}
+
+/** Lock files this process holds (a second open of the same folder in one process is refused too). */
+const heldHere = new Set<string>();
+
+interface Holder {
+  readonly pid: number;
+  readonly host: string;
+}
+
+function parseHolder(text: string): Holder | undefined {
+  const [pid, host] = text.split('\n');
+  const n = Number(pid);
+  return Number.isSafeInteger(n) && n > 0 && host ? { pid: n, host } : undefined;
+}
+
+/** Whether `pid` on this host is a running Airlock (node) process other than this one. */
+function aliveElsewhere(pid: number): boolean {
+  if (pid === process.pid) return false;
+  try {
+    process.kill(pid, 0);
+  } catch (error) {
+    // EPERM: it exists but belongs to someone else.
+    if ((error as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  try {
+    // A process that reused the number is not the holder: the holder ran node (airlock serve).
+    const command = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    return /node|airlock/.test(command);
+  } catch {
+    return true; // no /proc to look at: assume the worst
+  }
+}
+
+/**
+ * Takes the data folder for this process: blobs, uploads and SQLite may be shared by several processes,
+ * but the guards that keep uploads, commits and garbage collection apart live in one process's memory.
+ * The lock is a file holding the pid and host, created exclusively. A file left by a process that is gone
+ * (a crash, kill -9) is taken over; one held by a live process, or by another host (which cannot be
+ * checked from here), is refused with LOCKED, naming it.
+ */
+export async function lockDataFolder(dir: string): Promise<FolderLock> {
+  const path = join(dir, LOCK_FILE);
+  if (heldHere.has(path))
+    throw new StorageError('LOCKED', `Data folder "${dir}" is already open in this process`);
+  const mine = `${process.pid}\n${hostname()}\n`;
+  for (let attempt = 0; ; attempt++) {
+    // Written whole under a name of its own, then linked into place: a link fails when the lock exists,
+    // and the lock file is never seen half written.
+    const temp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}`;
+    await writeFile(temp, mine, { mode: 0o644, flush: true });
+    try {
+      await link(temp, path);
+      heldHere.add(path);
+      let held = true;
+      return {
+        release: async () => {
+          if (!held) return;
+          held = false;
+          heldHere.delete(path);
+          const now = await readFile(path, 'utf8').catch(() => '');
+          if (now === mine) await unlink(path).catch(() => undefined);
+        },
+      };
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST' || attempt >= 2) throw error;
+    } finally {
+      await unlink(temp).catch(() => undefined);
+    }
+    const text = await readFile(path, 'utf8').catch(() => '');
+    if (heldHere.has(path))
+      throw new StorageError('LOCKED', `Data folder "${dir}" is already open in this process`);
+    const holder = parseHolder(text);
+    if (holder && (holder.host !== hostname() || aliveElsewhere(holder.pid))) {
+      const where =
+        holder.host === hostname() ? `process ${holder.pid}` : `process ${holder.pid} on ${holder.host}`;
+      throw new StorageError(
+        'LOCKED',
+        `Data folder "${dir}" is in use by ${where}; stop it first, or delete ${path} if it is not running`,
+      );
+    }
+    // Left by a process that is gone (or unreadable): take it over.
+    await unlink(path).catch(() => undefined);
+  }
+}
