@@ -1,7 +1,7 @@
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { StorageError } from './errors.js';
@@ -64,13 +64,30 @@ describe('data folder lock', () => {
     await lock.release();
   });
 
-  it('refuses a lock held on another host (it cannot be checked from here)', async () => {
+  it('refuses a lock another host keeps touching, and takes it over once it goes stale', async () => {
     const dir = await folder();
-    await writeFile(join(dir, LOCK_FILE), '4242\nsome-other-host\n');
+    const path = join(dir, LOCK_FILE);
+    await writeFile(path, '4242\nsome-other-host\n');
     await assert.rejects(
       lockDataFolder(dir),
-      locked(/process 4242 on some-other-host; stop it first, or delete/),
+      locked(/process 4242 on some-other-host; stop it first \(or wait 45 s after it stopped\), or delete/),
     );
+    // Untouched for longer than the stale time (a container restarted under another host name).
+    const old = new Date(Date.now() - 60_000);
+    await utimes(path, old, old);
+    const lock = await lockDataFolder(dir);
+    await lock.release();
+  });
+
+  it('keeps its lock file touched while it holds it', async () => {
+    const dir = await folder();
+    const path = join(dir, LOCK_FILE);
+    const lock = await lockDataFolder(dir, { heartbeatMs: 20 });
+    const old = new Date(Date.now() - 60_000);
+    await utimes(path, old, old);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.ok(Date.now() - (await stat(path)).mtimeMs < 5_000, 'touched again');
+    await lock.release();
   });
 
   it('takes over a lock file that names no process (empty or garbage)', async () => {

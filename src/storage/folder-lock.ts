@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { link, readFile, unlink, writeFile } from 'node:fs/promises';
+import { link, readFile, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { StorageError } from './errors.js';
@@ -45,14 +45,24 @@ function aliveElsewhere(pid: number): boolean {
   }
 }
 
+export interface LockOptions {
+  /** How often the holder touches the lock file. Default: 10 s. */
+  readonly heartbeatMs?: number;
+  /** A lock from another host untouched for this long is taken over. Default: 45 s. */
+  readonly staleMs?: number;
+}
+
 /**
  * Takes the data folder for this process: blobs, uploads and SQLite may be shared by several processes,
  * but the guards that keep uploads, commits and garbage collection apart live in one process's memory.
- * The lock is a file holding the pid and host, created exclusively. A file left by a process that is gone
- * (a crash, kill -9) is taken over; one held by a live process, or by another host (which cannot be
- * checked from here), is refused with LOCKED, naming it.
+ * The lock is a file holding the pid and host, created exclusively, and touched every `heartbeatMs`
+ * while held. A file left by a process that is gone (a crash, kill -9) is taken over: on this host when
+ * its pid no longer runs node, from another host (a container restarted under a new host name) once it
+ * has not been touched for `staleMs`. Otherwise it is refused with LOCKED, naming the holder.
  */
-export async function lockDataFolder(dir: string): Promise<FolderLock> {
+export async function lockDataFolder(dir: string, options: LockOptions = {}): Promise<FolderLock> {
+  const heartbeatMs = options.heartbeatMs ?? 10_000;
+  const staleMs = options.staleMs ?? 45_000;
   const path = join(dir, LOCK_FILE);
   if (heldHere.has(path))
     throw new StorageError('LOCKED', `Data folder "${dir}" is already open in this process`);
@@ -66,10 +76,16 @@ export async function lockDataFolder(dir: string): Promise<FolderLock> {
       await link(temp, path);
       heldHere.add(path);
       let held = true;
+      const heartbeat = setInterval(() => {
+        const now = new Date();
+        utimes(path, now, now).catch(() => undefined);
+      }, heartbeatMs);
+      heartbeat.unref();
       return {
         release: async () => {
           if (!held) return;
           held = false;
+          clearInterval(heartbeat);
           heldHere.delete(path);
           const now = await readFile(path, 'utf8').catch(() => '');
           if (now === mine) await unlink(path).catch(() => undefined);
@@ -84,12 +100,21 @@ export async function lockDataFolder(dir: string): Promise<FolderLock> {
     if (heldHere.has(path))
       throw new StorageError('LOCKED', `Data folder "${dir}" is already open in this process`);
     const holder = parseHolder(text);
-    if (holder && (holder.host !== hostname() || aliveElsewhere(holder.pid))) {
+    const touched = await stat(path).then(
+      (info) => info.mtimeMs,
+      () => 0,
+    );
+    const live = holder
+      ? holder.host === hostname()
+        ? aliveElsewhere(holder.pid)
+        : Date.now() - touched < staleMs
+      : false;
+    if (holder && live) {
       const where =
         holder.host === hostname() ? `process ${holder.pid}` : `process ${holder.pid} on ${holder.host}`;
       throw new StorageError(
         'LOCKED',
-        `Data folder "${dir}" is in use by ${where}; stop it first, or delete ${path} if it is not running`,
+        `Data folder "${dir}" is in use by ${where}; stop it first${holder.host === hostname() ? '' : ` (or wait ${Math.ceil(staleMs / 1000)} s after it stopped)`}, or delete ${path} if it is not running`,
       );
     }
     // Left by a process that is gone (or unreadable): take it over.
