@@ -266,6 +266,17 @@ describe('garbage collection', () => {
     assert.ok(await blobs.stat(digestOf('unused soon')), 'nothing is unlinked in that repository');
   });
 
+  it('reads manifests past the cache (a collection does not flush what serves pulls)', async () => {
+    const s = await setup();
+    const digest = await image(s.registry, 'p/app', 'v1', ['cached?']);
+    const fresh = new Registry({ blobs: s.blobs, metadata: s.metadata });
+    await settle();
+    await fresh.collectGarbage({ graceMs: 0 });
+    assert.equal(fresh.cachedManifest('p/app', digest), undefined);
+    await fresh.getManifest('p/app', digest);
+    assert.ok(fresh.cachedManifest('p/app', digest), 'a pull still fills it');
+  });
+
   it('runs one collection at a time', async () => {
     const { registry } = await setup();
     const first = registry.collectGarbage({ graceMs: 0 });

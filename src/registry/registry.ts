@@ -605,7 +605,8 @@ export class Registry {
         blobs: this.#blobs,
         guard: this.#guard,
         now: this.#now,
-        readManifest: async (name, record) => (await this.getManifest(name, record.digest)).bytes,
+        // Straight from storage: a collection reads every manifest once and must not flush the hot cache.
+        readManifest: (_name, record) => this.#blobs.readBytes(record.digest, MAX_MANIFEST_BYTES),
         manifestWrites: (name) => this.#manifestWrites.get(name) ?? 0,
         deleteUntaggedManifest: async (name, digest, since) => {
           const deleted = await this.#meta.deleteManifestIfUnchanged(name, digest, since);
