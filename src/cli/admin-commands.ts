@@ -287,7 +287,8 @@ export function registerAdminCommands(program: Command): void {
   withClientOptions(
     program
       .command('gc')
-      .argument('<host>')
+      .argument('[host]', 'the registry to ask (POST /api/v1/gc); or give --data')
+      .option('--data <dir>', 'collect in a data folder directly, with its registry stopped')
       .option('--dry-run', 'only report what would be deleted')
       .option('--delete-untagged', 'also delete manifests no tag reaches (as an index child or referrer)')
       .option('--grace <duration>', 'keep content younger than this (Go duration: 30m, 1h, 0s)', '1h'),
@@ -295,21 +296,27 @@ export function registerAdminCommands(program: Command): void {
     .description('Garbage-collect the registry: unreferenced blobs, and untagged manifests if asked')
     .action(
       async (
-        host: string,
-        flags: ClientFlags & { dryRun?: boolean; deleteUntagged?: boolean; grace: string },
+        host: string | undefined,
+        flags: ClientFlags & { data?: string; dryRun?: boolean; deleteUntagged?: boolean; grace: string },
       ) => {
         const out = outputFor(flags);
         const graceMs = parseDuration(flags.grace);
         if (graceMs === undefined)
           throw new UsageError(`--grace "${flags.grace}" is not a duration such as 30m, 1h or 0s`);
-        const report = await withClient(host, flags, (c) =>
-          c.api<GarbageCollectionReport>('POST', '/api/v1/gc', {
-            dryRun: flags.dryRun === true,
-            deleteUntagged: flags.deleteUntagged === true,
-            // Whole seconds, rounded up: a grace is never shortened (900ms must not become 0).
-            graceSeconds: Math.ceil(graceMs / 1000),
-          }),
-        );
+        if ((host === undefined) === (flags.data === undefined))
+          throw new UsageError("Give either a registry HOST or --data DIR (a stopped registry's folder)");
+        // Whole seconds, rounded up: a grace is never shortened (900ms must not become 0).
+        const graceSeconds = Math.ceil(graceMs / 1000);
+        const options = { dryRun: flags.dryRun === true, deleteUntagged: flags.deleteUntagged === true };
+        let report: GarbageCollectionReport;
+        if (flags.data !== undefined) {
+          const { collectGarbageInFolder } = await import('../registry/index.js');
+          report = await collectGarbageInFolder(flags.data, { ...options, graceMs: graceSeconds * 1000 });
+        } else {
+          report = await withClient(host ?? '', flags, (c) =>
+            c.api<GarbageCollectionReport>('POST', '/api/v1/gc', { ...options, graceSeconds }),
+          );
+        }
         out.result(describeGc(report), report);
       },
     );

@@ -31,6 +31,16 @@ export interface GarbageCollectionReport {
   readonly problems: readonly string[];
 }
 
+/** The counts of a report, as the audit log records a real run. */
+export function gcAuditDetail(report: GarbageCollectionReport): Record<string, number> {
+  return {
+    manifestsDeleted: report.manifestsDeleted.length,
+    linksRemoved: report.linksRemoved,
+    blobsDeleted: report.blobsDeleted,
+    bytesFreed: report.bytesFreed,
+  };
+}
+
 /** What the collector works on: the registry's stores, and its caches through two callbacks. */
 export interface CollectorContext {
   readonly meta: MetadataStore;

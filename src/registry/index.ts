@@ -7,3 +7,4 @@ export type { RunningRegistry, StartRegistryOptions } from './serve.js';
 export { loadServeConfig, parseAddr, isLoopback, ConfigError, DEFAULT_CONFIG } from './config.js';
 export type { ServeConfig, LoadConfigOptions } from './config.js';
 export type { GarbageCollectionOptions, GarbageCollectionReport } from './gc.js';
+export { collectGarbageInFolder } from './offline-gc.js';

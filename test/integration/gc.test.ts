@@ -136,6 +136,83 @@ describe('airlock gc', () => {
     });
   });
 
+  it("collects in a stopped registry's data folder with --data, and refuses while the registry runs", async (t) => {
+    const dataDir = await tempDirForTest(t, 'gc-data-');
+    const reg = await startTestRegistry({ data: dataDir });
+    const env = await cliEnv(t);
+    const push = async (bytes: Buffer): Promise<void> => {
+      const res = await fetch(`${reg.url}/v2/p/app/blobs/uploads/?digest=${digestOf(bytes)}`, {
+        method: 'POST',
+        body: bytes,
+      });
+      await res.arrayBuffer();
+      assert.equal(res.status, 201);
+    };
+    const kept = Buffer.from(`kept ${Date.now()}`);
+    const orphan = Buffer.from(`orphan ${Date.now()}`);
+    await push(kept);
+    await push(orphan);
+    const manifest = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.oci.image.manifest.v1+json',
+        config: {
+          mediaType: 'application/vnd.oci.image.config.v1+json',
+          digest: digestOf(kept),
+          size: kept.length,
+        },
+        layers: [],
+      }),
+    );
+    const put = await fetch(`${reg.url}/v2/p/app/manifests/v1`, {
+      method: 'PUT',
+      body: manifest,
+      headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json' },
+    });
+    assert.equal(put.status, 201);
+    await put.arrayBuffer();
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+
+    assertOneLineError(await airlock(env, ['gc', '--data', dataDir, '--grace', '0s']), {
+      pattern: new RegExp(`is in use by process ${process.pid}; stop it first`),
+    });
+    await reg.close();
+    const report = JSON.parse(
+      (await airlockOk(env, ['gc', '--data', dataDir, '--grace', '0s', '--output', 'json'])).stdout,
+    ) as Report;
+    assert.deepEqual([report.linksRemoved, report.blobsDeleted], [1, 1]);
+    const files = await blobFiles(dataDir);
+    assert.ok(!files.includes(digestOf(orphan)));
+    assert.ok(files.includes(digestOf(kept)));
+
+    const again = await startTestRegistry({ data: dataDir });
+    t.after(() => again.dispose());
+    const res = await fetch(`${again.url}/v2/p/app/manifests/v1`);
+    assert.deepEqual(Buffer.from(await res.arrayBuffer()), manifest);
+    const audit = (await (await fetch(`${again.url}/api/v1/audit`)).json()) as {
+      actor: string;
+      action: string;
+    }[];
+    assert.ok(audit.some((e) => e.action === 'gc' && e.actor === 'airlock gc --data'));
+  });
+
+  it('wants a registry or a data folder, not both or neither', async (t) => {
+    const env = await cliEnv(t);
+    const empty = await tempDirForTest(t, 'gc-empty-');
+    assertOneLineError(await airlock(env, ['gc']), {
+      code: 2,
+      pattern: /Give either a registry HOST or --data DIR/,
+    });
+    assertOneLineError(await airlock(env, ['gc', 'localhost:5000', '--data', empty]), {
+      code: 2,
+      pattern: /Give either a registry HOST or --data DIR/,
+    });
+    assertOneLineError(await airlock(env, ['gc', '--data', empty]), {
+      code: 2,
+      pattern: /is not an Airlock data folder \(it has no airlock\.db\)/,
+    });
+  });
+
   it('refuses a grace that is not a duration, and the API refuses bad fields', async (t) => {
     const reg = await startTestRegistry();
     t.after(() => reg.dispose());

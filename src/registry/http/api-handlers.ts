@@ -4,7 +4,7 @@ import { RegistryError } from '../errors.js';
 import { memberProblem } from '../auth/access.js';
 import { hashPassword, newRobotSecret } from '../auth/password.js';
 import { ROLES, scopeProblem } from '../auth/policy.js';
-import type { GarbageCollectionOptions } from '../gc.js';
+import { gcAuditDetail, type GarbageCollectionOptions } from '../gc.js';
 import type { Registry } from '../registry.js';
 import { readSmallBody, recordAudit, sendEmpty, sendJson, type Context } from './context.js';
 import { harborApi } from './harbor-api.js';
@@ -379,12 +379,7 @@ export async function routeApi(ctx: Context, registry: Registry): Promise<boolea
       await recordAudit(ctx, {
         action: 'gc',
         target: '*',
-        detail: {
-          manifestsDeleted: report.manifestsDeleted.length,
-          linksRemoved: report.linksRemoved,
-          blobsDeleted: report.blobsDeleted,
-          bytesFreed: report.bytesFreed,
-        },
+        detail: gcAuditDetail(report),
       });
     }
     sendJson(ctx, report);
