@@ -41,13 +41,14 @@ export function gcAuditDetail(report: GarbageCollectionReport): Record<string, n
   };
 }
 
-/** What the collector works on: the registry's stores, and its caches through two callbacks. */
+/** What the collector works on: the registry's stores, and what only the registry knows through callbacks. */
 export interface CollectorContext {
   readonly meta: MetadataStore;
   readonly blobs: BlobStore;
   readonly guard: DigestGuard;
   readonly now: () => number;
-  readManifest(repository: string, record: ManifestRecord): Promise<Uint8Array>;
+  /** A manifest's bytes. */
+  readManifest(digest: Digest): Promise<Uint8Array>;
   /**
    * How many manifests this process has stored in `repository` so far (bumped once the row is written,
    * while the write still pins its digests). A change since the collector listed the repository means a
@@ -156,10 +157,7 @@ export async function collectGarbage(
     const parsed = new Map<Digest, ParsedManifest>();
     try {
       for (const record of manifests) {
-        parsed.set(
-          record.digest,
-          parseManifest(await context.readManifest(repository, record), record.mediaType),
-        );
+        parsed.set(record.digest, parseManifest(await context.readManifest(record.digest), record.mediaType));
       }
     } catch (error) {
       problems.push(`${repository}: ${(error as Error).message}`);

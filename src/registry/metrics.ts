@@ -137,31 +137,24 @@ export class RegistryMetrics {
     labelNames: ['result'],
     registers: [this.registry],
   });
-  readonly #gcManifests = new Counter({
-    name: 'airlock_gc_manifests_deleted_total',
-    help: 'Untagged manifests deleted by garbage collection',
-    registers: [this.registry],
-  });
-  readonly #gcLinks = new Counter({
-    name: 'airlock_gc_links_removed_total',
-    help: 'Blob links removed by garbage collection',
-    registers: [this.registry],
-  });
-  readonly #gcBlobs = new Counter({
-    name: 'airlock_gc_blobs_deleted_total',
-    help: 'Blob files deleted by garbage collection',
-    registers: [this.registry],
-  });
-  readonly #gcBytes = new Counter({
-    name: 'airlock_gc_freed_bytes_total',
-    help: 'Bytes of blob files deleted by garbage collection',
-    registers: [this.registry],
-  });
+  readonly #gcManifests = this.#counter('manifests_deleted', 'Untagged manifests deleted');
+  readonly #gcLinks = this.#counter('links_removed', 'Blob links removed');
+  readonly #gcBlobs = this.#counter('blobs_deleted', 'Blob files deleted');
+  readonly #gcBytes = this.#counter('freed_bytes', 'Bytes of blob files deleted');
   readonly #gcLast = new Gauge({
     name: 'airlock_gc_last_success_timestamp_seconds',
     help: 'When the last garbage collection that succeeded ended (Unix time)',
     registers: [this.registry],
   });
+
+  /** A garbage-collection counter `airlock_gc_<what>_total` in this registry. */
+  #counter(what: string, deleted: string): Counter {
+    return new Counter({
+      name: `airlock_gc_${what}_total`,
+      help: `${deleted} by garbage collection`,
+      registers: [this.registry],
+    });
+  }
 
   /** Counts a garbage collection that ended (a report) or failed (an error); dry runs are left out. */
   recordGc(outcome: GarbageCollectionReport | Error, now = Date.now()): void {

@@ -163,6 +163,11 @@ export class Registry {
     this.#manifestBytes = new LruCache(options.manifestCacheBytes ?? 64 * 1024 * 1024);
   }
 
+  /** Whether a garbage collection is running. */
+  get collecting(): boolean {
+    return this.#collecting !== undefined;
+  }
+
   get activeUploads(): number {
     return this.#activeUploads.size;
   }
@@ -211,14 +216,26 @@ export class Registry {
   /** Stores a whole blob sent in one request and links it into the repository. */
   async putBlob(name: string, digestText: string, body: AsyncIterable<Uint8Array>): Promise<Digest> {
     const digest = digestOrThrow(digestText);
-    const pin = this.#guard.pin([digest]);
+    return this.#whilePinned([digest], async () => {
+      try {
+        const info = await this.#blobs.put(body, digest, { maxBytes: this.#maxBlobBytes });
+        await this.#meta.linkBlob(name, digest, info.size);
+        return digest;
+      } catch (error) {
+        storageToRegistry(error);
+      }
+    });
+  }
+
+  /**
+   * Runs `work` with `digests` pinned against garbage collection (see DigestGuard). The pin is taken
+   * before this returns to the caller's first await; `work` starts once no removal of them is under way.
+   */
+  async #whilePinned<T>(digests: readonly string[], work: () => Promise<T>): Promise<T> {
+    const pin = this.#guard.pin(digests);
     try {
       await pin.ready;
-      const info = await this.#blobs.put(body, digest, { maxBytes: this.#maxBlobBytes });
-      await this.#meta.linkBlob(name, digest, info.size);
-      return digest;
-    } catch (error) {
-      storageToRegistry(error);
+      return await work();
     } finally {
       pin.release();
     }
@@ -231,16 +248,12 @@ export class Registry {
   async mountBlob(name: string, digestText: string, from: string): Promise<boolean> {
     const digest = digestOrThrow(digestText);
     if (repositoryNameProblem(from)) return false;
-    const pin = this.#guard.pin([digest]);
-    try {
-      await pin.ready;
+    return this.#whilePinned([digest], async () => {
       const size = await this.#meta.blobLink(from, digest);
       if (size === undefined || !(await this.#blobs.stat(digest))) return false;
       await this.#meta.linkBlob(name, digest, size);
       return true;
-    } finally {
-      pin.release();
-    }
+    });
   }
 
   // ---- uploads ----
@@ -291,16 +304,15 @@ export class Registry {
   async finishUpload(name: string, id: string, digestText: string): Promise<Digest> {
     await this.#session(name, id);
     const digest = digestOrThrow(digestText);
-    const pin = this.#guard.pin([digest]);
     try {
-      await pin.ready;
-      const info = await this.#blobs.commitUpload(id, digest);
-      await this.#meta.linkBlob(name, digest, info.size);
-      return digest;
+      return await this.#whilePinned([digest], async () => {
+        const info = await this.#blobs.commitUpload(id, digest);
+        await this.#meta.linkBlob(name, digest, info.size);
+        return digest;
+      });
     } catch (error) {
       return storageToRegistry(error, id);
     } finally {
-      pin.release();
       if ((await this.#blobs.uploadSize(id)) === undefined) await this.#meta.deleteUpload(id);
     }
   }
@@ -432,18 +444,13 @@ export class Registry {
       });
     }
     // The manifest, its blobs and its children must not be collected between the checks and the write.
-    const pin = this.#guard.pin([
+    const relied = [
       digest,
       ...(parsed.config ? [parsed.config.digest] : []),
       ...parsed.layers.map((layer) => layer.digest),
       ...parsed.manifests.map((child) => child.digest),
-    ]);
-    try {
-      await pin.ready;
-      return await this.#storeManifest(name, reference, { parsed, body, digest });
-    } finally {
-      pin.release();
-    }
+    ];
+    return this.#whilePinned(relied, () => this.#storeManifest(name, reference, { parsed, body, digest }));
   }
 
   /** The rest of putManifest, once the digests it relies on are pinned. */
@@ -594,7 +601,7 @@ export class Registry {
    * collection at a time: a second one asked for meanwhile fails with 409.
    */
   collectGarbage(options: GarbageCollectionOptions = {}): Promise<GarbageCollectionReport> {
-    if (this.#collecting) {
+    if (this.collecting) {
       return Promise.reject(
         new RegistryError('UNSUPPORTED', 'A garbage collection is already running', { status: 409 }),
       );
@@ -606,7 +613,7 @@ export class Registry {
         guard: this.#guard,
         now: this.#now,
         // Straight from storage: a collection reads every manifest once and must not flush the hot cache.
-        readManifest: (_name, record) => this.#blobs.readBytes(record.digest, MAX_MANIFEST_BYTES),
+        readManifest: (digest) => this.#blobs.readBytes(digest, MAX_MANIFEST_BYTES),
         manifestWrites: (name) => this.#manifestWrites.get(name) ?? 0,
         deleteUntaggedManifest: async (name, digest, since) => {
           const deleted = await this.#meta.deleteManifestIfUnchanged(name, digest, since);

@@ -41,21 +41,16 @@ export interface StartRegistryOptions {
 
 const PURGE_INTERVAL_MS = 60 * 60 * 1000;
 
-/** Collects garbage every `gcIntervalSeconds` (a run still going when the next is due is not doubled). */
+/** Collects garbage every `gcIntervalSeconds`, unless a collection (scheduled or asked for) still runs. */
 function scheduleGc(registry: Registry, config: ServeConfig, log: Logger): NodeJS.Timeout {
-  let running = false;
   const timer = setInterval(() => {
-    if (running) return;
-    running = true;
+    if (registry.collecting) return;
     registry
       .collectGarbage({ graceMs: config.gcGraceSeconds * 1000, deleteUntagged: config.gcDeleteUntagged })
       .then(
         (report) => log.info({ gc: report }, 'garbage collection done'),
         (err: unknown) => log.error({ err }, 'garbage collection failed'),
-      )
-      .finally(() => {
-        running = false;
-      });
+      );
   }, config.gcIntervalSeconds * 1000);
   timer.unref();
   return timer;

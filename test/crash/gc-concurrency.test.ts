@@ -5,16 +5,13 @@
 // image. A push may fail with MANIFEST_BLOB_UNKNOWN (a blob it saw with HEAD was collected before its
 // manifest arrived; documented); nothing else may fail.
 import assert from 'node:assert/strict';
-import { createHash, randomBytes, randomInt } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { randomBytes, randomInt } from 'node:crypto';
 import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import Database from 'better-sqlite3';
 import { MediaType } from '../../src/oci/index.js';
+import { rowsWithoutFiles, sha256Digest } from '../helpers/crash.js';
 import { startAirlockProcess, type RunningProcess } from '../helpers/processes.js';
 
-const sha256 = (bytes: Buffer): string => `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
 const REPOS = ['gc/a', 'gc/b', 'gc/c'];
 const SECONDS = 12;
 
@@ -50,7 +47,7 @@ class Load {
   }
 
   async #blob(repo: string, bytes: Buffer): Promise<void> {
-    const digest = sha256(bytes);
+    const digest = sha256Digest(bytes);
     if ((await this.call('HEAD', `/v2/${repo}/blobs/${digest}`)).status === 200) return;
     const how = randomInt(3);
     if (how === 0) {
@@ -85,10 +82,10 @@ class Load {
     body: Buffer,
     mediaType: string,
   ): Promise<string | undefined> {
-    const res = await this.call('PUT', `/v2/${repo}/manifests/${reference ?? sha256(body)}`, body, {
+    const res = await this.call('PUT', `/v2/${repo}/manifests/${reference ?? sha256Digest(body)}`, body, {
       'content-type': mediaType,
     });
-    if (res.status === 201) return sha256(body);
+    if (res.status === 201) return sha256Digest(body);
     const code = (JSON.parse(res.body.toString() || '{}') as { errors?: { code?: string }[] }).errors?.[0]
       ?.code;
     this.#fail(`manifest ${res.status} ${code ?? ''}`);
@@ -109,7 +106,7 @@ class Load {
     const [config, ...layers] = blobs;
     const descriptor = (mediaType: string, bytes: Buffer) => ({
       mediaType,
-      digest: sha256(bytes),
+      digest: sha256Digest(bytes),
       size: bytes.length,
     });
     const body = Buffer.from(
@@ -152,7 +149,7 @@ class Load {
       const res = await this.call('GET', `/v2/${repo}/manifests/${tag}`, undefined, {
         accept: `${MediaType.OciManifest},${MediaType.OciIndex}`,
       });
-      if (res.status === 200) await this.call('DELETE', `/v2/${repo}/manifests/${sha256(res.body)}`);
+      if (res.status === 200) await this.call('DELETE', `/v2/${repo}/manifests/${sha256Digest(res.body)}`);
     }
   }
 
@@ -185,7 +182,7 @@ async function checkTags(load: Load): Promise<string[]> {
     for (const child of manifest.manifests ?? []) if (depth < 2) await whole(repo, child.digest, depth + 1);
     for (const blob of [...(manifest.config ? [manifest.config] : []), ...(manifest.layers ?? [])]) {
       const got = await load.call('GET', `/v2/${repo}/blobs/${blob.digest}`);
-      if (got.status !== 200 || sha256(got.body) !== blob.digest)
+      if (got.status !== 200 || sha256Digest(got.body) !== blob.digest)
         problems.push(`${repo}@${reference}: blob ${blob.digest} answered ${got.status}`);
     }
   };
@@ -194,32 +191,6 @@ async function checkTags(load: Load): Promise<string[]> {
     if (list.status !== 200) continue;
     for (const tag of (JSON.parse(list.body.toString()) as { tags: string[] | null }).tags ?? [])
       await whole(repo, tag);
-  }
-  return problems;
-}
-
-/** Every link and manifest row has its file (read from the stopped registry's data folder). */
-function checkRows(dataDir: string): string[] {
-  const problems: string[] = [];
-  const db = new Database(join(dataDir, 'airlock.db'), { readonly: true });
-  try {
-    const rows = [
-      ...(db.prepare('SELECT repository, digest FROM blob_links').all() as {
-        repository: string;
-        digest: string;
-      }[]),
-      ...(db.prepare('SELECT repository, digest FROM manifests').all() as {
-        repository: string;
-        digest: string;
-      }[]),
-    ];
-    for (const row of rows) {
-      const hex = row.digest.slice('sha256:'.length);
-      if (!existsSync(join(dataDir, 'blobs', 'sha256', hex.slice(0, 2), hex)))
-        problems.push(`${row.repository} needs ${row.digest}, whose file is gone`);
-    }
-  } finally {
-    db.close();
   }
   return problems;
 }
@@ -257,7 +228,7 @@ describe('garbage collection under concurrent pushes and deletes', () => {
       assert.deepEqual(await checkTags(load), [], 'still whole after a collection with nothing else running');
       const dataDir = server.dataDir;
       await server.stop();
-      assert.deepEqual(checkRows(dataDir), []);
+      assert.deepEqual(rowsWithoutFiles(dataDir).problems, []);
     },
   );
 });

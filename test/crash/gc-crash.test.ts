@@ -3,15 +3,19 @@
 // (its manifest, tags and blobs served byte for byte), every database row still has its file, every file
 // matches its name; a last collection run to its end then leaves none of the garbage.
 import assert from 'node:assert/strict';
-import { createHash, randomBytes, randomInt } from 'node:crypto';
-import { readdir, readFile, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { randomBytes, randomInt } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { after, describe, it } from 'node:test';
-import Database from 'better-sqlite3';
 import { MediaType } from '../../src/oci/index.js';
+import {
+  blobPath,
+  checkBlobTree,
+  checkDatabaseCopy,
+  rowsWithoutFiles,
+  sha256Digest,
+} from '../helpers/crash.js';
 import { startAirlockProcess, type RunningProcess } from '../helpers/processes.js';
-
-const sha256 = (bytes: Buffer): string => `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
 
 interface Pushed {
   readonly repo: string;
@@ -22,7 +26,7 @@ interface Pushed {
 }
 
 async function pushBlob(url: string, repo: string, bytes: Buffer): Promise<void> {
-  const res = await fetch(`${url}/v2/${repo}/blobs/uploads/?digest=${sha256(bytes)}`, {
+  const res = await fetch(`${url}/v2/${repo}/blobs/uploads/?digest=${sha256Digest(bytes)}`, {
     method: 'POST',
     body: bytes,
   });
@@ -36,7 +40,7 @@ async function pushImage(url: string, repo: string, tag: string, blobs: readonly
   assert.ok(config);
   const descriptor = (mediaType: string, bytes: Buffer) => ({
     mediaType,
-    digest: sha256(bytes),
+    digest: sha256Digest(bytes),
     size: bytes.length,
   });
   const manifest = Buffer.from(
@@ -54,44 +58,18 @@ async function pushImage(url: string, repo: string, tag: string, blobs: readonly
   });
   await res.arrayBuffer();
   assert.equal(res.status, 201);
-  return { repo, tag, manifest, digest: sha256(manifest), blobs };
+  return { repo, tag, manifest, digest: sha256Digest(manifest), blobs };
 }
 
-async function filesOnDisk(dataDir: string): Promise<Map<string, Buffer>> {
-  const files = new Map<string, Buffer>();
-  const root = join(dataDir, 'blobs', 'sha256');
-  for (const prefix of await readdir(root)) {
-    for (const hex of await readdir(join(root, prefix)))
-      files.set(`sha256:${hex}`, await readFile(join(root, prefix, hex)));
-  }
-  return files;
-}
-
-/** Problems with the data folder of a stopped registry: rows without files, files not matching names. */
-async function checkDataFolder(dataDir: string): Promise<string[]> {
-  const problems: string[] = [];
-  const files = await filesOnDisk(dataDir);
-  for (const [digest, bytes] of files)
-    if (sha256(bytes) !== digest) problems.push(`file ${digest} has other bytes`);
-  const db = new Database(join(dataDir, 'airlock.db'), { readonly: true });
-  try {
-    if (db.pragma('integrity_check', { simple: true }) !== 'ok') problems.push('integrity_check failed');
-    const rows = [
-      ...(db.prepare('SELECT repository, digest FROM blob_links').all() as {
-        repository: string;
-        digest: string;
-      }[]),
-      ...(db.prepare('SELECT repository, digest FROM manifests').all() as {
-        repository: string;
-        digest: string;
-      }[]),
-    ];
-    for (const row of rows)
-      if (!files.has(row.digest)) problems.push(`${row.repository} needs ${row.digest}, whose file is gone`);
-  } finally {
-    db.close();
-  }
-  return problems;
+/** What a stopped registry's folder holds, and what is wrong with it (files, database, rows without files). */
+async function checkDataFolder(
+  dataDir: string,
+  hashed: Map<string, number>,
+): Promise<{ files: number; rows: number; problems: string[] }> {
+  const tree = await checkBlobTree(dataDir, hashed);
+  const rows = rowsWithoutFiles(dataDir);
+  const problems = [...tree.problems, ...(await checkDatabaseCopy(dataDir)), ...rows.problems];
+  return { files: tree.files, rows: rows.rows, problems };
 }
 
 async function checkKept(url: string, kept: readonly Pushed[]): Promise<string[]> {
@@ -104,10 +82,10 @@ async function checkKept(url: string, kept: readonly Pushed[]): Promise<string[]
     if (res.status !== 200 || !body.equals(image.manifest))
       problems.push(`${image.repo}:${image.tag} answered ${res.status}`);
     for (const bytes of image.blobs) {
-      const blob = await fetch(`${url}/v2/${image.repo}/blobs/${sha256(bytes)}`);
+      const blob = await fetch(`${url}/v2/${image.repo}/blobs/${sha256Digest(bytes)}`);
       const got = Buffer.from(await blob.arrayBuffer());
       if (blob.status !== 200 || !got.equals(bytes))
-        problems.push(`${image.repo} blob ${sha256(bytes)} answered ${blob.status}`);
+        problems.push(`${image.repo} blob ${sha256Digest(bytes)} answered ${blob.status}`);
     }
   }
   return problems;
@@ -164,7 +142,8 @@ describe('crash safety: SIGKILL during garbage collection', () => {
       });
       await dry.arrayBuffer();
       const span = Math.max(5, Date.now() - started);
-      t.diagnostic(`a dry run took ${span} ms; ${(await filesOnDisk(dataDir)).size} blob files`);
+      const hashed = new Map<string, number>();
+      t.diagnostic(`a dry run took ${span} ms; ${(await checkDataFolder(dataDir, hashed)).files} blob files`);
       const problems: string[] = [];
       for (let round = 0; round < 8; round++) {
         collect(server.url).then(
@@ -173,14 +152,9 @@ describe('crash safety: SIGKILL during garbage collection', () => {
         );
         await new Promise((resolve) => setTimeout(resolve, randomInt(0, Math.round(span * (1 + round)) + 1)));
         await server.stop('SIGKILL');
-        problems.push(...(await checkDataFolder(dataDir)).map((p) => `round ${round}: ${p}`));
-        const db = new Database(join(dataDir, 'airlock.db'), { readonly: true });
-        const rows = db.prepare(
-          'SELECT (SELECT count(*) FROM blob_links) + (SELECT count(*) FROM manifests)',
-        );
-        const left = `${String(rows.pluck().get())} rows, ${(await filesOnDisk(dataDir)).size} blob files`;
-        db.close();
-        t.diagnostic(`round ${round}: killed with ${left} left`);
+        const folder = await checkDataFolder(dataDir, hashed);
+        problems.push(...folder.problems.map((p) => `round ${round}: ${p}`));
+        t.diagnostic(`round ${round}: killed with ${folder.rows} rows, ${folder.files} blob files left`);
         server = await startAirlockProcess({ dataDir });
         problems.push(...(await checkKept(server.url, kept)).map((p) => `round ${round}: ${p}`));
       }
@@ -190,17 +164,17 @@ describe('crash safety: SIGKILL during garbage collection', () => {
       assert.equal(final.status, 200);
       await final.arrayBuffer();
       assert.deepEqual(await checkKept(server.url, kept), []);
-      const files = await filesOnDisk(dataDir);
+      const stored = (digest: string): boolean => existsSync(blobPath(dataDir, digest));
       for (const image of garbage) {
-        assert.ok(!files.has(image.digest), `manifest ${image.digest} is collected`);
+        assert.ok(!stored(image.digest), `manifest ${image.digest} is collected`);
         for (const bytes of image.blobs) {
           if (bytes !== image.blobs[1])
-            assert.ok(!files.has(sha256(bytes)), `blob ${sha256(bytes)} is collected`);
+            assert.ok(!stored(sha256Digest(bytes)), `blob ${sha256Digest(bytes)} is collected`);
         }
       }
-      assert.ok(files.has(sha256(shared)), 'the layer kept images share stays');
+      assert.ok(stored(sha256Digest(shared)), 'the layer kept images share stays');
       await server.stop();
-      assert.deepEqual(await checkDataFolder(dataDir), []);
+      assert.deepEqual((await checkDataFolder(dataDir, hashed)).problems, []);
     },
   );
 });

@@ -2,7 +2,7 @@
 // SIGKILLs and restarts `airlock serve` on one data folder, an HTTP client that tells "the server was
 // killed under me" from real failures, and on-disk checks of the blob tree and the SQLite database.
 import { createCipheriv, createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { createReadStream, existsSync } from 'node:fs';
 import { copyFile, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -378,6 +378,25 @@ export async function checkBlobTree(dataDir: string, verified: Map<string, numbe
 export function blobPath(dataDir: string, digest: string): string {
   const hex = digest.slice('sha256:'.length);
   return join(dataDir, 'blobs', 'sha256', hex.slice(0, 2), hex);
+}
+
+/**
+ * The blob-link and manifest rows of a stopped registry's database whose blob file is gone (what garbage
+ * collection must never leave), and how many rows there are.
+ */
+export function rowsWithoutFiles(dataDir: string): { rows: number; problems: string[] } {
+  const db = new Database(join(dataDir, 'airlock.db'), { readonly: true });
+  try {
+    const rows = db
+      .prepare('SELECT repository, digest FROM blob_links UNION ALL SELECT repository, digest FROM manifests')
+      .all() as { repository: string; digest: string }[];
+    const problems = rows
+      .filter((row) => !existsSync(blobPath(dataDir, row.digest)))
+      .map((row) => `${row.repository} needs ${row.digest}, whose file is gone`);
+    return { rows: rows.length, problems };
+  } finally {
+    db.close();
+  }
 }
 
 /** Names in `DATA/uploads` (temp files start with `tmp-`, sessions are named by id). */
