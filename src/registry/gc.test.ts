@@ -194,6 +194,63 @@ describe('garbage collection', () => {
     assert.equal(await snapshot(s, ['p/app']), before);
   });
 
+  it('keeps an old layer a pushing client has just checked with HEAD, and renews it once a minute at most', async () => {
+    let offset = 0;
+    const s = await setup({ now: () => Date.now() + offset });
+    const { registry } = s;
+    const gone = await image(registry, 'p/app', 'v1', ['checked layer', 'unchecked layer']);
+    await registry.deleteManifest('p/app', gone);
+    offset = 2 * 60 * 60 * 1000; // two hours later, on the registry's clock
+    const linkTime = async (text: string): Promise<number | undefined> =>
+      (await s.metadata.listBlobLinks('p/app')).find((link) => link.digest === digestOf(text))?.createdAt;
+    const made = await linkTime('checked layer');
+    const uncheckedMade = await linkTime('unchecked layer');
+    assert.equal(await registry.statBlob('p/app', digestOf('checked layer'), true), 'checked layer'.length);
+    const renewed = await linkTime('checked layer');
+    assert.ok(
+      renewed !== undefined && made !== undefined && renewed > made + offset / 2,
+      'the HEAD renewed it',
+    );
+    // A GET (a pull) and a second HEAD within the minute write nothing.
+    await registry.statBlob('p/app', digestOf('unchecked layer'));
+    assert.equal(await linkTime('unchecked layer'), uncheckedMade);
+    await registry.statBlob('p/app', digestOf('checked layer'), true);
+    assert.equal(await linkTime('checked layer'), renewed);
+    const report = await registry.collectGarbage(); // default grace: one hour
+    assert.ok(await registry.statBlob('p/app', digestOf('checked layer')), 'the checked layer stays');
+    await assert.rejects(registry.statBlob('p/app', digestOf('unchecked layer')), { code: 'BLOB_UNKNOWN' });
+    assert.equal(report.linksRemoved, 2, "the unchecked layer and the deleted image's config");
+    await assertWhole(s, ['p/app']);
+  });
+
+  it('keeps a link a HEAD renewed after the collector listed it as old', async () => {
+    let offset = 0;
+    const late = {} as { registry: Registry };
+    const during = once(async () => {
+      await late.registry.statBlob('p/app', digestOf('raced layer'), true);
+    });
+    const s = await setup({
+      now: () => Date.now() + offset,
+      wrap: (inner) =>
+        hooked(inner, {
+          listBlobLinks: (original) => async (repository) => {
+            const listed = await original(repository);
+            await during();
+            return listed;
+          },
+        }),
+    });
+    late.registry = s.registry;
+    const gone = await image(s.registry, 'p/app', 'v1', ['raced layer']);
+    await s.registry.deleteManifest('p/app', gone);
+    offset = 2 * 60 * 60 * 1000;
+    const report = await s.registry.collectGarbage();
+    assert.equal(report.linksRemoved, 1, "only the deleted image's config");
+    assert.ok(await s.registry.statBlob('p/app', digestOf('raced layer')));
+    assert.ok(await s.blobs.stat(digestOf('raced layer')));
+    await assertWhole(s, ['p/app']);
+  });
+
   it('reports in a dry run exactly what a real run then does, changing nothing', async () => {
     const s = await setup();
     const { registry } = s;

@@ -187,8 +187,9 @@ export async function collectGarbage(
     }
     for (const link of await meta.listBlobLinks(repository)) {
       if (referenced.has(link.digest) || link.createdAt >= cutoff) continue;
+      // Only if still old: a HEAD from a pushing client renews the link (Registry.statBlob).
       const unlink = async (): Promise<boolean> =>
-        dryRun || (unchanged() && (await meta.unlinkBlob(repository, link.digest)));
+        dryRun || (unchanged() && (await meta.unlinkBlob(repository, link.digest, cutoff)));
       if (!(await underClaim(link.digest, unlink))) continue;
       removedLinks.add(`${repository}@${link.digest}`);
       linksRemoved++;

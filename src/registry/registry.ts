@@ -28,6 +28,12 @@ import { LruCache } from './cache.js';
 import { DigestGuard } from './digest-guard.js';
 import { collectGarbage, type GarbageCollectionOptions, type GarbageCollectionReport } from './gc.js';
 
+/**
+ * A HEAD on a blob renews its link in the repository when the link is older than this, so a push that
+ * skips the blob is safe from garbage collection with a longer grace period (at most one write a minute).
+ */
+export const LINK_RENEW_MS = 60_000;
+
 /** What the registry announces after a change; the reconciler and webhooks subscribe to it. */
 export interface RegistryEvent {
   readonly action: 'push' | 'delete';
@@ -183,9 +189,16 @@ export class Registry {
 
   // ---- blobs ----
 
-  async statBlob(name: string, digestText: string): Promise<number> {
+  /**
+   * A blob's size in the repository. `checkedForPush` (a HEAD: what a pushing client asks before it
+   * skips an upload) renews a link older than LINK_RENEW_MS, so garbage collection with a longer grace
+   * period keeps a layer the client has just been told is there until its manifest arrives.
+   */
+  async statBlob(name: string, digestText: string, checkedForPush = false): Promise<number> {
     const digest = digestOrThrow(digestText);
-    const size = await this.#meta.blobLink(name, digest);
+    const now = this.#now();
+    const renew = checkedForPush ? { before: now - LINK_RENEW_MS, at: now } : undefined;
+    const size = await this.#meta.blobLink(name, digest, renew);
     // Check the bytes too, so a GET fails with a proper 404 before any header is sent, never midway.
     if (size !== undefined && (await this.#blobs.stat(digest))) return size;
     const manifest = await this.#manifestRecord(name, digest);

@@ -12,6 +12,7 @@ export type { FsBlobStoreOptions } from './blob-store-fs.js';
 export type {
   BlobLinkRecord,
   BlobUsers,
+  LinkRenewal,
   MetadataStore,
   ManifestRecord,
   TagRecord,

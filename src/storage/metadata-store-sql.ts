@@ -3,6 +3,7 @@ import type { Digest } from '../oci/index.js';
 import type {
   BlobLinkRecord,
   BlobUsers,
+  LinkRenewal,
   ManifestRecord,
   MetadataStore,
   Page,
@@ -92,7 +93,19 @@ export class SqlMetadataStore implements MetadataStore {
     });
   }
 
-  async blobLink(repository: string, digest: Digest): Promise<number | undefined> {
+  async blobLink(repository: string, digest: Digest, renew?: LinkRenewal): Promise<number | undefined> {
+    if (renew) {
+      const renewed = await this.#db
+        .updateTable('blob_links')
+        .set({ created_at: renew.at })
+        .where('repository', '=', repository)
+        .where('digest', '=', digest)
+        .where('created_at', '<', renew.before)
+        .returning('size')
+        .executeTakeFirst();
+      if (renewed) return Number(renewed.size);
+      // Not renewed: missing, or made at or after renew.before (the read below tells which).
+    }
     const row = await this.#db
       .selectFrom('blob_links')
       .select('size')
@@ -102,12 +115,13 @@ export class SqlMetadataStore implements MetadataStore {
     return row === undefined ? undefined : Number(row.size);
   }
 
-  async unlinkBlob(repository: string, digest: Digest): Promise<boolean> {
-    const result = await this.#db
+  async unlinkBlob(repository: string, digest: Digest, createdBefore?: number): Promise<boolean> {
+    let query = this.#db
       .deleteFrom('blob_links')
       .where('repository', '=', repository)
-      .where('digest', '=', digest)
-      .executeTakeFirst();
+      .where('digest', '=', digest);
+    if (createdBefore !== undefined) query = query.where('created_at', '<', createdBefore);
+    const result = await query.executeTakeFirst();
     return Number(result.numDeletedRows) > 0;
   }
 

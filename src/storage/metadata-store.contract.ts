@@ -49,6 +49,22 @@ export function runMetadataStoreContract(
       assert.equal(await store.unlinkBlob('r1', d('blob')), false);
     });
 
+    it('renews an old blob link when asked and removes links by age', async () => {
+      await store.linkBlob('r', d('old'), 3);
+      const made = (await store.listBlobLinks('r'))[0]?.createdAt ?? NaN;
+      // Not made before renew.before: answered, not renewed; an unlink of older links keeps it.
+      assert.equal(await store.blobLink('r', d('old'), { before: made, at: made + 5000 }), 3);
+      assert.equal((await store.listBlobLinks('r'))[0]?.createdAt, made);
+      assert.equal(await store.unlinkBlob('r', d('old'), made), false);
+      // Made before: renewed, so an unlink of links made before the renewal leaves it.
+      assert.equal(await store.blobLink('r', d('old'), { before: made + 1, at: made + 5000 }), 3);
+      assert.equal((await store.listBlobLinks('r'))[0]?.createdAt, made + 5000);
+      assert.equal(await store.unlinkBlob('r', d('old'), made + 5000), false);
+      assert.equal(await store.blobLink('r', d('missing'), { before: made + 1, at: made + 5000 }), undefined);
+      assert.equal(await store.unlinkBlob('r', d('old'), made + 5001), true);
+      assert.equal(await store.blobLink('r', d('old')), undefined);
+    });
+
     it('stores manifests with their tag atomically and moves tags', async () => {
       await store.putManifest('r', manifest('m1', { annotations: { a: 'b' } }), 'v1');
       await store.putManifest('r', manifest('m2'), 'v1');

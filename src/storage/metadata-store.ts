@@ -38,6 +38,12 @@ export interface UploadSession {
   readonly createdAt: number;
 }
 
+/** When to renew a blob link as it is read (see MetadataStore.blobLink); times in ms since the epoch. */
+export interface LinkRenewal {
+  readonly before: number;
+  readonly at: number;
+}
+
 /** Lexical pagination as the distribution spec defines it: up to `n` items after `last`. */
 export interface Page {
   readonly last?: string;
@@ -56,9 +62,14 @@ export interface MetadataStore {
   listRepositories(page?: Page): Promise<string[]>;
 
   linkBlob(repository: string, digest: Digest, size: number): Promise<void>;
-  /** Size of a blob linked into `repository`, or undefined. */
-  blobLink(repository: string, digest: Digest): Promise<number | undefined>;
-  unlinkBlob(repository: string, digest: Digest): Promise<boolean>;
+  /**
+   * Size of a blob linked into `repository`, or undefined. With `renew`, a link made before
+   * `renew.before` is first renewed to `renew.at` (garbage collection's grace period counts from then),
+   * atomically with the answer: a link reported here cannot be one a collector removed meanwhile as old.
+   */
+  blobLink(repository: string, digest: Digest, renew?: LinkRenewal): Promise<number | undefined>;
+  /** Removes a blob link; with `createdBefore`, only one made (or renewed) before that time. */
+  unlinkBlob(repository: string, digest: Digest, createdBefore?: number): Promise<boolean>;
   /** Repositories that link `digest` (for mounts and garbage collection). */
   repositoriesWithBlob(digest: Digest): Promise<string[]>;
   /** Every blob linked into a repository, by digest. */

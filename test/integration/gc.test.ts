@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import Database from 'better-sqlite3';
 import { digestOf } from '../../src/oci/index.js';
 import { airlock, airlockOk, assertOneLineError, cliEnv, startDistributionForTest } from '../helpers/cli.js';
 import { startTestRegistry } from '../helpers/in-process.js';
@@ -102,6 +103,66 @@ describe('airlock gc', () => {
     for (const name of ['kept.txt', 'shared.txt']) {
       assert.deepEqual(await readFile(join(out, name)), await readFile(join(work, name)));
     }
+  });
+
+  it('keeps the old layers a pushing client checked with HEAD until its manifest arrives', async (t) => {
+    const reg = await startTestRegistry();
+    t.after(() => reg.dispose());
+    // One image pushed to two repositories, then deleted from both: its layer and config stay linked.
+    const layer = Buffer.from(`layer ${Date.now()}`);
+    const config = Buffer.from(`{"created":"${new Date().toISOString()}"}`);
+    const manifest = JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: {
+        mediaType: 'application/vnd.oci.image.config.v1+json',
+        digest: digestOf(config),
+        size: config.length,
+      },
+      layers: [
+        { mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: digestOf(layer), size: layer.length },
+      ],
+    });
+    const request = async (method: string, path: string, body?: Buffer | string): Promise<Response> => {
+      const res = await fetch(`${reg.url}${path}`, {
+        method,
+        ...(body === undefined ? {} : { body }),
+        headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json' },
+      });
+      await res.arrayBuffer();
+      return res;
+    };
+    for (const repo of ['p/checked', 'p/unchecked']) {
+      for (const blob of [layer, config]) {
+        assert.equal(
+          (await request('POST', `/v2/${repo}/blobs/uploads/?digest=${digestOf(blob)}`, blob)).status,
+          201,
+        );
+      }
+      assert.equal((await request('PUT', `/v2/${repo}/manifests/v1`, manifest)).status, 201);
+      assert.equal((await request('DELETE', `/v2/${repo}/manifests/${digestOf(manifest)}`)).status, 202);
+    }
+    // Two hours pass for the links (the registry's clock is the real one, so the rows are aged instead).
+    const db = new Database(join(reg.dataDir, 'airlock.db'));
+    db.prepare('UPDATE blob_links SET created_at = created_at - ?').run(2 * 60 * 60 * 1000);
+    db.close();
+    // A client about to push v1 again to p/checked asks whether the repository has its blobs: it has.
+    for (const blob of [layer, config]) {
+      assert.equal((await request('HEAD', `/v2/p/checked/blobs/${digestOf(blob)}`)).status, 200);
+    }
+    const report = JSON.parse(
+      (await airlockOk(await cliEnv(t), ['gc', new URL(reg.url).host, '--output', 'json'])).stdout,
+    ) as Report;
+    assert.equal(report.linksRemoved, 2, "p/unchecked's layer and config");
+    // The push that skipped its blobs completes; one that relied on an earlier answer is told what is missing.
+    assert.equal((await request('PUT', '/v2/p/checked/manifests/v1', manifest)).status, 201);
+    const refused = await fetch(`${reg.url}/v2/p/unchecked/manifests/v1`, {
+      method: 'PUT',
+      body: manifest,
+      headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json' },
+    });
+    assert.equal(refused.status, 400);
+    assert.match(await refused.text(), /MANIFEST_BLOB_UNKNOWN/);
   });
 
   it('runs on its own every gcIntervalSeconds when configured', async (t) => {

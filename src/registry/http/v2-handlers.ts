@@ -210,7 +210,7 @@ export async function getBlob(
   registry: Registry,
   { name, ref: digest }: Target,
 ): Promise<void> {
-  const size = await registry.statBlob(name, digest);
+  const size = await registry.statBlob(name, digest, ctx.req.method === 'HEAD');
   const common = { [Header.ContentDigest]: digest, 'accept-ranges': 'bytes', etag: `"${digest}"` };
   if (ctx.req.method === 'HEAD') {
     sendEmpty(ctx, 200, { ...common, 'content-length': size, 'content-type': 'application/octet-stream' });
