@@ -61,6 +61,12 @@ describe('parseManifest', () => {
     assert.equal(parsed.subject?.digest, D2);
   });
 
+  it('treats an empty artifactType as missing: config type for an image, none for an index', () => {
+    assert.equal(parseManifest(enc({ ...image, artifactType: '' })).artifactType, MediaType.OciConfig);
+    const index = { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [], artifactType: '' };
+    assert.equal('artifactType' in parseManifest(enc(index)), false);
+  });
+
   const bad: Array<[string, Buffer, string | undefined, RegExp]> = [
     ['not JSON', Buffer.from('{'), undefined, /not valid JSON/],
     ['a JSON array', enc([]), undefined, /must be a JSON object/],

@@ -166,7 +166,8 @@ export function parseManifest(bytes: Uint8Array, contentType?: string): ParsedMa
   if (body.artifactType !== undefined && typeof body.artifactType !== 'string') {
     throw new ManifestError('artifactType must be a string');
   }
-  const declaredArtifactType = body.artifactType;
+  // Empty counts as missing (the referrers rule): an image then reports its config type, an index none.
+  const declaredArtifactType = body.artifactType === '' ? undefined : body.artifactType;
   const common = {
     mediaType,
     ...(subject ? { subject } : {}),

@@ -98,6 +98,14 @@ function digestOrThrow(value: string): Digest {
   return parseDigestOrThrow(value).digest;
 }
 
+/**
+ * Cached bytes with the media type the repository's own push gave them: the byte cache is shared by
+ * digest, and a manifest without a `mediaType` field takes its type from each push's Content-Type.
+ */
+function asPushed(stored: StoredManifest, record: ManifestRecord): StoredManifest {
+  return stored.mediaType === record.mediaType ? stored : { ...stored, mediaType: record.mediaType };
+}
+
 function storageToRegistry(error: unknown, uploadId?: string): never {
   if (error instanceof StorageError) {
     switch (error.code) {
@@ -187,6 +195,11 @@ export class Registry {
       });
   }
 
+  /** Throws DIGEST_INVALID unless `text` is a digest this registry can verify (sha256 or sha512). */
+  checkDigest(text: string): Digest {
+    return digestOrThrow(text);
+  }
+
   // ---- blobs ----
 
   /**
@@ -259,7 +272,13 @@ export class Registry {
    * caller opens a normal upload session as the spec asks.
    */
   async mountBlob(name: string, digestText: string, from: string): Promise<boolean> {
-    const digest = digestOrThrow(digestText);
+    // What cannot be mounted (a malformed digest too) opens a normal upload session instead (202).
+    let digest: Digest;
+    try {
+      digest = digestOrThrow(digestText);
+    } catch {
+      return false;
+    }
     if (repositoryNameProblem(from)) return false;
     return this.#whilePinned([digest], async () => {
       const size = await this.#meta.blobLink(from, digest);
@@ -404,24 +423,22 @@ export class Registry {
    * repository's link, and the bytes), without waiting for anything; else undefined (use getManifest).
    */
   cachedManifest(name: string, reference: string): StoredManifest | undefined {
-    let digest: Digest | undefined;
-    if (reference.includes(':')) {
-      // Only verified digests are keys of the link cache, so a hit is also a valid reference.
-      if (this.#manifestLinks.get(`${name}@${reference}`)) digest = reference as Digest;
-    } else {
-      digest = this.#tags.get(`${name}:${reference}`);
-    }
-    return digest === undefined ? undefined : this.#manifestBytes.get(digest);
+    // Only verified digests are keys of the link cache, so a hit is also a valid reference.
+    const digest = reference.includes(':') ? (reference as Digest) : this.#tags.get(`${name}:${reference}`);
+    if (digest === undefined) return undefined;
+    const record = this.#manifestLinks.get(`${name}@${digest}`);
+    const stored = record && this.#manifestBytes.get(digest);
+    return stored && asPushed(stored, record);
   }
 
   /** A manifest's bytes by tag or digest, served from memory when it was read or written before. */
   async getManifest(name: string, reference: string): Promise<StoredManifest> {
     const digest = await this.resolve(name, reference);
-    const cached = this.#manifestBytes.get(digest);
-    if (cached) return cached;
     const record = await this.#manifestRecord(name, digest);
     if (!record)
       throw new RegistryError('MANIFEST_UNKNOWN', `Manifest "${digest}" is not in repository "${name}"`);
+    const cached = this.#manifestBytes.get(digest);
+    if (cached) return asPushed(cached, record);
     let bytes: Buffer;
     try {
       bytes = await this.#blobs.readBytes(digest, MAX_MANIFEST_BYTES);

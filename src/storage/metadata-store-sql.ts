@@ -196,9 +196,12 @@ export class SqlMetadataStore implements MetadataStore {
           annotations: manifest.annotations ? JSON.stringify(manifest.annotations) : null,
           created_at: manifest.createdAt,
         })
-        // Pushed again: the time is renewed (garbage collection's grace period counts from the last push).
+        // Pushed again: the time is renewed (garbage collection's grace period counts from the last push),
+        // and the media type is the last push's (it differs only for a manifest without a mediaType field).
         .onConflict((oc) =>
-          oc.columns(['repository', 'digest']).doUpdateSet({ created_at: manifest.createdAt }),
+          oc
+            .columns(['repository', 'digest'])
+            .doUpdateSet({ created_at: manifest.createdAt, media_type: manifest.mediaType }),
         )
         .execute();
       if (tag !== undefined) {

@@ -73,6 +73,8 @@ interface BadRequest {
   readonly headers?: Record<string, string>;
   readonly status: number;
   readonly code: string;
+  /** The Allow header a 405 must carry. */
+  readonly allow?: string;
 }
 
 describe('malformed requests', () => {
@@ -329,6 +331,15 @@ describe('malformed requests', () => {
       path: '/v2/good/repo/manifests/v1',
       status: 405,
       code: 'UNSUPPORTED',
+      allow: 'GET, HEAD, PUT, DELETE',
+    },
+    {
+      what: 'a method the version check does not have',
+      method: 'DELETE',
+      path: '/v2/',
+      status: 405,
+      code: 'UNSUPPORTED',
+      allow: 'GET, HEAD',
     },
     {
       what: 'a negative page size',
@@ -353,6 +364,8 @@ describe('malformed requests', () => {
       const path = typeof bad.path === 'function' ? bad.path() : bad.path;
       const res = await rawRequest(reg.url, bad.method, path, bad.body, bad.headers);
       assert.equal(res.status, bad.status);
+      if (bad.allow !== undefined)
+        assert.equal(res.headers.get('allow'), bad.allow, 'a 405 lists what is allowed');
       assert.equal(await errorCode(res), bad.code);
       assert.deepEqual(await snapshot(reg.dataDir), before);
       assert.deepEqual(await c.json<unknown>('/v2/good/repo/tags/list'), tagsBefore);

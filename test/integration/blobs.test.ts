@@ -46,7 +46,45 @@ describe('blob API', () => {
       headers: { range: 'bytes=20-30' },
     });
     assert.equal(outside.status, 416);
+    assert.equal(outside.headers.get('content-range'), 'bytes */10', 'a 416 tells the length');
     await outside.arrayBuffer();
+    // RFC 9110: another unit is ignored, several ranges may be; spaces after "bytes=" are allowed.
+    for (const [header, status, text] of [
+      ['items=0-3', 200, '0123456789'],
+      ['bytes=0-1,5-6', 200, '0123456789'],
+      ['bytes= 3-5', 206, '345'],
+      ['bytes=5-', 206, '56789'],
+    ] as const) {
+      const res = await c.request('GET', `/v2/p/r/img/blobs/${b.digest}`, { headers: { range: header } });
+      assert.equal(res.status, status, header);
+      assert.equal(await res.text(), text, header);
+    }
+    for (const header of ['bytes=abc', 'bytes=5-2', 'bytes=-0']) {
+      const res = await c.request('GET', `/v2/p/r/img/blobs/${b.digest}`, { headers: { range: header } });
+      assert.equal(res.status, 416, header);
+      assert.equal(res.headers.get('content-range'), 'bytes */10', header);
+      await res.arrayBuffer();
+    }
+  });
+
+  it('answers 304 to If-None-Match with the digest, and lets caches keep blobs', async () => {
+    const b = blob('cache me');
+    await c.pushBlob('p/cache', b);
+    const path = `/v2/p/cache/blobs/${b.digest}`;
+    const get = await c.request('GET', path);
+    assert.equal(get.headers.get('etag'), `"${b.digest}"`);
+    assert.equal(get.headers.get('cache-control'), 'max-age=31536000');
+    await get.arrayBuffer();
+    for (const method of ['GET', 'HEAD']) {
+      for (const tag of [`"${b.digest}"`, `W/"${b.digest}"`, `"other", "${b.digest}"`, '*']) {
+        const res = await c.request(method, path, { headers: { 'if-none-match': tag } });
+        assert.equal(res.status, 304, `${method} ${tag}`);
+        assert.equal(await res.text(), '');
+      }
+    }
+    const other = await c.request('GET', path, { headers: { 'if-none-match': `"${digestOf('x')}"` } });
+    assert.equal(other.status, 200);
+    assert.equal(await other.text(), 'cache me');
   });
 
   it('builds a blob from POST, chunked PATCHes with Content-Range and a final PUT', async () => {
@@ -106,10 +144,33 @@ describe('blob API', () => {
     assert.equal((await c.request('GET', location)).status, 404);
   });
 
+  it('refuses a final PUT with a malformed digest without touching the session, so a retry succeeds', async () => {
+    const b = blob('0123456789');
+    const start = await c.request('POST', '/v2/p/retry/blobs/uploads/');
+    const location = start.headers.get('location') ?? '';
+    const first = await c.request('PATCH', location, { body: b.bytes.subarray(0, 4) });
+    assert.equal(first.status, 202);
+    const hex = b.digest.slice('sha256:'.length);
+    for (const digest of ['sha256:BAD', `sha256:${hex.toUpperCase()}`, `blake3:${hex}`]) {
+      const put = await c.request('PUT', `${location}?digest=${digest}`, { body: b.bytes.subarray(4) });
+      assert.equal(put.status, 400, digest);
+      assert.equal(await errorCode(put), 'DIGEST_INVALID', digest);
+      const status = await c.request('GET', location);
+      assert.equal(status.status, 204, digest);
+      assert.equal(status.headers.get('range'), '0-3', `${digest}: the final chunk was not appended`);
+      assert.equal(status.headers.get('content-length'), null, 'a 204 has no Content-Length');
+    }
+    const put = await c.request('PUT', `${location}?digest=${b.digest}`, { body: b.bytes.subarray(4) });
+    assert.equal(put.status, 201);
+    assert.equal(await (await c.request('GET', `/v2/p/retry/blobs/${b.digest}`)).text(), '0123456789');
+  });
+
   it('cancels an upload with DELETE', async () => {
     const start = await c.request('POST', '/v2/p/cancel/blobs/uploads/');
     const location = start.headers.get('location') ?? '';
-    assert.equal((await c.request('DELETE', location)).status, 204);
+    const cancelled = await c.request('DELETE', location);
+    assert.equal(cancelled.status, 204);
+    assert.equal(cancelled.headers.get('content-length'), null, 'a 204 has no Content-Length');
     const again = await c.request('GET', location);
     assert.equal(again.status, 404);
     assert.equal(await errorCode(again), 'BLOB_UPLOAD_UNKNOWN');
@@ -136,6 +197,9 @@ describe('blob API', () => {
     assert.match(fallback.headers.get('location') ?? '', /\/blobs\/uploads\//);
     const noFrom = await c.request('POST', `/v2/p/target2/blobs/uploads/?mount=${b.digest}`);
     assert.equal(noFrom.status, 202);
+    const malformed = await c.request('POST', '/v2/p/target3/blobs/uploads/?mount=sha256:xyz&from=p/source');
+    assert.equal(malformed.status, 202, 'a digest that cannot be mounted opens a session too');
+    assert.match(malformed.headers.get('location') ?? '', /\/blobs\/uploads\//);
   });
 
   it('serves a blob only from repositories it was pushed or mounted to', async () => {

@@ -118,6 +118,95 @@ describe('manifest API', () => {
     assert.equal(((await page.json()) as { manifests: unknown[] }).manifests.length, 1);
   });
 
+  it('lists a referrer whose artifactType is empty under its config media type', async () => {
+    const subject = image();
+    await c.pushImage('p/empty-type', subject, 'v1');
+    const body = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MediaType.OciManifest,
+        artifactType: '',
+        config: {
+          mediaType: 'application/vnd.example.config',
+          digest: subject.config.digest,
+          size: subject.config.bytes.length,
+        },
+        layers: [],
+        subject: { mediaType: MediaType.OciManifest, digest: subject.digest, size: subject.manifest.length },
+      }),
+    );
+    assert.equal(
+      (await c.pushManifest('p/empty-type', digestOf(body), body, MediaType.OciManifest)).status,
+      201,
+    );
+    const filtered = await c.json<{ manifests: Array<{ digest: string; artifactType: string }> }>(
+      `/v2/p/empty-type/referrers/${subject.digest}?artifactType=application/vnd.example.config`,
+    );
+    assert.deepEqual(
+      filtered.body.manifests.map((m) => [m.digest, m.artifactType]),
+      [[digestOf(body), 'application/vnd.example.config']],
+    );
+  });
+
+  it('answers each repository with the media type it was pushed with, also after a restart', async () => {
+    // Without a mediaType field the type comes from Content-Type: the same bytes can be either.
+    let current = await startTestRegistry();
+    let client = new TestClient(current.url);
+    const img = image();
+    const { mediaType: _omit, ...bare } = JSON.parse(img.manifest.toString()) as Record<string, unknown>;
+    const body = Buffer.from(JSON.stringify(bare));
+    const pushes: Array<[string, string]> = [
+      ['p/as-oci', MediaType.OciManifest],
+      ['p/as-docker', MediaType.DockerManifest],
+    ];
+    try {
+      for (const [repo, type] of pushes) {
+        await client.pushBlob(repo, img.config);
+        await client.pushBlob(repo, img.layers[0]!);
+        assert.equal((await client.pushManifest(repo, 'v1', body, type)).status, 201);
+      }
+      for (const round of ['before the restart', 'after it']) {
+        for (const [repo, type] of pushes) {
+          for (const ref of ['v1', digestOf(body), 'v1']) {
+            const res = await client.request('GET', `/v2/${repo}/manifests/${ref}`);
+            assert.equal(res.headers.get('content-type'), type, `${repo} ${ref} ${round}`);
+            assert.deepEqual(Buffer.from(await res.arrayBuffer()), body);
+          }
+        }
+        if (round === 'after it') break;
+        await current.close();
+        current = await startTestRegistry({ data: current.dataDir });
+        client = new TestClient(current.url);
+      }
+      // Pushed again with the other type: the last push decides.
+      assert.equal((await client.pushManifest('p/as-oci', 'v1', body, MediaType.DockerManifest)).status, 201);
+      const res = await client.request('HEAD', '/v2/p/as-oci/manifests/v1');
+      assert.equal(res.headers.get('content-type'), MediaType.DockerManifest);
+    } finally {
+      await current.dispose();
+    }
+  });
+
+  it('answers 304 to If-None-Match with the manifest digest', async () => {
+    const img = image();
+    await c.pushImage('p/etag', img, 'v1');
+    for (const ref of ['v1', img.digest]) {
+      for (const method of ['GET', 'HEAD']) {
+        const res = await c.request(method, `/v2/p/etag/manifests/${ref}`, {
+          headers: { 'if-none-match': `"${img.digest}"` },
+        });
+        assert.equal(res.status, 304, `${method} ${ref}`);
+        assert.equal(res.headers.get('etag'), `"${img.digest}"`);
+        assert.equal(await res.text(), '');
+      }
+    }
+    const moved = await c.request('GET', '/v2/p/etag/manifests/v1', {
+      headers: { 'if-none-match': `"${digestOf('an older manifest')}"` },
+    });
+    assert.equal(moved.status, 200);
+    assert.deepEqual(Buffer.from(await moved.arrayBuffer()), img.manifest);
+  });
+
   it('answers an empty index, not 404, for a subject without referrers', async () => {
     const res = await c.json<{ manifests: unknown[] }>(`/v2/p/ref/referrers/${digestOf('nothing')}`);
     assert.equal(res.status, 200);

@@ -39,9 +39,9 @@ export function sendJson(
   ctx.res.end(ctx.req.method === 'HEAD' ? undefined : bytes);
 }
 
-/** Sends a body-less response (201/202/204 and HEAD answers). */
+/** Sends a body-less response (201/202/204/304 and HEAD answers); 204 and 304 carry no Content-Length. */
 export function sendEmpty(ctx: Context, status: number, headers: Record<string, string | number> = {}): void {
-  ctx.res.writeHead(status, { 'content-length': 0, ...headers });
+  ctx.res.writeHead(status, status === 204 || status === 304 ? headers : { 'content-length': 0, ...headers });
   ctx.res.end();
 }
 

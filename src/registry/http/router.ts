@@ -72,7 +72,7 @@ export function routeV2(ctx: Context, registry: Registry): boolean | Promise<voi
   const method = ctx.req.method ?? 'GET';
   if (path === '/v2/' || path === '/v2') {
     ctx.route = 'base';
-    if (method !== 'GET' && method !== 'HEAD') throw methodNotAllowed(method, path);
+    if (method !== 'GET' && method !== 'HEAD') throw methodNotAllowed(ctx, path, ['GET', 'HEAD']);
     // Any valid token answers the version check, an anonymous one too (as the reference registry does).
     if (ctx.access.enabled && ctx.caller.principal.kind === 'anonymous' && !ctx.caller.claims) {
       throw new RegistryError('UNAUTHORIZED', 'Authentication required');
@@ -82,7 +82,7 @@ export function routeV2(ctx: Context, registry: Registry): boolean | Promise<voi
   }
   if (path === '/v2/_catalog') {
     ctx.route = 'catalog';
-    if (method !== 'GET') throw methodNotAllowed(method, path);
+    if (method !== 'GET') throw methodNotAllowed(ctx, path, ['GET']);
     if (ctx.access.enabled && ctx.caller.principal.kind === 'anonymous') {
       throw new RegistryError('UNAUTHORIZED', 'Authentication required to list repositories', {
         detail: { scope: 'registry:catalog:*' },
@@ -95,7 +95,7 @@ export function routeV2(ctx: Context, registry: Registry): boolean | Promise<voi
     if (!match) continue;
     ctx.route = route.label;
     const handler = route.methods[method];
-    if (!handler) throw methodNotAllowed(method, path);
+    if (!handler) throw methodNotAllowed(ctx, path, Object.keys(route.methods));
     const name = decode(match[1] ?? '');
     registry.checkName(name);
     const need = route.needs[method];
@@ -126,6 +126,9 @@ function denied(ctx: Context, name: string, action: Action): never {
   });
 }
 
-function methodNotAllowed(method: string, path: string): RegistryError {
+/** 405, with the methods the path does take in `Allow` (as HTTP requires). */
+function methodNotAllowed(ctx: Context, path: string, allowed: readonly string[]): RegistryError {
+  ctx.res.setHeader('allow', allowed.join(', '));
+  const method = ctx.req.method ?? 'GET';
   return new RegistryError('UNSUPPORTED', `Method ${method} is not supported on "${path}"`, { status: 405 });
 }

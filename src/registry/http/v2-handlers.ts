@@ -33,11 +33,22 @@ function uploadHeaders(name: string, id: string, size: number): Record<string, s
   };
 }
 
-/** Parses `Range: bytes=start-end` (also `start-` and `-suffix`) against a blob's size. */
+/**
+ * The one byte range a blob GET asks for (RFC 9110), or undefined to send the whole blob: no Range, a unit
+ * other than bytes (which must be ignored), or several ranges (which a server may ignore). Throws 416
+ * (the caller adds a Content-Range with the blob's size) for a malformed range or one outside the blob.
+ */
 export function parseRangeHeader(value: string, size: number): ByteRange | undefined {
-  const match = /^bytes=(\d*)-(\d*)$/.exec(value.trim());
+  const equals = value.indexOf('=');
+  if (equals < 0 || value.slice(0, equals).trim().toLowerCase() !== 'bytes') return undefined;
+  const set = value.slice(equals + 1).split(',');
+  if (set.length > 1) return undefined;
+  const match = /^(\d*)-(\d*)$/.exec((set[0] ?? '').trim());
   if (!match || (match[1] === '' && match[2] === '')) {
-    throw new RegistryError('BLOB_UNKNOWN', `Range "${value}" is not a single byte range`, { status: 416 });
+    throw new RegistryError('BLOB_UNKNOWN', `Range "${value}" is not a byte range`, {
+      status: 416,
+      detail: { size },
+    });
   }
   let start: number;
   let end: number;
@@ -48,6 +59,12 @@ export function parseRangeHeader(value: string, size: number): ByteRange | undef
   } else {
     start = Number(match[1]);
     end = match[2] === '' ? size - 1 : Math.min(Number(match[2]), size - 1);
+    if (match[2] !== '' && Number(match[2]) < start) {
+      throw new RegistryError('BLOB_UNKNOWN', `Range "${value}" ends before it starts`, {
+        status: 416,
+        detail: { size },
+      });
+    }
   }
   if (start > end || start >= size) {
     throw new RegistryError('BLOB_UNKNOWN', `Range "${value}" is outside the blob's ${size} bytes`, {
@@ -163,12 +180,29 @@ export function getManifest(
   return registry.getManifest(name, reference).then((manifest) => sendManifest(ctx, manifest));
 }
 
+/** True when the request's If-None-Match names `digest` (quoted or not, weak or not) or is `*`. */
+function notModified(ctx: Context, digest: string): boolean {
+  const header = ctx.req.headers['if-none-match'];
+  if (header === undefined) return false;
+  return header.split(',').some((tag) => {
+    const text = tag.trim().replace(/^W\//, '');
+    return text === '*' || text === `"${digest}"` || text === digest;
+  });
+}
+
 function sendManifest(ctx: Context, manifest: StoredManifest): void {
-  ctx.res.writeHead(200, {
+  const headers = {
     'content-type': manifest.mediaType,
-    'content-length': manifest.bytes.byteLength,
     [Header.ContentDigest]: manifest.digest,
     etag: `"${manifest.digest}"`,
+  };
+  if (notModified(ctx, manifest.digest)) {
+    sendEmpty(ctx, 304, headers);
+    return;
+  }
+  ctx.res.writeHead(200, {
+    ...headers,
+    'content-length': manifest.bytes.byteLength,
   });
   ctx.res.end(ctx.req.method === 'HEAD' ? undefined : manifest.bytes);
 }
@@ -211,13 +245,30 @@ export async function getBlob(
   { name, ref: digest }: Target,
 ): Promise<void> {
   const size = await registry.statBlob(name, digest, ctx.req.method === 'HEAD');
-  const common = { [Header.ContentDigest]: digest, 'accept-ranges': 'bytes', etag: `"${digest}"` };
+  const common = {
+    [Header.ContentDigest]: digest,
+    'accept-ranges': 'bytes',
+    etag: `"${digest}"`,
+    // Content-addressed: the bytes behind this URL never change.
+    'cache-control': 'max-age=31536000',
+  };
+  if (notModified(ctx, digest)) {
+    sendEmpty(ctx, 304, common);
+    return;
+  }
   if (ctx.req.method === 'HEAD') {
     sendEmpty(ctx, 200, { ...common, 'content-length': size, 'content-type': 'application/octet-stream' });
     return;
   }
   const rangeHeader = ctx.req.headers.range;
-  const range = rangeHeader && size > 0 ? parseRangeHeader(rangeHeader, size) : undefined;
+  let range: ByteRange | undefined;
+  try {
+    range = rangeHeader && size > 0 ? parseRangeHeader(rangeHeader, size) : undefined;
+  } catch (error) {
+    // RFC 9110: a 416 tells the current length, so a client can see its copy is already whole.
+    ctx.res.setHeader('content-range', `bytes */${size}`);
+    throw error;
+  }
   const length = range ? range.end - range.start + 1 : size;
   ctx.res.writeHead(range ? 206 : 200, {
     ...common,
@@ -301,10 +352,18 @@ export async function finishUpload(
   registry: Registry,
   { name, ref: id }: Target,
 ): Promise<void> {
-  const digest = ctx.query.get('digest');
-  if (!digest) {
+  const digestText = ctx.query.get('digest');
+  if (!digestText) {
     await drain(ctx);
     throw new RegistryError('DIGEST_INVALID', 'Closing an upload needs the query parameter "digest"');
+  }
+  let digest: Digest;
+  try {
+    // Before the final chunk is appended: a refused request leaves the session as it was.
+    digest = registry.checkDigest(digestText);
+  } catch (error) {
+    await drain(ctx);
+    throw error;
   }
   const length = Number(ctx.req.headers['content-length'] ?? 0);
   if (length > 0 || ctx.req.headers['transfer-encoding']) {
