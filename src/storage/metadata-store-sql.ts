@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import type { Digest } from '../oci/index.js';
 import type {
   BlobLinkRecord,
@@ -279,14 +279,26 @@ export class SqlMetadataStore implements MetadataStore {
     return row?.digest as Digest | undefined;
   }
 
+  /**
+   * In the spec's order, "lexical (case-insensitive alphanumeric)": by lower case, then by bytes for tags
+   * that differ only in case (`V1` before `v1`), so that `last` pages through every tag exactly once.
+   */
   async listTags(repository: string, page: Page = {}): Promise<TagRecord[]> {
+    const folded = sql<string>`lower(name)`;
     let query = this.#db
       .selectFrom('tags')
       .select(['name', 'digest', 'updated_at'])
       .where('repository', '=', repository)
+      .orderBy(folded)
       .orderBy('name')
       .limit(page.n ?? DEFAULT_PAGE);
-    if (page.last !== undefined) query = query.where('name', '>', page.last);
+    const { last } = page;
+    if (last !== undefined) {
+      const lastFolded = last.toLowerCase();
+      query = query.where((eb) =>
+        eb.or([eb(folded, '>', lastFolded), eb.and([eb(folded, '=', lastFolded), eb('name', '>', last)])]),
+      );
+    }
     const rows = await query.execute();
     return rows.map((row) => ({
       name: row.name,

@@ -82,6 +82,33 @@ export function runMetadataStoreContract(
       assert.equal(await store.getManifest('other', d('m1')), undefined);
     });
 
+    it('lists tags case-insensitively, then by bytes, and pages through each exactly once', async () => {
+      for (const tag of ['b', 'A', 'v1', 'a', '_x', 'B', '10', '9', 'V1', 'a.b', 'a-b']) {
+        await store.putManifest('r', manifest('m1'), tag);
+      }
+      const order = ['10', '9', '_x', 'A', 'a', 'a-b', 'a.b', 'B', 'b', 'V1', 'v1'];
+      assert.deepEqual(
+        (await store.listTags('r')).map((t) => t.name),
+        order,
+      );
+      const paged: string[] = [];
+      for (;;) {
+        const last = paged.at(-1);
+        const page = await store.listTags('r', { n: 3, ...(last === undefined ? {} : { last }) });
+        paged.push(...page.map((t) => t.name));
+        if (page.length < 3) break;
+      }
+      assert.deepEqual(paged, order);
+      assert.deepEqual(
+        (await store.listTags('r', { n: 2, last: 'a' })).map((t) => t.name),
+        ['a-b', 'a.b'],
+      );
+      assert.deepEqual(
+        (await store.listTags('r', { n: 2, last: 'A' })).map((t) => t.name),
+        ['a', 'a-b'],
+      );
+    });
+
     it('deletes a manifest with every tag that points at it', async () => {
       await store.putManifest('r', manifest('m1'), 'a');
       await store.putManifest('r', manifest('m1'), 'b');
