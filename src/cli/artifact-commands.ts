@@ -3,26 +3,28 @@ import {
   appendLayer,
   copyImage,
   openSource,
-  parseImageLocation,
   pullArtifact,
   pushArtifact,
-  LayoutStore,
+  isMediaType,
+  openTarget,
   RegistryStore,
   type ImageSource,
   type PushFile,
 } from '../client/index.js';
-import { OciLayout, formatReference } from '../oci/index.js';
+import { formatReference, isIndexMediaType, parseManifest } from '../oci/index.js';
 import {
   clientFor,
+  imageLocation,
   outputFor,
   parseRef,
   refString,
   annotationsFrom,
   collect,
+  UsageError,
   withClientOptions,
   type ClientFlags,
 } from './common.js';
-import { parsePlatform } from './platform.js';
+import { parsePlatform, selectPlatform } from './platform.js';
 
 /** `FILE[:MEDIATYPE]` as oras takes it. */
 function pushFile(arg: string): PushFile {
@@ -50,6 +52,10 @@ export function registerArtifactCommands(program: Command): void {
       flags: ClientFlags & { artifactType: string; annotation: string[]; created: boolean },
     ) => {
       const out = outputFor(flags);
+      if (!isMediaType(flags.artifactType))
+        throw new UsageError(
+          `--artifact-type "${flags.artifactType}" is not a media type; give TYPE/SUBTYPE, such as application/vnd.acme.config`,
+        );
       const ref = parseRef(reference);
       const client = await clientFor(ref.registry, flags);
       try {
@@ -82,7 +88,7 @@ export function registerArtifactCommands(program: Command): void {
         '--layout <dir>',
         'write an OCI image layout instead of files (a single manifest, or the whole index)',
       )
-      .option('--platform <os/arch[/variant]>', 'with --layout: only this platform of an index')
+      .option('--platform <os/arch[/variant]>', 'only this platform of an index')
       .description("Pull an artifact's files (like oras pull), or an image into an OCI layout"),
   ).action(async (reference: string, flags: ClientFlags & { dir: string; layout?: string }) => {
     const out = outputFor(flags);
@@ -91,24 +97,38 @@ export function registerArtifactCommands(program: Command): void {
     try {
       if (flags.layout) {
         const source = new RegistryStore(client, ref);
-        const target = new LayoutStore(
-          await OciLayout.open(flags.layout, { create: true }),
-          ref.tag ?? refString(ref),
-        );
-        const result = await copyImage(
-          source,
-          target,
-          flags.platform ? { platform: parsePlatform(flags.platform) } : {},
-        );
+        // As `copy REF oci:DIR[:TAG]`: a layout this pull creates is removed again if the pull fails.
+        const location = { kind: 'oci', dir: flags.layout, ...(ref.tag ? { tag: ref.tag } : {}) } as const;
+        const target = await openTarget(location, () => Promise.resolve(client));
+        let ok = false;
+        let result;
+        try {
+          result = await copyImage(
+            source,
+            target,
+            flags.platform ? { platform: parsePlatform(flags.platform) } : {},
+          );
+          ok = true;
+        } finally {
+          await target.close(ok);
+        }
         out.result(`Pulled ${formatReference(ref)} into OCI layout ${flags.layout} (${result.digest})`, {
           layout: flags.layout,
           ...result,
         });
         return;
       }
+      let reference = refString(ref);
+      if (flags.platform) {
+        // From an index, the artifact for that platform (as oras pull --platform).
+        const root = await client.getManifest(ref.repository, reference);
+        const parsed = parseManifest(root.bytes, root.mediaType);
+        if (isIndexMediaType(parsed.mediaType))
+          reference = selectPlatform(parsed.manifests, flags.platform).digest;
+      }
       const files = await pullArtifact(client, {
         repository: ref.repository,
-        reference: refString(ref),
+        reference,
         outDir: flags.dir,
       });
       out.result(
@@ -139,8 +159,7 @@ export function registerArtifactCommands(program: Command): void {
       const client = await clientFor(ref.registry, flags);
       let base: ImageSource | undefined;
       try {
-        if (flags.base)
-          base = await openSource(parseImageLocation(flags.base), (host) => clientFor(host, flags));
+        if (flags.base) base = await openSource(imageLocation(flags.base), (host) => clientFor(host, flags));
         const target = new RegistryStore(client, ref);
         const manifest = await appendLayer(target, flags.file, {
           ...(base ? { base } : {}),

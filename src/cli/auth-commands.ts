@@ -1,7 +1,11 @@
 import type { Command } from 'commander';
+import { constants } from 'node:fs';
+import { access } from 'node:fs/promises';
+import { delimiter, join } from 'node:path';
 import {
   CredentialStore,
   eraseCredentials,
+  lookupCredentials,
   readDockerConfig,
   storeCredentials,
   writeDockerConfig,
@@ -11,10 +15,33 @@ import {
   clientFor,
   outputFor,
   readStdin,
+  registryHost,
   UsageError,
   withClientOptions,
   type ClientFlags,
 } from './common.js';
+
+/** Removes `host`'s entry from the docker config's `auths` (its login has moved to a credential helper). */
+async function eraseAuthsEntry(host: string, path: string): Promise<void> {
+  const config = await readDockerConfig(path);
+  if (!config.auths?.[host]) return;
+  delete config.auths[host];
+  await writeDockerConfig(config, path);
+}
+
+/** Whether docker-credential-airlock is on PATH, where docker and the other tools look for it. */
+async function helperOnPath(): Promise<boolean> {
+  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+    if (!dir) continue;
+    try {
+      await access(join(dir, 'docker-credential-airlock'), constants.X_OK);
+      return true;
+    } catch {
+      // not in this folder
+    }
+  }
+  return false;
+}
 
 /** `login`, `logout` and `auth configure-docker`. */
 export function registerAuthCommands(program: Command): void {
@@ -23,14 +50,20 @@ export function registerAuthCommands(program: Command): void {
       .command('login')
       .argument('<host>', 'registry HOST[:PORT]')
       .description('Check credentials against a registry and save them'),
-  ).action(async (host: string, flags: ClientFlags) => {
+  ).action(async (hostText: string, flags: ClientFlags) => {
     const out = outputFor(flags);
+    const { host, plainHttp } = registryHost(hostText);
     if (!flags.username) throw new UsageError('login needs --username (and --password-stdin)');
     const password = flags.passwordStdin ? await readStdin() : flags.password;
     if (password === undefined || password === '')
       throw new UsageError('login needs a password: pass it with --password-stdin');
     const credentials = { username: flags.username, password };
-    const client = await clientFor(host, { ...flags, password, passwordStdin: false });
+    const client = await clientFor(host, {
+      ...flags,
+      password,
+      passwordStdin: false,
+      ...(plainHttp ? { plainHttp } : {}),
+    });
     try {
       await client.ping();
     } finally {
@@ -45,8 +78,9 @@ export function registerAuthCommands(program: Command): void {
     .argument('<host>', 'registry HOST[:PORT]')
     .option('-o, --output <format>', 'text or json', 'text')
     .description('Forget saved credentials for a registry')
-    .action(async (host: string, flags: ClientFlags) => {
+    .action(async (hostText: string, flags: ClientFlags) => {
       const out = outputFor(flags);
+      const { host } = registryHost(hostText);
       const removed = await eraseCredentials(host);
       out.result(removed ? `Removed credentials for ${host}` : `No saved credentials for ${host}`, {
         host,
@@ -60,16 +94,37 @@ export function registerAuthCommands(program: Command): void {
     .argument('<hosts...>', 'registry hosts to serve through docker-credential-airlock')
     .option('-o, --output <format>', 'text or json', 'text')
     .description('Make docker, podman, skopeo and crane ask docker-credential-airlock for these registries')
-    .action(async (hosts: string[], flags: ClientFlags) => {
+    .action(async (hostTexts: string[], flags: ClientFlags) => {
       const out = outputFor(flags);
+      const hosts = hostTexts.map((text) => registryHost(text).host);
       const path = dockerConfigPath();
-      const config = await readDockerConfig(path);
-      config.credHelpers ??= {};
-      for (const host of hosts) config.credHelpers[host] = 'airlock';
-      await writeDockerConfig(config, path);
+      // A login saved before (in auths or another store) moves into Airlock's store, which the helper
+      // serves from now on: else the new credHelpers entry would hide it from every tool.
+      const moved: string[] = [];
+      for (const host of hosts) {
+        const saved = await lookupCredentials(host, { configPath: path });
+        const before = await readDockerConfig(path);
+        if (before.credHelpers?.[host] === 'airlock') continue;
+        before.credHelpers = { ...before.credHelpers, [host]: 'airlock' };
+        await writeDockerConfig(before, path);
+        if (saved) {
+          await storeCredentials(host, saved, { configPath: path });
+          await eraseAuthsEntry(host, path);
+          moved.push(host);
+        }
+      }
+      const onPath = await helperOnPath();
       out.result(
-        `Added credHelpers for ${hosts.join(', ')} to ${path}; make sure docker-credential-airlock is on PATH`,
-        { config: path, hosts },
+        [
+          `Added credHelpers for ${hosts.join(', ')} to ${path}`,
+          ...(moved.length > 0
+            ? [`Moved the saved login for ${moved.join(', ')} into Airlock's credential store`]
+            : []),
+          ...(onPath
+            ? []
+            : ['docker-credential-airlock is not on PATH: docker, podman, skopeo and crane need it there']),
+        ].join('\n'),
+        { config: path, hosts, moved, helperOnPath: onPath },
       );
     });
   auth

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Pem } from '../pki/index.js';
-import { outputFor, UsageError } from './common.js';
+import { outputFor, positiveInteger, UsageError } from './common.js';
 
 function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
@@ -44,9 +44,7 @@ export function registerCerts(program: Command): void {
     .action(async (flags: { host: string[]; dir: string; caName: string; days: string; output: string }) => {
       const out = outputFor({ output: flags.output });
       if (flags.host.length === 0) throw new UsageError('Name at least one --host');
-      const days = Number(flags.days);
-      if (!Number.isInteger(days) || days <= 0)
-        throw new UsageError(`--days "${flags.days}" must be a positive whole number`);
+      const days = positiveInteger('--days', flags.days);
       const { createCa, createServerCertificate } = await import('../pki/index.js');
       const dir = resolve(flags.dir);
       await mkdir(dir, { recursive: true, mode: 0o700 });

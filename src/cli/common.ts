@@ -1,7 +1,14 @@
 import { readFile } from 'node:fs/promises';
 import { X509Certificate } from 'node:crypto';
 import type { Command } from 'commander';
-import { ClientError, RegistryClient, lookupCredentials, type Credentials } from '../client/index.js';
+import {
+  ClientError,
+  RegistryClient,
+  lookupCredentials,
+  parseImageLocation,
+  type Credentials,
+  type ImageLocation,
+} from '../client/index.js';
 import { parseReference, type Reference } from '../oci/index.js';
 import { LOG_LEVELS } from '../log/index.js';
 import { createOutput, type Output } from './output.js';
@@ -46,6 +53,40 @@ export function outputFor(flags: ClientFlags): Output {
 /** A mistake in how a command was called (exit code 2). */
 export class UsageError extends Error {
   override readonly name = 'UsageError';
+}
+
+/** `parseImageLocation` for a command-line argument: a malformed one is a usage error (exit 2). */
+export function imageLocation(text: string): ImageLocation {
+  try {
+    return parseImageLocation(text);
+  } catch (error) {
+    if (error instanceof ClientError && error.code === 'INVALID_INPUT') throw new UsageError(error.message);
+    throw error;
+  }
+}
+
+/**
+ * A registry given as a command's HOST argument: `HOST[:PORT]`, as docker also takes it with a scheme
+ * (`https://HOST`; `http://HOST` means plain HTTP) and a trailing slash. A path is a usage error: it
+ * names a repository, not a registry.
+ */
+export function registryHost(text: string): { host: string; plainHttp: boolean } {
+  const scheme = /^(https?):\/\//i.exec(text);
+  const host = (scheme ? text.slice(scheme[0].length) : text).replace(/\/+$/, '');
+  if (host === '') throw new UsageError(`"${text}" names no registry host; give HOST[:PORT]`);
+  if (host.includes('/'))
+    throw new UsageError(`"${text}" is a path, not a registry; give the registry as HOST[:PORT]`);
+  if (!/^[A-Za-z0-9.-]+(:\d+)?$|^\[[0-9A-Fa-f:.]+\](:\d+)?$/.test(host))
+    throw new UsageError(`"${text}" is not a registry HOST[:PORT]`);
+  return { host, plainHttp: scheme?.[1]?.toLowerCase() === 'http' };
+}
+
+/** A flag's whole positive number: a usage error for anything else (`abc`, `0`, `1.5`), never a default. */
+export function positiveInteger(flag: string, text: string): number {
+  const value = Number(text);
+  if (text.trim() === '' || !Number.isSafeInteger(value) || value <= 0)
+    throw new UsageError(`${flag} must be a positive whole number, not "${text}"`);
+  return value;
 }
 
 let stdinCache: Promise<string> | undefined;
@@ -113,11 +154,12 @@ async function readCaFile(file: string): Promise<Buffer> {
 }
 
 /** A registry client for `host` configured from the flags. */
-export async function clientFor(host: string, flags: ClientFlags): Promise<RegistryClient> {
+export async function clientFor(hostText: string, flags: ClientFlags): Promise<RegistryClient> {
+  const { host, plainHttp } = registryHost(hostText);
   const ca = flags.caFile ? await readCaFile(flags.caFile) : undefined;
   return new RegistryClient(host, {
     credentials: await credentialsFor(host, flags),
-    ...(flags.plainHttp ? { plainHttp: true } : {}),
+    ...(flags.plainHttp || plainHttp ? { plainHttp: true } : {}),
     ...(flags.insecure ? { insecure: true } : {}),
     ...(ca ? { ca } : {}),
   });

@@ -1,13 +1,14 @@
 import type { Command } from 'commander';
+import { copyImage, openSource, openTarget, type ImageSource, type ImageTarget } from '../client/index.js';
 import {
-  copyImage,
-  openSource,
-  openTarget,
-  parseImageLocation,
-  type ImageSource,
-  type ImageTarget,
-} from '../client/index.js';
-import { clientFor, outputFor, withClientOptions, type ClientFlags } from './common.js';
+  clientFor,
+  imageLocation,
+  outputFor,
+  positiveInteger,
+  UsageError,
+  withClientOptions,
+  type ClientFlags,
+} from './common.js';
 import { parsePlatform } from './platform.js';
 import { ProgressLine } from './progress.js';
 
@@ -38,34 +39,47 @@ export function registerCopy(program: Command): void {
       flags: ClientFlags & { withReferrers?: boolean; jobs: string; s3Endpoint?: string; s3Region?: string },
     ) => {
       const out = outputFor(flags);
+      const concurrency = positiveInteger('--jobs', flags.jobs);
       const clients = (host: string) => clientFor(host, flags);
       let source: ImageSource | undefined;
       let target: ImageTarget | undefined;
-      let ok = false;
+      const progress = new ProgressLine({ json: out.json, quiet: out.quiet });
       try {
-        source = await openSource(parseImageLocation(sourceText), clients, {
+        // Both ends and the platform are checked before anything is opened.
+        const origin = imageLocation(sourceText);
+        const destination = imageLocation(destinationText);
+        // skopeo refuses this too: the digest would be written, the tag silently not.
+        if (destination.kind === 'registry' && destination.ref.tag && destination.ref.digest)
+          throw new UsageError(
+            `Destination "${destinationText}" has both a tag and a digest; give one (a copy is tagged, or addressed by its digest)`,
+          );
+        const platform = flags.platform ? parsePlatform(flags.platform) : undefined;
+        source = await openSource(origin, clients, {
           s3: {
             ...(flags.s3Endpoint ? { endpoint: flags.s3Endpoint } : {}),
             ...(flags.s3Region ? { region: flags.s3Region } : {}),
           },
         });
-        target = await openTarget(parseImageLocation(destinationText), clients);
-        const progress = new ProgressLine({ json: out.json, quiet: out.quiet });
+        target = await openTarget(destination, clients);
         const result = await copyImage(source, target, {
-          ...(flags.platform ? { platform: parsePlatform(flags.platform) } : {}),
+          ...(platform ? { platform } : {}),
           withReferrers: flags.withReferrers ?? false,
-          concurrency: Math.max(1, Number(flags.jobs) || 4),
+          concurrency,
           onProgress: (e) => progress.update(e),
         });
+        // Archives are written as the target closes: only then is the copy done.
+        const done = target;
+        target = undefined;
+        await done.close(true);
         progress.done();
-        ok = true;
-        out.result(`Copied ${source.name} to ${target.name} (${result.digest})`, {
+        out.result(`Copied ${source.name} to ${done.name} (${result.digest})`, {
           ...result,
           source: source.name,
-          destination: target.name,
+          destination: done.name,
         });
       } finally {
-        await target?.close(ok);
+        progress.done();
+        await target?.close(false);
         await source?.close();
       }
     },

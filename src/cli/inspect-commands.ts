@@ -3,7 +3,6 @@ import {
   describeTree,
   flattenImage,
   openSource,
-  parseImageLocation,
   renderTree,
   LayoutStore,
   RegistryStore,
@@ -11,7 +10,14 @@ import {
   type TreeNode,
 } from '../client/index.js';
 import { REF_NAME } from '../oci/index.js';
-import { clientFor, outputFor, withClientOptions, type ClientFlags } from './common.js';
+import {
+  clientFor,
+  imageLocation,
+  outputFor,
+  positiveInteger,
+  withClientOptions,
+  type ClientFlags,
+} from './common.js';
 import { parsePlatform } from './platform.js';
 
 /** `tree` and `extract`. */
@@ -23,7 +29,7 @@ export function registerInspectCommands(program: Command): void {
       .description('Show tags, manifests, platforms and referrers (signatures, SBOMs) as a tree'),
   ).action(async (text: string, flags: ClientFlags) => {
     const out = outputFor(flags);
-    const location = parseImageLocation(text);
+    const location = imageLocation(text);
     const source: ImageSource = await openSource(location, (host) => clientFor(host, flags));
     try {
       const nodes: TreeNode[] = [];
@@ -94,13 +100,16 @@ export function registerInspectCommands(program: Command): void {
       flags: ClientFlags & { dir?: string; maxBytes: string; maxEntries: string },
     ) => {
       const out = outputFor(flags);
-      const source = await openSource(parseImageLocation(text), (host) => clientFor(host, flags));
+      const limits = {
+        maxBytes: positiveInteger('--max-bytes', flags.maxBytes),
+        maxEntries: positiveInteger('--max-entries', flags.maxEntries),
+      };
+      const source = await openSource(imageLocation(text), (host) => clientFor(host, flags));
       try {
         const result = await flattenImage(source, outDir, {
           ...(flags.dir ? { dir: flags.dir } : {}),
           ...(flags.platform ? { platform: parsePlatform(flags.platform) } : {}),
-          maxBytes: Number(flags.maxBytes),
-          maxEntries: Number(flags.maxEntries),
+          ...limits,
         });
         out.result(
           `Extracted ${result.files} files (${result.bytes} bytes) of ${source.name} into ${outDir}`,

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
-import { checkWriteSwitches } from '../oci/index.js';
+import { checkWriteSwitches, removeTempPathsSync } from '../oci/index.js';
 import { registerAdminCommands } from './admin-commands.js';
 import { registerArtifactCommands } from './artifact-commands.js';
 import { registerAuthCommands } from './auth-commands.js';
@@ -64,6 +64,23 @@ export async function buildProgram(argv: readonly string[] = process.argv): Prom
   return program;
 }
 
+/** Commands that run until stopped and shut down gracefully on SIGINT and SIGTERM themselves. */
+const LONG_RUNNING_COMMANDS = new Set(['serve', 'sync', 'webhook']);
+
+/**
+ * For every other command, a signal (Ctrl-C) first removes what the command was writing (temp folders,
+ * `.partial` files, unverified blobs, a layout it created: the `finally` blocks that would never run),
+ * then ends the process by that same signal, as crane and oras end, so a calling shell sees why.
+ */
+function removeTempPathsOnSignals(): void {
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.once(signal, () => {
+      removeTempPathsSync();
+      process.kill(process.pid, signal); // this listener is gone: the default action ends the process
+    });
+  }
+}
+
 async function main(): Promise<void> {
   const out = createOutput();
   try {
@@ -72,8 +89,11 @@ async function main(): Promise<void> {
     } catch (error) {
       throw new UsageError((error as Error).message);
     }
+    if (!LONG_RUNNING_COMMANDS.has(requestedCommand(process.argv) ?? '')) removeTempPathsOnSignals();
     await (await buildProgram(process.argv)).parseAsync(process.argv);
   } catch (error) {
+    // A reader that stopped early (`airlock blob … | head`): nothing went wrong on our side.
+    if ((error as { code?: unknown }).code === 'EPIPE') return;
     if (error instanceof CommanderError) {
       process.exitCode = error.exitCode === 0 ? 0 : 2;
       return;

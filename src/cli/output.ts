@@ -17,6 +17,8 @@ export function createOutput(options: { output?: string; quiet?: boolean } = {})
     json,
     quiet,
     result(human, data) {
+      // An empty list (no tags) prints nothing, not an empty line a `while read` loop would see.
+      if (!json && human === '') return;
       process.stdout.write(
         json ? `${JSON.stringify(data, null, 2)}\n` : human.endsWith('\n') ? human : `${human}\n`,
       );

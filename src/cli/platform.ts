@@ -1,4 +1,5 @@
 import { parsePlatform as parsePlatformText, type Descriptor, type Platform } from '../oci/index.js';
+import { choosePlatform } from '../client/index.js';
 import { UsageError } from './common.js';
 
 /** Parses `--platform os/arch[/variant]`. */
@@ -27,20 +28,5 @@ export function hostPlatform(): Platform {
 /** The index entry for the wanted platform (default: this machine's), or a clear error listing what exists. */
 export function selectPlatform(manifests: readonly Descriptor[], wanted?: string): Descriptor {
   const want = wanted ? parsePlatform(wanted) : hostPlatform();
-  const match = manifests.find(
-    (d) =>
-      d.platform?.os === want.os &&
-      d.platform.architecture === want.architecture &&
-      (want.variant === undefined || d.platform.variant === want.variant),
-  );
-  if (match) return match;
-  if (!wanted && manifests.length === 1 && manifests[0]) return manifests[0];
-  const have = manifests.map((d) =>
-    d.platform
-      ? [d.platform.os, d.platform.architecture, d.platform.variant].filter(Boolean).join('/')
-      : d.digest,
-  );
-  throw new UsageError(
-    `No manifest for platform ${[want.os, want.architecture, want.variant].filter(Boolean).join('/')}; the index has: ${have.join(', ')}`,
-  );
+  return choosePlatform(manifests, want, { what: 'The index', orOnlyEntry: !wanted });
 }

@@ -23,6 +23,7 @@ export class ProgressLine {
   #bytes = 0;
   #manifests = 0;
   #last = 0;
+  #ended = false;
 
   constructor(options: { quiet?: boolean; json?: boolean; stream?: NodeJS.WriteStream } = {}) {
     const stream = options.stream ?? process.stderr;
@@ -47,9 +48,10 @@ export class ProgressLine {
     process.stderr.write(`\r\x1b[2K${line}`);
   }
 
-  /** Draws the final state and ends the line. */
+  /** Draws the final state and ends the line (once; later calls do nothing), so an error starts a line. */
   done(): void {
-    if (!this.#enabled) return;
+    if (!this.#enabled || this.#ended) return;
+    this.#ended = true;
     this.#draw();
     process.stderr.write('\n');
   }

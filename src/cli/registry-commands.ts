@@ -1,8 +1,16 @@
 import type { Command } from 'commander';
 import { createWriteStream } from 'node:fs';
-import { rename, rm } from 'node:fs/promises';
+import { rename } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
-import { isIndexMediaType, parseManifest, formatReference } from '../oci/index.js';
+import {
+  formatReference,
+  isIndexMediaType,
+  parseManifest,
+  releaseTempPath,
+  removeTempPath,
+  trackTempPath,
+} from '../oci/index.js';
+import type { ManifestResult, RegistryClient } from '../client/index.js';
 import { selectPlatform } from './platform.js';
 import {
   outputFor,
@@ -15,6 +23,20 @@ import {
 } from './common.js';
 
 const CONFIG_LIMIT = 64 * 1024 * 1024;
+
+/**
+ * `root`, or when it is an index, its manifest for `platform` (default: this machine's, or the only one),
+ * as crane's --platform picks it.
+ */
+async function platformManifest(
+  client: RegistryClient,
+  root: ManifestResult & { readonly repository: string },
+  platform: string | undefined,
+): Promise<ManifestResult> {
+  const parsed = parseManifest(root.bytes, root.mediaType);
+  if (!isIndexMediaType(parsed.mediaType)) return root;
+  return client.getManifest(root.repository, selectPlatform(parsed.manifests, platform).digest);
+}
 
 /** Read and edit commands on one registry: tags, catalog, manifest, config, digest, blob, referrers, tag, delete. */
 export function registerRegistryCommands(program: Command): void {
@@ -49,22 +71,43 @@ export function registerRegistryCommands(program: Command): void {
     program
       .command('manifest')
       .argument('<reference>')
+      .option('--platform <os/arch[/variant]>', "an index's manifest for this platform")
       .description('Print the manifest of an image or artifact'),
   ).action(async (reference: string, flags: ClientFlags) => {
     const ref = parseRef(reference);
     await withClient(ref.registry, flags, async (client) => {
-      const manifest = await client.getManifest(ref.repository, refString(ref));
+      let manifest = await client.getManifest(ref.repository, refString(ref));
+      if (flags.platform)
+        manifest = await platformManifest(
+          client,
+          { ...manifest, repository: ref.repository },
+          flags.platform,
+        );
       process.stdout.write(manifest.bytes);
       if (process.stdout.isTTY) process.stdout.write('\n');
     });
   });
 
   withClientOptions(
-    program.command('digest').argument('<reference>').description('Print the digest a reference resolves to'),
+    program
+      .command('digest')
+      .argument('<reference>')
+      .option('--platform <os/arch[/variant]>', "the digest of an index's manifest for this platform")
+      .description('Print the digest a reference resolves to'),
   ).action(async (reference: string, flags: ClientFlags) => {
     const out = outputFor(flags);
     const ref = parseRef(reference);
     await withClient(ref.registry, flags, async (client) => {
+      if (flags.platform) {
+        const root = await client.getManifest(ref.repository, refString(ref));
+        const { digest } = await platformManifest(
+          client,
+          { ...root, repository: ref.repository },
+          flags.platform,
+        );
+        out.result(digest, { digest });
+        return;
+      }
       const head = await client.headManifest(ref.repository, refString(ref));
       const digest = head?.digest ?? (await client.getManifest(ref.repository, refString(ref))).digest;
       out.result(digest, { digest });
@@ -80,13 +123,13 @@ export function registerRegistryCommands(program: Command): void {
   ).action(async (reference: string, flags: ClientFlags) => {
     const ref = parseRef(reference);
     await withClient(ref.registry, flags, async (client) => {
-      let manifest = await client.getManifest(ref.repository, refString(ref));
-      let parsed = parseManifest(manifest.bytes, manifest.mediaType);
-      if (isIndexMediaType(parsed.mediaType)) {
-        const child = selectPlatform(parsed.manifests, flags.platform);
-        manifest = await client.getManifest(ref.repository, child.digest);
-        parsed = parseManifest(manifest.bytes, manifest.mediaType);
-      }
+      const root = await client.getManifest(ref.repository, refString(ref));
+      const manifest = await platformManifest(
+        client,
+        { ...root, repository: ref.repository },
+        flags.platform,
+      );
+      const parsed = parseManifest(manifest.bytes, manifest.mediaType);
       if (!parsed.config) throw new UsageError(`${reference} has no config`);
       process.stdout.write(await client.getBlobBytes(ref.repository, parsed.config.digest, CONFIG_LIMIT));
       if (process.stdout.isTTY) process.stdout.write('\n');
@@ -110,11 +153,13 @@ export function registerRegistryCommands(program: Command): void {
         return;
       }
       const temp = `${flags.file}.partial`;
+      trackTempPath(temp);
       try {
         await pipeline(stream, createWriteStream(temp));
         await rename(temp, flags.file);
+        releaseTempPath(temp);
       } catch (error) {
-        await rm(temp, { force: true });
+        await removeTempPath(temp);
         throw error;
       }
     });

@@ -18,7 +18,7 @@ import {
   type ClusterReport,
   type SignatureVerifier,
 } from '../sync/index.js';
-import { UsageError, logLevelFlag } from './common.js';
+import { UsageError, logLevelFlag, positiveInteger } from './common.js';
 import { createOutput } from './output.js';
 
 interface KubeFlags {
@@ -37,11 +37,7 @@ function kubeFor(flags: KubeFlags, context?: string): KubeClient {
 }
 
 function positiveInt(name: string, text: string | undefined): number | undefined {
-  if (text === undefined) return undefined;
-  const value = Number(text);
-  if (!Number.isSafeInteger(value) || value <= 0)
-    throw new UsageError(`${name} must be a positive integer, not "${text}"`);
-  return value;
+  return text === undefined ? undefined : positiveInteger(name, text);
 }
 
 /** The sign library as the reconciler's spec.oci.verify hook. */

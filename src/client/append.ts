@@ -1,5 +1,4 @@
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -7,18 +6,21 @@ import { pipeline } from 'node:stream/promises';
 import { createGzip, createGunzip } from 'node:zlib';
 import { extract } from 'tar-stream';
 import {
-  Digester,
   decompressed,
   detectCompression,
+  Digester,
   digestOf,
   isIndexMediaType,
+  makeTempDir,
   MediaType,
   parseManifest,
+  removeTempPath,
   type Descriptor,
   type Digest,
   type Platform,
 } from '../oci/index.js';
 import { ClientError } from './errors.js';
+import { choosePlatform } from './platforms.js';
 import type { ImageSource, ImageTarget } from './image-store.js';
 import type { ManifestResult } from './registry-client.js';
 
@@ -173,7 +175,7 @@ export async function appendLayer(
   layerFile: string,
   options: AppendOptions = {},
 ): Promise<ManifestResult> {
-  const work = await mkdtemp(join(tmpdir(), 'airlock-append-'));
+  const work = await makeTempDir(join(tmpdir(), 'airlock-append-'));
   const signal = options.signal;
   try {
     const layer = await prepareLayer(layerFile, work);
@@ -187,14 +189,7 @@ export async function appendLayer(
       let parsed = parseManifest(root.bytes, root.mediaType);
       if (isIndexMediaType(parsed.mediaType)) {
         const want = options.platform ?? { os: 'linux', architecture: 'amd64' };
-        const child = parsed.manifests.find(
-          (d) => d.platform?.os === want.os && d.platform.architecture === want.architecture,
-        );
-        if (!child)
-          throw new ClientError(
-            'NOT_FOUND',
-            `Base ${base.name} has no ${want.os}/${want.architecture} image`,
-          );
+        const child = choosePlatform(parsed.manifests, want, { what: `Base ${base.name}` });
         root = await base.manifest(child.digest, signal);
         parsed = parseManifest(root.bytes, root.mediaType);
       }
@@ -265,6 +260,6 @@ export async function appendLayer(
     await target.putManifest(manifest, { root: true, tag: target.tag, ...(signal ? { signal } : {}) });
     return manifest;
   } finally {
-    await rm(work, { recursive: true, force: true });
+    await removeTempPath(work);
   }
 }

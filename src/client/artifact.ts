@@ -1,9 +1,9 @@
-import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, mkdtemp, readdir, rename, rm, stat } from 'node:fs/promises';
+import { createReadStream, createWriteStream, type Stats } from 'node:fs';
+import { chmod, link, lstat, mkdir, readdir, readlink, rename, rm, stat } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { pack } from 'tar-stream';
 import { tmpdir } from 'node:os';
-import { dirname, join, relative, resolve, sep } from 'node:path';
+import { basename, dirname, isAbsolute, join, posix, relative, resolve, sep } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import {
@@ -12,8 +12,12 @@ import {
   digestOf,
   extractLayers,
   MediaType,
+  makeTempDir,
   parseManifest,
+  releaseTempPath,
+  removeTempPath,
   safeEntryPath,
+  trackTempPath,
   type Descriptor,
   type Digest,
 } from '../oci/index.js';
@@ -35,7 +39,7 @@ export interface PushFile {
 }
 
 export interface PushArtifactOptions {
-  /** Manifest artifactType. Default: application/vnd.unknown.artifact.v1 (as oras). */
+  /** Manifest artifactType, a media type (TYPE/SUBTYPE). Default: application/vnd.unknown.artifact.v1 (as oras). */
   readonly artifactType?: string;
   readonly annotations?: Readonly<Record<string, string>>;
   /** Stamp org.opencontainers.image.created (unless given in annotations). Default: true. */
@@ -57,25 +61,36 @@ async function digestFile(path: string): Promise<{ digest: Digest; size: number 
   return { digest: digester.digest(), size: digester.size };
 }
 
-/** Cleans a path given on the command line into a title; refuses absolute paths and `..` as oras does. */
+/**
+ * Cleans a path given on the command line into a title as oras does (`./dir//x.yaml` is `dir/x.yaml`, the
+ * current folder is `.`); refuses absolute paths and paths that climb out with `..`.
+ */
 export function titleFor(path: string): string {
-  if (path.startsWith('/'))
+  if (path === '') throw new ClientError('INVALID_INPUT', `"${path}" names no file`);
+  if (path.startsWith('/') || isAbsolute(path))
     throw new ClientError(
       'INVALID_INPUT',
       `"${path}" is an absolute path; give a path relative to the current folder`,
     );
-  try {
-    const title = safeEntryPath(path.split(sep).join('/'));
-    if (!title) throw new ClientError('INVALID_INPUT', `"${path}" names no file`);
-    return title;
-  } catch (error) {
-    if (error instanceof ArchiveError)
-      throw new ClientError('INVALID_INPUT', `"${path}" leaves the current folder; give a path inside it`);
-    throw error;
-  }
+  const title = posix.normalize(path.split(sep).join('/')).replace(/\/+$/, '') || '.';
+  if (title === '..' || title.startsWith('../'))
+    throw new ClientError('INVALID_INPUT', `"${path}" leaves the current folder; give a path inside it`);
+  return title;
 }
 
-/** Packs a folder as tar+gzip (entries prefixed with the folder's title), returning the temp file. */
+/** What a folder entry that is neither file, folder nor symlink is, for messages. */
+function specialKind(entry: { isFIFO(): boolean; isSocket(): boolean; isBlockDevice(): boolean }): string {
+  if (entry.isFIFO()) return 'a FIFO';
+  if (entry.isSocket()) return 'a socket';
+  if (entry.isBlockDevice()) return 'a block device';
+  return 'a character device';
+}
+
+/**
+ * Packs a folder as tar+gzip, returning the temp file. Entries are prefixed with the folder's title, except
+ * for the title `.`, whose entries are named relative to the folder (as oras writes them). Symlinks are kept
+ * as symlink entries with their target text, as oras and tar keep them.
+ */
 async function packDirectory(
   dir: string,
   title: string,
@@ -99,27 +114,59 @@ async function packDirectory(
     new Promise((resolveEntry, reject) => {
       tar.entry(header, (e) => (e ? reject(e) : resolveEntry()));
     });
-  const walk = async (abs: string, name: string): Promise<void> => {
-    await add({ name: `${name}/`, type: 'directory', mode: 0o755 });
+  /** The entry name of `rel` (a path inside the folder; '' for the folder itself). */
+  const nameOf = (rel: string): string => {
+    if (title === '.') return rel || '.';
+    return rel ? `${title}/${rel}` : title;
+  };
+  const walk = async (abs: string, rel: string): Promise<void> => {
+    await add({
+      name: rel === '' && title === '.' ? '.' : `${nameOf(rel)}/`,
+      type: 'directory',
+      mode: 0o755,
+    });
     for (const entry of (await readdir(abs, { withFileTypes: true })).sort((a, b) =>
       a.name < b.name ? -1 : 1,
     )) {
       const child = join(abs, entry.name);
-      if (entry.isDirectory()) await walk(child, `${name}/${entry.name}`);
+      const childRel = rel ? `${rel}/${entry.name}` : entry.name;
+      if (entry.isDirectory()) await walk(child, childRel);
       else if (entry.isFile()) {
         const info = await stat(child);
         await new Promise<void>((resolveEntry, reject) => {
           const sink = tar.entry(
-            { name: `${name}/${entry.name}`, size: info.size, mode: info.mode & 0o777, mtime: info.mtime },
+            { name: nameOf(childRel), size: info.size, mode: info.mode & 0o777, mtime: info.mtime },
             (e) => (e ? reject(e) : resolveEntry()),
           );
           pipeline(createReadStream(child), sink as unknown as NodeJS.WritableStream).catch(reject);
         });
+      } else if (entry.isSymbolicLink()) {
+        const [target, info] = await Promise.all([readlink(child), lstat(child)]);
+        await add({
+          name: nameOf(childRel),
+          type: 'symlink',
+          linkname: target,
+          mode: 0o777,
+          mtime: info.mtime,
+        });
+      } else {
+        // Refused rather than skipped: a skipped file would be missing from the artifact without a word (the
+        // library has no one to warn), and Airlock's own pull refuses such entries anyway.
+        throw new ClientError(
+          'INVALID_INPUT',
+          `Cannot push "${join(dir, childRel)}": it is ${specialKind(entry)}; a folder can hold only files, folders and symlinks`,
+        );
       }
     }
   };
-  await walk(dir, title);
-  tar.finalize();
+  try {
+    await walk(dir, '');
+    tar.finalize();
+  } catch (error) {
+    tar.destroy(error as Error);
+    await written.catch(() => undefined);
+    throw error;
+  }
   await written;
   return { file, tarDigest: tarDigester.digest() };
 }
@@ -201,6 +248,14 @@ function artifactManifest(layers: readonly Descriptor[], options: PushArtifactOp
   return { bytes, digest: digestOf(bytes), mediaType: MediaType.OciManifest };
 }
 
+/** RFC 6838 (section 4.2) TYPE/SUBTYPE without parameters, the form the OCI image spec requires. */
+const MEDIA_TYPE = /^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$/;
+
+/** Whether `text` is a media type an OCI manifest may carry as its `artifactType`. */
+export function isMediaType(text: string): boolean {
+  return MEDIA_TYPE.test(text);
+}
+
 /** Pushes files and folders as an OCI artifact, the way `oras push` does. */
 export async function pushArtifact(
   client: RegistryClient,
@@ -208,9 +263,14 @@ export async function pushArtifact(
   options: PushArtifactOptions = {},
 ): Promise<ManifestResult> {
   const { files } = target;
+  if (options.artifactType !== undefined && !isMediaType(options.artifactType))
+    throw new ClientError(
+      'INVALID_INPUT',
+      `Artifact type "${options.artifactType}" is not a media type; give TYPE/SUBTYPE, such as application/vnd.acme.config`,
+    );
   if (files.length === 0)
     throw new ClientError('INVALID_INPUT', 'Nothing to push: name at least one file or folder');
-  const work = await mkdtemp(join(tmpdir(), 'airlock-push-'));
+  const work = await makeTempDir(join(tmpdir(), 'airlock-push-'));
   try {
     const layers = await prepare(files, work);
     const signal = options.signal ? { signal: options.signal } : {};
@@ -237,18 +297,147 @@ export async function pushArtifact(
     await client.putManifest(target.repository, target.reference, { ...manifest, signal: options.signal });
     return manifest;
   } finally {
-    await rm(work, { recursive: true, force: true });
+    await removeTempPath(work);
   }
 }
 
 export interface PulledFile {
+  /** The layer's title, cleaned; `.` for a folder layer restored into the output folder itself. */
   readonly title: string;
   readonly digest: Digest;
   readonly size: number;
   readonly unpacked: boolean;
 }
 
-/** Restores an artifact's titled layers into `outDir` as `oras pull` does; titles that escape it are refused. */
+interface WantedLayer {
+  readonly layer: Descriptor;
+  /** Cleaned title; '' for a folder layer titled `.` (its entries go straight into the output folder). */
+  readonly title: string;
+  readonly unpack: boolean;
+}
+
+/** A staged file, symlink or folder and the path in the output folder it goes to. */
+interface Move {
+  readonly from: string;
+  readonly to: string;
+  /** Whether a file or symlink is at `to` already (it is replaced; folders are never replaced). */
+  readonly replaces: boolean;
+}
+
+interface Destination {
+  /** The output folder, resolved. */
+  readonly root: string;
+  /** The output folder as given, for messages. */
+  readonly outDir: string;
+}
+
+async function lstatIfAny(path: string): Promise<Stats | undefined> {
+  try {
+    return await lstat(path);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw error;
+  }
+}
+
+/** The error for something in the output folder that a layer would have to delete or write through. */
+function conflict(title: string, shown: string, found: 'folder' | 'file' | 'symlink'): ClientError {
+  const why = {
+    folder: 'is a folder where the artifact has a file; pull does not delete folders, so move it away first',
+    file: 'is a file where the artifact has a folder; move it away first',
+    symlink: 'is a symlink where the artifact has a folder; pull does not write through symlinks',
+  }[found];
+  return new ClientError('INVALID_INPUT', `Cannot restore "${title || '.'}": "${shown}" ${why}`);
+}
+
+/**
+ * Refuses a layer whose place in the output folder holds what pull must not touch: a folder where the
+ * layer is a file, a file where it is a folder, or a symlink on the way (writing through it could land
+ * outside the output folder). Cheap enough to run before the download and again before the move.
+ */
+async function checkDestination(wanted: WantedLayer, to: Destination): Promise<void> {
+  const parts = wanted.title === '' ? [] : wanted.title.split('/');
+  for (let i = 1; i <= parts.length; i++) {
+    const rel = parts.slice(0, i).join('/');
+    const found = await lstatIfAny(join(to.root, rel));
+    if (!found) return;
+    const shown = join(to.outDir, rel);
+    if (i === parts.length && !wanted.unpack) {
+      if (found.isDirectory()) throw conflict(wanted.title, shown, 'folder');
+    } else if (found.isSymbolicLink()) throw conflict(wanted.title, shown, 'symlink');
+    else if (!found.isDirectory()) throw conflict(wanted.title, shown, 'file');
+  }
+}
+
+/**
+ * Lists the moves that put the staged `from` at `rel` in the output folder: a folder merges into an
+ * existing folder entry by entry (what the artifact holds replaces same-named files and symlinks, the rest
+ * stays), anything else takes its path. Throws on a conflict before anything moves.
+ */
+async function planMoves(from: string, rel: string, plan: Destination & { moves: Move[] }): Promise<void> {
+  const to = rel ? join(plan.root, rel) : plan.root;
+  const found = await lstatIfAny(to);
+  if (!found) {
+    plan.moves.push({ from, to, replaces: false });
+    return;
+  }
+  const shown = join(plan.outDir, rel);
+  if ((await lstat(from)).isDirectory()) {
+    if (found.isSymbolicLink()) throw conflict(rel, shown, 'symlink');
+    if (!found.isDirectory()) throw conflict(rel, shown, 'file');
+    for (const name of (await readdir(from)).sort())
+      await planMoves(join(from, name), rel ? `${rel}/${name}` : name, plan);
+    return;
+  }
+  if (found.isDirectory()) throw conflict(rel, shown, 'folder');
+  plan.moves.push({ from, to, replaces: true });
+}
+
+/** Makes moves into the output folder, remembering how to undo each one. */
+class Mover {
+  readonly #backups: string;
+  readonly #undo: Array<() => Promise<unknown>> = [];
+  #count = 0;
+
+  /** `backups` is a folder on the output folder's file system for the files that moves replace. */
+  constructor(backups: string) {
+    this.#backups = backups;
+  }
+
+  async move({ from, to, replaces }: Move): Promise<void> {
+    if (replaces) {
+      const backup = join(this.#backups, String(this.#count++));
+      // A hard link keeps the old file for undo while rename swaps the new one in atomically. Where the file
+      // system has no hard links, the old file is moved aside first (its path is briefly empty).
+      const linked = await link(to, backup).then(
+        () => true,
+        () => false,
+      );
+      if (!linked) await rename(to, backup);
+      this.#undo.push(() => rename(backup, to));
+      await rename(from, to);
+      return;
+    }
+    const made = await mkdir(dirname(to), { recursive: true });
+    if (made !== undefined) this.#undo.push(() => rm(made, { recursive: true, force: true }));
+    await rename(from, to);
+    this.#undo.push(() => rm(to, { recursive: true, force: true }));
+  }
+
+  /** Undoes every move, newest first; returns how many undo steps failed. */
+  async undo(): Promise<number> {
+    let failed = 0;
+    for (const step of this.#undo.reverse()) await step().catch(() => failed++);
+    this.#undo.length = 0;
+    return failed;
+  }
+}
+
+/**
+ * Restores an artifact's titled layers into `outDir` as `oras pull` does: files replace same-named files
+ * (never folders), folder layers merge into existing folders, and a folder layer titled `.` merges into
+ * `outDir` itself. Titles that escape `outDir` are refused.
+ */
 export async function pullArtifact(
   client: RegistryClient,
   source: { repository: string; reference: string; outDir: string },
@@ -271,10 +460,11 @@ export async function pullArtifact(
       `${source.repository}:${source.reference} is an index; pull one of its manifests by digest`,
     );
   const root = resolve(outDir);
-  // Every title is checked before anything is downloaded, and layers land in a staging folder that is
+  const destination: Destination = { root, outDir };
+  // Every title is checked before anything is downloaded, and layers land in a staging folder; they are
   // moved into place only when all of them arrived intact, so a refused title or a corrupt blob leaves
   // nothing behind in outDir.
-  const wanted: Array<{ layer: Descriptor; title: string; unpack: boolean }> = [];
+  const wanted: WantedLayer[] = [];
   for (const layer of parsed.layers) {
     const rawTitle = layer.annotations?.[TITLE];
     if (!rawTitle) continue;
@@ -287,15 +477,27 @@ export async function pullArtifact(
         `Layer title "${rawTitle}" would be written outside "${outDir}"; refusing it`,
       );
     }
+    const unpack = layer.annotations?.[UNPACK] === 'true';
     const target = resolve(root, title);
-    if (!title || relative(root, target).startsWith('..'))
+    // Only a folder can be restored into outDir itself (oras titles `oras push REF .` as ".").
+    if ((!title && !unpack) || relative(root, target).startsWith('..'))
       throw new ClientError('INVALID_RESPONSE', `Layer title "${rawTitle}" is not a path inside "${outDir}"`);
-    wanted.push({ layer, title, unpack: layer.annotations?.[UNPACK] === 'true' });
+    wanted.push({ layer, title, unpack });
   }
+  const rootInfo = await stat(root).catch(() => undefined);
+  if (rootInfo && !rootInfo.isDirectory())
+    throw new ClientError('INVALID_INPUT', `Cannot pull into "${outDir}": it is not a folder`);
+  for (const layer of wanted) await checkDestination(layer, destination);
   const created = await mkdir(root, { recursive: true });
-  const staging = await mkdtemp(join(root, '.airlock-pull-'));
+  // Both go if a signal ends the pull while it downloads; the staging folder stays once moves begin
+  // (it then holds the only copies of the files being replaced).
+  if (created !== undefined) trackTempPath(created);
+  const staging = await makeTempDir(join(root, '.airlock-pull-'));
+  const mover = new Mover(join(staging, 'replaced'));
+  await mkdir(join(staging, 'replaced'));
   const pulled: PulledFile[] = [];
   let ok = false;
+  let keepStaging = false;
   try {
     for (const [i, { layer, title, unpack }] of wanted.entries()) {
       const stream = await client.getBlob(source.repository, layer.digest, {
@@ -303,20 +505,59 @@ export async function pullArtifact(
         ...(options.signal ? { signal: options.signal } : {}),
       });
       const staged = join(staging, String(i));
-      if (unpack) await extractLayers([() => Promise.resolve(stream)], staged, { whiteouts: false });
-      else await pipeline(stream, createWriteStream(staged));
-      pulled.push({ title, digest: layer.digest, size: layer.size, unpacked: unpack });
+      if (unpack) {
+        try {
+          await extractLayers([() => Promise.resolve(stream)], staged, { whiteouts: false });
+        } catch (error) {
+          if (!(error instanceof ArchiveError)) throw error;
+          throw new ClientError(
+            'INVALID_RESPONSE',
+            `Cannot unpack layer "${title || '.'}": ${error.message}`,
+            {
+              cause: error,
+            },
+          );
+        }
+      } else await pipeline(stream, createWriteStream(staged));
+      pulled.push({ title: title || '.', digest: layer.digest, size: layer.size, unpacked: unpack });
     }
-    for (const [i, { title, unpack }] of wanted.entries()) {
-      const target = resolve(root, title);
-      await rm(target, { recursive: true, force: true });
-      await mkdir(dirname(target), { recursive: true });
-      await rename(unpack ? join(staging, String(i), title) : join(staging, String(i)), target);
+    // Layers are placed one after another (a later one may land inside an earlier one); a conflict or
+    // failure part way undoes the moves already made, so outDir is left as it was.
+    releaseTempPath(staging);
+    try {
+      for (const [i, wantedLayer] of wanted.entries()) {
+        const { title, unpack } = wantedLayer;
+        await checkDestination(wantedLayer, destination);
+        const staged = join(staging, String(i));
+        const from = unpack && title ? join(staged, title) : staged;
+        if (unpack && !(await lstatIfAny(from)))
+          throw new ClientError(
+            'INVALID_RESPONSE',
+            `Folder layer "${title}" holds no entry named "${title}"`,
+          );
+        const existing = unpack ? undefined : await lstatIfAny(resolve(root, title));
+        // A replaced file keeps its permissions (a 0600 secret stays 0600), as oras's in-place write keeps them.
+        if (existing?.isFile()) await chmod(from, existing.mode & 0o777);
+        const moves: Move[] = [];
+        await planMoves(from, title, { ...destination, moves });
+        for (const move of moves) await mover.move(move);
+      }
+    } catch (error) {
+      if (created !== undefined) throw error;
+      const failed = await mover.undo();
+      if (failed === 0) throw error;
+      keepStaging = true;
+      throw new ClientError(
+        'INVALID_INPUT',
+        `${(error as Error).message}; ${failed} earlier changes to "${outDir}" could not be undone (the files they replaced are in "${join(outDir, basename(staging), 'replaced')}")`,
+        { cause: error },
+      );
     }
     ok = true;
+    if (created !== undefined) releaseTempPath(created);
   } finally {
-    await rm(staging, { recursive: true, force: true });
-    if (!ok && created !== undefined) await rm(created, { recursive: true, force: true });
+    if (!keepStaging) await removeTempPath(staging);
+    if (!ok && created !== undefined) await removeTempPath(created);
   }
   return pulled;
 }

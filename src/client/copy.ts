@@ -1,12 +1,12 @@
 import {
   isIndexMediaType,
   parseManifest,
-  type Descriptor,
   type Digest,
   type ParsedManifest,
   type Platform,
 } from '../oci/index.js';
 import { ClientError } from './errors.js';
+import { choosePlatform } from './platforms.js';
 import type { ImageSource, ImageTarget, PutBlobResult } from './image-store.js';
 import type { ManifestResult } from './registry-client.js';
 
@@ -52,16 +52,6 @@ function parse(manifest: ManifestResult, where: string): ParsedManifest {
   }
 }
 
-function matches(descriptor: Descriptor, platform: Platform): boolean {
-  const p = descriptor.platform;
-  return (
-    p !== undefined &&
-    p.os === platform.os &&
-    p.architecture === platform.architecture &&
-    (platform.variant === undefined || p.variant === platform.variant)
-  );
-}
-
 /** Runs `tasks` with at most `limit` in flight; the first failure stops the rest. */
 async function bounded<T>(
   items: readonly T[],
@@ -98,14 +88,9 @@ export async function copyImage(
   const concurrency = options.concurrency ?? 4;
   let root = await source.root(signal);
   let parsedRoot = parse(root, source.name);
-  if (options.platform && isIndexMediaType(parsedRoot.mediaType)) {
-    const platform = options.platform;
-    const child = parsedRoot.manifests.find((d) => matches(d, platform));
-    if (!child)
-      throw new ClientError(
-        'NOT_FOUND',
-        `${source.name} has no manifest for platform ${platform.os}/${platform.architecture}`,
-      );
+  const platform = options.platform ?? target.onePlatform;
+  if (platform && isIndexMediaType(parsedRoot.mediaType)) {
+    const child = choosePlatform(parsedRoot.manifests, platform, { what: source.name });
     root = await source.manifest(child.digest, signal);
     parsedRoot = parse(root, source.name);
   }

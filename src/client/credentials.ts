@@ -4,6 +4,7 @@ import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ClientError } from './errors.js';
+import { CredentialStore, credentialStorePath } from './credential-store.js';
 
 /** What a registry is told about who is calling. */
 export type Credentials =
@@ -152,11 +153,27 @@ export async function lookupCredentials(
   return undefined;
 }
 
+/**
+ * The helper Airlock installs (`auth configure-docker`): Airlock reads and writes its store itself, so its
+ * own commands work whether or not docker-credential-airlock is on PATH.
+ */
+const OWN_HELPER = 'airlock';
+
+function ownStore(env?: NodeJS.ProcessEnv): CredentialStore {
+  return new CredentialStore(credentialStorePath(env ?? process.env));
+}
+
 async function helperGet(
   helper: string,
   host: string,
   env?: NodeJS.ProcessEnv,
 ): Promise<Credentials | undefined> {
+  if (helper === OWN_HELPER) {
+    const found = await ownStore(env).get(host);
+    if (!found?.Secret) return undefined;
+    if (found.Username === '<token>') return { identityToken: found.Secret };
+    return { username: found.Username, password: found.Secret };
+  }
   let out: string;
   try {
     out = await runCredentialHelper(helper, { action: 'get', input: host }, env ? { env } : {});
@@ -183,6 +200,11 @@ export async function storeCredentials(
   if (helper) {
     const username = 'identityToken' in credentials ? '<token>' : credentials.username;
     const secret = 'identityToken' in credentials ? credentials.identityToken : credentials.password;
+    if (helper === OWN_HELPER) {
+      const store = ownStore(options.env);
+      await store.store(host, { Username: username, Secret: secret });
+      return store.path;
+    }
     await runCredentialHelper(
       helper,
       { action: 'store', input: JSON.stringify({ ServerURL: host, Username: username, Secret: secret }) },
@@ -208,7 +230,9 @@ export async function eraseCredentials(
   const config = await readDockerConfig(path);
   const helper = config.credHelpers?.[host] ?? config.credsStore;
   let removed = false;
-  if (helper) {
+  if (helper === OWN_HELPER) {
+    removed = await ownStore(options.env).erase(host);
+  } else if (helper) {
     try {
       await runCredentialHelper(
         helper,

@@ -1,15 +1,18 @@
-import { mkdtemp, rename, rm, lstat, mkdir } from 'node:fs/promises';
+import { lstat, mkdir, readdir, rename } from 'node:fs/promises';
 import { dirname, join, resolve, relative } from 'node:path';
 import {
   extractLayers,
   isIndexMediaType,
+  makeTempDir,
   parseManifest,
+  removeTempPath,
   safeEntryPath,
   type ExtractLimits,
   type ExtractResult,
   type Platform,
 } from '../oci/index.js';
 import { ClientError } from './errors.js';
+import { choosePlatform } from './platforms.js';
 import type { ImageSource } from './image-store.js';
 import type { ManifestResult } from './registry-client.js';
 
@@ -35,16 +38,20 @@ export async function resolvePlatform(
   const parsed = parseManifest(root.bytes, root.mediaType);
   if (!isIndexMediaType(parsed.mediaType)) return root;
   const want = platform ?? { os: 'linux', architecture: 'amd64' };
-  const match =
-    parsed.manifests.find(
-      (d) =>
-        d.platform?.os === want.os &&
-        d.platform.architecture === want.architecture &&
-        (want.variant === undefined || d.platform.variant === want.variant),
-    ) ?? (platform === undefined && parsed.manifests.length === 1 ? parsed.manifests[0] : undefined);
-  if (!match)
-    throw new ClientError('NOT_FOUND', `${source.name} has no manifest for ${want.os}/${want.architecture}`);
+  const match = choosePlatform(parsed.manifests, want, { what: source.name, orOnlyEntry: !platform });
   return source.manifest(match.digest, signal);
+}
+
+/** Regular files under `dir` and their bytes. */
+async function countFiles(dir: string): Promise<ExtractResult> {
+  let files = 0;
+  let bytes = 0;
+  for (const entry of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (!entry.isFile()) continue;
+    files++;
+    bytes += (await lstat(join(entry.parentPath, entry.name))).size;
+  }
+  return { files, bytes };
 }
 
 /**
@@ -71,22 +78,29 @@ export async function flattenImage(
     ...(options.maxEntries === undefined ? {} : { maxEntries: options.maxEntries }),
     ...(signal ? { signal } : {}),
   };
-  if (!options.dir || safeEntryPath(options.dir) === '') {
-    return { ...(await extractLayers(layers, target, limits)), digest: manifest.digest };
-  }
-  const sub = safeEntryPath(options.dir);
-  await mkdir(dirname(target), { recursive: true });
-  const work = await mkdtemp(join(dirname(target), '.airlock-extract-'));
+  // `/etc` and `etc` are the same folder of the image.
+  const dirText = options.dir?.replace(/^\/+/, '') ?? '';
+  let sub: string;
   try {
-    const result = await extractLayers(layers, join(work, 'root'), limits);
+    sub = safeEntryPath(dirText);
+  } catch {
+    throw new ClientError('INVALID_INPUT', `--dir "${options.dir}" leaves the image`);
+  }
+  if (sub === '') return { ...(await extractLayers(layers, target, limits)), digest: manifest.digest };
+  await mkdir(dirname(target), { recursive: true });
+  const work = await makeTempDir(join(dirname(target), '.airlock-extract-'));
+  try {
+    await extractLayers(layers, join(work, 'root'), limits);
     const chosen = join(work, 'root', sub);
     const info = await lstat(chosen).catch(() => undefined);
     if (!info?.isDirectory()) throw new ClientError('NOT_FOUND', `The image has no folder "${options.dir}"`);
     if (relative(join(work, 'root'), chosen).startsWith('..'))
       throw new ClientError('INVALID_INPUT', `--dir "${options.dir}" leaves the image`);
+    // What ends up in `out` is the folder, so the counts are the folder's.
+    const counted = await countFiles(chosen);
     await rename(chosen, target);
-    return { ...result, digest: manifest.digest };
+    return { ...counted, digest: manifest.digest };
   } finally {
-    await rm(work, { recursive: true, force: true });
+    await removeTempPath(work);
   }
 }

@@ -44,7 +44,10 @@ describe('parseImageLocation', () => {
       ['oci-archive:', /the archive file is empty/],
       ['docker-archive:', /the archive file is empty/],
       ['ftp://host/file', /unknown transport/],
-      ['Registry.Example/UPPER:v1', /Cannot use "Registry\.Example\/UPPER:v1"/],
+      // The reference's own message, which quotes it once.
+      ['Registry.Example/UPPER:v1', /^Cannot parse reference "Registry\.Example\/UPPER:v1": /],
+      ['containers-storage:app', /transport "containers-storage:" is not supported/],
+      ['dir:/tmp/image', /transport "dir:" is not supported/],
     ];
     for (const [text, pattern] of cases) {
       assert.throws(
@@ -53,6 +56,24 @@ describe('parseImageLocation', () => {
         text,
       );
     }
+  });
+});
+
+describe('parseImageLocation, more', () => {
+  it('picks a layout or archive entry by digest with @, and still reads a host named like a transport', () => {
+    const digest = `sha256:${'a'.repeat(64)}`;
+    assert.deepEqual(parseImageLocation(`oci:/tmp/lay@${digest}`), {
+      kind: 'oci',
+      dir: '/tmp/lay',
+      tag: digest,
+    });
+    assert.deepEqual(parseImageLocation(`oci-archive:x.tar@${digest}`), {
+      kind: 'oci-archive',
+      file: 'x.tar',
+      tag: digest,
+    });
+    const ref = parseImageLocation('dir:5000/team/app:v1');
+    assert.equal(ref.kind, 'registry');
   });
 });
 

@@ -1,9 +1,17 @@
-import { OciLayout, parseReference, type Reference } from '../oci/index.js';
+import {
+  makeTempDir,
+  OciLayout,
+  parseReference,
+  releaseTempPath,
+  removeTempPath,
+  trackTempPath,
+  type Reference,
+} from '../oci/index.js';
 import { ClientError } from './errors.js';
 import type { ImageSource, ImageTarget } from './image-store.js';
 import type { RegistryClient } from './registry-client.js';
 import { createWriteStream } from 'node:fs';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -26,8 +34,13 @@ export type ImageLocation =
   | { readonly kind: 'docker-archive'; readonly file: string; readonly name?: string }
   | { readonly kind: 's3'; readonly bucket: string; readonly key: string };
 
-/** `PATH[:TAG]`, where a colon followed by text without a slash starts the tag. */
+/**
+ * `PATH[:TAG]`, where a colon followed by text without a slash starts the tag, or `PATH@DIGEST` (an
+ * entry chosen by its digest, e.g. one of several untagged images).
+ */
 function pathAndTag(rest: string): { path: string; tag?: string } {
+  const byDigest = /@((?:sha256|sha512):[0-9a-f]+)$/.exec(rest);
+  if (byDigest?.[1]) return { path: rest.slice(0, byDigest.index), tag: byDigest[1] };
   const colon = rest.lastIndexOf(':');
   if (colon > 0 && !rest.slice(colon + 1).includes('/')) {
     const tag = rest.slice(colon + 1);
@@ -65,10 +78,17 @@ export function parseImageLocation(text: string): ImageLocation {
   if (text.startsWith('s3://')) return { kind: 's3', ...parseS3Url(text) };
   if (/^[a-z0-9-]+:\/\//.test(text) && !text.startsWith('docker://'))
     fail('unknown transport (use oci:, oci-archive:, docker-archive: or docker://)');
+  // skopeo's other transports, which would otherwise read as a Docker Hub name or a host (not a port).
+  const transport = /^(containers-storage|docker-daemon|dir|ostree|sif|tarball|atomic):(?!\d+\/)/.exec(text);
+  if (transport)
+    fail(
+      `transport "${transport[1]}:" is not supported (use oci:, oci-archive:, docker-archive: or docker://)`,
+    );
   try {
     return { kind: 'registry', ref: parseReference(text.replace(/^docker:\/\//, '')) };
   } catch (error) {
-    return fail((error as Error).message);
+    // Its message already quotes the reference.
+    throw new ClientError('INVALID_INPUT', (error as Error).message, { cause: error });
   }
 }
 
@@ -86,7 +106,7 @@ async function openS3Source(
   options: OpenSourceOptions,
 ): Promise<ImageSource> {
   const config = await loadS3Config(options.s3 ?? {});
-  const work = await mkdtemp(join(tmpdir(), 'airlock-s3-'));
+  const work = await makeTempDir(join(tmpdir(), 'airlock-s3-'));
   try {
     const file = join(work, 'object.tar');
     const { body } = await getS3Object(location, config);
@@ -96,11 +116,11 @@ async function openS3Source(
     return Object.assign(source, {
       async close() {
         await close();
-        await rm(work, { recursive: true, force: true });
+        await removeTempPath(work);
       },
     });
   } catch (error) {
-    await rm(work, { recursive: true, force: true });
+    await removeTempPath(work);
     throw error;
   }
 }
@@ -130,12 +150,15 @@ export async function openTarget(location: ImageLocation, clients: ClientFactory
       return new RegistryStore(await clients(location.ref.registry), location.ref);
     case 'oci': {
       const created = await mkdir(location.dir, { recursive: true });
+      if (created !== undefined) trackTempPath(created);
       const store = new LayoutStore(await OciLayout.open(location.dir, { create: true }), location.tag);
       if (created === undefined) return store;
-      // A layout this copy created is removed again when the copy fails, so no half-written folder stays.
+      // A layout this copy created is removed again when the copy fails (or is interrupted), so no
+      // half-written folder stays.
       return Object.assign(store, {
         async close(ok: boolean) {
-          if (!ok) await rm(created, { recursive: true, force: true });
+          if (ok) releaseTempPath(created);
+          else await removeTempPath(created);
         },
       });
     }

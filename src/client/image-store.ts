@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import type { Descriptor, Digest } from '../oci/index.js';
+import type { Descriptor, Digest, Platform } from '../oci/index.js';
 import type { ManifestResult } from './registry-client.js';
 
 /** Where a copy reads from: a registry repository, an OCI layout, an archive. */
@@ -38,6 +38,11 @@ export interface ImageTarget {
   ): Promise<void>;
   /** The tag the reference names, if any, used for the root manifest. */
   readonly tag: string | undefined;
+  /**
+   * Set when the target holds one image only (a docker archive): the platform a copy takes from an index
+   * unless it is asked for another one. Default: none (indexes are copied whole).
+   */
+  readonly onePlatform?: Platform;
   /** Finishes the write (archives are packed here); `ok: false` discards partial output. */
   close(ok: boolean): Promise<void>;
 }

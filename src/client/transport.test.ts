@@ -144,6 +144,24 @@ describe('HttpTransport', () => {
     }
   });
 
+  it('says in one line that a plain-HTTP server was asked for HTTPS, and to use --plain-http', async () => {
+    const plain = await serve((_req, res) => res.end('{}'));
+    const transport = new HttpTransport();
+    try {
+      await assert.rejects(
+        transport.send({ method: 'GET', url: new URL(plain.url.replace('http:', 'https:') + '/v2/') }),
+        (e: unknown) =>
+          e instanceof Error &&
+          !e.message.includes('\n') &&
+          /TLS handshake with 127\.0\.0\.1:\d+ failed: the server answers plain HTTP, not HTTPS \(use --plain-http\)$/.test(
+            e.message,
+          ),
+      );
+    } finally {
+      transport.close();
+    }
+  });
+
   // With sendfile (when the addon is built) and through buffers (AIRLOCK_SENDFILE=0).
   for (const sendfile of kernelSendEnabled({}) ? ['sendfile', 'buffers'] : ['buffers']) {
     describe(`a file stream as the body (${sendfile})`, () => {

@@ -103,9 +103,18 @@ function describeNetworkError(error: unknown, url: URL): ClientError {
   const code = (error as { code?: string }).code ?? '';
   const tls =
     /CERT|SSL|TLS|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/.test(code) || /certificate|SSL/i.test(String(error));
-  const what = tls
-    ? `TLS handshake with ${url.host} failed: ${(error as Error).message} (use --ca-file for a private CA, or --insecure)`
-    : `Cannot reach ${url.host}: ${(error as Error).message}`;
+  // OpenSSL's messages end in a newline and carry its source paths: one line, and the reason only.
+  const message = (error as Error).message
+    .trim()
+    .replace(/^.*:error:[0-9A-F]+:SSL routines:([^:]+:)?([^:]+).*$/s, 'SSL routines: $2');
+  const plainServer = /wrong version number|WRONG_VERSION_NUMBER|packet length too long/i.test(
+    `${code} ${(error as Error).message}`,
+  );
+  const what = plainServer
+    ? `TLS handshake with ${url.host} failed: the server answers plain HTTP, not HTTPS (use --plain-http)`
+    : tls
+      ? `TLS handshake with ${url.host} failed: ${message} (use --ca-file for a private CA, or --insecure)`
+      : `Cannot reach ${url.host}: ${message}`;
   const wrapped = new ClientError(tls ? 'TLS' : 'NETWORK', what, { cause: error });
   Object.assign(wrapped, { errno: code });
   return wrapped;

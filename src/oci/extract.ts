@@ -6,6 +6,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { extract as tarExtract, type Header } from 'tar-stream';
 import { ArchiveError, decompressed } from './compression.js';
+import { releaseTempPath, removeTempPath, trackTempPath } from './temp-paths.js';
 
 export interface ExtractLimits {
   /** Total bytes of file content across all layers. Default: 4 GiB. */
@@ -249,6 +250,7 @@ export async function extractLayers(
   await mkdir(dirname(final), { recursive: true });
   const temp = `${final}.partial-${randomBytes(6).toString('hex')}`;
   await mkdir(temp, { mode: 0o755 });
+  trackTempPath(temp);
   const extractor = new Extractor(temp, options);
   try {
     for await (const open of layers) {
@@ -256,8 +258,9 @@ export async function extractLayers(
       await extractor.layer(await open());
     }
     await rename(temp, final);
+    releaseTempPath(temp);
   } catch (error) {
-    await rm(temp, { recursive: true, force: true });
+    await removeTempPath(temp);
     throw error;
   }
   return { files: extractor.files, bytes: extractor.bytes };

@@ -34,3 +34,10 @@ export { checkWriteSwitches, DirectReads, writeHashed } from './hashed-write.js'
 export { hashThread } from './hash-thread.js';
 export type { HashedWriteOptions, BorrowedChunkSource, DirectTarget } from './hashed-write.js';
 export { parseDuration } from './duration.js';
+export {
+  makeTempDir,
+  trackTempPath,
+  releaseTempPath,
+  removeTempPath,
+  removeTempPathsSync,
+} from './temp-paths.js';

@@ -1,4 +1,4 @@
-import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -6,8 +6,9 @@ import { ArchiveError } from './compression.js';
 import { Digester, digestOf, parseDigest, type Digest } from './digest.js';
 import { fileStream } from './file-source.js';
 import { writeHashed } from './hashed-write.js';
-import type { Descriptor } from './manifest.js';
+import { MAX_MANIFEST_BYTES, type Descriptor } from './manifest.js';
 import { MediaType } from './media-types.js';
+import { removeTempPath, trackTempPath } from './temp-paths.js';
 
 /** The annotation an OCI layout uses to name a manifest (its "tag"). */
 export const REF_NAME = 'org.opencontainers.image.ref.name';
@@ -65,21 +66,42 @@ export class OciLayout {
     return { schemaVersion: 2, ...index, manifests: index.manifests };
   }
 
-  /** The manifest named `tag`; without a tag, the only manifest in the layout. */
+  /**
+   * The manifest named `tag` (or with that digest); without one, the only image in the layout: the one
+   * entry, or else the one entry that is not a referrer (signature, SBOM…) of another entry in it.
+   */
   async resolve(tag?: string): Promise<Descriptor> {
     const { manifests } = await this.index();
-    if (tag === undefined) {
-      if (manifests.length === 1 && manifests[0]) return manifests[0];
-      const names = manifests.map((m) => m.annotations?.[REF_NAME]).filter(Boolean);
-      throw new ArchiveError(
-        manifests.length === 0
-          ? `Layout "${this.dir}" is empty`
-          : `Layout "${this.dir}" holds ${manifests.length} manifests; name one (${names.join(', ')})`,
-      );
+    if (tag !== undefined) {
+      const found = manifests.find((m) => m.annotations?.[REF_NAME] === tag || m.digest === tag);
+      if (!found) throw new ArchiveError(`Layout "${this.dir}" has no manifest named "${tag}"`);
+      return found;
     }
-    const found = manifests.find((m) => m.annotations?.[REF_NAME] === tag || m.digest === tag);
-    if (!found) throw new ArchiveError(`Layout "${this.dir}" has no manifest named "${tag}"`);
-    return found;
+    if (manifests.length === 1 && manifests[0]) return manifests[0];
+    if (manifests.length === 0) throw new ArchiveError(`Layout "${this.dir}" is empty`);
+    const listed = new Set(manifests.map((m) => m.digest));
+    const roots: Descriptor[] = [];
+    for (const entry of manifests) {
+      const subject = await this.#subjectOf(entry);
+      if (subject === undefined || !listed.has(subject as Digest)) roots.push(entry);
+    }
+    if (roots.length === 1 && roots[0]) return roots[0];
+    const names = roots.map((m) => m.annotations?.[REF_NAME] ?? m.digest);
+    throw new ArchiveError(
+      `Layout "${this.dir}" holds ${roots.length} images; name one by tag or digest (${names.join(', ')})`,
+    );
+  }
+
+  /** The digest a manifest entry's `subject` names, if it has one (an unreadable entry has none). */
+  async #subjectOf(entry: Descriptor): Promise<string | undefined> {
+    try {
+      const body = JSON.parse((await this.readBlob(entry.digest, MAX_MANIFEST_BYTES)).toString('utf8')) as {
+        subject?: { digest?: unknown };
+      };
+      return typeof body.subject?.digest === 'string' ? body.subject.digest : undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   blobPath(digest: Digest): string {
@@ -124,6 +146,7 @@ export class OciLayout {
     await mkdir(join(this.dir, 'blobs', algorithm), { recursive: true });
     const temp = join(this.dir, 'blobs', algorithm, `.tmp-${randomBytes(8).toString('hex')}`);
     const digester = new Digester(algorithm);
+    trackTempPath(temp);
     try {
       await writeHashed(source, temp, { digester });
       const actual = digester.digest();
@@ -131,7 +154,7 @@ export class OciLayout {
       await rename(temp, this.blobPath(digest));
       return digester.size;
     } finally {
-      await rm(temp, { force: true });
+      await removeTempPath(temp);
     }
   }
 
@@ -141,17 +164,19 @@ export class OciLayout {
     return digest;
   }
 
-  /** Adds a manifest to index.json (replacing one with the same name), written atomically. */
+  /**
+   * Adds a manifest to index.json, written atomically: with a tag, replacing the entry of that name;
+   * without one, unless an entry (named or not) already lists the digest, whose name then stays.
+   */
   async addManifest(descriptor: Descriptor, tag?: string): Promise<void> {
     const index = await this.index();
-    const entry: Descriptor =
-      tag === undefined
-        ? descriptor
-        : { ...descriptor, annotations: { ...descriptor.annotations, [REF_NAME]: tag } };
-    index.manifests = index.manifests.filter((m) =>
-      tag === undefined ? m.digest !== descriptor.digest : m.annotations?.[REF_NAME] !== tag,
-    );
-    index.manifests.push(entry);
+    if (tag === undefined) {
+      if (index.manifests.some((m) => m.digest === descriptor.digest)) return;
+      index.manifests.push(descriptor);
+    } else {
+      index.manifests = index.manifests.filter((m) => m.annotations?.[REF_NAME] !== tag);
+      index.manifests.push({ ...descriptor, annotations: { ...descriptor.annotations, [REF_NAME]: tag } });
+    }
     const path = join(this.dir, 'index.json');
     const temp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
     await writeFile(temp, `${JSON.stringify(index)}\n`);

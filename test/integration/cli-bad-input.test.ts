@@ -665,10 +665,11 @@ describe('airlock CLI usage errors', { concurrency: 2 }, () => {
     }
   });
 
-  it('exits 1 for inputs it cannot use: unknown transports, files that are not there', async (t) => {
+  it('exits 1 for inputs it cannot use: files that are not there (unknown transports are usage errors)', async (t) => {
     const env = await cliEnv(t);
     const work = await tempDirForTest(t, 'cli-usage-');
     assertOneLineError(await airlock(env, ['copy', 'ftp://x/y', `oci:${join(work, 'l')}`]), {
+      code: 2,
       pattern: /unknown transport/,
     });
     assertOneLineError(await airlock(env, ['push', '127.0.0.1:1/org/app:v1', 'missing.txt'], { cwd: work }), {

@@ -1,5 +1,5 @@
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdtemp, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import { readFile, readdir, rename, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, basename } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -8,13 +8,19 @@ import { createGzip } from 'node:zlib';
 import { pack } from 'tar-stream';
 import {
   ArchiveError,
-  Digester,
   detectCompression,
+  Digester,
   digestOf,
   extractLayers,
+  formatReference,
+  makeTempDir,
   MediaType,
   OciLayout,
+  releaseTempPath,
+  parseReference,
+  removeTempPath,
   safeEntryPath,
+  trackTempPath,
   type Descriptor,
   type Digest,
 } from '../../oci/index.js';
@@ -26,11 +32,11 @@ import { LayoutStore } from './layout-store.js';
 const ARCHIVE_LIMITS = { maxBytes: 256 * 1024 ** 3, maxEntries: 1_000_000, whiteouts: false } as const;
 
 async function unpack(file: string): Promise<string> {
-  const work = await mkdtemp(join(tmpdir(), 'airlock-archive-'));
+  const work = await makeTempDir(join(tmpdir(), 'airlock-archive-'));
   try {
     await extractLayers([() => Promise.resolve(createReadStream(file))], join(work, 'root'), ARCHIVE_LIMITS);
   } catch (error) {
-    await rm(work, { recursive: true, force: true });
+    await removeTempPath(work);
     if ((error as NodeJS.ErrnoException).code === 'ENOENT')
       throw new ArchiveError(`Cannot read archive "${file}": no such file`);
     throw new ArchiveError(`Cannot read archive "${file}": ${(error as Error).message}`);
@@ -38,12 +44,21 @@ async function unpack(file: string): Promise<string> {
   return work;
 }
 
-/** The layout at `work`/root; when it cannot be opened, `work` is removed before the error is thrown. */
-async function openLayoutIn(work: string, options: { create?: boolean } = {}): Promise<OciLayout> {
+/**
+ * The layout at `work`/root; when it cannot be opened, `work` is removed before the error is thrown, and
+ * the error names `label` (the archive the user gave) rather than the temp folder.
+ */
+async function openLayoutIn(
+  work: string,
+  label: string,
+  options: { create?: boolean } = {},
+): Promise<OciLayout> {
+  const root = join(work, 'root');
   try {
-    return await OciLayout.open(join(work, 'root'), options);
+    return await OciLayout.open(root, options);
   } catch (error) {
-    await rm(work, { recursive: true, force: true });
+    await removeTempPath(work);
+    if (error instanceof Error) error.message = error.message.replaceAll(`"${root}"`, label);
     throw error;
   }
 }
@@ -51,38 +66,54 @@ async function openLayoutIn(work: string, options: { create?: boolean } = {}): P
 /** `oci-archive:FILE[:TAG]` as a source: the tarball is unpacked to a temp folder and read as a layout. */
 export async function openOciArchiveSource(file: string, tag: string | undefined): Promise<ImageSource> {
   const work = await unpack(file);
-  const layout = await openLayoutIn(work);
+  const layout = await openLayoutIn(work, `Archive "${file}"`);
   const store = new LayoutStore(layout, tag, `oci-archive:${file}${tag ? `:${tag}` : ''}`);
   const close = store.close.bind(store);
   return Object.assign(store, {
     async close() {
       await close();
-      await rm(work, { recursive: true, force: true });
+      await removeTempPath(work);
     },
   });
 }
 
 /** `oci-archive:FILE[:TAG]` as a target: a layout is built in a temp folder and packed to FILE on success. */
 export async function openOciArchiveTarget(file: string, tag: string | undefined): Promise<LayoutStore> {
-  const work = await mkdtemp(join(tmpdir(), 'airlock-archive-'));
-  const layout = await openLayoutIn(work, { create: true });
+  await checkArchiveDestination(file);
+  const work = await makeTempDir(join(tmpdir(), 'airlock-archive-'));
+  const layout = await openLayoutIn(work, `Archive "${file}"`, { create: true });
   const store = new LayoutStore(layout, tag, `oci-archive:${file}${tag ? `:${tag}` : ''}`);
   return Object.assign(store, {
     async close(ok: boolean) {
       try {
         if (ok) await packFolder(layout.dir, file);
       } finally {
-        await rm(work, { recursive: true, force: true });
+        await removeTempPath(work);
       }
     },
   });
 }
 
+/**
+ * Checks, before anything is copied, that an archive can be written at `file`: its folder exists and
+ * `file` is not a folder (skopeo checks as early).
+ */
+export async function checkArchiveDestination(file: string): Promise<void> {
+  const folder = await stat(dirname(file)).catch(() => undefined);
+  if (!folder?.isDirectory())
+    throw new ArchiveError(`Cannot write archive "${file}": folder "${dirname(file)}" does not exist`);
+  if ((await stat(file).catch(() => undefined))?.isDirectory())
+    throw new ArchiveError(`Cannot write archive "${file}": it is a folder`);
+}
+
 /** Packs a folder into a tar file (written to FILE.partial, then renamed). */
 export async function packFolder(dir: string, file: string): Promise<void> {
   const temp = join(dirname(file), `.${basename(file)}.partial`);
+  trackTempPath(temp);
   const tar = pack();
   const out = pipeline(tar as unknown as Readable, createWriteStream(temp));
+  // Settled below; until then a failing write (a full disk) must not surface as an unhandled rejection.
+  out.catch(() => undefined);
   const walk = async (rel: string): Promise<void> => {
     for (const entry of (await readdir(join(dir, rel), { withFileTypes: true })).sort((a, b) =>
       a.name.localeCompare(b.name),
@@ -106,14 +137,19 @@ export async function packFolder(dir: string, file: string): Promise<void> {
       }
     }
   };
-  try {
+  const entries = (async () => {
     await walk('');
     tar.finalize();
-    await out;
+  })();
+  entries.catch(() => undefined);
+  try {
+    // Whichever fails first: the walk, or the write (whose failure can leave the walk waiting).
+    await Promise.all([entries, out]);
     await rename(temp, file);
+    releaseTempPath(temp);
   } catch (error) {
     tar.destroy();
-    await rm(temp, { force: true });
+    await removeTempPath(temp);
     throw error;
   }
 }
@@ -152,7 +188,7 @@ export async function openArchiveSource(file: string, label: string, name?: stri
       return Object.assign(store, {
         async close() {
           await close();
-          await rm(work, { recursive: true, force: true });
+          await removeTempPath(work);
         },
       });
     }
@@ -161,10 +197,23 @@ export async function openArchiveSource(file: string, label: string, name?: stri
         `${label} is neither an OCI archive (no oci-layout) nor a docker archive (no manifest.json)`,
       );
   } catch (error) {
-    await rm(work, { recursive: true, force: true });
+    await removeTempPath(work);
     throw error;
   }
   return dockerArchiveFrom(work, label, name);
+}
+
+/**
+ * A RepoTags entry or a requested name as docker reads it (`app:v1`, `library/app:v1` and
+ * `docker.io/library/app:v1` are one name; no tag means latest), or the text itself if it is no reference.
+ */
+function canonicalName(text: string): string {
+  try {
+    const ref = parseReference(text);
+    return formatReference({ registry: ref.registry, repository: ref.repository, tag: ref.tag ?? 'latest' });
+  } catch {
+    return text;
+  }
 }
 
 async function dockerArchiveFrom(work: string, file: string, name: string | undefined): Promise<ImageSource> {
@@ -180,11 +229,11 @@ async function dockerArchiveFrom(work: string, file: string, name: string | unde
     }
     if (!Array.isArray(entries) || entries.length === 0)
       throw new ArchiveError(`"${file}" has an empty manifest.json`);
-    const wanted = name === undefined ? undefined : name.includes(':') ? name : `${name}:latest`;
+    const wanted = name === undefined ? undefined : canonicalName(name);
     const entry =
       wanted === undefined
         ? entries[0]
-        : entries.find((e) => e.RepoTags?.some((t) => t === wanted || t.endsWith(`/${wanted}`)));
+        : entries.find((e) => e.RepoTags?.some((t) => canonicalName(t) === wanted));
     if (!entry)
       throw new ArchiveError(
         `"${file}" has no image tagged "${name}" (it has ${entries.flatMap((e) => e.RepoTags ?? []).join(', ') || 'untagged images'})`,
@@ -240,10 +289,10 @@ async function dockerArchiveFrom(work: string, file: string, name: string | unde
         );
       },
       referrers: () => Promise.resolve([]),
-      close: () => rm(work, { recursive: true, force: true }),
+      close: () => removeTempPath(work),
     };
   } catch (error) {
-    await rm(work, { recursive: true, force: true });
+    await removeTempPath(work);
     throw error;
   }
 }

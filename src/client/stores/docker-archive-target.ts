@@ -1,5 +1,5 @@
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -7,16 +7,23 @@ import { pipeline } from 'node:stream/promises';
 import {
   decompressed,
   isIndexMediaType,
+  makeTempDir,
   OciLayout,
+  MediaType,
   parseManifest,
   parseReference,
+  removeTempPath,
   type Descriptor,
   type Platform,
 } from '../../oci/index.js';
 import { ClientError } from '../errors.js';
+import { choosePlatform } from '../platforms.js';
 import type { ImageTarget, PutBlobResult } from '../image-store.js';
 import type { ManifestResult } from '../registry-client.js';
-import { packFolder } from './archive-store.js';
+import { checkArchiveDestination, packFolder } from './archive-store.js';
+
+/** Config media types of container images (what docker load takes); anything else is an artifact. */
+const IMAGE_CONFIG_TYPES: ReadonlySet<string> = new Set([MediaType.DockerConfig, MediaType.OciConfig]);
 
 /**
  * `docker-archive:FILE[:NAME:TAG]` as a target: the `docker save` layout (manifest.json, `<hex>.json`
@@ -33,6 +40,10 @@ export class DockerArchiveTarget implements ImageTarget {
   readonly work: string;
   readonly layout: OciLayout;
   readonly platform: Platform;
+
+  get onePlatform(): Platform {
+    return this.platform;
+  }
 
   private constructor(parts: {
     file: string;
@@ -66,7 +77,8 @@ export class DockerArchiveTarget implements ImageTarget {
         );
       }
     }
-    const work = await mkdtemp(join(tmpdir(), 'airlock-docker-archive-'));
+    await checkArchiveDestination(file);
+    const work = await makeTempDir(join(tmpdir(), 'airlock-docker-archive-'));
     const layout = await OciLayout.open(join(work, 'blobs'), { create: true });
     return new DockerArchiveTarget({
       file,
@@ -92,7 +104,7 @@ export class DockerArchiveTarget implements ImageTarget {
     try {
       if (ok) await this.#write();
     } finally {
-      await rm(this.work, { recursive: true, force: true });
+      await removeTempPath(this.work);
     }
   }
 
@@ -100,16 +112,14 @@ export class DockerArchiveTarget implements ImageTarget {
     if (!this.#root) throw new ClientError('INVALID_INPUT', 'Nothing was copied into the docker archive');
     let manifest = parseManifest(this.#root.bytes, this.#root.mediaType);
     if (isIndexMediaType(manifest.mediaType)) {
-      const want = this.platform;
-      const child =
-        manifest.manifests.find(
-          (d) => d.platform?.os === want.os && d.platform.architecture === want.architecture,
-        ) ?? manifest.manifests[0];
-      if (!child) throw new ClientError('INVALID_INPUT', 'The index is empty; nothing to save');
+      const child = choosePlatform(manifest.manifests, this.platform, { what: 'The index copied' });
       manifest = parseManifest(await this.layout.readBlob(child.digest, 4 * 1024 * 1024), child.mediaType);
     }
-    if (!manifest.config)
-      throw new ClientError('INVALID_INPUT', 'A docker archive holds images; this is not one');
+    if (!manifest.config || !IMAGE_CONFIG_TYPES.has(manifest.config.mediaType))
+      throw new ClientError(
+        'INVALID_INPUT',
+        `A docker archive holds container images; ${this.#root.digest} is an artifact (config type "${manifest.config?.mediaType ?? 'none'}"): copy it to oci: or oci-archive: instead`,
+      );
     const tree = join(this.work, 'tree');
     await mkdir(tree);
     const configName = `${manifest.config.digest.slice('sha256:'.length)}.json`;

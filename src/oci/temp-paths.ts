@@ -1,0 +1,44 @@
+import { rmSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+
+/**
+ * Temp files and folders being written right now (staging folders, `.partial` files, blobs not yet
+ * verified, a layout a copy created), so that a CLI stopped by a signal can remove them before it exits:
+ * the normal clean-up runs in `finally` blocks, which a signal never reaches.
+ */
+const pending = new Set<string>();
+
+/** Notes `path` as temporary until it is removed (removeTempPath) or becomes the result (releaseTempPath). */
+export function trackTempPath(path: string): void {
+  pending.add(path);
+}
+
+/** `path` was renamed into place or is the command's result now: a signal must leave it alone. */
+export function releaseTempPath(path: string): void {
+  pending.delete(path);
+}
+
+/** Removes a temp path (recursively, if it is there at all) and forgets it. */
+export async function removeTempPath(path: string): Promise<void> {
+  await rm(path, { recursive: true, force: true });
+  pending.delete(path);
+}
+
+/** Removes every temp path still noted, synchronously: for a signal handler that exits next. */
+export function removeTempPathsSync(): void {
+  for (const path of pending) {
+    try {
+      rmSync(path, { recursive: true, force: true });
+    } catch {
+      // On the way out: what cannot be removed now stays, as it would after a crash.
+    }
+  }
+  pending.clear();
+}
+
+/** `mkdtemp`, noted as temporary: remove it with removeTempPath. */
+export async function makeTempDir(prefix: string): Promise<string> {
+  const dir = await mkdtemp(prefix);
+  trackTempPath(dir);
+  return dir;
+}
