@@ -21,12 +21,9 @@ import {
   type ClientFlags,
 } from './common.js';
 
-/** Removes `host`'s entry from the docker config's `auths` (its login has moved to a credential helper). */
-async function eraseAuthsEntry(host: string, path: string): Promise<void> {
-  const config = await readDockerConfig(path);
-  if (!config.auths?.[host]) return;
-  delete config.auths[host];
-  await writeDockerConfig(config, path);
+/** `host`, `https://host/v1/` and `http://host` are one registry in docker's `auths`. */
+function authsKeyHost(key: string): string {
+  return key.replace(/^https?:\/\//, '').replace(/\/.*$/, '');
 }
 
 /** Whether docker-credential-airlock is on PATH, where docker and the other tools look for it. */
@@ -101,17 +98,27 @@ export function registerAuthCommands(program: Command): void {
       // A login saved before (in auths or another store) moves into Airlock's store, which the helper
       // serves from now on: else the new credHelpers entry would hide it from every tool.
       const moved: string[] = [];
+      const store = new CredentialStore();
       for (const host of hosts) {
-        const saved = await lookupCredentials(host, { configPath: path });
-        const before = await readDockerConfig(path);
-        if (before.credHelpers?.[host] === 'airlock') continue;
-        before.credHelpers = { ...before.credHelpers, [host]: 'airlock' };
-        await writeDockerConfig(before, path);
+        const config = await readDockerConfig(path);
+        if (config.credHelpers?.[host] === 'airlock') continue;
+        // A store that cannot be asked (a credsStore helper not installed here) has nothing to move.
+        const saved = await lookupCredentials(host, { configPath: path }).catch(() => undefined);
         if (saved) {
-          await storeCredentials(host, saved, { configPath: path });
-          await eraseAuthsEntry(host, path);
+          // Saved in Airlock's store before the config points there, so the login is never lost.
+          await store.store(
+            host,
+            'identityToken' in saved
+              ? { Username: '<token>', Secret: saved.identityToken }
+              : { Username: saved.username, Secret: saved.password },
+          );
           moved.push(host);
+          // The password leaves config.json, under whichever key docker wrote it.
+          for (const key of Object.keys(config.auths ?? {}))
+            if (authsKeyHost(key) === host) delete config.auths?.[key];
         }
+        config.credHelpers = { ...config.credHelpers, [host]: 'airlock' };
+        await writeDockerConfig(config, path);
       }
       const onPath = await helperOnPath();
       out.result(

@@ -72,7 +72,8 @@ export function imageLocation(text: string): ImageLocation {
  */
 export function registryHost(text: string): { host: string; plainHttp: boolean } {
   const scheme = /^(https?):\/\//i.exec(text);
-  const host = (scheme ? text.slice(scheme[0].length) : text).replace(/\/+$/, '');
+  // docker's own keys end in an API version (`https://index.docker.io/v1/`): that is still the host.
+  const host = (scheme ? text.slice(scheme[0].length) : text).replace(/(\/v[12])?\/*$/, '');
   if (host === '') throw new UsageError(`"${text}" names no registry host; give HOST[:PORT]`);
   if (host.includes('/'))
     throw new UsageError(`"${text}" is a path, not a registry; give the registry as HOST[:PORT]`);

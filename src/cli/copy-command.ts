@@ -53,6 +53,13 @@ export function registerCopy(program: Command): void {
           throw new UsageError(
             `Destination "${destinationText}" has both a tag and a digest; give one (a copy is tagged, or addressed by its digest)`,
           );
+        if (
+          (destination.kind === 'oci' || destination.kind === 'oci-archive') &&
+          destination.tag?.includes(':')
+        )
+          throw new UsageError(
+            `Destination "${destinationText}" names a digest; a layout entry is written under a tag (oci:DIR:TAG) or none`,
+          );
         const platform = flags.platform ? parsePlatform(flags.platform) : undefined;
         source = await openSource(origin, clients, {
           s3: {

@@ -81,6 +81,11 @@ function removeTempPathsOnSignals(): void {
   }
 }
 
+let stdoutClosed = false;
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code === 'EPIPE') stdoutClosed = true;
+});
+
 async function main(): Promise<void> {
   const out = createOutput();
   try {
@@ -92,8 +97,9 @@ async function main(): Promise<void> {
     if (!LONG_RUNNING_COMMANDS.has(requestedCommand(process.argv) ?? '')) removeTempPathsOnSignals();
     await (await buildProgram(process.argv)).parseAsync(process.argv);
   } catch (error) {
-    // A reader that stopped early (`airlock blob … | head`): nothing went wrong on our side.
-    if ((error as { code?: unknown }).code === 'EPIPE') return;
+    // A reader that stopped early (`airlock blob … | head`): nothing went wrong on our side. Only a closed
+    // standard output counts; a registry connection that breaks is a failure like any other.
+    if (stdoutClosed) return;
     if (error instanceof CommanderError) {
       process.exitCode = error.exitCode === 0 ? 0 : 2;
       return;

@@ -90,7 +90,11 @@ export async function copyImage(
   let parsedRoot = parse(root, source.name);
   const platform = options.platform ?? target.onePlatform;
   if (platform && isIndexMediaType(parsedRoot.mediaType)) {
-    const child = choosePlatform(parsedRoot.manifests, platform, { what: source.name });
+    // The target's default platform gives way to an index's only entry; an asked-for one does not.
+    const child = choosePlatform(parsedRoot.manifests, platform, {
+      what: source.name,
+      orOnlyEntry: options.platform === undefined,
+    });
     root = await source.manifest(child.digest, signal);
     parsedRoot = parse(root, source.name);
   }

@@ -203,7 +203,7 @@ export async function storeCredentials(
     if (helper === OWN_HELPER) {
       const store = ownStore(options.env);
       await store.store(host, { Username: username, Secret: secret });
-      return store.path;
+      return `credential helper docker-credential-airlock (${store.path})`;
     }
     await runCredentialHelper(
       helper,

@@ -42,14 +42,20 @@ export async function resolvePlatform(
   return source.manifest(match.digest, signal);
 }
 
-/** Regular files under `dir` and their bytes. */
+/** Regular files under `dir` and their bytes (symlinks are not followed). */
 async function countFiles(dir: string): Promise<ExtractResult> {
   let files = 0;
   let bytes = 0;
-  for (const entry of await readdir(dir, { withFileTypes: true, recursive: true })) {
-    if (!entry.isFile()) continue;
-    files++;
-    bytes += (await lstat(join(entry.parentPath, entry.name))).size;
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) {
+      const inner = await countFiles(path);
+      files += inner.files;
+      bytes += inner.bytes;
+    } else if (entry.isFile()) {
+      files++;
+      bytes += (await lstat(path)).size;
+    }
   }
   return { files, bytes };
 }

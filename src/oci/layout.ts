@@ -73,7 +73,9 @@ export class OciLayout {
   async resolve(tag?: string): Promise<Descriptor> {
     const { manifests } = await this.index();
     if (tag !== undefined) {
-      const found = manifests.find((m) => m.annotations?.[REF_NAME] === tag || m.digest === tag);
+      // A digest names an entry by content only, never by a tag that happens to read like one.
+      const byDigest = /^[a-z0-9]+:[0-9a-f]+$/.test(tag);
+      const found = manifests.find((m) => (byDigest ? m.digest === tag : m.annotations?.[REF_NAME] === tag));
       if (!found) throw new ArchiveError(`Layout "${this.dir}" has no manifest named "${tag}"`);
       return found;
     }
@@ -174,7 +176,12 @@ export class OciLayout {
       if (index.manifests.some((m) => m.digest === descriptor.digest)) return;
       index.manifests.push(descriptor);
     } else {
-      index.manifests = index.manifests.filter((m) => m.annotations?.[REF_NAME] !== tag);
+      // The tag moves here, and an untagged entry of the same image is now this one.
+      index.manifests = index.manifests.filter(
+        (m) =>
+          m.annotations?.[REF_NAME] !== tag &&
+          !(m.digest === descriptor.digest && m.annotations?.[REF_NAME] === undefined),
+      );
       index.manifests.push({ ...descriptor, annotations: { ...descriptor.annotations, [REF_NAME]: tag } });
     }
     const path = join(this.dir, 'index.json');

@@ -139,6 +139,11 @@ const MIGRATIONS: ReadonlyArray<(db: Kysely<Schema>) => Promise<void>> = [
       .execute();
     await db.schema.createIndex('audit_log_at').on('audit_log').column('at').execute();
   },
+  async (db) => {
+    // Tags list in case-insensitive order (then by bytes): an index in that order, so a page of a large
+    // repository is read in order instead of sorting every tag.
+    await sql`CREATE INDEX tags_folded ON tags (repository, lower(name), name)`.execute(db);
+  },
 ];
 
 /** Brings the schema up to the newest migration. */

@@ -1,5 +1,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { SignJWT, generateKeyPair } from 'jose';
 import { startTestRegistry, type TestRegistry } from '../helpers/in-process.js';
 import { blob, image } from '../helpers/oci-fixtures.js';
@@ -150,6 +152,37 @@ describe('access control', () => {
     assert.deepEqual(await list('alice'), ['p/app']);
     assert.deepEqual(await list('admin'), ['p/app', 'q/secret']);
     assert.equal((await call('anonymous', 'GET', '/v2/_catalog')).status, 401);
+  });
+
+  it("renews a blob's garbage-collection time on HEAD only for callers that may push", async () => {
+    const b = blob(`renewal ${Date.now()}`);
+    const up = await call('admin', 'POST', `/v2/p/app/blobs/uploads/?digest=${b.digest}`, { body: b.bytes });
+    assert.equal(up.status, 201);
+    const db = new Database(join(reg.dataDir, 'airlock.db'));
+    try {
+      const old = Date.now() - 2 * 60 * 60 * 1000;
+      db.prepare('UPDATE blob_links SET created_at = ? WHERE repository = ? AND digest = ?').run(
+        old,
+        'p/app',
+        b.digest,
+      );
+      const linkTime = (): number =>
+        (
+          db
+            .prepare('SELECT created_at FROM blob_links WHERE repository = ? AND digest = ?')
+            .get('p/app', b.digest) as {
+            created_at: number;
+          }
+        ).created_at;
+      // A reader's HEAD (a pull) must not keep unreferenced content alive.
+      assert.equal((await call('alice', 'HEAD', `/v2/p/app/blobs/${b.digest}`)).status, 200);
+      assert.equal(linkTime(), old);
+      // A writer's HEAD is a push about to skip the blob.
+      assert.equal((await call('bob', 'HEAD', `/v2/p/app/blobs/${b.digest}`)).status, 200);
+      assert.ok(linkTime() > old);
+    } finally {
+      db.close();
+    }
   });
 
   it('mounts only from a repository the caller may read, else opens a normal upload', async () => {

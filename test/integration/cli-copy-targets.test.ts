@@ -167,6 +167,11 @@ describe('airlock copy targets', { concurrency: 2 }, () => {
     const layout = join(work, 'dup');
     await airlockOk(env, ['copy', `${registry.host}/keep/app:v1`, `oci:${layout}:v1`]);
     await airlockOk(env, ['copy', `${registry.host}/keep/app:v1`, `oci:${layout}`]);
+    // The other order: untagged first, then tagged, is one entry too.
+    const second = join(work, 'second');
+    await airlockOk(env, ['copy', `${registry.host}/keep/app:v1`, `oci:${second}`]);
+    await airlockOk(env, ['copy', `${registry.host}/keep/app:v1`, `oci:${second}:v1`]);
+    await airlockOk(env, ['copy', `oci:${second}`, `${registry.host}/keep/second:v1`]);
     const index = JSON.parse(await readFile(join(layout, 'index.json'), 'utf8')) as {
       manifests: { digest: string; annotations?: Record<string, string> }[];
     };
@@ -210,6 +215,10 @@ describe('airlock copy targets', { concurrency: 2 }, () => {
       ]),
       { pattern: /has no manifest for platform linux\/arm64\/v7; it has linux\/amd64, linux\/arm64\/v8/ },
     );
+    // An index without linux/amd64 but with one image: that image, unless a platform is asked for.
+    await seedArtifact(registry.url, { repository: 'da/arm', tag: 'only' }, buildIndex([arm64]));
+    const only = await save([`${registry.host}/da/arm:only`, `docker-archive:${join(work, 'arm.tar')}`]);
+    assert.equal(only.digest, arm64.descriptor.digest);
     // pull --platform picks the index's manifest too (these images have no titled layers to restore).
     const pulled = await airlockOk(env, [
       'pull',
@@ -248,7 +257,7 @@ describe('airlock copy targets', { concurrency: 2 }, () => {
       await airlock(env, ['copy', `${registry.host}/da/notes:v1`, `docker-archive:${join(work, 'n.tar')}`]),
       { pattern: /docker archive holds container images; sha256:\w+ is an artifact/ },
     );
-    assert.deepEqual((await listTree(work)).sort(), ['a.tar', 'b.tar', 'notes.txt', 'pulled']);
+    assert.deepEqual((await listTree(work)).sort(), ['a.tar', 'arm.tar', 'b.tar', 'notes.txt', 'pulled']);
     assert.deepEqual(await listTree(env.tmp), []);
   });
 
@@ -418,6 +427,30 @@ describe('airlock stopped with Ctrl-C', { concurrency: 2 }, () => {
   });
 });
 
+describe('airlock writing to a reader that stops early', () => {
+  it('ends quietly with exit 0 when standard output closes (blob | head)', async (t) => {
+    const registry = await registries.airlock();
+    const env = await cliEnv(t);
+    const bytes = Buffer.alloc(8 * 1024 * 1024, 7);
+    const res = await fetch(`${registry.url}/v2/pipe/app/blobs/uploads/?digest=${digestOf(bytes)}`, {
+      method: 'POST',
+      body: bytes,
+    });
+    assert.equal(res.status, 201);
+    await res.arrayBuffer();
+    const child = spawn(process.execPath, [CLI, 'blob', `${registry.host}/pipe/app@${digestOf(bytes)}`], {
+      env: { ...process.env, ...env.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    child.stdout.once('data', () => child.stdout.destroy());
+    assert.equal(await exited, 0, stderr);
+    assert.equal(stderr, '');
+  });
+});
+
 describe('airlock flags and hosts given the wrong way', { concurrency: 2 }, () => {
   it('exits 2 for bad numbers, unsupported transports, malformed references and hosts with a path', async (t) => {
     const env = await cliEnv(t);
@@ -437,6 +470,11 @@ describe('airlock flags and hosts given the wrong way', { concurrency: 2 }, () =
       [['catalog', '127.0.0.1:1/app'], /is a path, not a registry/],
       [['logout', 'http://'], /names no registry host/],
       [['copy', 'oci:nowhere', `127.0.0.1:1/a/b:v1@sha256:${'0'.repeat(64)}`], /has both a tag and a digest/],
+      [
+        ['copy', '127.0.0.1:1/a/b:v1', `oci:somewhere@sha256:${'0'.repeat(64)}`],
+        /names a digest; a layout entry/,
+      ],
+      [['login', 'https://127.0.0.1:1/v1/extra', '-u', 'a', '-p', 'b'], /is a path, not a registry/],
     ];
     for (const [args, pattern] of cases) {
       assertOneLineError(await airlock(env, args), { code: 2, pattern });
@@ -450,12 +488,19 @@ describe('airlock flags and hosts given the wrong way', { concurrency: 2 }, () =
     await seedArtifact(registry.url, { repository: 'url/app', tag: 'v1' }, image);
     const catalog = await airlockOk(env, ['catalog', `http://${registry.host}/`, '-o', 'json']);
     assert.ok((JSON.parse(catalog.stdout) as string[]).includes('url/app'));
+    // docker's own config keys end in /v1/: still just the host.
+    const logout = await airlockOk(env, ['logout', `https://${registry.host}/v1/`]);
+    assert.equal(logout.stdout.trim(), `No saved credentials for ${registry.host}`);
     // A login saved in auths (no helper yet) keeps working once the helper is configured for the host.
     const config = join(env.dockerConfig, 'config.json');
+    // docker may have written it under https://HOST too; a credsStore that is not installed here is no
+    // reason to fail.
+    const auth = { auth: Buffer.from('alice:secret').toString('base64') };
     await writeFile(
       config,
       JSON.stringify({
-        auths: { [registry.host]: { auth: Buffer.from('alice:secret').toString('base64') } },
+        auths: { [registry.host]: auth, [`https://${registry.host}/v1/`]: auth, 'other.example': auth },
+        credsStore: 'not-installed-here',
       }),
     );
     const configured = await airlockOk(env, ['auth', 'configure-docker', registry.host, '-o', 'json']);
@@ -467,7 +512,11 @@ describe('airlock flags and hosts given the wrong way', { concurrency: 2 }, () =
       credHelpers?: Record<string, string>;
     };
     assert.equal(after.credHelpers?.[registry.host], 'airlock');
-    assert.equal(after.auths?.[registry.host], undefined, 'the login left auths');
+    assert.deepEqual(
+      Object.keys(after.auths ?? {}),
+      ['other.example'],
+      'the login left auths, under every key',
+    );
     const stored = JSON.parse(await readFile(join(env.airlockConfig, 'credentials.json'), 'utf8')) as Record<
       string,
       { Username: string; Secret: string }

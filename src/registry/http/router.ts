@@ -43,8 +43,8 @@ const ROUTES: readonly Route[] = [
   {
     label: 'tags',
     pattern: /^\/v2\/(.+)\/tags\/list()$/,
-    methods: { GET: v2.tagsList },
-    needs: { GET: 'pull' },
+    methods: { GET: v2.tagsList, HEAD: v2.tagsList },
+    needs: { GET: 'pull', HEAD: 'pull' },
   },
   {
     label: 'referrers',

@@ -244,7 +244,10 @@ export async function getBlob(
   registry: Registry,
   { name, ref: digest }: Target,
 ): Promise<void> {
-  const size = await registry.statBlob(name, digest, ctx.req.method === 'HEAD');
+  // Only a caller that may push renews the link (a pusher's HEAD before it skips the blob): a reader
+  // cannot keep unreferenced content from garbage collection.
+  const checkedForPush = ctx.req.method === 'HEAD' && ctx.access.allows(ctx.caller, name, 'push');
+  const size = await registry.statBlob(name, digest, checkedForPush);
   const common = {
     [Header.ContentDigest]: digest,
     'accept-ranges': 'bytes',
