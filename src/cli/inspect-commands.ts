@@ -57,12 +57,25 @@ export function registerInspectCommands(program: Command): void {
           );
         }
       } else if (source instanceof LayoutStore && source.tag === undefined) {
+        const entries: TreeNode[] = [];
         for (const entry of (await source.layout.index()).manifests) {
           if ((await source.layout.blobSize(entry.digest)) === undefined) continue;
-          nodes.push(
+          entries.push(
             await describeTree(source, entry, { label: entry.annotations?.[REF_NAME] ?? entry.digest }),
           );
         }
+        // Referrers that `copy --with-referrers` listed as entries of their own show under their subject
+        // only (an untagged entry that is a referrer of another entry).
+        const shown = new Set<string>();
+        const collect = (node: TreeNode): void => {
+          for (const referrer of node.referrers) {
+            shown.add(referrer.digest);
+            collect(referrer);
+          }
+          node.children.forEach(collect);
+        };
+        entries.forEach(collect);
+        nodes.push(...entries.filter((node) => node.label !== node.digest || !shown.has(node.digest)));
       } else {
         const root = await source.root();
         const label =

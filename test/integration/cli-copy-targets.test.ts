@@ -125,6 +125,14 @@ describe('airlock copy targets', { concurrency: 2 }, () => {
       manifests: unknown[];
     };
     assert.equal(entries.manifests.length, 2, 'the image and its SBOM, neither tagged');
+    // tree shows the SBOM under its subject only, not again as an entry of its own.
+    const tree = JSON.parse((await airlockOk(env, ['tree', `oci:${layout}`, '-o', 'json'])).stdout) as {
+      tags: { digest: string; referrers: { digest: string }[] }[];
+    };
+    assert.deepEqual(
+      tree.tags.map((node) => [node.digest, node.referrers.length]),
+      [[image.descriptor.digest, 1]],
+    );
     for (const source of [`oci-archive:${archive}`, `oci:${layout}`]) {
       const copied = JSON.parse(
         (await airlockOk(env, ['copy', source, `${registry.host}/wr/back:v1`, '-o', 'json'])).stdout,
