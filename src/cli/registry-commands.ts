@@ -10,7 +10,7 @@ import {
   removeTempPath,
   trackTempPath,
 } from '../oci/index.js';
-import type { ManifestResult, RegistryClient } from '../client/index.js';
+import { ClientError, type ManifestResult, type RegistryClient } from '../client/index.js';
 import { selectPlatform } from './platform.js';
 import {
   outputFor,
@@ -210,7 +210,24 @@ export function registerRegistryCommands(program: Command): void {
     const out = outputFor(flags);
     const ref = parseRef(reference);
     await withClient(ref.registry, flags, async (client) => {
-      await client.deleteManifest(ref.repository, refString(ref));
+      try {
+        await client.deleteManifest(ref.repository, refString(ref));
+      } catch (error) {
+        // distribution (and registries like it) cannot delete a tag alone: it takes the tag for a digest.
+        if (
+          ref.digest === undefined &&
+          error instanceof ClientError &&
+          (error.registryCode === 'DIGEST_INVALID' ||
+            error.registryCode === 'UNSUPPORTED' ||
+            error.status === 405)
+        )
+          throw new ClientError(
+            'INVALID_INPUT',
+            `${error.message} (this registry cannot delete a tag alone; delete the manifest by digest, which removes its tags: airlock delete ${ref.registry}/${ref.repository}@$(airlock digest ${reference}))`,
+            { cause: error },
+          );
+        throw error;
+      }
       out.result(`Deleted ${reference}`, { deleted: reference });
     });
   });

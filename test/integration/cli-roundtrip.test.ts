@@ -594,6 +594,11 @@ for (const target of TARGETS) {
       if (target.deletesTags) {
         await airlockOk(env, ['delete', `${repo}:stable`]);
         assert.deepEqual((await airlockOk(env, ['tags', repo])).stdout.trim().split('\n'), ['v1']);
+      } else {
+        // distribution answers a tag delete with its own DIGEST_INVALID; the line says what to do instead.
+        assertOneLineError(await airlock(env, ['delete', `${repo}:stable`]), {
+          pattern: /cannot delete a tag alone; delete the manifest by digest/,
+        });
       }
       const deleted = await airlockOk(env, ['delete', `${repo}@${image.descriptor.digest}`]);
       assert.equal(deleted.stdout.trim(), `Deleted ${repo}@${image.descriptor.digest}`);
