@@ -390,6 +390,15 @@ describe('airlock stopped with Ctrl-C', { concurrency: 2 }, () => {
     // The layer's body stops half-way and never ends: each command is mid-write when the signal comes.
     const stalled: (() => void)[] = [];
     const fake = await startFakeRegistry(t, (req, res, url) => {
+      // Uploads (push, append) never get an answer: the command is mid-upload when the signal comes.
+      if (url.pathname.includes('/blobs/uploads/') && req.method !== 'GET') {
+        stalled.push(() => res.destroy());
+        return true;
+      }
+      if (req.method === 'HEAD' && url.pathname.startsWith('/v2/org/up/')) {
+        res.writeHead(404).end();
+        return true;
+      }
       if (req.method === 'GET' && url.pathname.endsWith(`/blobs/${layer.digest}`)) {
         const bytes = image.blobs.get(layer.digest) ?? Buffer.alloc(0);
         res.writeHead(200, { 'content-length': bytes.length, 'content-type': 'application/octet-stream' });
@@ -401,6 +410,12 @@ describe('airlock stopped with Ctrl-C', { concurrency: 2 }, () => {
     });
     t.after(() => stalled.forEach((end) => end()));
     const source = `${fake.host}/org/app:v1`;
+    // What push and append read: outside `work`, which must stay empty.
+    const inputs = await tempDirForTest(t, 'cli-sigint-inputs-');
+    await writeFile(join(inputs, 'big.bin'), Buffer.alloc(2 * 1024 * 1024, 1));
+    await mkdir(join(inputs, 'folder'));
+    await writeFile(join(inputs, 'folder', 'f.txt'), 'in a folder');
+    await writeFile(join(inputs, 'layer.tar'), tarArchive([{ path: 'added.txt', content: 'added\n' }]));
     const commands = [
       ['copy', source, `oci-archive:${join(work, 'image.tar')}:v1`],
       ['copy', source, `docker-archive:${join(work, 'docker.tar')}:app:v1`],
@@ -408,12 +423,15 @@ describe('airlock stopped with Ctrl-C', { concurrency: 2 }, () => {
       ['pull', source, '--layout', join(work, 'pulled-layout')],
       ['blob', `${fake.host}/org/app@${layer.digest}`, '-f', join(work, 'layer.bin')],
       ['extract', source, join(work, 'extracted')],
+      ['push', `${fake.host}/org/up:v1`, 'big.bin', 'folder'],
+      ['append', '-f', join(inputs, 'layer.tar'), '-t', `${fake.host}/org/up:v2`],
     ];
     for (const args of commands) {
       const before = stalled.length;
       const child = spawn(process.execPath, [CLI, ...args], {
         env: { ...process.env, ...env.env },
         stdio: ['ignore', 'pipe', 'pipe'],
+        cwd: inputs,
       });
       let stderr = '';
       child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
@@ -422,7 +440,7 @@ describe('airlock stopped with Ctrl-C', { concurrency: 2 }, () => {
       );
       const deadline = Date.now() + 20_000;
       while (stalled.length === before) {
-        assert.ok(Date.now() < deadline, `${args[0]} never fetched the layer\n${stderr}`);
+        assert.ok(Date.now() < deadline, `${args[0]} never reached the stalled request\n${stderr}`);
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
       await new Promise((resolve) => setTimeout(resolve, 300)); // the half layer is being written
