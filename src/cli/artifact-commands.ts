@@ -68,11 +68,11 @@ export function registerArtifactCommands(program: Command): void {
             created: flags.created,
           },
         );
-        out.result(`Pushed ${formatReference(ref)}\nDigest: ${manifest.digest}`, {
-          reference: formatReference(ref),
-          digest: manifest.digest,
-          mediaType: manifest.mediaType,
-        });
+        out.result(
+          `Pushed ${formatReference(ref)}\nDigest: ${manifest.digest}`,
+          { reference: formatReference(ref), digest: manifest.digest, mediaType: manifest.mediaType },
+          formatReference({ ...ref, digest: manifest.digest }),
+        );
       } finally {
         client.close();
       }
@@ -112,10 +112,11 @@ export function registerArtifactCommands(program: Command): void {
         } finally {
           await target.close(ok);
         }
-        out.result(`Pulled ${formatReference(ref)} into OCI layout ${flags.layout} (${result.digest})`, {
-          layout: flags.layout,
-          ...result,
-        });
+        out.result(
+          `Pulled ${formatReference(ref)} into OCI layout ${flags.layout} (${result.digest})`,
+          { layout: flags.layout, ...result },
+          result.digest,
+        );
         return;
       }
       let reference = refString(ref);

@@ -67,7 +67,7 @@ export function registerAuthCommands(program: Command): void {
       client.close();
     }
     const where = await storeCredentials(host, credentials);
-    out.result(`Login Succeeded (saved in ${where})`, { host, savedIn: where });
+    out.result(`Login Succeeded (saved in ${where})`, { host, savedIn: where }, '');
   });
 
   program

@@ -119,7 +119,8 @@ export async function credentialsFor(host: string, flags: ClientFlags): Promise<
 
 export function parseRef(text: string): Reference {
   try {
-    return parseReference(text);
+    // skopeo's docker:// prefix, which copy, tree and extract take too.
+    return parseReference(text.replace(/^docker:\/\//, ''));
   } catch (error) {
     throw new UsageError((error as Error).message);
   }

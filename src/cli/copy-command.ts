@@ -79,11 +79,11 @@ export function registerCopy(program: Command): void {
         target = undefined;
         await done.close(true);
         progress.done();
-        out.result(`Copied ${source.name} to ${done.name} (${result.digest})`, {
-          ...result,
-          source: source.name,
-          destination: done.name,
-        });
+        out.result(
+          `Copied ${source.name} to ${done.name} (${result.digest})`,
+          { ...result, source: source.name, destination: done.name },
+          result.digest,
+        );
       } finally {
         progress.done();
         await target?.close(false);

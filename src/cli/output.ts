@@ -2,8 +2,11 @@
 export interface Output {
   readonly json: boolean;
   readonly quiet: boolean;
-  /** A result for people, or its JSON form for scripts. */
-  result(human: string, data: unknown): void;
+  /**
+   * A result for people, or its JSON form for scripts; with --quiet, `quiet` instead of `human` when the
+   * command gives one (the line a script needs: a digest, a reference; empty for nothing).
+   */
+  result(human: string, data: unknown, quiet?: string): void;
   /** Progress or advice on standard error; hidden by --quiet. */
   info(message: string): void;
   /** A one-line error on standard error. */
@@ -16,11 +19,12 @@ export function createOutput(options: { output?: string; quiet?: boolean } = {})
   return {
     json,
     quiet,
-    result(human, data) {
+    result(human, data, quietText) {
+      const text = quiet && quietText !== undefined ? quietText : human;
       // An empty list (no tags) prints nothing, not an empty line a `while read` loop would see.
-      if (!json && human === '') return;
+      if (!json && text === '') return;
       process.stdout.write(
-        json ? `${JSON.stringify(data, null, 2)}\n` : human.endsWith('\n') ? human : `${human}\n`,
+        json ? `${JSON.stringify(data, null, 2)}\n` : text.endsWith('\n') ? text : `${text}\n`,
       );
     },
     info(message) {

@@ -228,7 +228,7 @@ export function registerRegistryCommands(program: Command): void {
           );
         throw error;
       }
-      out.result(`Deleted ${reference}`, { deleted: reference });
+      out.result(`Deleted ${reference}`, { deleted: reference }, '');
     });
   });
 }

@@ -477,6 +477,33 @@ describe('airlock writing to a reader that stops early', () => {
   });
 });
 
+describe('airlock --quiet', () => {
+  it('prints only what a script needs: the pushed reference, the copied digest, nothing for a delete', async (t) => {
+    const registry = await registries.airlock();
+    const env = await cliEnv(t);
+    const work = await tempDirForTest(t, 'cli-quiet-');
+    await writeFile(join(work, 'notes.txt'), `notes ${nonce()}`);
+    const pushed = await airlockOk(env, ['push', `${registry.host}/quiet/app:v1`, 'notes.txt', '-q'], {
+      cwd: work,
+    });
+    const match = /^(\S+)@(sha256:[0-9a-f]{64})\n$/.exec(pushed.stdout);
+    assert.ok(match, pushed.stdout);
+    assert.equal(match[1], `${registry.host}/quiet/app:v1`);
+    const copied = await airlockOk(env, [
+      'copy',
+      `${registry.host}/quiet/app:v1`,
+      `${registry.host}/quiet/b:v1`,
+      '-q',
+    ]);
+    assert.equal(copied.stdout, `${match[2]}\n`);
+    const deleted = await airlockOk(env, ['delete', `${registry.host}/quiet/b:v1`, '-q']);
+    assert.equal(deleted.stdout, '');
+    // docker://REF works wherever a reference does, as with copy.
+    const digest = await airlockOk(env, ['digest', `docker://${registry.host}/quiet/app:v1`]);
+    assert.equal(digest.stdout, `${match[2]}\n`);
+  });
+});
+
 describe('airlock flags and hosts given the wrong way', { concurrency: 2 }, () => {
   it('exits 2 for bad numbers, unsupported transports, malformed references and hosts with a path', async (t) => {
     const env = await cliEnv(t);
