@@ -181,6 +181,13 @@ export function registerRegistryCommands(program: Command): void {
         digest,
         flags.artifactType ? { artifactType: flags.artifactType } : {},
       );
+      // Referrers may name a subject that is not pushed (yet); with none, a missing subject is more likely
+      // a mistyped digest, which should not pass for "no signatures" (oras discover fails the same way).
+      if (list.length === 0 && ref.digest && !(await client.headManifest(ref.repository, ref.digest)))
+        throw new ClientError(
+          'NOT_FOUND',
+          `${reference}: no manifest ${ref.digest} in ${ref.repository}, and nothing refers to it`,
+        );
       const rows = list.map((d) => `${d.digest}  ${d.artifactType ?? d.mediaType}  ${d.size}`);
       out.result(rows.length ? rows.join('\n') : `No referrers of ${digest}`, list);
     });

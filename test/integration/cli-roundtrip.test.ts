@@ -526,6 +526,12 @@ for (const target of TARGETS) {
         'json',
       ]);
       assert.deepEqual(json(none.stdout), []);
+      // A digest nothing is stored under and nothing refers to (a typo) is an error, not "no referrers".
+      const missing = `sha256:${'0'.repeat(64)}`;
+      assertOneLineError(
+        await airlock(env, ['referrers', `${registry.host}/${ns}-mirror/unsigned@${missing}`]),
+        { pattern: /no manifest sha256:0+ in .*unsigned, and nothing refers to it/ },
+      );
     });
 
     it('reads back what was pushed with tags, catalog, manifest, config, digest and blob', async (t) => {
