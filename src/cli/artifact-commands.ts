@@ -11,7 +11,7 @@ import {
   type ImageSource,
   type PushFile,
 } from '../client/index.js';
-import { formatReference, isIndexMediaType, parseManifest } from '../oci/index.js';
+import { formatReference } from '../oci/index.js';
 import {
   clientFor,
   imageLocation,
@@ -24,7 +24,7 @@ import {
   withClientOptions,
   type ClientFlags,
 } from './common.js';
-import { parsePlatform, selectPlatform } from './platform.js';
+import { parsePlatform, platformEntry } from './platform.js';
 
 /** `FILE[:MEDIATYPE]` as oras takes it. */
 function pushFile(arg: string): PushFile {
@@ -123,9 +123,7 @@ export function registerArtifactCommands(program: Command): void {
       if (flags.platform) {
         // From an index, the artifact for that platform (as oras pull --platform).
         const root = await client.getManifest(ref.repository, reference);
-        const parsed = parseManifest(root.bytes, root.mediaType);
-        if (isIndexMediaType(parsed.mediaType))
-          reference = selectPlatform(parsed.manifests, flags.platform).digest;
+        reference = platformEntry(root, flags.platform) ?? reference;
       }
       const files = await pullArtifact(client, {
         repository: ref.repository,

@@ -8,6 +8,8 @@ import {
   lookupCredentials,
   readDockerConfig,
   storeCredentials,
+  serverHost,
+  toHelperCredential,
   writeDockerConfig,
   dockerConfigPath,
 } from '../client/index.js';
@@ -20,11 +22,6 @@ import {
   withClientOptions,
   type ClientFlags,
 } from './common.js';
-
-/** `host`, `https://host/v1/` and `http://host` are one registry in docker's `auths`. */
-function authsKeyHost(key: string): string {
-  return key.replace(/^https?:\/\//, '').replace(/\/.*$/, '');
-}
 
 /** Whether docker-credential-airlock is on PATH, where docker and the other tools look for it. */
 async function helperOnPath(): Promise<boolean> {
@@ -106,16 +103,11 @@ export function registerAuthCommands(program: Command): void {
         const saved = await lookupCredentials(host, { configPath: path }).catch(() => undefined);
         if (saved) {
           // Saved in Airlock's store before the config points there, so the login is never lost.
-          await store.store(
-            host,
-            'identityToken' in saved
-              ? { Username: '<token>', Secret: saved.identityToken }
-              : { Username: saved.username, Secret: saved.password },
-          );
+          await store.store(host, toHelperCredential(saved));
           moved.push(host);
           // The password leaves config.json, under whichever key docker wrote it.
           for (const key of Object.keys(config.auths ?? {}))
-            if (authsKeyHost(key) === host) delete config.auths?.[key];
+            if (serverHost(key) === host) delete config.auths?.[key];
         }
         config.credHelpers = { ...config.credHelpers, [host]: 'airlock' };
         await writeDockerConfig(config, path);

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { copyImage, openSource, openTarget, type ImageSource, type ImageTarget } from '../client/index.js';
+import { isDigest } from '../oci/index.js';
 import {
   clientFor,
   imageLocation,
@@ -55,7 +56,8 @@ export function registerCopy(program: Command): void {
           );
         if (
           (destination.kind === 'oci' || destination.kind === 'oci-archive') &&
-          destination.tag?.includes(':')
+          destination.tag !== undefined &&
+          isDigest(destination.tag)
         )
           throw new UsageError(
             `Destination "${destinationText}" names a digest; a layout entry is written under a tag (oci:DIR:TAG) or none`,

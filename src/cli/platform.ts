@@ -1,4 +1,11 @@
-import { parsePlatform as parsePlatformText, type Descriptor, type Platform } from '../oci/index.js';
+import {
+  isIndexMediaType,
+  parseManifest,
+  parsePlatform as parsePlatformText,
+  type Descriptor,
+  type Digest,
+  type Platform,
+} from '../oci/index.js';
 import { choosePlatform } from '../client/index.js';
 import { UsageError } from './common.js';
 
@@ -23,6 +30,18 @@ export function hostPlatform(): Platform {
     os: process.platform === 'win32' ? 'windows' : process.platform,
     architecture: arch[process.arch] ?? process.arch,
   };
+}
+
+/**
+ * When `manifest` is an index, the digest of its entry for the wanted platform (see selectPlatform);
+ * undefined for an image, which is its own answer.
+ */
+export function platformEntry(
+  manifest: { readonly bytes: Uint8Array; readonly mediaType: string },
+  wanted?: string,
+): Digest | undefined {
+  const parsed = parseManifest(manifest.bytes, manifest.mediaType);
+  return isIndexMediaType(parsed.mediaType) ? selectPlatform(parsed.manifests, wanted).digest : undefined;
 }
 
 /** The index entry for the wanted platform (default: this machine's), or a clear error listing what exists. */

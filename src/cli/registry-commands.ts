@@ -1,17 +1,9 @@
 import type { Command } from 'commander';
 import { createWriteStream } from 'node:fs';
-import { rename } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
-import {
-  formatReference,
-  isIndexMediaType,
-  parseManifest,
-  releaseTempPath,
-  removeTempPath,
-  trackTempPath,
-} from '../oci/index.js';
-import { ClientError, type ManifestResult, type RegistryClient } from '../client/index.js';
-import { selectPlatform } from './platform.js';
+import { formatReference, parseManifest, writeThroughTemp } from '../oci/index.js';
+import { ClientError } from '../client/index.js';
+import { platformEntry } from './platform.js';
 import {
   outputFor,
   parseRef,
@@ -23,20 +15,6 @@ import {
 } from './common.js';
 
 const CONFIG_LIMIT = 64 * 1024 * 1024;
-
-/**
- * `root`, or when it is an index, its manifest for `platform` (default: this machine's, or the only one),
- * as crane's --platform picks it.
- */
-async function platformManifest(
-  client: RegistryClient,
-  root: ManifestResult & { readonly repository: string },
-  platform: string | undefined,
-): Promise<ManifestResult> {
-  const parsed = parseManifest(root.bytes, root.mediaType);
-  if (!isIndexMediaType(parsed.mediaType)) return root;
-  return client.getManifest(root.repository, selectPlatform(parsed.manifests, platform).digest);
-}
 
 /** Read and edit commands on one registry: tags, catalog, manifest, config, digest, blob, referrers, tag, delete. */
 export function registerRegistryCommands(program: Command): void {
@@ -77,12 +55,8 @@ export function registerRegistryCommands(program: Command): void {
     const ref = parseRef(reference);
     await withClient(ref.registry, flags, async (client) => {
       let manifest = await client.getManifest(ref.repository, refString(ref));
-      if (flags.platform)
-        manifest = await platformManifest(
-          client,
-          { ...manifest, repository: ref.repository },
-          flags.platform,
-        );
+      const child = flags.platform ? platformEntry(manifest, flags.platform) : undefined;
+      if (child) manifest = await client.getManifest(ref.repository, child);
       process.stdout.write(manifest.bytes);
       if (process.stdout.isTTY) process.stdout.write('\n');
     });
@@ -100,11 +74,7 @@ export function registerRegistryCommands(program: Command): void {
     await withClient(ref.registry, flags, async (client) => {
       if (flags.platform) {
         const root = await client.getManifest(ref.repository, refString(ref));
-        const { digest } = await platformManifest(
-          client,
-          { ...root, repository: ref.repository },
-          flags.platform,
-        );
+        const digest = platformEntry(root, flags.platform) ?? root.digest;
         out.result(digest, { digest });
         return;
       }
@@ -124,11 +94,8 @@ export function registerRegistryCommands(program: Command): void {
     const ref = parseRef(reference);
     await withClient(ref.registry, flags, async (client) => {
       const root = await client.getManifest(ref.repository, refString(ref));
-      const manifest = await platformManifest(
-        client,
-        { ...root, repository: ref.repository },
-        flags.platform,
-      );
+      const child = platformEntry(root, flags.platform);
+      const manifest = child ? await client.getManifest(ref.repository, child) : root;
       const parsed = parseManifest(manifest.bytes, manifest.mediaType);
       if (!parsed.config) throw new UsageError(`${reference} has no config`);
       process.stdout.write(await client.getBlobBytes(ref.repository, parsed.config.digest, CONFIG_LIMIT));
@@ -152,16 +119,9 @@ export function registerRegistryCommands(program: Command): void {
         await pipeline(stream, process.stdout);
         return;
       }
-      const temp = `${flags.file}.partial`;
-      trackTempPath(temp);
-      try {
-        await pipeline(stream, createWriteStream(temp));
-        await rename(temp, flags.file);
-        releaseTempPath(temp);
-      } catch (error) {
-        await removeTempPath(temp);
-        throw error;
-      }
+      await writeThroughTemp(`${flags.file}.partial`, flags.file, (temp) =>
+        pipeline(stream, createWriteStream(temp)),
+      );
     });
   });
 

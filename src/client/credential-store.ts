@@ -43,18 +43,18 @@ export class CredentialStore {
   }
 
   async get(host: string): Promise<StoredCredential | undefined> {
-    return (await this.#read())[normalise(host)];
+    return (await this.#read())[serverHost(host)];
   }
 
   async store(host: string, credential: StoredCredential): Promise<void> {
     const data = await this.#read();
-    data[normalise(host)] = credential;
+    data[serverHost(host)] = credential;
     await this.#write(data);
   }
 
   async erase(host: string): Promise<boolean> {
     const data = await this.#read();
-    const key = normalise(host);
+    const key = serverHost(host);
     if (!(key in data)) return false;
     delete data[key];
     await this.#write(data);
@@ -66,7 +66,7 @@ export class CredentialStore {
   }
 }
 
-/** `https://host/v1/` and `host` name the same registry. */
-function normalise(serverUrl: string): string {
+/** The registry a docker server URL or config key names: `https://host/v1/` and `host` are one. */
+export function serverHost(serverUrl: string): string {
   return serverUrl.replace(/^https?:\/\//, '').replace(/\/.*$/, '');
 }

@@ -4,7 +4,7 @@ import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ClientError } from './errors.js';
-import { CredentialStore, credentialStorePath } from './credential-store.js';
+import { CredentialStore, credentialStorePath, type StoredCredential } from './credential-store.js';
 
 /** What a registry is told about who is calling. */
 export type Credentials =
@@ -159,6 +159,20 @@ export async function lookupCredentials(
  */
 const OWN_HELPER = 'airlock';
 
+/** Credentials in the credential-helper shape (an identity token is the user `<token>`). */
+export function toHelperCredential(credentials: Credentials): StoredCredential {
+  return 'identityToken' in credentials
+    ? { Username: '<token>', Secret: credentials.identityToken }
+    : { Username: credentials.username, Secret: credentials.password };
+}
+
+/** The reverse of toHelperCredential; undefined without a secret. */
+function fromHelperCredential(found: { Username?: string; Secret?: string }): Credentials | undefined {
+  if (!found.Secret) return undefined;
+  if (found.Username === '<token>') return { identityToken: found.Secret };
+  return { username: found.Username ?? '', password: found.Secret };
+}
+
 function ownStore(env?: NodeJS.ProcessEnv): CredentialStore {
   return new CredentialStore(credentialStorePath(env ?? process.env));
 }
@@ -170,9 +184,7 @@ async function helperGet(
 ): Promise<Credentials | undefined> {
   if (helper === OWN_HELPER) {
     const found = await ownStore(env).get(host);
-    if (!found?.Secret) return undefined;
-    if (found.Username === '<token>') return { identityToken: found.Secret };
-    return { username: found.Username, password: found.Secret };
+    return found && fromHelperCredential(found);
   }
   let out: string;
   try {
@@ -182,10 +194,7 @@ async function helperGet(
     if (error instanceof ClientError && /credentials not found/i.test(error.message)) return undefined;
     throw error;
   }
-  const parsed = JSON.parse(out) as { Username?: string; Secret?: string };
-  if (!parsed.Secret) return undefined;
-  if (parsed.Username === '<token>') return { identityToken: parsed.Secret };
-  return { username: parsed.Username ?? '', password: parsed.Secret };
+  return fromHelperCredential(JSON.parse(out) as { Username?: string; Secret?: string });
 }
 
 /** Saves credentials for `host` where docker would: its credHelper or credsStore, else `auths`. */
@@ -198,16 +207,15 @@ export async function storeCredentials(
   const config = await readDockerConfig(path);
   const helper = config.credHelpers?.[host] ?? config.credsStore;
   if (helper) {
-    const username = 'identityToken' in credentials ? '<token>' : credentials.username;
-    const secret = 'identityToken' in credentials ? credentials.identityToken : credentials.password;
+    const credential = toHelperCredential(credentials);
     if (helper === OWN_HELPER) {
       const store = ownStore(options.env);
-      await store.store(host, { Username: username, Secret: secret });
+      await store.store(host, credential);
       return `credential helper docker-credential-airlock (${store.path})`;
     }
     await runCredentialHelper(
       helper,
-      { action: 'store', input: JSON.stringify({ ServerURL: host, Username: username, Secret: secret }) },
+      { action: 'store', input: JSON.stringify({ ServerURL: host, ...credential }) },
       options.env ? { env: options.env } : {},
     );
     return `credential helper docker-credential-${helper}`;

@@ -1,4 +1,5 @@
 import {
+  isDigest,
   makeTempDir,
   OciLayout,
   parseReference,
@@ -39,8 +40,9 @@ export type ImageLocation =
  * entry chosen by its digest, e.g. one of several untagged images).
  */
 function pathAndTag(rest: string): { path: string; tag?: string } {
-  const byDigest = /@((?:sha256|sha512):[0-9a-f]+)$/.exec(rest);
-  if (byDigest?.[1]) return { path: rest.slice(0, byDigest.index), tag: byDigest[1] };
+  const at = rest.lastIndexOf('@');
+  const digest = rest.slice(at + 1);
+  if (at > 0 && isDigest(digest)) return { path: rest.slice(0, at), tag: digest };
   const colon = rest.lastIndexOf(':');
   if (colon > 0 && !rest.slice(colon + 1).includes('/')) {
     const tag = rest.slice(colon + 1);

@@ -21,9 +21,10 @@ export {
   writeDockerConfig,
   dockerConfigPath,
   runCredentialHelper,
+  toHelperCredential,
 } from './credentials.js';
 export type { Credentials, DockerConfig } from './credentials.js';
-export { CredentialStore, credentialStorePath } from './credential-store.js';
+export { CredentialStore, credentialStorePath, serverHost } from './credential-store.js';
 export type { StoredCredential } from './credential-store.js';
 export { ClientError } from './errors.js';
 export type { ClientErrorCode } from './errors.js';

@@ -1,12 +1,12 @@
 import { constants } from 'node:fs';
-import { link, mkdir, open, readdir, rename, rm, symlink, lstat, writeFile } from 'node:fs/promises';
+import { link, mkdir, open, readdir, rm, symlink, lstat, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { dirname, posix, resolve, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { extract as tarExtract, type Header } from 'tar-stream';
 import { ArchiveError, decompressed } from './compression.js';
-import { releaseTempPath, removeTempPath, trackTempPath } from './temp-paths.js';
+import { writeThroughTemp } from './temp-paths.js';
 
 export interface ExtractLimits {
   /** Total bytes of file content across all layers. Default: 4 GiB. */
@@ -249,19 +249,13 @@ export async function extractLayers(
   if (await lstat(final).catch(() => undefined)) throw new ArchiveError(`Target "${target}" already exists`);
   await mkdir(dirname(final), { recursive: true });
   const temp = `${final}.partial-${randomBytes(6).toString('hex')}`;
-  await mkdir(temp, { mode: 0o755 });
-  trackTempPath(temp);
   const extractor = new Extractor(temp, options);
-  try {
+  await writeThroughTemp(temp, final, async () => {
+    await mkdir(temp, { mode: 0o755 });
     for await (const open of layers) {
       options.signal?.throwIfAborted();
       await extractor.layer(await open());
     }
-    await rename(temp, final);
-    releaseTempPath(temp);
-  } catch (error) {
-    await removeTempPath(temp);
-    throw error;
-  }
+  });
   return { files: extractor.files, bytes: extractor.bytes };
 }

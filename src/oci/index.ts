@@ -40,4 +40,5 @@ export {
   releaseTempPath,
   removeTempPath,
   removeTempPathsSync,
+  writeThroughTemp,
 } from './temp-paths.js';

@@ -3,12 +3,12 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { ArchiveError } from './compression.js';
-import { Digester, digestOf, parseDigest, type Digest } from './digest.js';
+import { Digester, digestOf, isDigest, parseDigest, type Digest } from './digest.js';
 import { fileStream } from './file-source.js';
 import { writeHashed } from './hashed-write.js';
 import { MAX_MANIFEST_BYTES, type Descriptor } from './manifest.js';
 import { MediaType } from './media-types.js';
-import { removeTempPath, trackTempPath } from './temp-paths.js';
+import { writeThroughTemp } from './temp-paths.js';
 
 /** The annotation an OCI layout uses to name a manifest (its "tag"). */
 export const REF_NAME = 'org.opencontainers.image.ref.name';
@@ -74,7 +74,7 @@ export class OciLayout {
     const { manifests } = await this.index();
     if (tag !== undefined) {
       // A digest names an entry by content only, never by a tag that happens to read like one.
-      const byDigest = /^[a-z0-9]+:[0-9a-f]+$/.test(tag);
+      const byDigest = isDigest(tag);
       const found = manifests.find((m) => (byDigest ? m.digest === tag : m.annotations?.[REF_NAME] === tag));
       if (!found) throw new ArchiveError(`Layout "${this.dir}" has no manifest named "${tag}"`);
       return found;
@@ -148,16 +148,12 @@ export class OciLayout {
     await mkdir(join(this.dir, 'blobs', algorithm), { recursive: true });
     const temp = join(this.dir, 'blobs', algorithm, `.tmp-${randomBytes(8).toString('hex')}`);
     const digester = new Digester(algorithm);
-    trackTempPath(temp);
-    try {
+    await writeThroughTemp(temp, this.blobPath(digest), async () => {
       await writeHashed(source, temp, { digester });
       const actual = digester.digest();
       if (actual !== digest) throw new ArchiveError(`Blob ${digest} arrived with digest ${actual}`);
-      await rename(temp, this.blobPath(digest));
-      return digester.size;
-    } finally {
-      await removeTempPath(temp);
-    }
+    });
+    return digester.size;
   }
 
   async writeBytes(bytes: Buffer): Promise<Digest> {

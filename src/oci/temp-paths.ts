@@ -1,5 +1,5 @@
 import { rmSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rename, rm } from 'node:fs/promises';
 
 /**
  * Temp files and folders being written right now (staging folders, `.partial` files, blobs not yet
@@ -41,4 +41,24 @@ export async function makeTempDir(prefix: string): Promise<string> {
   const dir = await mkdtemp(prefix);
   trackTempPath(dir);
   return dir;
+}
+
+/**
+ * Writes `final` through `temp` (a file or folder beside it): `write` fills `temp`, which is then renamed
+ * onto `final`. On any failure, or a signal meanwhile, `temp` is removed and `final` is left as it was.
+ */
+export async function writeThroughTemp(
+  temp: string,
+  final: string,
+  write: (temp: string) => Promise<void>,
+): Promise<void> {
+  trackTempPath(temp);
+  try {
+    await write(temp);
+    await rename(temp, final);
+    releaseTempPath(temp);
+  } catch (error) {
+    await removeTempPath(temp);
+    throw error;
+  }
 }

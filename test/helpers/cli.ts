@@ -9,6 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { delimiter, dirname, join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { digestOf } from '../../src/oci/index.js';
+import { runToolOk } from './interop.js';
 import { findPeer, requirePeer } from './peers.js';
 import {
   CLI,
@@ -79,6 +80,20 @@ export async function installCredentialHelper(env: CliEnv): Promise<string> {
   const link = join(env.binDir, 'docker-credential-airlock');
   await symlink(CREDENTIAL_HELPER, link);
   return link;
+}
+
+/** oras as a test runs it: plain HTTP, no TTY, the env's private config folders. */
+export type Oras = (args: readonly string[], cwd?: string) => Promise<CommandResult>;
+
+/** oras for `env`; undefined when it is not installed (skipped locally, a failure under CI). */
+export function orasFor(t: TestContext, env: CliEnv): Oras | undefined {
+  const bin = requirePeer(t, 'oras');
+  if (!bin) return undefined;
+  return (args, cwd) =>
+    runToolOk(bin, [...args, '--plain-http', '--no-tty'], {
+      env: env.env,
+      ...(cwd === undefined ? {} : { cwd }),
+    });
 }
 
 export interface CliOptions {

@@ -5,15 +5,13 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { lstat, mkdir, readdir, readFile, readlink, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, it, type TestContext } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { extract, pack } from 'tar-stream';
 import { digestOf, MediaType } from '../../src/oci/index.js';
-import { airlock, airlockOk, assertOneLineError, cliEnv, seedArtifact, type CliEnv } from '../helpers/cli.js';
+import { airlock, airlockOk, assertOneLineError, cliEnv, orasFor, seedArtifact } from '../helpers/cli.js';
 import { startTestRegistry, type TestRegistry } from '../helpers/in-process.js';
-import { fetchBlob, fetchManifest, nonce, runToolOk, tempDirForTest } from '../helpers/interop.js';
-import { requirePeer } from '../helpers/peers.js';
-import type { CommandResult } from '../helpers/processes.js';
+import { fetchBlob, fetchManifest, nonce, tempDirForTest } from '../helpers/interop.js';
 
 const TITLE = 'org.opencontainers.image.title';
 const UNPACK = 'io.deis.oras.content.unpack';
@@ -362,19 +360,6 @@ describe('airlock push --artifact-type', () => {
     assert.equal((await manifestOf(repository)).artifactType, 'application/vnd.acme.config+json');
   });
 });
-
-type Oras = (args: readonly string[], cwd?: string) => Promise<CommandResult>;
-
-/** oras over plain HTTP with the test's private config folders; undefined when it is not installed. */
-function orasFor(t: TestContext, env: CliEnv): Oras | undefined {
-  const bin = requirePeer(t, 'oras');
-  if (!bin) return undefined;
-  return (args, cwd) =>
-    runToolOk(bin, [...args, '--plain-http', '--no-tty'], {
-      env: env.env,
-      ...(cwd === undefined ? {} : { cwd }),
-    });
-}
 
 describe('airlock and oras with the current folder "."', () => {
   it('airlock pull restores what `oras push REF .` wrote, and oras pull restores `airlock push REF .`', async (t) => {

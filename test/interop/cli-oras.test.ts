@@ -4,33 +4,17 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { describe, it, type TestContext } from 'node:test';
+import { describe, it } from 'node:test';
 import { MediaType } from '../../src/oci/index.js';
-import { airlockOk, cliEnv, listTree, startDistributionForTest, type CliEnv } from '../helpers/cli.js';
+import { airlockOk, cliEnv, listTree, orasFor, startDistributionForTest } from '../helpers/cli.js';
 import {
   fetchManifest,
   nonce,
-  runToolOk,
   sha256,
   startAirlockForTest,
   tempDirForTest,
   TEST_TIMEOUT_MS,
 } from '../helpers/interop.js';
-import { requirePeer } from '../helpers/peers.js';
-import type { CommandResult } from '../helpers/processes.js';
-
-type Oras = (args: readonly string[], cwd?: string) => Promise<CommandResult>;
-
-/** oras over plain HTTP with the test's private config folders. */
-function orasFor(t: TestContext, env: CliEnv): Oras | undefined {
-  const bin = requirePeer(t, 'oras');
-  if (!bin) return undefined;
-  return (args, cwd) =>
-    runToolOk(bin, [...args, '--plain-http', '--no-tty'], {
-      env: env.env,
-      ...(cwd === undefined ? {} : { cwd }),
-    });
-}
 
 interface ArtifactManifest {
   readonly artifactType?: string;

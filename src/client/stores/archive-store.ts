@@ -1,5 +1,5 @@
 import { createReadStream, createWriteStream } from 'node:fs';
-import { readFile, readdir, rename, stat } from 'node:fs/promises';
+import { readFile, readdir, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, basename } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -16,11 +16,10 @@ import {
   makeTempDir,
   MediaType,
   OciLayout,
-  releaseTempPath,
   parseReference,
   removeTempPath,
   safeEntryPath,
-  trackTempPath,
+  writeThroughTemp,
   type Descriptor,
   type Digest,
 } from '../../oci/index.js';
@@ -109,9 +108,13 @@ export async function checkArchiveDestination(file: string): Promise<void> {
 /** Packs a folder into a tar file (written to FILE.partial, then renamed). */
 export async function packFolder(dir: string, file: string): Promise<void> {
   const temp = join(dirname(file), `.${basename(file)}.partial`);
-  trackTempPath(temp);
+  await writeThroughTemp(temp, file, () => packInto(dir, temp));
+}
+
+/** Writes the tar of folder `dir` to `file`. */
+async function packInto(dir: string, file: string): Promise<void> {
   const tar = pack();
-  const out = pipeline(tar as unknown as Readable, createWriteStream(temp));
+  const out = pipeline(tar as unknown as Readable, createWriteStream(file));
   // Settled below; until then a failing write (a full disk) must not surface as an unhandled rejection.
   out.catch(() => undefined);
   const walk = async (rel: string): Promise<void> => {
@@ -145,11 +148,8 @@ export async function packFolder(dir: string, file: string): Promise<void> {
   try {
     // Whichever fails first: the walk, or the write (whose failure can leave the walk waiting).
     await Promise.all([entries, out]);
-    await rename(temp, file);
-    releaseTempPath(temp);
   } catch (error) {
     tar.destroy();
-    await removeTempPath(temp);
     throw error;
   }
 }

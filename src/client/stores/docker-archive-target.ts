@@ -6,7 +6,6 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import {
   decompressed,
-  isIndexMediaType,
   makeTempDir,
   OciLayout,
   MediaType,
@@ -17,7 +16,6 @@ import {
   type Platform,
 } from '../../oci/index.js';
 import { ClientError } from '../errors.js';
-import { choosePlatform } from '../platforms.js';
 import type { ImageTarget, PutBlobResult } from '../image-store.js';
 import type { ManifestResult } from '../registry-client.js';
 import { checkArchiveDestination, packFolder } from './archive-store.js';
@@ -39,34 +37,20 @@ export class DockerArchiveTarget implements ImageTarget {
   readonly imageName: string | undefined;
   readonly work: string;
   readonly layout: OciLayout;
-  readonly platform: Platform;
-
-  get onePlatform(): Platform {
-    return this.platform;
-  }
+  /** One image per archive: a copy takes this platform of an index unless it is asked for another. */
+  readonly onePlatform: Platform = { os: 'linux', architecture: 'amd64' };
 
   private constructor(parts: {
     file: string;
     imageName: string | undefined;
     work: string;
     layout: OciLayout;
-    platform: Platform;
   }) {
-    ({
-      file: this.file,
-      imageName: this.imageName,
-      work: this.work,
-      layout: this.layout,
-      platform: this.platform,
-    } = parts);
+    ({ file: this.file, imageName: this.imageName, work: this.work, layout: this.layout } = parts);
     this.name = `docker-archive:${this.file}${this.imageName ? `:${this.imageName}` : ''}`;
   }
 
-  static async open(
-    file: string,
-    imageName: string | undefined,
-    platform?: Platform,
-  ): Promise<DockerArchiveTarget> {
+  static async open(file: string, imageName: string | undefined): Promise<DockerArchiveTarget> {
     if (imageName !== undefined) {
       try {
         parseReference(imageName);
@@ -80,13 +64,7 @@ export class DockerArchiveTarget implements ImageTarget {
     await checkArchiveDestination(file);
     const work = await makeTempDir(join(tmpdir(), 'airlock-docker-archive-'));
     const layout = await OciLayout.open(join(work, 'blobs'), { create: true });
-    return new DockerArchiveTarget({
-      file,
-      imageName,
-      work,
-      layout,
-      platform: platform ?? { os: 'linux', architecture: 'amd64' },
-    });
+    return new DockerArchiveTarget({ file, imageName, work, layout });
   }
 
   async putBlob(descriptor: Descriptor, open: () => Promise<Readable>): Promise<PutBlobResult> {
@@ -110,11 +88,8 @@ export class DockerArchiveTarget implements ImageTarget {
 
   async #write(): Promise<void> {
     if (!this.#root) throw new ClientError('INVALID_INPUT', 'Nothing was copied into the docker archive');
-    let manifest = parseManifest(this.#root.bytes, this.#root.mediaType);
-    if (isIndexMediaType(manifest.mediaType)) {
-      const child = choosePlatform(manifest.manifests, this.platform, { what: 'The index copied' });
-      manifest = parseManifest(await this.layout.readBlob(child.digest, 4 * 1024 * 1024), child.mediaType);
-    }
+    // copyImage narrows an index to onePlatform, so the root is one manifest here.
+    const manifest = parseManifest(this.#root.bytes, this.#root.mediaType);
     if (!manifest.config || !IMAGE_CONFIG_TYPES.has(manifest.config.mediaType))
       throw new ClientError(
         'INVALID_INPUT',

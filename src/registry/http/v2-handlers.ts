@@ -43,35 +43,15 @@ export function parseRangeHeader(value: string, size: number): ByteRange | undef
   if (equals < 0 || value.slice(0, equals).trim().toLowerCase() !== 'bytes') return undefined;
   const set = value.slice(equals + 1).split(',');
   if (set.length > 1) return undefined;
+  const unsatisfiable = (why: string): RegistryError =>
+    new RegistryError('BLOB_UNKNOWN', `Range "${value}" ${why}`, { status: 416, detail: { size } });
   const match = /^(\d*)-(\d*)$/.exec((set[0] ?? '').trim());
-  if (!match || (match[1] === '' && match[2] === '')) {
-    throw new RegistryError('BLOB_UNKNOWN', `Range "${value}" is not a byte range`, {
-      status: 416,
-      detail: { size },
-    });
-  }
-  let start: number;
-  let end: number;
-  if (match[1] === '') {
-    const suffix = Number(match[2]);
-    start = Math.max(size - suffix, 0);
-    end = size - 1;
-  } else {
-    start = Number(match[1]);
-    end = match[2] === '' ? size - 1 : Math.min(Number(match[2]), size - 1);
-    if (match[2] !== '' && Number(match[2]) < start) {
-      throw new RegistryError('BLOB_UNKNOWN', `Range "${value}" ends before it starts`, {
-        status: 416,
-        detail: { size },
-      });
-    }
-  }
-  if (start > end || start >= size) {
-    throw new RegistryError('BLOB_UNKNOWN', `Range "${value}" is outside the blob's ${size} bytes`, {
-      status: 416,
-      detail: { size },
-    });
-  }
+  if (!match || (match[1] === '' && match[2] === '')) throw unsatisfiable('is not a byte range');
+  // `-n` is the last n bytes; `a-` runs to the end; `a-b` ends at b or the blob's end (a b before a is
+  // caught below as start > end).
+  const start = match[1] === '' ? Math.max(size - Number(match[2]), 0) : Number(match[1]);
+  const end = match[1] === '' || match[2] === '' ? size - 1 : Math.min(Number(match[2]), size - 1);
+  if (start > end || start >= size) throw unsatisfiable(`is outside the blob's ${size} bytes`);
   return { start, end };
 }
 
