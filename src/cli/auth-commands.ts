@@ -46,18 +46,14 @@ export function registerAuthCommands(program: Command): void {
       .description('Check credentials against a registry and save them'),
   ).action(async (hostText: string, flags: ClientFlags) => {
     const out = outputFor(flags);
-    const { host, plainHttp } = registryHost(hostText);
+    const { host } = registryHost(hostText);
     if (!flags.username) throw new UsageError('login needs --username (and --password-stdin)');
     const password = flags.passwordStdin ? await readStdin() : flags.password;
     if (password === undefined || password === '')
       throw new UsageError('login needs a password: pass it with --password-stdin');
     const credentials = { username: flags.username, password };
-    const client = await clientFor(host, {
-      ...flags,
-      password,
-      passwordStdin: false,
-      ...(plainHttp ? { plainHttp } : {}),
-    });
+    // The text as given: its scheme (https://, http://) chooses how to speak to the registry.
+    const client = await clientFor(hostText, { ...flags, password, passwordStdin: false });
     try {
       await client.ping();
     } finally {

@@ -70,7 +70,7 @@ export function imageLocation(text: string): ImageLocation {
  * (`https://HOST`; `http://HOST` means plain HTTP) and a trailing slash. A path is a usage error: it
  * names a repository, not a registry.
  */
-export function registryHost(text: string): { host: string; plainHttp: boolean } {
+export function registryHost(text: string): { host: string; plainHttp: boolean | undefined } {
   const scheme = /^(https?):\/\//i.exec(text);
   // docker's own keys end in an API version (`https://index.docker.io/v1/`): that is still the host.
   const host = (scheme ? text.slice(scheme[0].length) : text).replace(/(\/v[12])?\/*$/, '');
@@ -79,7 +79,8 @@ export function registryHost(text: string): { host: string; plainHttp: boolean }
     throw new UsageError(`"${text}" is a path, not a registry; give the registry as HOST[:PORT]`);
   if (!/^[A-Za-z0-9.-]+(:\d+)?$|^\[[0-9A-Fa-f:.]+\](:\d+)?$/.test(host))
     throw new UsageError(`"${text}" is not a registry HOST[:PORT]`);
-  return { host, plainHttp: scheme?.[1]?.toLowerCase() === 'http' };
+  // A scheme decides; without one a loopback host is probed (plain HTTP first) and others get HTTPS.
+  return { host, plainHttp: scheme ? scheme[1]?.toLowerCase() === 'http' : undefined };
 }
 
 /** A flag's whole positive number: a usage error for anything else (`abc`, `0`, `1.5`), never a default. */
@@ -161,7 +162,7 @@ export async function clientFor(hostText: string, flags: ClientFlags): Promise<R
   const ca = flags.caFile ? await readCaFile(flags.caFile) : undefined;
   return new RegistryClient(host, {
     credentials: await credentialsFor(host, flags),
-    ...(flags.plainHttp || plainHttp ? { plainHttp: true } : {}),
+    ...(flags.plainHttp ? { plainHttp: true } : plainHttp === undefined ? {} : { plainHttp }),
     ...(flags.insecure ? { insecure: true } : {}),
     ...(ca ? { ca } : {}),
   });

@@ -1,14 +1,17 @@
 import {
   isIndexMediaType,
   parseManifest,
+  type Descriptor,
   type Digest,
   type ParsedManifest,
   type Platform,
 } from '../oci/index.js';
+import type { Readable } from 'node:stream';
 import { ClientError } from './errors.js';
 import { choosePlatform } from './platforms.js';
 import type { ImageSource, ImageTarget, PutBlobResult } from './image-store.js';
-import type { ManifestResult } from './registry-client.js';
+import { isRetryableFailure, type ManifestResult } from './registry-client.js';
+import { defaultSleep } from './retry.js';
 
 export interface CopyProgress {
   readonly kind: 'blob' | 'manifest';
@@ -75,6 +78,60 @@ async function bounded<T>(
     throw failed instanceof Error ? failed : new Error('A blob transfer failed', { cause: failed });
 }
 
+/** Times a blob is read again after its source broke off (a reset, a cut-off body). */
+const SOURCE_RETRIES = 4;
+
+/**
+ * Stores one blob in the target. Every target checks the digest as it stores (registries, layouts,
+ * archives), so the source does not hash the bytes a second time; a mismatch the target finds is then
+ * reported as the source's. A source that breaks off is read again from the start.
+ */
+async function copyBlob(
+  source: ImageSource,
+  target: ImageTarget,
+  descriptor: Descriptor,
+  signal: AbortSignal | undefined,
+): Promise<PutBlobResult> {
+  for (let attempt = 0; ; attempt++) {
+    let sourceError: unknown;
+    const open = async (): Promise<Readable> => {
+      try {
+        const stream = await source.blob(descriptor, signal, false);
+        stream.once('error', (error) => (sourceError ??= error));
+        return stream;
+      } catch (error) {
+        sourceError ??= error;
+        throw error;
+      }
+    };
+    try {
+      return await target.putBlob(descriptor, open, { source, ...(signal ? { signal } : {}) });
+    } catch (error) {
+      if (signal?.aborted) throw error;
+      if (sourceError === undefined) {
+        if (!(error instanceof ClientError)) throw error;
+        if (error.code !== 'DIGEST_MISMATCH' && error.registryCode !== 'DIGEST_INVALID') throw error;
+        throw new ClientError(
+          'DIGEST_MISMATCH',
+          `Blob ${descriptor.digest} from ${source.name} does not match its digest (${error.message})`,
+          { cause: error },
+        );
+      }
+      if (attempt < SOURCE_RETRIES && isRetryableFailure(sourceError)) {
+        await defaultSleep(200 * 2 ** attempt, signal);
+        continue;
+      }
+      const reason = (sourceError as Error).message ?? String(sourceError);
+      if (sourceError instanceof ClientError && reason.includes(descriptor.digest)) throw sourceError;
+      throw new ClientError(
+        sourceError instanceof ClientError ? sourceError.code : 'NETWORK',
+        `Cannot read blob ${descriptor.digest} from ${source.name}: ${reason}`,
+        { cause: sourceError },
+      );
+    }
+  }
+}
+
 /**
  * Copies an image, index or artifact from `source` to `target`: blobs first (in parallel, skipped or
  * mounted where the target allows), then child manifests, then the root under the target's tag.
@@ -118,12 +175,7 @@ export async function copyImage(
       );
       const unique = [...new Map(blobs.map((d) => [d.digest, d])).values()];
       await bounded(unique, concurrency, async (descriptor) => {
-        // Every target checks the digest as it stores (registries, layouts, archives), so the
-        // source does not hash the bytes a second time.
-        const result = await target.putBlob(descriptor, () => source.blob(descriptor, signal, false), {
-          source,
-          ...(signal ? { signal } : {}),
-        });
+        const result = await copyBlob(source, target, descriptor, signal);
         done.add(descriptor.digest);
         stats.blobs++;
         if (result === 'uploaded') {

@@ -15,6 +15,8 @@ export interface ClientErrorOptions {
   readonly status?: number;
   /** The registry's error code from the spec's error body, when it sent one. */
   readonly registryCode?: string;
+  /** How long the registry asked to wait before trying again (its `Retry-After`), in milliseconds. */
+  readonly retryAfterMs?: number;
   readonly cause?: unknown;
 }
 
@@ -24,11 +26,13 @@ export class ClientError extends Error {
   readonly code: ClientErrorCode;
   readonly status: number | undefined;
   readonly registryCode: string | undefined;
+  readonly retryAfterMs: number | undefined;
 
   constructor(code: ClientErrorCode, message: string, options: ClientErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
     this.status = options.status;
     this.registryCode = options.registryCode;
+    this.retryAfterMs = options.retryAfterMs;
   }
 }

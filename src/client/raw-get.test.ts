@@ -277,7 +277,7 @@ test('an abort signal stops the request', async () => {
     () => undefined, // never answers
     async (base) => {
       const controller = new AbortController();
-      const pending = rawGet(new URL('/blob', base), {}, controller.signal);
+      const pending = rawGet(new URL('/blob', base), {}, { signal: controller.signal });
       setTimeout(() => controller.abort(new Error('stopped')), 50);
       await assert.rejects(pending, /stopped/);
     },

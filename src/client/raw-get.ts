@@ -3,6 +3,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { Readable } from 'node:stream';
 import { DirectReads, type BorrowedChunkSource, type DirectTarget } from '../oci/index.js';
 import { ClientError } from './errors.js';
+import { connectTimeout, idleTimeout } from './timeouts.js';
 
 /** Bytes read from the socket at a time, into one reused buffer. */
 const READ_BUFFER = 1024 * 1024;
@@ -41,11 +42,20 @@ type Phase =
  * frame: no `Content-Length`, chunked encoding, an informational status or a non-200 body over 1 MiB;
  * the caller then sends the request through node's client.
  */
+export interface RawGetOptions {
+  readonly signal?: AbortSignal;
+  /** Fail when the connection has not opened after this long. Default: no limit. */
+  readonly connectTimeoutMs?: number;
+  /** Fail when the server sends nothing for this long once the request is out. Default: no limit. */
+  readonly idleTimeoutMs?: number;
+}
+
 export function rawGet(
   url: URL,
   headers: Readonly<Record<string, string>>,
-  signal?: AbortSignal,
+  options: RawGetOptions = {},
 ): Promise<RawResponse | undefined> {
+  const { signal, connectTimeoutMs, idleTimeoutMs } = options;
   // Header values can come from elsewhere (a token server's token): no line breaks into the request.
   for (const [name, value] of Object.entries(headers)) {
     if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name) || /[\r\n\0]/.test(value)) {
@@ -145,7 +155,15 @@ export function rawGet(
       },
     });
     socket.setNoDelay(true);
+    const connectTimer =
+      connectTimeoutMs === undefined
+        ? undefined
+        : setTimeout(() => socket.destroy(connectTimeout(url, connectTimeoutMs)), connectTimeoutMs);
     socket.on('connect', () => {
+      clearTimeout(connectTimer);
+      // A socket paused because its reader is slow counts as idle too; the limit is far above a disk's pauses.
+      if (idleTimeoutMs !== undefined)
+        socket.setTimeout(idleTimeoutMs, () => socket.destroy(idleTimeout(url, idleTimeoutMs)));
       const lines = [`GET ${url.pathname}${url.search} HTTP/1.1`, `host: ${url.host}`];
       for (const [name, value] of Object.entries(headers)) lines.push(`${name}: ${value}`);
       lines.push('accept-encoding: identity', 'connection: close', '', '');
@@ -156,6 +174,7 @@ export function rawGet(
       settle(undefined, error);
     });
     socket.on('close', () => {
+      clearTimeout(connectTimer);
       body?.socketClosed();
       if (!settled) settle(undefined, invalid(url, 'a connection closed before the response'));
     });
@@ -266,8 +285,12 @@ export class RawBody extends Readable implements BorrowedChunkSource {
 
   /** The socket failed. */
   fail(error: Error): void {
-    if (this.#borrowDone) this.#borrowDone.reject(error);
-    else this.destroy(error);
+    if (this.#borrowDone) {
+      this.#borrowDone.reject(error);
+      // Listeners of the stream hear of it too; the borrower already has it, so none is required.
+      this.once('error', () => undefined);
+    }
+    this.destroy(error);
   }
 
   /** The socket closed: an error unless every byte arrived. */
@@ -277,7 +300,8 @@ export class RawBody extends Readable implements BorrowedChunkSource {
       'NETWORK',
       `${this.#url?.host ?? 'The server'} closed the connection after ${this.#received} of ${this.#size} bytes`,
     );
-    this.fail(error);
+    // A cut-off body is a network failure worth another try (see retry.ts).
+    this.fail(Object.assign(error, { errno: 'ECONNRESET' }));
   }
 
   #start(): void {

@@ -1,4 +1,4 @@
-import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import { Readable, Transform, type TransformCallback } from 'node:stream';
 import {
   Digester,
   digestOf,
@@ -20,7 +20,7 @@ import {
   withRetry,
   type RetryPolicy,
 } from './retry.js';
-import { HttpTransport, type HttpResponse, type RequestBody } from './transport.js';
+import { answersPlainHttp, HttpTransport, type HttpResponse, type RequestBody } from './transport.js';
 
 /** Registry hosts that are spoken to over plain HTTP unless told otherwise, as crane does. */
 export function isLocalHost(host: string): boolean {
@@ -84,6 +84,11 @@ interface CallOptions {
   readonly signal?: AbortSignal | undefined;
   /** A large body is expected (see `HttpRequest.large`). */
   readonly large?: boolean;
+  /**
+   * Send once, without retries: for requests that move an upload session on (a PATCH or PUT with
+   * bytes), which a registry may have applied although its answer was lost; `pushBlob` starts over.
+   */
+  readonly once?: boolean;
 }
 
 /** Blobs at least this large are downloaded with the transport's raw reader over plain HTTP. */
@@ -166,59 +171,100 @@ export class RegistryClient {
   }
 
   /** Sends one API call with auth, retries and error mapping; the caller reads or drains the body. */
-  async #call(options: CallOptions): Promise<HttpResponse> {
-    if (!this.#schemeUndecided) return this.#callOnce(options);
+  #call(options: CallOptions): Promise<HttpResponse> {
+    return this.#request(options, (res) => Promise.resolve(res));
+  }
+
+  /**
+   * Sends an API call and reads its answer with `read` inside the same attempt, so an answer that breaks
+   * off halfway (a reset, a cut-off body) is asked for again like a failed request.
+   */
+  async #request<T>(options: CallOptions, read: (res: HttpResponse) => Promise<T>): Promise<T> {
+    if (!this.#schemeUndecided) return this.#attempts(options, read);
     try {
-      const res = await this.#callOnce(options, true);
+      const result = await this.#attempts(options, read, true);
       this.#schemeUndecided = false;
-      return res;
+      return result;
     } catch (error) {
       // A TLS server hangs up on plain HTTP: speak HTTPS to it from now on (crane does the same).
       if (!looksLikeTlsHangUp(error)) throw error;
       this.#schemeUndecided = false;
       this.baseUrl = `https://${this.host}`;
-      return this.#callOnce(options);
+      try {
+        return await this.#attempts(options, read);
+      } catch (tlsError) {
+        // It was a plain-HTTP server after all, and the hang-up a fault of that one connection.
+        if (!answersPlainHttp(tlsError)) throw tlsError;
+        this.baseUrl = `http://${this.host}`;
+        return this.#attempts(options, read);
+      }
     }
   }
 
+  /**
+   * Decides between plain HTTP and HTTPS for a local host before a call that does not go through
+   * `#request` (the management API): one `GET /v2/`, as the first registry call would.
+   */
+  async #settleScheme(): Promise<void> {
+    if (this.#schemeUndecided) await this.ping();
+  }
+
   /** `probing`: the first plain-HTTP call to a host that may speak TLS, whose hang-up is not retried. */
-  async #callOnce(options: CallOptions, probing = false): Promise<HttpResponse> {
+  async #attempts<T>(
+    options: CallOptions,
+    read: (res: HttpResponse) => Promise<T>,
+    probing = false,
+  ): Promise<T> {
     const url = new URL(options.path, this.baseUrl);
-    const res = await withRetry(
-      async () => {
-        const send = (authorization: string | undefined): Promise<HttpResponse> =>
-          this.#transport.send({
-            method: options.method,
-            url,
-            headers: { ...options.headers, ...(authorization ? { authorization } : {}) },
-            ...(options.body === undefined ? {} : { body: options.body }),
-            ...(options.signal ? { signal: options.signal } : {}),
-            ...(options.large ? { large: true } : {}),
-          });
-        let response = await send(this.#auth.header(options.scopes));
-        if (response.status === 401) {
-          const authorization = await this.#auth.respond(response, options.scopes, options.signal);
-          // Unanswerable: the body (the registry's error) is left for the failure message.
-          if (authorization === undefined) return { done: response };
-          await response.drain();
-          response = await send(authorization);
-        }
-        if (isRetryableStatus(response.status) && !options.ok.includes(response.status)) {
-          const error = await this.#failure(response, options);
-          return { retry: error, afterMs: parseRetryAfter(response.header('retry-after')) };
-        }
-        return { done: response };
-      },
-      {
-        ...this.#retry,
-        ...(options.signal ? { signal: options.signal } : {}),
-        ...(probing
-          ? { retryError: (error: unknown) => isRetryableError(error) && !looksLikeTlsHangUp(error) }
-          : {}),
-      },
+    try {
+      return await withRetry<T>(
+        async () => {
+          const send = (authorization: string | undefined): Promise<HttpResponse> =>
+            this.#transport.send({
+              method: options.method,
+              url,
+              headers: { ...options.headers, ...(authorization ? { authorization } : {}) },
+              ...(options.body === undefined ? {} : { body: options.body }),
+              ...(options.signal ? { signal: options.signal } : {}),
+              ...(options.large ? { large: true } : {}),
+            });
+          let response = await send(this.#auth.header(options.scopes));
+          if (response.status === 401) {
+            const authorization = await this.#auth.respond(response, options.scopes, options.signal);
+            // Unanswerable: the body (the registry's error) is left for the failure message.
+            if (authorization !== undefined) {
+              await response.drain();
+              response = await send(authorization);
+            }
+          }
+          if (options.ok.includes(response.status)) return { done: await read(response) };
+          const failure = await this.#failure(response, options);
+          if (!isRetryableStatus(response.status)) throw failure;
+          return { retry: failure, afterMs: failure.retryAfterMs };
+        },
+        {
+          ...this.#retry,
+          ...(options.once ? { retries: 0 } : {}),
+          ...(options.signal ? { signal: options.signal } : {}),
+          ...(probing
+            ? { retryError: (error: unknown) => isRetryableError(error) && !looksLikeTlsHangUp(error) }
+            : {}),
+        },
+      );
+    } catch (error) {
+      throw this.#brokenAnswer(error, options);
+    }
+  }
+
+  /** Names the call an answer broke off in (node says only "aborted" or "read ECONNRESET"). */
+  #brokenAnswer(error: unknown, options: CallOptions): unknown {
+    if (error instanceof ClientError || !(error instanceof Error) || options.signal?.aborted) return error;
+    const wrapped = new ClientError(
+      'NETWORK',
+      `${options.method} ${this.host}${displayPath(options.path)}: the answer broke off (${error.message})`,
+      { cause: error },
     );
-    if (!options.ok.includes(res.status)) throw await this.#failure(res, options);
-    return res;
+    return Object.assign(wrapped, { errno: (error as { code?: unknown }).code });
   }
 
   async #failure(res: HttpResponse, options: CallOptions): Promise<ClientError> {
@@ -229,19 +275,21 @@ export class RegistryClient {
       const body = text ? (JSON.parse(text) as { errors?: Array<{ code?: string; message?: string }> }) : {};
       const first = body.errors?.[0];
       registryCode = first?.code;
-      if (first) detail = `: ${first.code ?? ''}${first.message ? ` ${first.message}` : ''}`;
+      if (first) detail = `: ${oneLine(`${first.code ?? ''}${first.message ? ` ${first.message}` : ''}`)}`;
     } catch {
       await res.drain().catch(() => undefined);
     }
     const code = ERROR_CODES[res.status] ?? 'HTTP';
     const hint =
       res.status === 401 ? ' (log in with "airlock login" or pass --username/--password-stdin)' : '';
+    const retryAfterMs = parseRetryAfter(res.header('retry-after'));
     return new ClientError(
       code,
-      `${options.method} ${this.host}${options.path} answered HTTP ${res.status}${detail}${hint}`,
+      `${options.method} ${this.host}${displayPath(options.path)} answered HTTP ${res.status}${detail}${hint}`,
       {
         status: res.status,
         ...(registryCode ? { registryCode } : {}),
+        ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
       },
     );
   }
@@ -263,18 +311,30 @@ export class RegistryClient {
    * (management calls are made by people and robots with passwords, not with scoped tokens).
    */
   async api<T = unknown>(method: string, path: string, body?: unknown): Promise<T> {
+    await this.#settleScheme();
     const url = new URL(path, this.baseUrl);
     const authorization = this.#upfrontAuthorization();
-    const res = await this.#transport.send({
-      method,
-      url,
-      headers: {
-        accept: 'application/json',
-        ...(authorization ? { authorization } : {}),
-        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+    const send = (): Promise<HttpResponse> =>
+      this.#transport.send({
+        method,
+        url,
+        headers: {
+          accept: 'application/json',
+          ...(authorization ? { authorization } : {}),
+          ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+        },
+        ...(body === undefined ? {} : { body: Buffer.from(JSON.stringify(body)) }),
+      });
+    // Reads, replacements and deletions are retried like registry calls; a POST (a creation) is not.
+    const res = await withRetry<HttpResponse>(
+      async () => {
+        const answer = await send();
+        if (!isRetryableStatus(answer.status)) return { done: answer };
+        const failure = await this.#failure(answer, { method, path, scopes: [], ok: [] });
+        return { retry: failure, afterMs: failure.retryAfterMs };
       },
-      ...(body === undefined ? {} : { body: Buffer.from(JSON.stringify(body)) }),
-    });
+      { ...this.#retry, ...(method === 'POST' ? { retries: 0 } : {}) },
+    );
     if (res.status >= 400) {
       const failure = await this.#failure(res, { method, path, scopes: [], ok: [] });
       // Airlock answers its own errors in the registry's JSON shape; a bare 404 is another registry.
@@ -297,6 +357,7 @@ export class RegistryClient {
   async *events(
     options: { repositories?: readonly string[]; signal?: AbortSignal; onOpen?: () => void } = {},
   ): AsyncGenerator<RegistryPushEvent> {
+    await this.#settleScheme();
     const url = new URL('/api/v1/events', this.baseUrl);
     for (const name of options.repositories ?? []) url.searchParams.append('repository', name);
     const authorization = this.#upfrontAuthorization({ bearer: true });
@@ -367,25 +428,35 @@ export class RegistryClient {
     };
   }
 
-  /** Fetches a manifest (4 MiB cap) and checks its digest when it was asked for by digest. */
+  /**
+   * Fetches a manifest (4 MiB cap) and checks its digest: against the reference when it is a digest,
+   * else against the registry's `Docker-Content-Digest`, when it sends one.
+   */
   async getManifest(repository: string, reference: string, signal?: AbortSignal): Promise<ManifestResult> {
-    const res = await this.#call({
-      method: 'GET',
-      path: `/v2/${repository}/manifests/${reference}`,
-      scopes: [pullScope(repository)],
-      headers: { accept: MANIFEST_ACCEPT },
-      ok: [200],
-      signal,
-    });
-    const bytes = await res.bytes(MAX_MANIFEST_BYTES);
-    const algorithm = reference.includes(':') ? parseDigest(reference).algorithm : 'sha256';
-    const digest = digestOf(bytes, algorithm);
-    if (reference.includes(':') && digest !== reference) {
+    const { res, bytes } = await this.#request(
+      {
+        method: 'GET',
+        path: `/v2/${repository}/manifests/${reference}`,
+        scopes: [pullScope(repository)],
+        headers: { accept: MANIFEST_ACCEPT },
+        ok: [200],
+        signal,
+      },
+      async (answer) => ({ res: answer, bytes: await answer.bytes(MAX_MANIFEST_BYTES) }),
+    );
+    const byDigest = reference.includes(':');
+    const expected = byDigest ? reference : declaredDigest(res.header('docker-content-digest'));
+    const actual = expected ? digestOf(bytes, parseDigest(expected).algorithm) : undefined;
+    if (expected && actual !== expected) {
       throw new ClientError(
         'DIGEST_MISMATCH',
-        `Manifest ${repository}@${reference} arrived with digest ${digest}`,
+        byDigest
+          ? `Manifest ${repository}@${reference} arrived with digest ${actual}`
+          : `Manifest ${repository}:${reference} from ${this.host} arrived with digest ${actual}, not the ${expected} the registry gave for it`,
       );
     }
+    // By tag, the manifest is known by the SHA-256 of what arrived, whatever the registry's algorithm.
+    const digest = byDigest || actual?.startsWith('sha256:') ? (actual as Digest) : digestOf(bytes);
     let mediaType = (res.header('content-type') ?? '').split(';')[0]?.trim() ?? '';
     try {
       const declared = (JSON.parse(bytes.toString('utf8')) as { mediaType?: unknown }).mediaType;
@@ -485,36 +556,95 @@ export class RegistryClient {
     return res.status === 200 ? Number(res.header('content-length') ?? 0) : undefined;
   }
 
-  /** Streams a blob, verifying its digest (and size, when given) as it arrives. */
+  /**
+   * Streams a blob, verifying its digest (and size, when given) as it arrives. A verified stream that
+   * breaks off is resumed where it stopped (a `Range` request), as often as a request is retried.
+   */
   async getBlob(
     repository: string,
     digest: Digest,
     options: { size?: number; signal?: AbortSignal; verify?: boolean } = {},
   ): Promise<Readable> {
+    const { signal } = options;
     const res = await this.#call({
       method: 'GET',
       path: `/v2/${repository}/blobs/${digest}`,
       scopes: [pullScope(repository)],
       ok: [200],
-      signal: options.signal,
+      signal,
       large: options.size !== undefined && options.size >= LARGE_BLOB,
     });
     // verify: false is for callers whose destination checks the digest itself (a copy's target).
     if (options.verify === false) return res.body;
     const verify = verifyingStream(digest, options.size);
-    res.body.on('error', (error) => verify.destroy(error));
-    return res.body.pipe(verify);
+    const body = Readable.from(this.#resumed(res, { repository, digest, signal }), { objectMode: false });
+    body.on('error', (error) => verify.destroy(error));
+    return body.pipe(verify);
+  }
+
+  /** A blob's bytes from `first`, and after a break the rest of them from a new request. */
+  async *#resumed(
+    first: HttpResponse,
+    blob: { repository: string; digest: Digest; signal: AbortSignal | undefined },
+  ): AsyncGenerator<Buffer> {
+    const { repository, digest, signal } = blob;
+    let res = first;
+    let offset = 0;
+    // Bytes a registry that ignores Range sends again from the start.
+    let skip = 0;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        for await (const chunk of res.body) {
+          let piece = chunk as Buffer;
+          if (skip > 0) {
+            const cut = Math.min(skip, piece.byteLength);
+            skip -= cut;
+            piece = piece.subarray(cut);
+            if (piece.byteLength === 0) continue;
+          }
+          offset += piece.byteLength;
+          yield piece;
+        }
+        return;
+      } catch (error) {
+        const where = `blob ${digest} from ${this.host}/${repository}`;
+        if (!isRetryableError(error) || attempt >= (this.#retry.retries ?? 4) || signal?.aborted) {
+          if (error instanceof ClientError && error.code !== 'NETWORK') throw error;
+          throw new ClientError('NETWORK', `Reading ${where} failed: ${(error as Error).message}`, {
+            cause: error,
+          });
+        }
+        res = await this.#call({
+          method: 'GET',
+          path: `/v2/${repository}/blobs/${digest}`,
+          scopes: [pullScope(repository)],
+          headers: { range: `bytes=${offset}-` },
+          ok: [200, 206],
+          signal,
+        });
+        if (res.status === 200) skip = offset;
+        else if (!new RegExp(`^bytes ${offset}-`).test(res.header('content-range') ?? '')) {
+          res.body.destroy();
+          throw new ClientError(
+            'INVALID_RESPONSE',
+            `Reading ${where} broke off at byte ${offset}, and the registry answered the request for the rest with Content-Range "${res.header('content-range') ?? ''}"`,
+          );
+        }
+      }
+    }
   }
 
   /** Reads a small blob (a config) whole, verified, failing past `limit` bytes. */
   async getBlobBytes(repository: string, digest: Digest, limit: number): Promise<Buffer> {
-    const res = await this.#call({
-      method: 'GET',
-      path: `/v2/${repository}/blobs/${digest}`,
-      scopes: [pullScope(repository)],
-      ok: [200],
-    });
-    const bytes = await res.bytes(limit);
+    const bytes = await this.#request(
+      {
+        method: 'GET',
+        path: `/v2/${repository}/blobs/${digest}`,
+        scopes: [pullScope(repository)],
+        ok: [200],
+      },
+      (res) => res.bytes(limit),
+    );
     if (digestOf(bytes, parseDigest(digest).algorithm) !== digest) {
       throw new ClientError(
         'DIGEST_MISMATCH',
@@ -545,7 +675,6 @@ export class RegistryClient {
     options: { mountFrom?: string; signal?: AbortSignal } = {},
   ): Promise<BlobPushResult> {
     const { signal, mountFrom } = options;
-    if ((await this.statBlob(repository, blob.digest, signal)) !== undefined) return 'exists';
     const scopes =
       mountFrom && mountFrom !== repository
         ? [pushScope(repository), pullScope(mountFrom)]
@@ -554,24 +683,49 @@ export class RegistryClient {
       mountFrom && mountFrom !== repository
         ? `?mount=${blob.digest}&from=${encodeURIComponent(mountFrom)}`
         : '';
-    const start = await this.#call({
-      method: 'POST',
-      path: `/v2/${repository}/blobs/uploads/${query}`,
-      scopes,
-      ok: [201, 202],
-      signal,
-    });
-    await start.drain();
-    if (start.status === 201) return 'mounted';
-    // The session's latest URL (a registry may hand out a new one with every answer).
-    const session = { location: this.#location(start, repository) };
-    try {
-      await this.#upload(session, blob, { repository, scopes, signal });
-    } catch (error) {
-      await this.#cancelUpload(session.location, scopes, error);
-      throw error;
-    }
-    return 'uploaded';
+    // The source's own failures (a file, another registry) are its own: not a reason to upload again.
+    let sourceFailed = false;
+    const source: BlobSource = {
+      ...blob,
+      open: async () => {
+        try {
+          const stream = await blob.open();
+          stream.once('error', () => (sourceFailed = true));
+          return stream;
+        } catch (error) {
+          sourceFailed = true;
+          throw error;
+        }
+      },
+    };
+    // A failed upload starts over, from the HEAD (crane does the same): a registry may have taken some
+    // or all of the bytes it did not acknowledge, so the session's state is unknown; a blob that did
+    // get in is found by the HEAD.
+    return withRetry<BlobPushResult>(
+      async () => {
+        if ((await this.statBlob(repository, blob.digest, signal)) !== undefined) return { done: 'exists' };
+        const start = await this.#call({
+          method: 'POST',
+          path: `/v2/${repository}/blobs/uploads/${query}`,
+          scopes,
+          ok: [201, 202],
+          signal,
+        });
+        await start.drain();
+        if (start.status === 201) return { done: 'mounted' };
+        // The session's latest URL (a registry may hand out a new one with every answer).
+        const session = { location: this.#location(start, repository) };
+        try {
+          await this.#upload(session, source, { repository, scopes, signal });
+        } catch (error) {
+          await this.#cancelUpload(session.location, scopes, error);
+          if (sourceFailed || signal?.aborted || !isRetryableFailure(error)) throw error;
+          return { retry: error, afterMs: error instanceof ClientError ? error.retryAfterMs : undefined };
+        }
+        return { done: 'uploaded' };
+      },
+      { ...this.#retry, ...(signal ? { signal } : {}), retryError: () => false },
+    );
   }
 
   /**
@@ -615,6 +769,7 @@ export class RegistryClient {
           body: stream,
           ok: [202, 204],
           signal,
+          once: true,
         });
         await patch.drain();
         session.location = this.#location(patch, repository);
@@ -639,6 +794,7 @@ export class RegistryClient {
         body: chunk,
         ok: [202, 204],
         signal,
+        once: true,
       });
       await patch.drain();
       offset += chunk.length;
@@ -662,6 +818,7 @@ export class RegistryClient {
       ...(options.body ? { body: options.body } : {}),
       ok: [201, 204],
       signal: options.signal,
+      once: true,
     });
     await res.drain();
   }
@@ -709,8 +866,11 @@ export class RegistryClient {
     const out: string[] = [];
     let path: string | undefined = first;
     for (let page = 0; path && page < 10_000; page++) {
-      const res = await this.#call({ method: 'GET', path, scopes, ok: [200], signal });
-      const body = JSON.parse(await res.text(16 * 1024 * 1024)) as unknown;
+      const { res, text } = await this.#request(
+        { method: 'GET', path, scopes, ok: [200], signal },
+        async (answer) => ({ res: answer, text: await answer.text(16 * 1024 * 1024) }),
+      );
+      const body = JSON.parse(text) as unknown;
       out.push(...pick(body));
       const link = /<([^>]+)>\s*;\s*rel="?next"?/.exec(res.header('link') ?? '');
       path = link?.[1]
@@ -730,19 +890,20 @@ export class RegistryClient {
     options: { artifactType?: string; signal?: AbortSignal } = {},
   ): Promise<Descriptor[]> {
     const query = options.artifactType ? `?artifactType=${encodeURIComponent(options.artifactType)}` : '';
-    const res = await this.#call({
-      method: 'GET',
-      path: `/v2/${repository}/referrers/${digest}${query}`,
-      scopes: [pullScope(repository)],
-      ok: [200, 404],
-      signal: options.signal,
-    });
+    const text = await this.#request(
+      {
+        method: 'GET',
+        path: `/v2/${repository}/referrers/${digest}${query}`,
+        scopes: [pullScope(repository)],
+        ok: [200, 404],
+        signal: options.signal,
+      },
+      async (res) => (res.status === 200 ? res.text(MAX_MANIFEST_BYTES) : res.drain().then(() => undefined)),
+    );
     let manifests: Descriptor[];
-    if (res.status === 200) {
-      manifests =
-        (JSON.parse(await res.text(MAX_MANIFEST_BYTES)) as { manifests?: Descriptor[] }).manifests ?? [];
+    if (text !== undefined) {
+      manifests = (JSON.parse(text) as { manifests?: Descriptor[] }).manifests ?? [];
     } else {
-      await res.drain();
       const tag = digest.replace(':', '-');
       const head = await this.headManifest(repository, tag, options.signal);
       if (!head) return [];
@@ -796,4 +957,32 @@ function looksLikeTlsHangUp(error: unknown): boolean {
     error.code === 'NETWORK' &&
     /hang up|ECONNRESET|EPROTO|HPE_/i.test(`${error.message} ${String((error as { errno?: unknown }).errno)}`)
   );
+}
+
+/** A request path for messages: without its query, which for uploads is a long opaque state token. */
+function displayPath(path: string): string {
+  const query = path.indexOf('?');
+  return query < 0 ? path : path.slice(0, query);
+}
+
+/** A registry's own text, fit for one line of a message: whitespace folded, at most 300 characters. */
+function oneLine(text: string): string {
+  const folded = text.replace(/\s+/g, ' ').trim();
+  return folded.length > 300 ? `${folded.slice(0, 297)}...` : folded;
+}
+
+/** A `Docker-Content-Digest` worth checking against: well formed, of an algorithm Airlock hashes. */
+function declaredDigest(header: string | undefined): Digest | undefined {
+  if (!header) return undefined;
+  try {
+    return parseDigest(header.trim()).digest;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A failure another attempt may get past: a network error, or an answer such as 503 or 429. */
+export function isRetryableFailure(error: unknown): boolean {
+  if (isRetryableError(error)) return true;
+  return error instanceof ClientError && error.status !== undefined && isRetryableStatus(error.status);
 }

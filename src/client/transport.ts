@@ -12,6 +12,7 @@ import { rootCertificates } from 'node:tls';
 import { fileSourceOf, sendFileTo, type DirectSocket, type FileSink } from '../oci/index.js';
 import { ClientError } from './errors.js';
 import { rawGet } from './raw-get.js';
+import { connectTimeout, idleTimeout } from './timeouts.js';
 
 /**
  * A request body: bytes, or a function that makes a fresh stream (so the request can be sent again).
@@ -54,6 +55,13 @@ export interface TransportOptions {
   readonly userAgent?: string;
   /** Concurrent sockets per host. Default: 16. */
   readonly maxSockets?: number;
+  /** How long a new connection may take to open. Default: 15 s, or `AIRLOCK_CONNECT_TIMEOUT` seconds. */
+  readonly connectTimeoutMs?: number;
+  /**
+   * How long a server may stay silent once a request is sent (before its answer, or between two reads
+   * of the answer's body). Default: 120 s, or `AIRLOCK_IDLE_TIMEOUT` seconds.
+   */
+  readonly idleTimeoutMs?: number;
 }
 
 const MAX_REDIRECTS = 5;
@@ -100,6 +108,7 @@ function wrap(res: Readable, head: { status: number; headers: IncomingHttpHeader
 }
 
 function describeNetworkError(error: unknown, url: URL): ClientError {
+  if (error instanceof ClientError) return error;
   const code = (error as { code?: string }).code ?? '';
   const tls =
     /CERT|SSL|TLS|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/.test(code) || /certificate|SSL/i.test(String(error));
@@ -107,9 +116,7 @@ function describeNetworkError(error: unknown, url: URL): ClientError {
   const message = (error as Error).message
     .trim()
     .replace(/^.*:error:[0-9A-F]+:SSL routines:([^:]+:)?([^:]+).*$/s, 'SSL routines: $2');
-  const plainServer = /wrong version number|WRONG_VERSION_NUMBER|packet length too long/i.test(
-    `${code} ${(error as Error).message}`,
-  );
+  const plainServer = answersPlainHttp(error);
   const what = plainServer
     ? `TLS handshake with ${url.host} failed: the server answers plain HTTP, not HTTPS (use --plain-http)`
     : tls
@@ -120,6 +127,21 @@ function describeNetworkError(error: unknown, url: URL): ClientError {
   return wrapped;
 }
 
+/** Whether a failed TLS handshake met a server that answers plain HTTP. */
+export function answersPlainHttp(error: unknown): boolean {
+  const cause = error instanceof ClientError && error.cause !== undefined ? error.cause : error;
+  const { code, message } = (cause ?? {}) as { code?: unknown; message?: unknown };
+  return /wrong version number|WRONG_VERSION_NUMBER|packet length too long/i.test(
+    `${String(code)} ${String(message)}`,
+  );
+}
+
+/** Seconds from an environment variable (a positive number), else the default. */
+function secondsFromEnv(name: string, fallbackMs: number): number {
+  const value = Number(process.env[name]);
+  return Number.isFinite(value) && value > 0 ? value * 1000 : fallbackMs;
+}
+
 /** HTTP/1.1 over keep-alive agents, with TLS settings, redirects and no hidden buffering of bodies. */
 export class HttpTransport {
   readonly #http: HttpAgent;
@@ -128,10 +150,14 @@ export class HttpTransport {
   readonly #options: TransportOptions;
   readonly #maxSockets: number;
   readonly #userAgent: string;
+  readonly #connectMs: number;
+  readonly #idleMs: number;
 
   constructor(options: TransportOptions = {}) {
     this.#options = options;
     this.#maxSockets = options.maxSockets ?? 16;
+    this.#connectMs = options.connectTimeoutMs ?? secondsFromEnv('AIRLOCK_CONNECT_TIMEOUT', 15_000);
+    this.#idleMs = options.idleTimeoutMs ?? secondsFromEnv('AIRLOCK_IDLE_TIMEOUT', 120_000);
     this.#http = new HttpAgent({ keepAlive: true, maxSockets: this.#maxSockets });
     this.#userAgent = options.userAgent ?? 'airlock/0.1';
   }
@@ -175,7 +201,11 @@ export class HttpTransport {
     if (request.large && request.method === 'GET' && url.protocol === 'http:') {
       let raw;
       try {
-        raw = await rawGet(url, request.headers, request.signal);
+        raw = await rawGet(url, request.headers, {
+          ...(request.signal ? { signal: request.signal } : {}),
+          connectTimeoutMs: this.#connectMs,
+          idleTimeoutMs: this.#idleMs,
+        });
       } catch (error) {
         throw request.signal?.aborted ? error : describeNetworkError(error, url);
       }
@@ -215,6 +245,7 @@ export class HttpTransport {
         bodyError ??= error;
         req.destroy(error);
       };
+      this.#watch(req, url);
       req.on('error', (error) => {
         if (request.signal?.aborted) reject(error);
         else if (bodyError instanceof ClientError) {
@@ -238,6 +269,25 @@ export class HttpTransport {
           )
           .catch((error: unknown) => failBody(error as Error));
       }
+    });
+  }
+
+  /**
+   * Fails a request whose connection does not open within the connect timeout, or whose server stays
+   * silent for the idle timeout once the request is sent. The idle clock starts only then: a body sent
+   * with sendfile moves no bytes through node's socket, so node would see it as idle.
+   */
+  #watch(req: ClientRequest, url: URL): void {
+    req.once('socket', (socket) => {
+      if (!socket.connecting) return;
+      const timer = setTimeout(() => req.destroy(connectTimeout(url, this.#connectMs)), this.#connectMs);
+      const clear = (): void => clearTimeout(timer);
+      socket.once('connect', clear);
+      socket.once('secureConnect', clear);
+      req.once('close', clear);
+    });
+    req.once('finish', () => {
+      req.setTimeout(this.#idleMs, () => req.destroy(idleTimeout(url, this.#idleMs)));
     });
   }
 

@@ -72,6 +72,21 @@ describe('TLS with a private CA from airlock certs init', () => {
     assert.equal(extra.code, 0, extra.stderr);
   });
 
+  it('management commands reach an HTTPS server on a loopback address, and a scheme given decides', async () => {
+    const host = server?.host ?? '';
+    const ca = join(dir, 'certs', 'ca.pem');
+    const env = { DOCKER_CONFIG: join(dir, 'docker'), AIRLOCK_CONFIG_DIR: join(dir, 'airlock') };
+    const auth = ['-u', 'admin', '--password', 'tls-admin-pw', '--ca-file', ca];
+    // Used to fail with "socket hang up": management calls did not find out that the server speaks TLS.
+    const repos = await run(process.execPath, [CLI, 'repo', 'list', host, ...auth], { env });
+    assert.equal(repos.code, 0, repos.stderr);
+    const https = await run(process.execPath, [CLI, 'repo', 'list', `https://${host}`, ...auth], { env });
+    assert.equal(https.code, 0, https.stderr);
+    // http:// on a TLS server is plain HTTP as asked: no quiet switch to TLS.
+    const plain = await run(process.execPath, [CLI, 'catalog', `http://${host}`, ...auth], { env });
+    assert.equal(plain.code, 1, plain.stdout);
+  });
+
   it('refuses a --ca-file without a readable certificate at once, saying which', async () => {
     const host = server?.host ?? '';
     const env = { DOCKER_CONFIG: join(dir, 'docker'), AIRLOCK_CONFIG_DIR: join(dir, 'airlock') };
