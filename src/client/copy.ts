@@ -87,11 +87,11 @@ const SOURCE_RETRIES = 4;
  * reported as the source's. A source that breaks off is read again from the start.
  */
 async function copyBlob(
-  source: ImageSource,
-  target: ImageTarget,
+  ends: { source: ImageSource; target: ImageTarget },
   descriptor: Descriptor,
   signal: AbortSignal | undefined,
 ): Promise<PutBlobResult> {
+  const { source, target } = ends;
   for (let attempt = 0; ; attempt++) {
     let sourceError: unknown;
     const open = async (): Promise<Readable> => {
@@ -121,7 +121,7 @@ async function copyBlob(
         await defaultSleep(200 * 2 ** attempt, signal);
         continue;
       }
-      const reason = (sourceError as Error).message ?? String(sourceError);
+      const reason = sourceError instanceof Error ? sourceError.message : 'the read failed';
       if (sourceError instanceof ClientError && reason.includes(descriptor.digest)) throw sourceError;
       throw new ClientError(
         sourceError instanceof ClientError ? sourceError.code : 'NETWORK',
@@ -175,7 +175,7 @@ export async function copyImage(
       );
       const unique = [...new Map(blobs.map((d) => [d.digest, d])).values()];
       await bounded(unique, concurrency, async (descriptor) => {
-        const result = await copyBlob(source, target, descriptor, signal);
+        const result = await copyBlob({ source, target }, descriptor, signal);
         done.add(descriptor.digest);
         stats.blobs++;
         if (result === 'uploaded') {
