@@ -35,7 +35,7 @@ export function withClientOptions(command: Command): Command {
     .option('-p, --password <password>', 'password (prefer --password-stdin: arguments show up in ps)')
     .option('--password-stdin', 'read the password from standard input')
     .option('--insecure', 'skip TLS certificate verification')
-    .option('--plain-http', 'use http:// (automatic for localhost and 127.0.0.0/8)')
+    .option('--plain-http', 'use http:// (automatic for localhost, 127.0.0.0/8 and ::1)')
     .option('--ca-file <file>', 'PEM file with extra CA certificates to trust')
     .option('-o, --output <format>', 'output format: text or json', 'text')
     .option('-q, --quiet', 'print only what scripts need');
