@@ -8,8 +8,9 @@ import {
   parseImageLocation,
   type Credentials,
   type ImageLocation,
+  type ParseImageLocationOptions,
 } from '../client/index.js';
-import { parseReference, type Reference } from '../oci/index.js';
+import type { Reference } from '../oci/index.js';
 import { LOG_LEVELS } from '../log/index.js';
 import { createOutput, type Output } from './output.js';
 import type { LevelWithSilent } from 'pino';
@@ -34,7 +35,7 @@ export function withClientOptions(command: Command): Command {
     .option('-p, --password <password>', 'password (prefer --password-stdin: arguments show up in ps)')
     .option('--password-stdin', 'read the password from standard input')
     .option('--insecure', 'skip TLS certificate verification')
-    .option('--plain-http', 'use http:// (automatic for localhost and 127.0.0.0/8)')
+    .option('--plain-http', 'use http:// (automatic for localhost, 127.0.0.0/8 and ::1)')
     .option('--ca-file <file>', 'PEM file with extra CA certificates to trust')
     .option('-o, --output <format>', 'output format: text or json', 'text')
     .option('-q, --quiet', 'print only what scripts need');
@@ -56,9 +57,9 @@ export class UsageError extends Error {
 }
 
 /** `parseImageLocation` for a command-line argument: a malformed one is a usage error (exit 2). */
-export function imageLocation(text: string): ImageLocation {
+export function imageLocation(text: string, options: ParseImageLocationOptions = {}): ImageLocation {
   try {
-    return parseImageLocation(text);
+    return parseImageLocation(text, options);
   } catch (error) {
     if (error instanceof ClientError && error.code === 'INVALID_INPUT') throw new UsageError(error.message);
     throw error;
@@ -118,13 +119,16 @@ export async function credentialsFor(host: string, flags: ClientFlags): Promise<
   return lookupCredentials(host);
 }
 
+/**
+ * The reference argument of a command that works on a registry alone (tags, manifest, push, sign …):
+ * `HOST/REPO[:TAG|@DIGEST]`, also after skopeo's `docker://`. Any other transport (`oci:`, `dir:`,
+ * `containers-storage:` …) is a usage error, never read as a Docker Hub name.
+ */
 export function parseRef(text: string): Reference {
-  try {
-    // skopeo's docker:// prefix, which copy, tree and extract take too.
-    return parseReference(text.replace(/^docker:\/\//, ''));
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
+  const location = imageLocation(text, { registryOnly: true });
+  // registryOnly refuses every other kind; the check narrows the type.
+  if (location.kind !== 'registry') throw new UsageError(`"${text}" is not a registry reference`);
+  return location.ref;
 }
 
 /**

@@ -242,8 +242,8 @@ export function registerSignCommands(program: Command): void {
       .option('--ignore-reference', 'accept signatures that name another repository (copied images)'),
   ).action(async (text: string, flags: VerifyFlags) => {
     const out = outputFor(flags);
-    const keys = await publicKeysFrom(flags.key);
     const ref = parseRef(text);
+    const keys = await publicKeysFrom(flags.key);
     const result = await withClient(ref.registry, flags, (client) =>
       verifyImage(client, ref, { keys, ...(flags.ignoreReference ? { checkReference: false } : {}) }),
     );

@@ -12,6 +12,8 @@ import {
   rm,
   stat,
   symlink,
+  utimes,
+  lutimes,
   writeFile,
 } from 'node:fs/promises';
 import { createServer } from 'node:net';
@@ -120,6 +122,22 @@ async function tarEntries(layer: Buffer): Promise<string[]> {
   reader.end(gunzipSync(layer));
   await done;
   return entries;
+}
+
+/** The headers of a tar+gzip layer's entries: name, type, mode (octal), mtime (ISO), owner. */
+async function tarHeaders(layer: Buffer): Promise<string[]> {
+  const headers: string[] = [];
+  const reader = extract();
+  const done = (async () => {
+    for await (const entry of reader) {
+      const { name, type, mode, mtime, uid, gid } = entry.header;
+      headers.push(`${name} ${type} ${(mode ?? 0).toString(8)} ${mtime?.toISOString()} ${uid}:${gid}`);
+      entry.resume();
+    }
+  })();
+  reader.end(gunzipSync(layer));
+  await done;
+  return headers;
 }
 
 /** Every path under `dir` with its kind and content (file bytes, link target), for "left as it was" checks. */
@@ -339,6 +357,42 @@ describe('pushArtifact and pullArtifact', () => {
       'conf/sub/ directory',
       'conf/sub/far symlink -> ../../outside',
     ]);
+  });
+
+  // A folder's own entries used to be stamped with the time of the push, so the same folder pushed again a
+  // second later gave another layer, and another manifest digest even with --no-created.
+  it('packs a folder to the same bytes every time: each entry, folders too, keeps its own mode and mtime', async () => {
+    await mkdir(join('conf', 'sub'), { recursive: true });
+    await writeFile(join('conf', 'a.yaml'), 'a: 1\n');
+    await writeFile(join('conf', 'sub', 'b.yaml'), 'b: 2\n');
+    await symlink('a.yaml', join('conf', 'link'));
+    await chmod(join('conf', 'a.yaml'), 0o640);
+    await chmod(join('conf', 'sub', 'b.yaml'), 0o600);
+    await chmod(join('conf', 'sub'), 0o750);
+    await chmod('conf', 0o755);
+    // Innermost first: changing a folder's entries would move its mtime again.
+    await lutimes(join('conf', 'link'), 0, new Date('2021-01-01T00:00:04Z'));
+    await utimes(join('conf', 'a.yaml'), 0, new Date('2021-01-01T00:00:03Z'));
+    await utimes(join('conf', 'sub', 'b.yaml'), 0, new Date('2021-01-01T00:00:02Z'));
+    await utimes(join('conf', 'sub'), 0, new Date('2021-01-01T00:00:01Z'));
+    await utimes('conf', 0, new Date('2021-01-01T00:00:00Z'));
+    const client = new FakeClient();
+    const push = (reference: string): Promise<ManifestResult> =>
+      pushArtifact(
+        client.asClient(),
+        { repository: 'org/app', reference, files: [{ path: 'conf' }] },
+        { created: false },
+      );
+    const first = await push('v1');
+    const layer = (JSON.parse(first.bytes.toString()) as { layers: { digest: string }[] }).layers[0];
+    assert.deepEqual(await tarHeaders(client.blobs.get(layer?.digest ?? '') ?? Buffer.alloc(0)), [
+      'conf/ directory 755 2021-01-01T00:00:00.000Z 0:0',
+      'conf/a.yaml file 640 2021-01-01T00:00:03.000Z 0:0',
+      'conf/link symlink 777 2021-01-01T00:00:04.000Z 0:0',
+      'conf/sub/ directory 750 2021-01-01T00:00:01.000Z 0:0',
+      'conf/sub/b.yaml file 600 2021-01-01T00:00:02.000Z 0:0',
+    ]);
+    assert.equal((await push('v2')).digest, first.digest);
   });
 
   // Special files used to be dropped from folders without a word; they are refused, naming the file.

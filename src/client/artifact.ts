@@ -89,7 +89,9 @@ function specialKind(entry: { isFIFO(): boolean; isSocket(): boolean; isBlockDev
 /**
  * Packs a folder as tar+gzip, returning the temp file. Entries are prefixed with the folder's title, except
  * for the title `.`, whose entries are named relative to the folder (as oras writes them). Symlinks are kept
- * as symlink entries with their target text, as oras and tar keep them.
+ * as symlink entries with their target text, as oras and tar keep them. Every entry, folders included,
+ * carries its own mode and modification time and owner 0:0, as oras writes them, so the same folder packs
+ * to the same bytes however often it is pushed.
  */
 async function packDirectory(
   dir: string,
@@ -120,10 +122,13 @@ async function packDirectory(
     return rel ? `${title}/${rel}` : title;
   };
   const walk = async (abs: string, rel: string): Promise<void> => {
+    const folder = await stat(abs);
     await add({
       name: rel === '' && title === '.' ? '.' : `${nameOf(rel)}/`,
       type: 'directory',
-      mode: 0o755,
+      mode: folder.mode & 0o7777,
+      // Without it the entry would be stamped with the time of the push (tar-stream's default).
+      mtime: folder.mtime,
     });
     for (const entry of (await readdir(abs, { withFileTypes: true })).sort((a, b) =>
       a.name < b.name ? -1 : 1,
@@ -135,7 +140,7 @@ async function packDirectory(
         const info = await stat(child);
         await new Promise<void>((resolveEntry, reject) => {
           const sink = tar.entry(
-            { name: nameOf(childRel), size: info.size, mode: info.mode & 0o777, mtime: info.mtime },
+            { name: nameOf(childRel), size: info.size, mode: info.mode & 0o7777, mtime: info.mtime },
             (e) => (e ? reject(e) : resolveEntry()),
           );
           pipeline(createReadStream(child), sink as unknown as NodeJS.WritableStream).catch(reject);

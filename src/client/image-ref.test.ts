@@ -77,6 +77,55 @@ describe('parseImageLocation, more', () => {
   });
 });
 
+describe('parseImageLocation with registryOnly', () => {
+  // These used to be read as Docker Hub names (`dir:foo` as docker.io/library/dir:foo) by every command
+  // but copy, tree, extract and append -b, which then tried to reach registry-1.docker.io.
+  it('refuses every transport but docker://, naming it, instead of reading it as a Docker Hub name', () => {
+    const digest = `sha256:${'0'.repeat(64)}`;
+    const cases: [string, string][] = [
+      ['dir:foo', 'dir:'],
+      ['containers-storage:foo', 'containers-storage:'],
+      ['docker-daemon:foo:latest', 'docker-daemon:'],
+      [`dir:foo@${digest}`, 'dir:'],
+      ['ostree:foo', 'ostree:'],
+      ['oci:foo', 'oci:'],
+      ['oci-archive:image.tar:v1', 'oci-archive:'],
+      ['docker-archive:save.tar', 'docker-archive:'],
+      ['s3://bucket/key.tar', 's3://'],
+      ['https://127.0.0.1:5000/team/app:v1', 'https://'],
+    ];
+    for (const [text, transport] of cases) {
+      assert.throws(
+        () => parseImageLocation(text, { registryOnly: true }),
+        (e: unknown) =>
+          e instanceof ClientError &&
+          e.code === 'INVALID_INPUT' &&
+          e.message.startsWith(`Cannot use "${text}": transport "${transport}" is not supported here;`),
+        text,
+      );
+    }
+  });
+
+  it('takes plain and docker:// references, and a host named like a transport', () => {
+    const cases: [string, unknown][] = [
+      [
+        'docker://127.0.0.1:5000/org/app:v1',
+        { kind: 'registry', ref: { registry: '127.0.0.1:5000', repository: 'org/app', tag: 'v1' } },
+      ],
+      [
+        '127.0.0.1:5000/org/app:v1',
+        { kind: 'registry', ref: { registry: '127.0.0.1:5000', repository: 'org/app', tag: 'v1' } },
+      ],
+      [
+        'dir:5000/team/app:v1',
+        { kind: 'registry', ref: { registry: 'dir:5000', repository: 'team/app', tag: 'v1' } },
+      ],
+    ];
+    for (const [text, expected] of cases)
+      assert.deepEqual(parseImageLocation(text, { registryOnly: true }), expected, text);
+  });
+});
+
 describe('openTarget for oci:', () => {
   it('removes a layout it created when the copy fails, and keeps a folder that was already there', async () => {
     const work = await mkdtemp(join(tmpdir(), 'airlock-image-ref-'));

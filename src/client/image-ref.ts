@@ -51,25 +51,53 @@ function pathAndTag(rest: string): { path: string; tag?: string } {
   return { path: rest };
 }
 
+export interface ParseImageLocationOptions {
+  /**
+   * Take only a registry reference (`HOST/REPO[:TAG|@DIGEST]`, or the same after `docker://`), for the
+   * commands that work on a registry alone; every other transport is refused. Default: false.
+   */
+  readonly registryOnly?: boolean;
+}
+
+const OWN_TRANSPORT = /^(oci|oci-archive|docker-archive):/;
+// skopeo's transports Airlock does not read. Followed by digits and a slash, the word is a host and port
+// (`dir:5000/team/app`), not a transport.
+const SKOPEO_TRANSPORT = /^(containers-storage|docker-daemon|dir|ostree|sif|tarball|atomic):(?!\d+\/)/;
+
 /**
- * Parses `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`, `docker-archive:FILE[:NAME:TAG]`, `docker://REF`
- * or a plain registry reference.
+ * The transport `text` starts with (`oci:`, `s3://`, `dir:` …), or undefined for a plain reference. Each
+ * of these would otherwise read as a Docker Hub name (`dir:foo` as `docker.io/library/dir:foo`).
  */
-export function parseImageLocation(text: string): ImageLocation {
+function transportOf(text: string): string | undefined {
+  const found = OWN_TRANSPORT.exec(text) ?? /^[a-z0-9-]+:\/\//.exec(text) ?? SKOPEO_TRANSPORT.exec(text);
+  return found?.[0];
+}
+
+/**
+ * Parses `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`, `docker-archive:FILE[:NAME:TAG]`, `s3://BUCKET/KEY`,
+ * `docker://REF` or a plain registry reference. The one place a command-line image argument is read, so
+ * every command refuses the transports it does not take in the same words.
+ */
+export function parseImageLocation(text: string, options: ParseImageLocationOptions = {}): ImageLocation {
   const fail = (why: string): never => {
     throw new ClientError('INVALID_INPUT', `Cannot use "${text}": ${why}`);
   };
-  if (text.startsWith('oci:')) {
+  const transport = transportOf(text);
+  if (options.registryOnly && transport !== undefined && transport !== 'docker://')
+    fail(
+      `transport "${transport}" is not supported here; this command takes a registry reference (HOST/REPO[:TAG], HOST/REPO@DIGEST or docker://HOST/REPO…)`,
+    );
+  if (transport === 'oci:') {
     const { path, tag } = pathAndTag(text.slice(4));
     if (!path) fail('the layout folder is empty');
     return { kind: 'oci', dir: path, ...(tag ? { tag } : {}) };
   }
-  if (text.startsWith('oci-archive:')) {
+  if (transport === 'oci-archive:') {
     const { path, tag } = pathAndTag(text.slice(12));
     if (!path) fail('the archive file is empty');
     return { kind: 'oci-archive', file: path, ...(tag ? { tag } : {}) };
   }
-  if (text.startsWith('docker-archive:')) {
+  if (transport === 'docker-archive:') {
     const rest = text.slice(15);
     const colon = rest.indexOf(':');
     const file = colon < 0 ? rest : rest.slice(0, colon);
@@ -77,15 +105,12 @@ export function parseImageLocation(text: string): ImageLocation {
     if (!file) fail('the archive file is empty');
     return { kind: 'docker-archive', file, ...(name ? { name } : {}) };
   }
-  if (text.startsWith('s3://')) return { kind: 's3', ...parseS3Url(text) };
-  if (/^[a-z0-9-]+:\/\//.test(text) && !text.startsWith('docker://'))
-    fail('unknown transport (use oci:, oci-archive:, docker-archive: or docker://)');
-  // skopeo's other transports, which would otherwise read as a Docker Hub name or a host (not a port).
-  const transport = /^(containers-storage|docker-daemon|dir|ostree|sif|tarball|atomic):(?!\d+\/)/.exec(text);
-  if (transport)
-    fail(
-      `transport "${transport[1]}:" is not supported (use oci:, oci-archive:, docker-archive: or docker://)`,
-    );
+  if (transport === 's3://') return { kind: 's3', ...parseS3Url(text) };
+  if (transport !== undefined && transport !== 'docker://') {
+    if (transport.endsWith('://'))
+      fail('unknown transport (use oci:, oci-archive:, docker-archive: or docker://)');
+    fail(`transport "${transport}" is not supported (use oci:, oci-archive:, docker-archive: or docker://)`);
+  }
   try {
     return { kind: 'registry', ref: parseReference(text.replace(/^docker:\/\//, '')) };
   } catch (error) {

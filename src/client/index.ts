@@ -34,7 +34,12 @@ export { copyImage } from './copy.js';
 export type { CopyOptions, CopyProgress, CopyResult } from './copy.js';
 export type { ImageSource, ImageTarget, PutBlobResult } from './image-store.js';
 export { parseImageLocation, openSource, openTarget } from './image-ref.js';
-export type { ImageLocation, ClientFactory, OpenSourceOptions } from './image-ref.js';
+export type {
+  ImageLocation,
+  ClientFactory,
+  OpenSourceOptions,
+  ParseImageLocationOptions,
+} from './image-ref.js';
 export { getS3Object, loadS3Config, parseS3Url, signV4 } from './s3.js';
 export type { S3Config, S3Location } from './s3.js';
 export { RegistryStore } from './stores/registry-store.js';

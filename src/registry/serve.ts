@@ -22,6 +22,8 @@ import { isLoopback, parseAddr, type ServeConfig } from './config.js';
 import { createHttpServer, createRequestListener } from './http/server.js';
 import { RegistryMetrics } from './metrics.js';
 import { Registry } from './registry.js';
+import { writeAudit } from './audit.js';
+import { gcAuditDetail } from './gc.js';
 
 export interface RunningRegistry {
   /** Base URL, e.g. http://127.0.0.1:5000 (the real port when 0 was asked for). */
@@ -41,14 +43,35 @@ export interface StartRegistryOptions {
 
 const PURGE_INTERVAL_MS = 60 * 60 * 1000;
 
-/** Collects garbage every `gcIntervalSeconds`, unless a collection (scheduled or asked for) still runs. */
-function scheduleGc(registry: Registry, config: ServeConfig, log: Logger): NodeJS.Timeout {
+/** The audit log's actor for collections `serve` runs on its own. */
+const SCHEDULED_GC_ACTOR = 'airlock serve (gcIntervalSeconds)';
+
+/**
+ * Collects garbage every `gcIntervalSeconds`, unless a collection (scheduled or asked for) still runs. A
+ * run that removed anything is audited as `gc`, as one asked for over HTTP is; runs that found nothing
+ * are not, so a short interval does not fill the audit log with entries that record no change.
+ */
+function scheduleGc(
+  registry: Registry,
+  config: ServeConfig,
+  options: { log: Logger; audit: Pick<AuthStore, 'appendAudit'> },
+): NodeJS.Timeout {
+  const { log, audit } = options;
   const timer = setInterval(() => {
     if (registry.collecting) return;
     registry
       .collectGarbage({ graceMs: config.gcGraceSeconds * 1000, deleteUntagged: config.gcDeleteUntagged })
       .then(
-        (report) => log.info({ gc: report }, 'garbage collection done'),
+        async (report) => {
+          log.info({ gc: report }, 'garbage collection done');
+          if (report.manifestsDeleted.length + report.linksRemoved + report.blobsDeleted === 0) return;
+          await writeAudit(audit, log, {
+            actor: SCHEDULED_GC_ACTOR,
+            action: 'gc',
+            target: '*',
+            detail: gcAuditDetail(report),
+          }).catch((err: unknown) => log.error({ err }, 'audit of a garbage collection failed'));
+        },
         (err: unknown) => log.error({ err }, 'garbage collection failed'),
       );
   }, config.gcIntervalSeconds * 1000);
@@ -100,7 +123,8 @@ async function startLocked(
       .catch((err: unknown) => log.error({ err }, 'upload purge failed'));
   }, PURGE_INTERVAL_MS);
   purgeTimer.unref();
-  const gcTimer = config.gcIntervalSeconds > 0 ? scheduleGc(registry, config, log) : undefined;
+  const gcTimer =
+    config.gcIntervalSeconds > 0 ? scheduleGc(registry, config, { log, audit: authStore }) : undefined;
 
   const { host, port } = parseAddr(config.addr);
   const initial = await initAdmin(authStore, config, log);

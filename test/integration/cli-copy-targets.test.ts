@@ -528,6 +528,28 @@ describe('airlock flags and hosts given the wrong way', { concurrency: 2 }, () =
         /names a digest; a layout entry/,
       ],
       [['login', 'https://127.0.0.1:1/v1/extra', '-u', 'a', '-p', 'b'], /is a path, not a registry/],
+      // Every command that takes a registry reference refuses other transports the same way, instead of
+      // reading them as Docker Hub names (which went to registry-1.docker.io).
+      ...(
+        [
+          ['tags', 'dir:foo'],
+          ['manifest', 'containers-storage:foo'],
+          ['digest', 'docker-daemon:foo:latest'],
+          ['config', 'oci:foo'],
+          ['blob', `dir:foo@sha256:${'0'.repeat(64)}`],
+          ['referrers', 'oci-archive:foo.tar'],
+          ['tag', 'containers-storage:foo', 'v2'],
+          ['delete', 'dir:foo'],
+          ['push', 'oci:foo', 'app.yaml'],
+          ['pull', 'containers-storage:foo', '-d', 'x'],
+          ['append', '-f', 'layer.tar', '-t', 'dir:foo'],
+          ['sign', '--key', 'cosign.key', 'docker-daemon:foo:latest'],
+          ['verify', '--key', 'cosign.pub', 'dir:foo'],
+        ] as const
+      ).map(([command, ...rest]): [string[], RegExp] => [
+        [command, ...rest],
+        /^Error: Cannot use "[^"]+": transport "[a-z-]+:" is not supported here; this command takes a registry reference/,
+      ]),
     ];
     for (const [args, pattern] of cases) {
       assertOneLineError(await airlock(env, args), { code: 2, pattern });

@@ -165,9 +165,13 @@ describe('airlock gc', () => {
     assert.match(await refused.text(), /MANIFEST_BLOB_UNKNOWN/);
   });
 
-  it('runs on its own every gcIntervalSeconds when configured', async (t) => {
+  it('runs on its own every gcIntervalSeconds when configured, and audits a run that removed something', async (t) => {
     const reg = await startTestRegistry({ gcIntervalSeconds: 1, gcGraceSeconds: 0 });
     t.after(() => reg.dispose());
+    const scheduledRuns = async () =>
+      (await reg.access.store.listAudit()).filter(
+        (e) => e.action === 'gc' && e.actor === 'airlock serve (gcIntervalSeconds)',
+      );
     const bytes = Buffer.from(`pushed without a manifest ${Date.now()}`);
     const digest = digestOf(bytes);
     const res = await fetch(`${reg.url}/v2/p/app/blobs/uploads/?digest=${digest}`, {
@@ -185,6 +189,16 @@ describe('airlock gc', () => {
     const gone = await fetch(`${reg.url}/v2/p/app/blobs/${digest}`);
     await gone.arrayBuffer();
     assert.equal(gone.status, 404);
+    // Scheduled runs used to be left out of the audit log. Runs that find nothing to remove stay out of it.
+    while ((await scheduledRuns()).length === 0) {
+      assert.ok(Date.now() < deadline, 'the scheduled collection was not audited');
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    const [audited, ...more] = await scheduledRuns();
+    assert.deepEqual(more, []);
+    assert.equal(audited?.target, '*');
+    assert.equal(audited.detail?.['blobsDeleted'], 1);
+    assert.equal(audited.detail['bytesFreed'], bytes.length);
   });
 
   it('says plainly that another registry (docker-registry) has no management API to collect with', async (t) => {

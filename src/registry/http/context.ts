@@ -3,6 +3,7 @@ import type { Logger } from '../../log/index.js';
 import { Header } from '../../oci/index.js';
 import { RegistryError } from '../errors.js';
 import type { AccessControl, Caller } from '../auth/access.js';
+import { writeAudit } from '../audit.js';
 
 /** One request as the handlers see it. */
 export interface Context {
@@ -178,7 +179,5 @@ export async function recordAudit(
   ctx: Context,
   entry: { action: string; target: string; detail?: Record<string, unknown> },
 ): Promise<void> {
-  const line = { at: Date.now(), actor: ctx.caller.principal.member, ...entry };
-  await ctx.access.store.appendAudit(line);
-  ctx.log.info({ audit: line }, 'audit');
+  await writeAudit(ctx.access.store, ctx.log, { actor: ctx.caller.principal.member, ...entry });
 }

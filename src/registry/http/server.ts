@@ -16,7 +16,10 @@ export interface HttpHandlerOptions {
   readonly registry: Registry;
   readonly log: Logger;
   readonly metrics: RegistryMetrics;
-  /** False while the process drains for shutdown; /readyz then answers 503. */
+  /**
+   * False while the process drains for shutdown; /readyz then answers 503. (The listener and idle
+   * connections close as the drain begins, so in practice probes see a refused connection instead.)
+   */
   readonly ready: () => boolean;
   readonly access: AccessControl;
   /** Whether the server speaks TLS (for the token realm URL). Default: false. */
