@@ -30,7 +30,10 @@ export function isLocalHost(host: string): boolean {
 
 export interface RegistryClientOptions {
   readonly credentials?: Credentials | undefined;
-  /** Use http:// instead of https://. Default: true for localhost and 127.0.0.0/8, else false. */
+  /**
+   * Use http:// (true) or https:// (false). Default: decided by the first call for localhost,
+   * `*.localhost`, 127.0.0.0/8 and [::1] (plain HTTP unless the server speaks TLS); https:// for others.
+   */
   readonly plainHttp?: boolean;
   /** A shared transport (TLS settings, connection pool). Default: a new one from `insecure`/`ca`. */
   readonly transport?: HttpTransport;
