@@ -1,6 +1,6 @@
 // How the client CLI meets registries with Docker token auth that ask for more than it guessed, token
-// services that fail for a moment, refuse or are asked by parallel transfers at once. Failures are exit
-// code 1 with one "Error: …" line.
+// services that fail for a moment, refuse or are asked by parallel transfers at once, and registries that
+// ask to be retried much later. Failures are exit code 1 with one "Error: …" line.
 import assert from 'node:assert/strict';
 import type { IncomingMessage } from 'node:http';
 import { join } from 'node:path';
@@ -266,5 +266,26 @@ describe('airlock CLI against token services', { concurrency: 2 }, () => {
     const heads = registry.fake.requests.filter((r) => r.method === 'HEAD');
     assert.ok(heads.length >= 6, `${heads.length} HEADs`);
     assert.deepEqual(registry.asked, [['repository:org/app:pull'], ['repository:org/app:pull,push']]);
+  });
+});
+
+describe('airlock CLI against a registry that asks to be retried much later', () => {
+  it('fails at once, saying how long the registry asked to wait, when Retry-After is over a minute', async (t) => {
+    const env = await cliEnv(t);
+    const fake = await startFakeRegistry(t, (_req, res) => {
+      sendJson(
+        res,
+        429,
+        { errors: [{ code: 'TOOMANYREQUESTS', message: 'slow down' }] },
+        { 'retry-after': '3600' },
+      );
+    });
+    const started = Date.now();
+    assertOneLineError(await airlock(env, ['tags', `${fake.host}/org/app`]), {
+      pattern:
+        /answered HTTP 429: TOOMANYREQUESTS slow down; the registry asked to retry after 3600 s, longer than the 60 s Airlock waits$/,
+    });
+    assert.equal(fake.requests.length, 1);
+    assert.ok(Date.now() - started < 10_000, 'no waiting');
   });
 });
