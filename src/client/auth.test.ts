@@ -2,9 +2,10 @@ import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Authenticator, parseChallenge } from './auth.js';
+import { Authenticator, parseChallenge, unauthorizedHint, withChallengeScopes } from './auth.js';
 import type { Credentials } from './credentials.js';
 import { ClientError } from './errors.js';
+import type { RetryPolicy } from './retry.js';
 import { HttpTransport, type HttpResponse } from './transport.js';
 
 interface TokenRequest {
@@ -14,15 +15,29 @@ interface TokenRequest {
   readonly body: string;
 }
 
+/** How the fake token service answers: statuses to answer first (then 200s), and a delay per answer. */
+interface TokenServerOptions {
+  /** Statuses for the first token requests, in order (one per request); 0 resets the connection. */
+  readonly tokenStatuses?: readonly number[];
+  /** Status for every token request after `tokenStatuses`. Default: 200. */
+  readonly tokenStatus?: number;
+  /** Retry-After sent with a non-200 status. Default: none. */
+  readonly retryAfter?: string;
+  /** Milliseconds before each token answer, so that concurrent requests overlap. Default: 0. */
+  readonly delayMs?: number;
+  readonly expiresIn?: number;
+}
+
 /**
  * A server whose /challenge answers 401 with `challenge` (REALM is replaced by its /token URL), and whose
- * /token hands out tok-1, tok-2… (or answers `tokenStatus`).
+ * /token hands out tok-1, tok-2… (or answers as `options` say).
  */
 async function tokenServer(
   challenge: string,
-  options: { tokenStatus?: number; expiresIn?: number } = {},
+  options: TokenServerOptions = {},
 ): Promise<{ url: string; tokens: TokenRequest[] }> {
   const tokens: TokenRequest[] = [];
+  let issued = 0;
   const server = createServer((req, res) => {
     let body = '';
     req.on('data', (c: Buffer) => (body += c.toString()));
@@ -30,13 +45,23 @@ async function tokenServer(
       const url = new URL(req.url ?? '/', 'http://fake');
       if (url.pathname === '/token') {
         tokens.push({ method: req.method ?? '', url, headers: req.headers, body });
-        const status = options.tokenStatus ?? 200;
-        res.writeHead(status, { 'content-type': 'application/json' });
-        res.end(
-          status === 200
-            ? JSON.stringify({ token: `tok-${tokens.length}`, expires_in: options.expiresIn ?? 300 })
-            : '{}',
-        );
+        const status = options.tokenStatuses?.[tokens.length - 1] ?? options.tokenStatus ?? 200;
+        if (status === 0) {
+          req.socket.resetAndDestroy();
+          return;
+        }
+        setTimeout(() => {
+          const headers = {
+            'content-type': 'application/json',
+            ...(status !== 200 && options.retryAfter ? { 'retry-after': options.retryAfter } : {}),
+          };
+          res.writeHead(status, headers);
+          res.end(
+            status === 200
+              ? JSON.stringify({ token: `tok-${++issued}`, expires_in: options.expiresIn ?? 300 })
+              : '{}',
+          );
+        }, options.delayMs ?? 0);
         return;
       }
       res.writeHead(401, {
@@ -53,6 +78,12 @@ async function tokenServer(
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, tokens };
 }
 
+/** A sleep that records what it was asked to wait and returns at once. */
+function fakeSleep(): { sleep: (ms: number) => Promise<void>; waits: number[] } {
+  const waits: number[] = [];
+  return { waits, sleep: (ms) => (waits.push(ms), Promise.resolve()) };
+}
+
 async function challengeFrom(transport: HttpTransport, url: string): Promise<HttpResponse> {
   const res = await transport.send({ method: 'GET', url: new URL(`${url}/challenge`) });
   await res.drain();
@@ -63,8 +94,9 @@ function authenticator(
   transport: HttpTransport,
   credentials?: Credentials,
   now?: () => number,
+  retry?: RetryPolicy,
 ): Authenticator {
-  return new Authenticator(transport, { credentials, ...(now ? { now } : {}) });
+  return new Authenticator(transport, { credentials, retry, ...(now ? { now } : {}) });
 }
 
 describe('parseChallenge', () => {
@@ -180,7 +212,7 @@ describe('Authenticator', () => {
     }
   });
 
-  it('turns a refusal at the token service into UNAUTHORIZED naming the service', async () => {
+  it('turns a refusal of given credentials at the token service into UNAUTHORIZED naming the service and user', async () => {
     const { url } = await tokenServer('Bearer realm="REALM"', { tokenStatus: 401 });
     const transport = new HttpTransport();
     try {
@@ -191,10 +223,170 @@ describe('Authenticator', () => {
           e instanceof ClientError &&
           e.code === 'UNAUTHORIZED' &&
           e.status === 401 &&
-          /token service at 127\.0\.0\.1:\d+ refused the credentials \(HTTP 401\)/.test(e.message),
+          /^The token service at 127\.0\.0\.1:\d+ refused the credentials of user "alice" \(HTTP 401\); check the user name and password$/.test(
+            e.message,
+          ),
+      );
+      await assert.rejects(
+        authenticator(transport, { identityToken: 'stale' }).respond(await challengeFrom(transport, url), []),
+        /refused the saved identity token \(HTTP 401\); log in again with "airlock login 127\.0\.0\.1:\d+"$/,
       );
       const noRealm = await tokenServer('Bearer service="x"');
       await assert.rejects(auth.respond(await challengeFrom(transport, noRealm.url), []), /named no realm/);
+    } finally {
+      transport.close();
+    }
+  });
+
+  it('says credentials are needed, and how to give them, when the token service refuses anonymous access', async () => {
+    const transport = new HttpTransport();
+    try {
+      for (const status of [401, 403]) {
+        const { url } = await tokenServer('Bearer realm="REALM"', { tokenStatus: status });
+        const host = new URL(url).host;
+        await assert.rejects(
+          authenticator(transport).respond(await challengeFrom(transport, url), ['repository:a:pull']),
+          (e: unknown) =>
+            e instanceof ClientError &&
+            e.code === 'UNAUTHORIZED' &&
+            e.status === status &&
+            e.message ===
+              `The token service at ${host} refused anonymous access (HTTP ${status}): credentials are needed; log in with "airlock login ${host}" or pass --username/--password-stdin`,
+        );
+      }
+    } finally {
+      transport.close();
+    }
+  });
+
+  it("asks for the challenge's scope besides the caller's, and sends that token for the caller's scopes later", async () => {
+    const { url, tokens } = await tokenServer(
+      'Bearer realm="REALM",service="fake-registry",scope="repository:org/app:*",error="insufficient_scope"',
+    );
+    const transport = new HttpTransport();
+    try {
+      const auth = authenticator(transport, { username: 'alice', password: 'pw' });
+      const remove = ['repository:org/app:delete', 'repository:org/app:pull,push'];
+      assert.equal(await auth.respond(await challengeFrom(transport, url), remove), 'Bearer tok-1');
+      assert.deepEqual(tokens[0]?.url.searchParams.getAll('scope'), [...remove, 'repository:org/app:*']);
+      assert.equal(auth.header(remove), 'Bearer tok-1', 'the next call sends the wider token at once');
+      assert.equal(tokens.length, 1);
+    } finally {
+      transport.close();
+    }
+  });
+
+  it('retries the token service on a reset, 503 and 429 (waiting what Retry-After says), then gives up with the status', async () => {
+    const { sleep, waits } = fakeSleep();
+    const transport = new HttpTransport();
+    try {
+      const flaky = await tokenServer('Bearer realm="REALM"', {
+        tokenStatuses: [0, 503, 429],
+        retryAfter: '2',
+      });
+      const auth = authenticator(transport, { username: 'alice', password: 'pw' }, undefined, {
+        sleep,
+        random: () => 0,
+      });
+      assert.equal(await auth.respond(await challengeFrom(transport, flaky.url), ['s']), 'Bearer tok-1');
+      assert.equal(flaky.tokens.length, 4);
+      assert.deepEqual(waits, [100, 2000, 2000]);
+
+      waits.length = 0;
+      const down = await tokenServer('Bearer realm="REALM"', { tokenStatus: 503 });
+      const downAuth = authenticator(transport, undefined, undefined, { sleep, retries: 2 });
+      await assert.rejects(
+        downAuth.respond(await challengeFrom(transport, down.url), ['s']),
+        /^ClientError: The token service at 127\.0\.0\.1:\d+ answered HTTP 503$/,
+      );
+      assert.equal(down.tokens.length, 3);
+
+      // A refusal is an answer, not a hiccup: asked once.
+      const refusing = await tokenServer('Bearer realm="REALM"', { tokenStatus: 401 });
+      await assert.rejects(
+        authenticator(transport, undefined, undefined, { sleep }).respond(
+          await challengeFrom(transport, refusing.url),
+          ['s'],
+        ),
+      );
+      assert.equal(refusing.tokens.length, 1);
+    } finally {
+      transport.close();
+    }
+  });
+
+  it('shares one token request among concurrent callers of the same scopes', async () => {
+    const { url, tokens } = await tokenServer('Bearer realm="REALM"', { delayMs: 100 });
+    const transport = new HttpTransport();
+    try {
+      const auth = authenticator(transport, { username: 'alice', password: 'pw' });
+      const pull = ['repository:org/app:pull'];
+      const challenge = await challengeFrom(transport, url);
+      const four = await Promise.all([1, 2, 3, 4].map(() => auth.respond(challenge, pull)));
+      assert.deepEqual(four, Array(4).fill('Bearer tok-1'));
+      assert.equal(tokens.length, 1);
+
+      const push = ['repository:org/app:pull,push'];
+      const other = ['repository:org/other:pull'];
+      const mixed = await Promise.all([auth.prepare(push), auth.prepare(push), auth.prepare(other)]);
+      assert.equal(tokens.length, 3, 'one request per set of scopes');
+      assert.equal(mixed[0], mixed[1]);
+      assert.notEqual(mixed[0], mixed[2]);
+
+      // Once a fetch is done, a new 401 asks again (the token may have been revoked).
+      assert.equal(await auth.respond(challenge, pull), 'Bearer tok-4');
+    } finally {
+      transport.close();
+    }
+  });
+});
+
+describe('withChallengeScopes', () => {
+  it("adds the challenge's scopes the caller's do not cover, and nothing else", () => {
+    const push = ['repository:a/b:pull,push'];
+    assert.deepEqual(withChallengeScopes(push, undefined), push);
+    assert.deepEqual(withChallengeScopes(push, 'repository:a/b:pull'), push);
+    assert.deepEqual(withChallengeScopes(push, 'repository:a/b:push,pull'), push);
+    assert.deepEqual(withChallengeScopes(['repository:a/b:*'], 'repository:a/b:delete'), [
+      'repository:a/b:*',
+    ]);
+    assert.deepEqual(withChallengeScopes(['repository:a/b:pull'], 'repository:a/b:pull,metadata'), [
+      'repository:a/b:pull',
+      'repository:a/b:pull,metadata',
+    ]);
+    assert.deepEqual(withChallengeScopes(push, 'repository:a/c:pull registry:catalog:*'), [
+      ...push,
+      'repository:a/c:pull',
+      'registry:catalog:*',
+    ]);
+    // A host with a port in the name does not confuse the split (only the last colon starts the actions).
+    assert.deepEqual(withChallengeScopes(['repository:h:5000/a:pull'], 'repository:h:5000/a:pull'), [
+      'repository:h:5000/a:pull',
+    ]);
+  });
+});
+
+describe('unauthorizedHint', () => {
+  it('tells to log in, unless credentials were given and the registry said insufficient_scope', async () => {
+    const transport = new HttpTransport();
+    try {
+      const insufficient = await tokenServer(
+        'Bearer realm="REALM",scope="repository:a/b:*",error="insufficient_scope"',
+      );
+      const res = await challengeFrom(transport, insufficient.url);
+      const login = ' (log in with "airlock login" or pass --username/--password-stdin)';
+      assert.equal(unauthorizedHint(res, undefined), login);
+      assert.equal(
+        unauthorizedHint(res, { username: 'alice', password: 'pw' }),
+        ' (the token service did not grant user "alice" the access the registry asks for, "repository:a/b:*")',
+      );
+      assert.equal(
+        unauthorizedHint(res, { identityToken: 't' }),
+        ' (the token service did not grant the saved identity token the access the registry asks for, "repository:a/b:*")',
+      );
+      const plain = await tokenServer('Bearer realm="REALM",scope="repository:a/b:pull"');
+      const unscoped = await challengeFrom(transport, plain.url);
+      assert.equal(unauthorizedHint(unscoped, { username: 'alice', password: 'pw' }), login);
     } finally {
       transport.close();
     }

@@ -10,7 +10,7 @@ import {
   type Descriptor,
   type Digest,
 } from '../oci/index.js';
-import { Authenticator } from './auth.js';
+import { Authenticator, unauthorizedHint } from './auth.js';
 import type { Credentials } from './credentials.js';
 import { ClientError, type ClientErrorCode } from './errors.js';
 import {
@@ -162,7 +162,10 @@ export class RegistryClient {
         ...(options.insecure ? { insecure: true } : {}),
         ...(options.ca ? { ca: options.ca } : {}),
       });
-    this.#auth = new Authenticator(this.#transport, { credentials: options.credentials });
+    this.#auth = new Authenticator(this.#transport, {
+      credentials: options.credentials,
+      retry: options.retry,
+    });
     this.#credentials = options.credentials;
     this.#retry = options.retry ?? {};
     this.#monolithicMax = options.monolithicMaxBytes ?? 16 * 1024 * 1024;
@@ -283,8 +286,7 @@ export class RegistryClient {
       await res.drain().catch(() => undefined);
     }
     const code = ERROR_CODES[res.status] ?? 'HTTP';
-    const hint =
-      res.status === 401 ? ' (log in with "airlock login" or pass --username/--password-stdin)' : '';
+    const hint = unauthorizedHint(res, this.#credentials);
     const retryAfterMs = parseRetryAfter(res.header('retry-after'));
     return new ClientError(
       code,

@@ -41,10 +41,11 @@ describe('withRetry', () => {
     );
   });
 
-  it('waits what the server asked (Retry-After) instead of the backoff, capped at maxDelayMs', async () => {
+  it('waits what the server asked (Retry-After) instead of the backoff, beyond maxDelayMs up to maxRetryAfterMs', async () => {
     const { sleep, waits } = fakeSleep();
     const outcomes: Attempt<string>[] = [
       { retry: new Error('429'), afterMs: 1500 },
+      { retry: new Error('503'), afterMs: 30_000 },
       { retry: new Error('503'), afterMs: 60_000 },
       { done: 'ok' },
     ];
@@ -53,7 +54,47 @@ describe('withRetry', () => {
       maxDelayMs: 10_000,
     });
     assert.equal(result, 'ok');
-    assert.deepEqual(waits, [1500, 10_000]);
+    assert.deepEqual(waits, [1500, 30_000, 60_000]);
+  });
+
+  it('fails at once, saying how long the registry asked to wait, when Retry-After is beyond maxRetryAfterMs', async () => {
+    const { sleep, waits } = fakeSleep();
+    let attempts = 0;
+    const refusal = new ClientError(
+      'HTTP',
+      'GET r.example/v2/a/tags/list answered HTTP 429: TOOMANYREQUESTS',
+      {
+        status: 429,
+        registryCode: 'TOOMANYREQUESTS',
+      },
+    );
+    await assert.rejects(
+      withRetry<never>(
+        () => {
+          attempts++;
+          return Promise.resolve({ retry: refusal, afterMs: 3_600_000 });
+        },
+        { sleep },
+      ),
+      (error: unknown) =>
+        error instanceof ClientError &&
+        error.status === 429 &&
+        error.registryCode === 'TOOMANYREQUESTS' &&
+        error.cause === refusal &&
+        error.message ===
+          'GET r.example/v2/a/tags/list answered HTTP 429: TOOMANYREQUESTS; the registry asked to retry after 3600 s, longer than the 60 s Airlock waits',
+    );
+    assert.equal(attempts, 1);
+    assert.deepEqual(waits, []);
+
+    await assert.rejects(
+      withRetry<never>(() => Promise.resolve({ retry: new Error('busy'), afterMs: 5_001 }), {
+        sleep,
+        maxRetryAfterMs: 5_000,
+      }),
+      /^Error: busy; the registry asked to retry after 6 s, longer than the 5 s Airlock waits$/,
+    );
+    assert.deepEqual(waits, []);
   });
 
   it('retries thrown network errors (ECONNRESET, ECONNREFUSED) but throws anything else at once', async () => {

@@ -1,11 +1,19 @@
-/** How failed requests are retried: network errors, 408, 429 and 5xx, with backoff, jitter and Retry-After. */
+import { ClientError } from './errors.js';
+
+/**
+ * How failed requests are retried: network errors, 408, 429 and 5xx, with backoff, jitter and Retry-After.
+ * A server's Retry-After is waited out as asked up to `maxRetryAfterMs`; a server that asks for longer
+ * fails the call at once, since retrying sooner than it asked would only be refused again.
+ */
 export interface RetryPolicy {
   /** Attempts after the first. Default: 4. */
   readonly retries?: number;
   /** First backoff in milliseconds, doubled each time. Default: 200. */
   readonly baseDelayMs?: number;
-  /** Longest single wait, also the cap for Retry-After. Default: 10 000. */
+  /** Longest backoff between attempts when the server names no Retry-After. Default: 10 000. */
   readonly maxDelayMs?: number;
+  /** Longest Retry-After waited out; a longer one fails at once, naming the wait asked for. Default: 60 000. */
+  readonly maxRetryAfterMs?: number;
   /** Sleep function, injectable so tests use a fake clock. Default: setTimeout. */
   readonly sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
   /** Random source for jitter in [0, 1). Default: Math.random. */
@@ -71,9 +79,23 @@ export function defaultSleep(ms: number, signal?: AbortSignal): Promise<void> {
 export type Attempt<T> =
   { readonly done: T } | { readonly retry: unknown; readonly afterMs?: number | undefined };
 
+/** `reason`, told that the server asked for a wait longer than the client gives it. */
+function tooLongToWait(reason: unknown, afterMs: number, maxMs: number): Error {
+  const asked = `the registry asked to retry after ${Math.ceil(afterMs / 1000)} s, longer than the ${Math.round(maxMs / 1000)} s Airlock waits`;
+  if (reason instanceof ClientError)
+    return new ClientError(reason.code, `${reason.message}; ${asked}`, {
+      ...(reason.status === undefined ? {} : { status: reason.status }),
+      ...(reason.registryCode === undefined ? {} : { registryCode: reason.registryCode }),
+      cause: reason,
+    });
+  const message = reason instanceof Error ? reason.message : String(reason);
+  return new Error(`${message}; ${asked}`, { cause: reason });
+}
+
 /**
  * Runs `attempt` until it is done, or until retries run out (then the last reason is thrown).
  * Exceptions from `attempt` are retried only when `retryError` (default {@link isRetryableError}) says so.
+ * A Retry-After longer than `maxRetryAfterMs` ends the retries at once (see {@link RetryPolicy}).
  */
 export async function withRetry<T>(
   attempt: (n: number) => Promise<Attempt<T>>,
@@ -83,6 +105,7 @@ export async function withRetry<T>(
   const retries = options.retries ?? 4;
   const base = options.baseDelayMs ?? 200;
   const max = options.maxDelayMs ?? 10_000;
+  const maxRetryAfter = options.maxRetryAfterMs ?? 60_000;
   const sleep = options.sleep ?? defaultSleep;
   const random = options.random ?? Math.random;
   for (let n = 0; ; n++) {
@@ -94,9 +117,12 @@ export async function withRetry<T>(
       outcome = { retry: error };
     }
     if ('done' in outcome) return outcome.done;
+    const { afterMs } = outcome;
+    if (afterMs !== undefined && afterMs > maxRetryAfter)
+      throw tooLongToWait(outcome.retry, afterMs, maxRetryAfter);
     if (n >= retries) throw outcome.retry;
     const backoff = Math.min(max, base * 2 ** n);
     const jittered = backoff / 2 + random() * (backoff / 2);
-    await sleep(Math.min(max, outcome.afterMs ?? jittered), options.signal);
+    await sleep(afterMs ?? jittered, options.signal);
   }
 }

@@ -143,6 +143,7 @@ export async function registryClientFor(
     ...(credentials ? { credentials } : {}),
     ...(oci.insecure ? { insecure: true } : {}),
     ...(ca ? { ca } : {}),
-    retry: { retries: 2, maxDelayMs: 2_000 },
+    // A reconcile does not sit out a long Retry-After: it fails, and the next interval tries again.
+    retry: { retries: 2, maxDelayMs: 2_000, maxRetryAfterMs: 2_000 },
   });
 }

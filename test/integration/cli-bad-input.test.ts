@@ -2,7 +2,7 @@
 // titles that try to leave the pull folder, unreachable hosts, wrong credentials, token auth, retries and
 // redirects. Every failure is exit code 1 (2 for usage errors) with one "Error: …" line and nothing left behind.
 import assert from 'node:assert/strict';
-import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { access, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -22,7 +22,14 @@ import {
   startFakeRegistry,
   type FakeContent,
 } from '../helpers/cli.js';
-import { buildSimpleImage, nonce, sha256, tarArchive, tempDirForTest } from '../helpers/interop.js';
+import {
+  buildSimpleImage,
+  nonce,
+  sha256,
+  tarArchive,
+  tempDirForTest,
+  writeOciLayout,
+} from '../helpers/interop.js';
 
 const registries = new SharedRegistries();
 after(() => registries.stopAll());
@@ -322,6 +329,32 @@ describe('airlock CLI on broken and malicious archives', { concurrency: 2 }, () 
     }
     assert.deepEqual(await listTree(work), []);
     assert.deepEqual(await listTree(env.tmp), [], 'no temp folder is left behind');
+  });
+
+  it('fails a copy from a layout that lacks a blob its manifest lists with one line naming both, and leaves nothing', async (t) => {
+    const registry = await registries.airlock();
+    const env = await cliEnv(t);
+    const work = await tempDirForTest(t, 'cli-missing-blob-');
+    const image = buildSimpleImage({ randomBytes: 4096 });
+    const layer = image.layers[0];
+    assert.ok(layer);
+    const source = join(work, 'source');
+    await writeOciLayout(source, { tag: 'v1', artifact: image });
+    await rm(join(source, 'blobs', 'sha256', layer.digest.slice('sha256:'.length)));
+    const before = await listTree(work);
+    for (const target of [
+      `oci:${join(work, 'layout')}:v1`,
+      `oci-archive:${join(work, 'out.tar')}`,
+      `docker-archive:${join(work, 'out-docker.tar')}`,
+      `${registry.host}/missing-blob/app:v1`,
+    ]) {
+      const result = await airlock(env, ['copy', `oci:${source}:v1`, target]);
+      assertOneLineError(result, { pattern: new RegExp(`has no blob ${layer.digest}$`) });
+      assert.ok(result.stderr.startsWith(`Error: Layout "oci:${source}:v1" has no blob`), result.stderr);
+    }
+    assert.deepEqual(await listTree(work), before, 'no new layout or archive');
+    assert.deepEqual(await listTree(env.tmp), [], 'no temp folder is left behind');
+    assert.deepEqual(await tagsOf(registry.url, 'missing-blob/app'), []);
   });
 });
 

@@ -1,4 +1,5 @@
-import type { Readable } from 'node:stream';
+import { once } from 'node:events';
+import { pipeline, type Readable } from 'node:stream';
 import type { OciLayout } from '../../oci/index.js';
 import {
   digestOf,
@@ -7,6 +8,7 @@ import {
   type Descriptor,
   type Digest,
 } from '../../oci/index.js';
+import { ClientError } from '../errors.js';
 import { verifyingStream, type ManifestResult } from '../registry-client.js';
 import type { ImageSource, ImageTarget, PutBlobResult } from '../image-store.js';
 
@@ -33,11 +35,28 @@ export class LayoutStore implements ImageSource, ImageTarget {
     return { bytes, digest, mediaType: parseManifest(bytes).mediaType };
   }
 
-  blob(descriptor: Descriptor, _signal?: AbortSignal, verify = true): Promise<Readable> {
-    const stream = this.layout.openBlob(descriptor.digest);
-    return Promise.resolve(
-      verify ? stream.pipe(verifyingStream(descriptor.digest, descriptor.size)) : stream,
-    );
+  /**
+   * The blob's file as a stream, once it is open: a missing or unreadable file fails here, before a
+   * consumer that first awaits other work (a target's mkdir) could leave the stream's error unheard.
+   */
+  async blob(descriptor: Descriptor, _signal?: AbortSignal, verify = true): Promise<Readable> {
+    const { digest } = descriptor;
+    const stream = this.layout.openBlob(digest);
+    try {
+      await once(stream, 'open');
+    } catch (error) {
+      const missing = (error as NodeJS.ErrnoException).code === 'ENOENT';
+      throw new ClientError(
+        missing ? 'NOT_FOUND' : 'INVALID_INPUT',
+        missing
+          ? `Layout "${this.name}" has no blob ${digest}`
+          : `Cannot read blob ${digest} of layout "${this.name}": ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
+    if (!verify) return stream;
+    // pipeline, unlike pipe, passes a read error on to the verifying stream's reader.
+    return pipeline(stream, verifyingStream(digest, descriptor.size), () => undefined);
   }
 
   /** Referrers in a layout are the manifests it holds whose subject is `digest`. */
