@@ -481,9 +481,9 @@ describe('garbage collection racing writes (review findings)', () => {
       wrap: (inner) =>
         hooked(inner, {
           // The index's row is held back until the collector has listed the repository...
-          putManifest: (original) => async (repository, record, tag) => {
+          putManifest: (original) => async (repository, record, write) => {
             if (record.mediaType === MediaType.OciIndex) await indexMayWrite;
-            return original(repository, record, tag);
+            return original(repository, record, write);
           },
           // ...which then lets it land and waits for the push to finish before going on.
           listManifests: (original) => async (repository) => {

@@ -1,6 +1,6 @@
 import { access } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { FsBlobStore, lockDataFolder, openSqliteStores } from '../storage/index.js';
+import { explainFsError, lockDataFolder, openDataFolder } from '../storage/index.js';
 import { ConfigError } from './config.js';
 import { gcAuditDetail, type GarbageCollectionOptions, type GarbageCollectionReport } from './gc.js';
 import { Registry } from './registry.js';
@@ -23,9 +23,7 @@ export async function collectGarbageInFolder(
   }
   const lock = await lockDataFolder(dataDir);
   try {
-    const blobs = new FsBlobStore(dataDir);
-    await blobs.init();
-    const { metadata, auth } = await openSqliteStores(database);
+    const { blobs, metadata, auth } = await openDataFolder(dataDir);
     try {
       const report = await new Registry({ blobs, metadata }).collectGarbage(options);
       if (!report.dryRun) {
@@ -38,6 +36,8 @@ export async function collectGarbageInFolder(
         });
       }
       return report;
+    } catch (error) {
+      throw await explainFsError(error, 'collect garbage', dataDir);
     } finally {
       await metadata.close();
     }

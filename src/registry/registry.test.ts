@@ -104,6 +104,46 @@ describe('Registry caches', () => {
     metadata.close();
   });
 
+  it('refuses a manifest whose repository was deleted after its blobs were checked, leaving no tag', async () => {
+    const { blobs, metadata } = await freshStores();
+    const holder: { registry?: Registry } = {};
+    let raced = false;
+    // The repository is deleted just as the manifest is about to be written, after #checkReferences.
+    const racing = overriding(metadata, 'putManifest', () =>
+      raced
+        ? undefined
+        : async (...args: Parameters<MetadataStore['putManifest']>) => {
+            raced = true;
+            await holder.registry?.deleteRepository('p/app');
+            return metadata.putManifest(...args);
+          },
+    );
+    const registry = new Registry({ blobs, metadata: racing });
+    holder.registry = registry;
+    const config = Buffer.from('{}');
+    await registry.putBlob('p/app', digestOf(config), Readable.from([config]));
+    const body = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MediaType.OciManifest,
+        config: { mediaType: MediaType.OciConfig, digest: digestOf(config), size: 2 },
+        layers: [],
+      }),
+    );
+    await assert.rejects(registry.putManifest('p/app', 'v1', { body, contentType: MediaType.OciManifest }), {
+      code: 'MANIFEST_BLOB_UNKNOWN',
+      message: new RegExp(`"${digestOf(config)}" is no longer in repository "p/app"`),
+    });
+    assert.equal(await metadata.repositoryExists('p/app'), false, 'not brought back by the push');
+    assert.equal(registry.cachedManifest('p/app', 'v1'), undefined);
+    await assert.rejects(registry.getManifest('p/app', 'v1'), { code: 'MANIFEST_UNKNOWN' });
+    // Pushed again in full, it is accepted.
+    await registry.putBlob('p/app', digestOf(config), Readable.from([config]));
+    await registry.putManifest('p/app', 'v1', { body, contentType: MediaType.OciManifest });
+    assert.equal((await registry.getManifest('p/app', 'v1')).digest, digestOf(body));
+    metadata.close();
+  });
+
   it('keeps an upload session whole when its row cannot be deleted (a full disk)', async () => {
     const { blobs, metadata } = await freshStores();
     let full = true;

@@ -106,6 +106,12 @@ function asPushed(stored: StoredManifest, record: ManifestRecord): StoredManifes
   return stored.mediaType === record.mediaType ? stored : { ...stored, mediaType: record.mediaType };
 }
 
+/** The blobs an image manifest needs in its repository: its config and layers, foreign layers aside. */
+function requiredBlobs(parsed: ParsedManifest): Descriptor[] {
+  const blobs = parsed.kind === 'image' ? [...(parsed.config ? [parsed.config] : []), ...parsed.layers] : [];
+  return blobs.filter((descriptor) => !isForeignLayer(descriptor.mediaType));
+}
+
 function storageToRegistry(error: unknown, uploadId?: string): never {
   if (error instanceof StorageError) {
     switch (error.code) {
@@ -166,6 +172,8 @@ export class Registry {
    * into the cache after the write had set the new one, and serve it until the next write.
    */
   #writes = 0;
+  /** Counts repository deletions, so a manifest push that raced one does not fill the caches. */
+  #repositoryDeletions = 0;
 
   constructor(options: RegistryOptions) {
     this.events.setMaxListeners(0); // one listener per event-stream subscriber
@@ -507,14 +515,33 @@ export class Registry {
       ...(parsed.annotations ? { annotations: parsed.annotations } : {}),
     };
     const tag = byDigest ? undefined : reference;
-    await this.#meta.putManifest(name, record, tag);
+    // Checked again as the manifest is written: the repository may have been deleted (or a blob unlinked)
+    // since #checkReferences looked, and a tag naming blobs the repository lacks would answer 404s.
+    const deletions = this.#repositoryDeletions;
+    const missing = await this.#meta.putManifest(name, record, {
+      ...(tag === undefined ? {} : { tag }),
+      requires: {
+        blobs: requiredBlobs(parsed).map((descriptor) => descriptor.digest),
+        manifests: parsed.manifests.map((child) => child.digest),
+      },
+    });
+    if (missing !== undefined) {
+      throw new RegistryError(
+        'MANIFEST_BLOB_UNKNOWN',
+        `"${missing}" is no longer in repository "${name}" (removed while the manifest was pushed)`,
+        { detail: { digest: missing } },
+      );
+    }
     this.#writes++;
     // Counted while the push still pins its digests, so a collector claiming one sees the change.
     this.#manifestWrites.set(name, (this.#manifestWrites.get(name) ?? 0) + 1);
     const existing = await this.#meta.getManifest(name, digest);
-    this.#manifestLinks.set(`${name}@${digest}`, existing ?? record);
+    // A repository deleted since the write took this manifest with it: then it is not cached here.
+    if (existing || deletions === this.#repositoryDeletions) {
+      this.#manifestLinks.set(`${name}@${digest}`, existing ?? record);
+      if (tag !== undefined) this.#tags.set(`${name}:${tag}`, digest);
+    }
     this.#manifestBytes.set(digest, { digest, mediaType: parsed.mediaType, bytes: body }, body.byteLength);
-    if (tag !== undefined) this.#tags.set(`${name}:${tag}`, digest);
     this.events.emit('event', {
       action: 'push',
       repository: name,
@@ -536,10 +563,7 @@ export class Registry {
         },
       );
     };
-    const blobs =
-      parsed.kind === 'image' ? [...(parsed.config ? [parsed.config] : []), ...parsed.layers] : [];
-    for (const descriptor of blobs) {
-      if (isForeignLayer(descriptor.mediaType)) continue;
+    for (const descriptor of requiredBlobs(parsed)) {
       const size = await this.#meta.blobLink(name, descriptor.digest);
       if (size === undefined) unknown(descriptor, 'Blob');
       else if (size !== descriptor.size) {
@@ -616,6 +640,7 @@ export class Registry {
   /** Removes a repository and everything in it (blob bytes stay until garbage collection). */
   async deleteRepository(name: string): Promise<boolean> {
     const removed = await this.#meta.deleteRepository(name);
+    this.#repositoryDeletions++;
     this.#writes++;
     this.#manifestLinks.deleteWhere((key) => key.startsWith(`${name}@`));
     this.#tags.deleteWhere((key) => key.startsWith(`${name}:`));

@@ -1,14 +1,15 @@
+import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import type { H1Server } from './http/h1/index.js';
 import type { Logger } from '../log/index.js';
 import { readFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import {
-  FsBlobStore,
+  explainFsError,
   lockDataFolder,
-  openSqliteStores,
+  openDataFolder,
   type AuthStore,
   type FolderLock,
 } from '../storage/index.js';
@@ -88,7 +89,17 @@ export async function startRegistry(
   options: StartRegistryOptions,
 ): Promise<RunningRegistry> {
   const dataDir = resolve(config.data);
-  await mkdir(dataDir, { recursive: true });
+  await mkdir(dataDir, { recursive: true }).catch(async (error: unknown) => {
+    // A recursive mkdir reports ENOENT under a read-only parent: creating the first missing level on
+    // its own says what is wrong.
+    let first = dataDir;
+    while (dirname(first) !== first && !existsSync(dirname(first))) first = dirname(first);
+    const precise = await mkdir(first).then(
+      () => error,
+      (direct: unknown) => direct,
+    );
+    throw await explainFsError(precise, 'create the data folder', dirname(first));
+  });
   const lock = await lockDataFolder(dataDir);
   try {
     return await startLocked(config, options, { dataDir, lock });
@@ -105,9 +116,7 @@ async function startLocked(
 ): Promise<RunningRegistry> {
   const { log } = options;
   const { dataDir, lock } = folder;
-  const blobs = new FsBlobStore(dataDir);
-  await blobs.init();
-  const { metadata, auth: authStore } = await openSqliteStores(join(dataDir, 'airlock.db'));
+  const { blobs, metadata, auth: authStore } = await openDataFolder(dataDir);
   const registry = new Registry({
     blobs,
     metadata,

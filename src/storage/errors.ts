@@ -1,3 +1,5 @@
+import { statfs } from 'node:fs/promises';
+
 /** Closed set of storage failure codes; the registry maps each to a spec error. */
 export type StorageErrorCode =
   | 'BLOB_NOT_FOUND'
@@ -17,4 +19,41 @@ export class StorageError extends Error {
     super(message, options);
     this.code = code;
   }
+}
+
+/** What a file-system error code means for the folder it happened in, in words. */
+const FS_REASONS: ReadonlyMap<string, string> = new Map([
+  ['ENOSPC', 'its disk is full'],
+  ['EDQUOT', 'its disk quota is used up'],
+  ['SQLITE_FULL', 'its disk is full'],
+  ['EROFS', 'it is on a read-only file system'],
+  ['SQLITE_READONLY', 'it is on a read-only file system'],
+  ['EACCES', 'permission denied'],
+  ['EPERM', 'permission denied'],
+  ['ENOTDIR', 'a part of its path is a file, not a folder'],
+]);
+
+/** Below this many free bytes a failed write is put down to a full disk. */
+const NEARLY_FULL_BYTES = 1 << 20;
+
+/**
+ * An error that says in one line why `action` failed in `dir` (a full disk, a read-only file system,
+ * no permission), keeping the original code and cause; any other error is returned as it is. SQLite
+ * reports a full disk as a bare I/O error at times (it cannot grow its shared-memory file), so for those
+ * the folder's free space is looked at.
+ */
+export async function explainFsError(error: unknown, action: string, dir: string): Promise<unknown> {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string') return error;
+  let reason = FS_REASONS.get(code);
+  if (!reason && code.startsWith('SQLITE_IOERR')) {
+    const free = await statfs(dir).then(
+      (info) => info.bavail * info.bsize,
+      () => Number.POSITIVE_INFINITY,
+    );
+    reason = free < NEARLY_FULL_BYTES ? 'its disk is full' : 'a disk I/O error';
+  }
+  if (!reason) return error;
+  const explained = new Error(`Cannot ${action} in "${dir}": ${reason} (${code})`, { cause: error });
+  return Object.assign(explained, { code });
 }

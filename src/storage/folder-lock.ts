@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { link, readFile, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { StorageError } from './errors.js';
+import { explainFsError, StorageError } from './errors.js';
 
 /** The file in a data folder that says which process serves it. */
 export const LOCK_FILE = 'airlock.lock';
@@ -71,8 +71,9 @@ export async function lockDataFolder(dir: string, options: LockOptions = {}): Pr
     // Written whole under a name of its own, then linked into place: a link fails when the lock exists,
     // and the lock file is never seen half written.
     const temp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}`;
-    await writeFile(temp, mine, { mode: 0o644, flush: true });
     try {
+      // Inside the try: a write that fails (a full disk) may still have created the file.
+      await writeFile(temp, mine, { mode: 0o644, flush: true });
       await link(temp, path);
       heldHere.add(path);
       let held = true;
@@ -92,7 +93,8 @@ export async function lockDataFolder(dir: string, options: LockOptions = {}): Pr
         },
       };
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST' || attempt >= 2) throw error;
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST' || attempt >= 2)
+        throw await explainFsError(error, 'lock the data folder', dir);
     } finally {
       await unlink(temp).catch(() => undefined);
     }

@@ -21,6 +21,7 @@ export type {
 } from './metadata-store.js';
 export { SqlMetadataStore } from './metadata-store-sql.js';
 export { openSqliteMetadataStore, openSqliteStores } from './sqlite.js';
+export { openDataFolder, type DataFolderStores } from './data-folder.js';
 export { SqlAuthStore } from './auth-store-sql.js';
 export type {
   AuthStore,
@@ -32,7 +33,7 @@ export type {
   ClusterTrust,
   AuditEntry,
 } from './auth-store.js';
-export { StorageError } from './errors.js';
+export { explainFsError, StorageError } from './errors.js';
 export type { StorageErrorCode } from './errors.js';
 export { lockDataFolder, LOCK_FILE } from './folder-lock.js';
 export type { FolderLock } from './folder-lock.js';

@@ -26,7 +26,11 @@ describe('SQLite metadata store', () => {
     try {
       const file = join(dir, 'airlock.db');
       const first = await openSqliteMetadataStore(file);
-      await first.putManifest('r', { digest: digestOf('m'), mediaType: 'x', size: 1, createdAt: 1 }, 'v1');
+      await first.putManifest(
+        'r',
+        { digest: digestOf('m'), mediaType: 'x', size: 1, createdAt: 1 },
+        { tag: 'v1' },
+      );
       await first.close();
       const second = await openSqliteMetadataStore(file);
       assert.equal(await second.resolveTag('r', 'v1'), digestOf('m'));
@@ -44,7 +48,7 @@ describe('SQLite metadata store', () => {
       await metadata.putManifest(
         'r',
         { digest: digestOf('kept'), mediaType: 'x', size: 1, createdAt: 1 },
-        'v1',
+        { tag: 'v1' },
       );
       // A database that may grow by two pages stands for a full disk: SQLite fails the write with
       // SQLITE_FULL and ends the transaction itself.
@@ -56,7 +60,7 @@ describe('SQLite metadata store', () => {
           .putManifest(
             `r${i}`,
             { digest: digestOf(`m${i}`), mediaType: 'x'.repeat(500), size: 1, createdAt: 1 },
-            't',
+            { tag: 't' },
           )
           .catch((error: unknown) => (failure = error));
       }
@@ -68,7 +72,7 @@ describe('SQLite metadata store', () => {
       await metadata.putManifest(
         'after',
         { digest: digestOf('after'), mediaType: 'x', size: 1, createdAt: 1 },
-        'v1',
+        { tag: 'v1' },
       );
       assert.equal(await metadata.resolveTag('after', 'v1'), digestOf('after'));
       await metadata.close();

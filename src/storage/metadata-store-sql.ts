@@ -5,6 +5,7 @@ import type {
   BlobUsers,
   LinkRenewal,
   ManifestRecord,
+  ManifestRequirements,
   MetadataStore,
   Page,
   TagRecord,
@@ -37,6 +38,32 @@ async function ensureRepository(db: Kysely<Schema>, name: string, at: number): P
     .values({ name, created_at: at })
     .onConflict((oc) => oc.column('name').doNothing())
     .execute();
+}
+
+/**
+ * The first blob or child manifest in `requires` that `repository` does not hold, inside the caller's
+ * transaction (SQLite runs one writer at a time, so nothing changes between this and the write).
+ */
+async function firstMissing(
+  db: Kysely<Schema>,
+  repository: string,
+  requires: ManifestRequirements,
+): Promise<Digest | undefined> {
+  const present = async (table: 'blob_links' | 'manifests', digests: readonly Digest[]) => {
+    if (digests.length === 0) return new Set<string>();
+    const rows = await db
+      .selectFrom(table)
+      .select('digest')
+      .where('repository', '=', repository)
+      .where('digest', 'in', [...digests])
+      .execute();
+    return new Set(rows.map((row) => row.digest));
+  };
+  const blobs = await present('blob_links', requires.blobs);
+  const missingBlob = requires.blobs.find((digest) => !blobs.has(digest));
+  if (missingBlob !== undefined) return missingBlob;
+  const manifests = await present('manifests', requires.manifests);
+  return requires.manifests.find((digest) => !manifests.has(digest));
 }
 
 /** MetadataStore over any Kysely database (SQLite embedded, PostgreSQL for replicas). */
@@ -180,9 +207,16 @@ export class SqlMetadataStore implements MetadataStore {
     return rows.map(toRecord);
   }
 
-  async putManifest(repository: string, manifest: ManifestRecord, tag?: string): Promise<void> {
+  async putManifest(
+    repository: string,
+    manifest: ManifestRecord,
+    write: { readonly tag?: string; readonly requires?: ManifestRequirements } = {},
+  ): Promise<Digest | undefined> {
+    const { tag, requires } = write;
     const now = Date.now();
-    await this.#db.transaction().execute(async (trx) => {
+    return this.#db.transaction().execute(async (trx) => {
+      const missing = requires && (await firstMissing(trx, repository, requires));
+      if (missing !== undefined) return missing;
       await ensureRepository(trx, repository, now);
       await trx
         .insertInto('manifests')
@@ -213,6 +247,7 @@ export class SqlMetadataStore implements MetadataStore {
           )
           .execute();
       }
+      return undefined;
     });
   }
 

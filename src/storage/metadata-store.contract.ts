@@ -66,9 +66,9 @@ export function runMetadataStoreContract(
     });
 
     it('stores manifests with their tag atomically and moves tags', async () => {
-      await store.putManifest('r', manifest('m1', { annotations: { a: 'b' } }), 'v1');
-      await store.putManifest('r', manifest('m2'), 'v1');
-      await store.putManifest('r', manifest('m2'), 'v2');
+      await store.putManifest('r', manifest('m1', { annotations: { a: 'b' } }), { tag: 'v1' });
+      await store.putManifest('r', manifest('m2'), { tag: 'v1' });
+      await store.putManifest('r', manifest('m2'), { tag: 'v2' });
       assert.equal(await store.resolveTag('r', 'v1'), d('m2'));
       assert.deepEqual((await store.getManifest('r', d('m1')))?.annotations, { a: 'b' });
       assert.deepEqual(
@@ -82,9 +82,26 @@ export function runMetadataStoreContract(
       assert.equal(await store.getManifest('other', d('m1')), undefined);
     });
 
+    it('writes a manifest only while the blobs and children it requires are in the repository', async () => {
+      const requires = { blobs: [d('cfg'), d('layer')], manifests: [d('child')] };
+      assert.equal(await store.putManifest('r', manifest('m1'), { tag: 'v1', requires }), d('cfg'));
+      await store.linkBlob('r', d('cfg'), 2);
+      await store.linkBlob('r', d('layer'), 3);
+      assert.equal(await store.putManifest('r', manifest('m1'), { tag: 'v1', requires }), d('child'));
+      assert.equal(await store.repositoryExists('r'), true, 'made by linkBlob');
+      assert.equal(await store.getManifest('r', d('m1')), undefined, 'nothing written');
+      assert.equal(await store.resolveTag('r', 'v1'), undefined);
+      await store.putManifest('r', manifest('child'));
+      assert.equal(await store.putManifest('r', manifest('m1'), { tag: 'v1', requires }), undefined);
+      assert.equal(await store.resolveTag('r', 'v1'), d('m1'));
+      await store.deleteRepository('r');
+      assert.equal(await store.putManifest('r', manifest('m2'), { tag: 'v2', requires }), d('cfg'));
+      assert.equal(await store.repositoryExists('r'), false, 'a refused write does not make the repository');
+    });
+
     it('lists tags case-insensitively, then by bytes, and pages through each exactly once', async () => {
       for (const tag of ['b', 'A', 'v1', 'a', '_x', 'B', '10', '9', 'V1', 'a.b', 'a-b']) {
-        await store.putManifest('r', manifest('m1'), tag);
+        await store.putManifest('r', manifest('m1'), { tag });
       }
       const order = ['10', '9', '_x', 'A', 'a', 'a-b', 'a.b', 'B', 'b', 'V1', 'v1'];
       assert.deepEqual(
@@ -110,9 +127,9 @@ export function runMetadataStoreContract(
     });
 
     it('deletes a manifest with every tag that points at it', async () => {
-      await store.putManifest('r', manifest('m1'), 'a');
-      await store.putManifest('r', manifest('m1'), 'b');
-      await store.putManifest('r', manifest('m2'), 'c');
+      await store.putManifest('r', manifest('m1'), { tag: 'a' });
+      await store.putManifest('r', manifest('m1'), { tag: 'b' });
+      await store.putManifest('r', manifest('m2'), { tag: 'c' });
       assert.equal(await store.deleteManifest('r', d('m1')), true);
       assert.equal(await store.deleteManifest('r', d('m1')), false);
       assert.deepEqual(
@@ -161,7 +178,7 @@ export function runMetadataStoreContract(
 
     it('deletes an untagged manifest only if nothing was pushed or tagged since', async () => {
       await store.putManifest('r', manifest('old', { createdAt: 1000 }));
-      await store.putManifest('r', manifest('tagged', { createdAt: 1000 }), 'v1');
+      await store.putManifest('r', manifest('tagged', { createdAt: 1000 }), { tag: 'v1' });
       const since = Date.now() + 60_000;
       assert.equal(await store.deleteManifestIfUnchanged('r', d('tagged'), since), false, 'tagged');
       assert.ok(await store.getManifest('r', d('tagged')));
@@ -171,7 +188,7 @@ export function runMetadataStoreContract(
       assert.equal(await store.deleteManifest('r', d('new')), true);
       // A tag moved at or after `since` stops it too (the tag store uses the wall clock).
       const beforeTag = Date.now();
-      await store.putManifest('r', manifest('tagged', { createdAt: 1000 }), 'v2');
+      await store.putManifest('r', manifest('tagged', { createdAt: 1000 }), { tag: 'v2' });
       assert.equal(await store.deleteManifestIfUnchanged('r', d('old'), beforeTag), false, 'tag since');
       assert.equal(await store.deleteManifestIfUnchanged('r', d('old'), since), true);
       assert.equal(await store.getManifest('r', d('old')), undefined);

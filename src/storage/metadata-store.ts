@@ -50,6 +50,12 @@ export interface Page {
   readonly n?: number;
 }
 
+/** What a manifest names that must be in its repository when it is recorded. */
+export interface ManifestRequirements {
+  readonly blobs: readonly Digest[];
+  readonly manifests: readonly Digest[];
+}
+
 /**
  * Repositories, manifests, tags, referrers, per-repository blob links and upload sessions.
  * Every method is atomic; `putManifest` records the manifest, its blob link and its tag together.
@@ -82,7 +88,17 @@ export interface MetadataStore {
   /** Every manifest in a repository, newest first. */
   listManifests(repository: string): Promise<ManifestRecord[]>;
 
-  putManifest(repository: string, manifest: ManifestRecord, tag?: string): Promise<void>;
+  /**
+   * Records a manifest (and `tag` pointing at it). With `requires`, checked atomically with the write:
+   * every blob and child manifest it names must still be in the repository (not deleted, nor unlinked,
+   * since the caller looked). Returns the first one missing, and then writes nothing; undefined once
+   * written.
+   */
+  putManifest(
+    repository: string,
+    manifest: ManifestRecord,
+    write?: { readonly tag?: string; readonly requires?: ManifestRequirements },
+  ): Promise<Digest | undefined>;
   getManifest(repository: string, digest: Digest): Promise<ManifestRecord | undefined>;
   /** Removes a manifest and every tag pointing at it; true when it existed. */
   deleteManifest(repository: string, digest: Digest): Promise<boolean>;

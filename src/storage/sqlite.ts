@@ -23,12 +23,18 @@ export async function openSqliteStores(
 export async function sqliteStores(
   database: Database.Database,
 ): Promise<{ metadata: SqlMetadataStore; auth: SqlAuthStore }> {
-  database.pragma('journal_mode = WAL');
-  database.pragma('synchronous = FULL');
-  database.pragma('busy_timeout = 5000');
-  database.pragma('foreign_keys = ON');
-  const db = new Kysely<Schema>({ dialect: new RollbackSafeDialect(database) });
-  return { metadata: await SqlMetadataStore.open(db), auth: new SqlAuthStore(db) };
+  try {
+    database.pragma('journal_mode = WAL');
+    database.pragma('synchronous = FULL');
+    database.pragma('busy_timeout = 5000');
+    database.pragma('foreign_keys = ON');
+    const db = new Kysely<Schema>({ dialect: new RollbackSafeDialect(database) });
+    return { metadata: await SqlMetadataStore.open(db), auth: new SqlAuthStore(db) };
+  } catch (error) {
+    // A database that could not be set up (a full disk, a migration that failed) is not left open.
+    database.close();
+    throw error;
+  }
 }
 
 /**
