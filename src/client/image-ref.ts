@@ -12,7 +12,7 @@ import { ClientError } from './errors.js';
 import type { ImageSource, ImageTarget } from './image-store.js';
 import type { RegistryClient } from './registry-client.js';
 import { createWriteStream } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -177,15 +177,31 @@ export async function openTarget(location: ImageLocation, clients: ClientFactory
       return new RegistryStore(await clients(location.ref.registry), location.ref);
     case 'oci': {
       const created = await mkdir(location.dir, { recursive: true });
-      if (created !== undefined) trackTempPath(created);
-      const store = new LayoutStore(await OciLayout.open(location.dir, { create: true }), location.tag);
-      if (created === undefined) return store;
-      // A layout this copy created is removed again when the copy fails (or is interrupted), so no
-      // half-written folder stays.
+      // A layout this copy creates, in a new folder or an empty one, is removed again when the copy
+      // fails (or is interrupted), so no half-written layout stays; an existing layout keeps what it had
+      // (blobs already written stay: they are content-addressed, and index.json changes last).
+      const made =
+        created !== undefined
+          ? [created]
+          : (await readdir(location.dir)).length === 0
+            ? ['oci-layout', 'index.json', 'blobs'].map((name) => join(location.dir, name))
+            : [];
+      for (const path of made) trackTempPath(path);
+      let layout: OciLayout;
+      try {
+        layout = await OciLayout.open(location.dir, { create: true });
+      } catch (error) {
+        for (const path of made) await removeTempPath(path);
+        throw error;
+      }
+      const store = new LayoutStore(layout, location.tag);
+      if (made.length === 0) return store;
       return Object.assign(store, {
         async close(ok: boolean) {
-          if (ok) releaseTempPath(created);
-          else await removeTempPath(created);
+          for (const path of made) {
+            if (ok) releaseTempPath(path);
+            else await removeTempPath(path);
+          }
         },
       });
     }

@@ -373,6 +373,54 @@ describe('airlock copy targets', { concurrency: 2 }, () => {
 });
 
 describe('airlock stopped with Ctrl-C', { concurrency: 2 }, () => {
+  it('leaves a new or empty layout folder as it was when a copy into it fails; an existing layout keeps its image', async (t) => {
+    const env = await cliEnv(t);
+    const work = await tempDirForTest(t, 'cli-failed-layout-');
+    const contentOf = (image: ReturnType<typeof buildSimpleImage>) => {
+      const entry = { bytes: image.bytes, mediaType: image.descriptor.mediaType };
+      return {
+        manifests: new Map([
+          ['v1', entry],
+          [image.descriptor.digest, entry],
+        ]),
+        blobs: new Map(image.blobs),
+      };
+    };
+    const good = buildSimpleImage({ randomBytes: 4096 });
+    const bad = buildSimpleImage({ randomBytes: 4096 });
+    const missing = bad.layers[0];
+    assert.ok(missing);
+    const badContent = contentOf(bad);
+    badContent.blobs.delete(missing.digest);
+    const broken = await startFakeRegistry(t, serveContent(badContent));
+    const whole = await startFakeRegistry(t, serveContent(contentOf(good)));
+    const empty = join(work, 'empty');
+    await mkdir(empty);
+    const existing = join(work, 'existing');
+    await airlockOk(env, ['copy', `${whole.host}/org/app:v1`, `oci:${existing}:kept`]);
+    const kept = await listTree(existing);
+    for (const target of [join(work, 'new'), empty, existing]) {
+      const result = await airlock(env, ['copy', `${broken.host}/org/app:v1`, `oci:${target}:v2`]);
+      assertOneLineError(result, { pattern: new RegExp(missing.digest.slice(7, 19)) });
+    }
+    const tree = await listTree(work);
+    assert.ok(!tree.includes('new'), 'the new folder is removed again');
+    assert.deepEqual(await listTree(empty), [], 'the empty folder stays empty');
+    const after = await listTree(existing);
+    assert.deepEqual(
+      kept.filter((path) => !after.includes(path)),
+      [],
+      'the existing layout keeps every file',
+    );
+    const index = JSON.parse(await readFile(join(existing, 'index.json'), 'utf8')) as {
+      manifests: { annotations?: Record<string, string> }[];
+    };
+    assert.deepEqual(
+      index.manifests.map((m) => m.annotations?.['org.opencontainers.image.ref.name']),
+      ['kept'],
+    );
+  });
+
   it('removes what it was writing and ends by the signal, for every command that writes', async (t) => {
     const env = await cliEnv(t);
     const work = await tempDirForTest(t, 'cli-sigint-');
