@@ -161,3 +161,84 @@ describe('an upload chunk whose body stops arriving', () => {
     await finish(c, 'p/inflight', location, content, 64 * KIB);
   });
 });
+
+describe('closing an upload with a digest that cannot be used', () => {
+  let reg: TestRegistry;
+  let c: TestClient;
+  let location = '';
+  before(async () => {
+    reg = await startTestRegistry();
+    c = new TestClient(reg.url);
+    ({ location } = await newUpload(c, 'p/refused'));
+    assert.equal((await patch(c, location, Buffer.from('abc'), 0)).status, 202);
+  });
+  after(async () => reg.dispose());
+
+  const host = (): string => new URL(reg.url).host;
+  /** A request head announcing 10 MiB and waiting for 100 Continue before it sends any. */
+  const waitingHead = (method: string, target: string): string =>
+    `${method} ${target} HTTP/1.1\r\nHost: ${host()}\r\nContent-Type: application/octet-stream\r\n` +
+    `Content-Length: ${10 * MIB}\r\nExpect: 100-continue\r\n\r\n`;
+
+  for (const [what, query] of [
+    ['a malformed digest', '?digest=sha256:zz'],
+    ['no digest', ''],
+    ['an empty digest', '?digest='],
+  ] as const) {
+    it(`answers a PUT with ${what} and Expect: 100-continue with 400 DIGEST_INVALID before any body`, async () => {
+      const exchange = rawConnection(reg.url, waitingHead('PUT', `${location}${query}`));
+      const answer = await exchange.closedWithin(5000);
+      assert.match(answer, /^HTTP\/1\.1 400 /);
+      assert.doesNotMatch(answer, /100 Continue/);
+      assert.match(answer, /"code":"DIGEST_INVALID"/);
+      assert.match(answer, /connection: close\r\n/i);
+      assert.equal(await statusRange(c, location), '0-2', 'the session is unchanged');
+    });
+  }
+
+  it('answers a monolithic POST with a malformed digest, or a body without one, the same way', async () => {
+    for (const query of ['?digest=sha256:zz', '', '?digest=']) {
+      const exchange = rawConnection(reg.url, waitingHead('POST', `/v2/p/refused/blobs/uploads/${query}`));
+      const answer = await exchange.closedWithin(5000);
+      assert.match(answer, /^HTTP\/1\.1 400 /, query);
+      assert.doesNotMatch(answer, /100 Continue/, query);
+      assert.match(answer, /"code":"DIGEST_INVALID"/, query);
+    }
+  });
+
+  it('answers a PUT to an unknown session with 404 before any body', async () => {
+    const digest = blob('x').digest;
+    const exchange = rawConnection(
+      reg.url,
+      waitingHead('PUT', `/v2/p/refused/blobs/uploads/nope?digest=${digest}`),
+    );
+    const answer = await exchange.closedWithin(5000);
+    assert.match(answer, /^HTTP\/1\.1 404 /);
+    assert.doesNotMatch(answer, /100 Continue/);
+    assert.match(answer, /"code":"BLOB_UPLOAD_UNKNOWN"/);
+  });
+
+  it('closes the connection after refusing a PUT whose body is sent without Expect, and keeps the session', async () => {
+    const body = randomBytes(MIB);
+    const exchange = rawConnection(
+      reg.url,
+      Buffer.concat([
+        Buffer.from(
+          `PUT ${location}?digest=sha256:zz HTTP/1.1\r\nHost: ${host()}\r\n` +
+            `Content-Type: application/octet-stream\r\nContent-Length: ${body.byteLength}\r\n\r\n`,
+        ),
+        body,
+      ]),
+    );
+    const answer = await exchange.closedWithin(5000);
+    // One answer: the unread body was never taken for another request.
+    assert.equal(answer.match(/HTTP\/1\.1 /g)?.length, 1, answer);
+    assert.match(answer, /^HTTP\/1\.1 400 /);
+    assert.match(answer, /connection: close\r\n/i);
+    assert.equal(await statusRange(c, location), '0-2');
+  });
+
+  it('leaves the session usable after the refusals', async () => {
+    await finish(c, 'p/refused', location, Buffer.from('abcdef'), 3);
+  });
+});
