@@ -327,6 +327,9 @@ export class Registry {
   async appendUpload(name: string, id: string, chunk: UploadChunk): Promise<number> {
     const { body, offset } = chunk;
     await this.#session(name, id);
+    // Only the chunk that gets the upload counts it: one refused because another is being written
+    // must not end the count while that one goes on.
+    const counted = !this.#activeUploads.has(id);
     this.#activeUploads.add(id);
     try {
       return await this.#blobs.appendUpload(id, body, {
@@ -336,7 +339,7 @@ export class Registry {
     } catch (error) {
       return storageToRegistry(error, id);
     } finally {
-      this.#activeUploads.delete(id);
+      if (counted) this.#activeUploads.delete(id);
     }
   }
 

@@ -40,6 +40,11 @@ export interface RunningRegistry {
 
 export interface StartRegistryOptions {
   readonly log: Logger;
+  /**
+   * Time a request body being read may go without new bytes; then the request fails (an upload's chunk is
+   * taken back) and the connection closes. Default: 60 s.
+   */
+  readonly bodyIdleTimeoutMs?: number;
 }
 
 const PURGE_INTERVAL_MS = 60 * 60 * 1000;
@@ -162,7 +167,7 @@ async function startLocked(
   registry.events.on('gc', (outcome) => metrics.recordGc(outcome));
   const server = createHttpServer(
     createRequestListener({ registry, log, metrics, ready: () => accepting, access, tls: tls !== undefined }),
-    tls,
+    { tls, bodyIdleTimeoutMs: options.bodyIdleTimeoutMs },
   );
   await new Promise<void>((resolveListen, reject) => {
     server.once('error', reject);

@@ -67,6 +67,12 @@ export class FsBlobStore implements BlobStore {
   readonly #fsync: boolean;
   readonly #uploads = new Map<string, UploadState>();
   /**
+   * Each upload's size as of its last complete chunk, known before a chunk is written to its file: the
+   * file also holds the bytes of a chunk in flight (or of one that failed, until it is cut back), which
+   * are not part of the upload yet. Unknown for an upload this process has not appended to.
+   */
+  readonly #committed = new Map<string, number>();
+  /**
    * Who is working on an upload: one append, commit or cancel at a time, taken before the first await.
    * A commit publishes the upload's file itself (a hard link), so nothing may write to it once the commit
    * has begun; two appends at once would both write at the same offset.
@@ -269,9 +275,17 @@ export class FsBlobStore implements BlobStore {
     const handle = await open(this.#uploadPath(id), 'wx');
     await handle.close();
     this.#uploads.set(id, { digester: new Digester(), size: 0 });
+    this.#committed.set(id, 0);
   }
 
+  /** Bytes of the upload's complete chunks: never those of a chunk still being written. */
   async uploadSize(id: string): Promise<number | undefined> {
+    const size = await this.#fileSize(id);
+    // Read after the stat: a chunk being written meanwhile recorded the size before it first.
+    return size === undefined ? undefined : (this.#committed.get(id) ?? size);
+  }
+
+  async #fileSize(id: string): Promise<number | undefined> {
     try {
       return (await stat(this.#uploadPath(id))).size;
     } catch (error) {
@@ -282,7 +296,7 @@ export class FsBlobStore implements BlobStore {
 
   /** The in-memory hash state, rebuilt from the file when the process restarted since the last append. */
   async #state(id: string): Promise<UploadState> {
-    const size = await this.uploadSize(id);
+    const size = await this.#fileSize(id);
     if (size === undefined) throw new StorageError('UPLOAD_NOT_FOUND', `Upload "${id}" does not exist`);
     const known = this.#uploads.get(id);
     if (known && known.size === size) return known;
@@ -307,6 +321,7 @@ export class FsBlobStore implements BlobStore {
       }
       const chunkDigester = state.digester;
       const sizeBefore = state.size;
+      this.#committed.set(id, sizeBefore);
       try {
         await writeHashed(source, this.#uploadPath(id), {
           tooLarge,
@@ -316,6 +331,8 @@ export class FsBlobStore implements BlobStore {
           ...(options.signal ? { signal: options.signal } : {}),
         });
         state.size = chunkDigester.size;
+        // Unless the upload was cancelled while the chunk went into its (by then unlinked) file.
+        if (this.#committed.has(id)) this.#committed.set(id, state.size);
         return state.size;
       } catch (error) {
         // A chunk that failed part-way (a client gone, a malformed body, a full disk) is taken back whole:
@@ -347,6 +364,7 @@ export class FsBlobStore implements BlobStore {
     } finally {
       await rm(path, { force: true });
       this.#uploads.delete(id);
+      this.#committed.delete(id);
       release();
     }
   }
@@ -388,6 +406,7 @@ export class FsBlobStore implements BlobStore {
     // A chunk being written goes on into the removed file and is lost with the upload.
     const release = holder === 'append' ? () => undefined : this.#own(id, 'cancel');
     this.#uploads.delete(id);
+    this.#committed.delete(id);
     try {
       await unlink(this.#uploadPath(id));
       return true;

@@ -150,6 +150,34 @@ export function runBlobStoreContract(name: string, create: () => Promise<BlobSto
       assert.equal((await again.commitUpload('u4', digest)).size, 9);
     });
 
+    it('counts a chunk in the upload size only once it is appended whole, and never one that failed', async () => {
+      await store.createUpload('u7');
+      await store.appendUpload('u7', [Buffer.from('first')]);
+      // A restarted process knows the upload only from storage.
+      const again = await fixture.reopen();
+      let wrote: () => void = () => undefined;
+      const written = new Promise<void>((resolve) => (wrote = resolve));
+      let fail: () => void = () => undefined;
+      const failing = new Promise<void>((resolve) => (fail = resolve));
+      // A client that sends part of a chunk, then goes away.
+      async function* stalling(): AsyncGenerator<Buffer> {
+        // More than a write stream buffers: written before the next piece is asked for.
+        yield Buffer.alloc(3 * 1024 * 1024, 1);
+        wrote();
+        await failing;
+        throw new Error('The client went away');
+      }
+      const appending = again.appendUpload('u7', stalling());
+      await written;
+      assert.equal(await again.uploadSize('u7'), 5, 'a chunk being written is not counted');
+      fail();
+      await assert.rejects(appending, /went away/);
+      assert.equal(await again.uploadSize('u7'), 5, 'a failed chunk is not counted');
+      assert.equal(await again.appendUpload('u7', [Buffer.from('second')], { offset: 5 }), 11);
+      const digest = digestOf('firstsecond');
+      assert.deepEqual(await again.commitUpload('u7', digest), { digest, size: 11 });
+    });
+
     it('cancels uploads and lists open ones', async () => {
       await store.createUpload('u5');
       await store.createUpload('u6');

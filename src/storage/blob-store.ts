@@ -76,7 +76,10 @@ export interface BlobStore {
     source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
     options?: UploadAppendOptions,
   ): Promise<number>;
-  /** Bytes received so far, or undefined when the upload does not exist. */
+  /**
+   * Bytes of the chunks appended whole so far, never of one still being written or one that failed;
+   * undefined when the upload does not exist.
+   */
   uploadSize(id: string): Promise<number | undefined>;
   /** Verifies the upload against `expected` and turns it into a blob; on mismatch the upload is discarded. */
   commitUpload(id: string, expected: Digest): Promise<BlobInfo>;

@@ -5,6 +5,7 @@ import {
   startRegistry,
   type RunningRegistry,
   type ServeConfig,
+  type StartRegistryOptions,
 } from '../../src/registry/index.js';
 import { tempDir } from './processes.js';
 
@@ -15,11 +16,14 @@ export interface TestRegistry extends RunningRegistry {
 }
 
 /** Starts a registry in this process on 127.0.0.1 port 0 with a fresh data folder. */
-export async function startTestRegistry(overrides: Partial<ServeConfig> = {}): Promise<TestRegistry> {
+export async function startTestRegistry(
+  overrides: Partial<ServeConfig> = {},
+  options: Omit<StartRegistryOptions, 'log'> = {},
+): Promise<TestRegistry> {
   const dataDir = overrides.data ?? (await tempDir('airlock-it-'));
   const running = await startRegistry(
     { ...DEFAULT_CONFIG, addr: '127.0.0.1:0', shutdownGraceSeconds: 2, ...overrides, data: dataDir },
-    { log: silentLogger() },
+    { ...options, log: silentLogger() },
   );
   return {
     ...running,

@@ -68,6 +68,11 @@ export function sendError(ctx: Context, error: unknown): void {
     ctx.res.destroy();
     return;
   }
+  if (error instanceof HttpProtocolError && error.status === 408 && ctx.res.destroyed) {
+    // The server closed the connection of a client that stopped sending its body: no one to answer.
+    ctx.log.info({ reqId: ctx.id, route: ctx.route }, error.message);
+    return;
+  }
   if (ctx.res.headersSent) {
     ctx.log.warn({ err: error }, 'request failed after the response started');
     ctx.res.destroy();

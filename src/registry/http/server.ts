@@ -147,11 +147,22 @@ async function handleOther(ctx: Context, options: HttpHandlerOptions): Promise<v
   sendJson(ctx, { errors: [{ code: 'NOT_FOUND', message: `Nothing at "${path}"` }] }, { status: 404 });
 }
 
-/** Creates the HTTP server: no limit on a request's duration (blob transfers), 60 s for a head, 65 s idle. */
-export function createHttpServer(listener: RequestHandler, tls?: { cert: Buffer; key: Buffer }): H1Server {
+export interface HttpServerOptions {
+  /** Serve HTTPS with this certificate and key. Default: plain HTTP. */
+  readonly tls?: { cert: Buffer; key: Buffer } | undefined;
+  /** Time a request body being read may go without new bytes before the request fails. Default: 60 s. */
+  readonly bodyIdleTimeoutMs?: number | undefined;
+}
+
+/**
+ * Creates the HTTP server: no limit on a request's duration (blob transfers), 60 s for a head, 65 s idle,
+ * 60 s without body bytes.
+ */
+export function createHttpServer(listener: RequestHandler, options: HttpServerOptions = {}): H1Server {
   return new H1Server(listener, {
     headersTimeoutMs: 60_000,
     keepAliveTimeoutMs: 65_000,
-    ...(tls ? { tls } : {}),
+    bodyIdleTimeoutMs: options.bodyIdleTimeoutMs ?? 60_000,
+    ...(options.tls ? { tls: options.tls } : {}),
   });
 }

@@ -288,6 +288,13 @@ export async function startUpload(ctx: Context, registry: Registry, { name }: Ta
     }
   }
   const digest = ctx.query.get('digest');
+  if (!digest && !mount && Number(ctx.req.headers['content-length'] ?? 0) > 0) {
+    // A body with nowhere to go: refused before it is read (see finishUpload).
+    throw new RegistryError(
+      'DIGEST_INVALID',
+      'A POST with a body is a monolithic upload and needs the query parameter "digest"',
+    );
+  }
   if (digest && !mount) {
     const stored = await registry.putBlob(name, digest, ctx.req);
     sendEmpty(ctx, 201, { location: `/v2/${name}/blobs/${stored}`, [Header.ContentDigest]: stored });
@@ -335,19 +342,14 @@ export async function finishUpload(
   registry: Registry,
   { name, ref: id }: Target,
 ): Promise<void> {
+  // Checked from the head, before any of the body is read: the refusal goes out at once, without a
+  // 100 Continue, and the connection closes after it rather than take the unread body for a request.
+  // The session stays as it was, for a retry.
   const digestText = ctx.query.get('digest');
   if (!digestText) {
-    await drain(ctx);
     throw new RegistryError('DIGEST_INVALID', 'Closing an upload needs the query parameter "digest"');
   }
-  let digest: Digest;
-  try {
-    // Before the final chunk is appended: a refused request leaves the session as it was.
-    digest = registry.checkDigest(digestText);
-  } catch (error) {
-    await drain(ctx);
-    throw error;
-  }
+  const digest = registry.checkDigest(digestText);
   const length = Number(ctx.req.headers['content-length'] ?? 0);
   if (length > 0 || ctx.req.headers['transfer-encoding']) {
     const rangeHeader = ctx.req.headers['content-range'];

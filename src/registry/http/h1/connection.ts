@@ -22,10 +22,19 @@ interface Exchange {
   responded: boolean;
 }
 
-/** How long a connection may wait for its first head bytes, or idle between requests. */
+/**
+ * How long a connection may take to send a request head, idle between requests, or leave a body that is
+ * being read without new bytes.
+ */
 export interface ConnectionTimeouts {
   readonly headersMs: number;
   readonly keepAliveMs: number;
+  readonly bodyIdleMs: number;
+}
+
+export interface H1ConnectionOptions {
+  /** The clock the timeouts are measured with, in milliseconds. Default: Date.now. */
+  readonly now?: () => number;
 }
 
 /**
@@ -43,10 +52,13 @@ export class H1Connection implements BodyChannel, ResponseChannel {
   readonly socket: Socket;
   readonly #handler: RequestHandler;
   readonly #remoteAddress: string;
+  readonly #now: () => number;
   /** Head bytes received so far (a copy), or bytes of the next request that came before the response. */
   #head: Buffer | undefined;
   #headStartedAt = 0;
-  #idleSince = Date.now();
+  #idleSince: number;
+  /** When bytes last arrived, or reading last (re)started: a body being read must move within bodyIdleMs. */
+  #readAt: number;
   #current: Exchange | undefined;
   /** Unprocessed input kept while paused (valid because nothing is read until `resume`). */
   #held: Buffer | undefined;
@@ -61,10 +73,13 @@ export class H1Connection implements BodyChannel, ResponseChannel {
   /** The body reader's memory the socket reads into next (from `nextReadBuffer`), if any. */
   readonly #reads = new DirectReads();
 
-  constructor(socket: Socket, handler: RequestHandler) {
+  constructor(socket: Socket, handler: RequestHandler, options: H1ConnectionOptions = {}) {
     this.socket = socket;
     this.#handler = handler;
     this.#remoteAddress = socket.remoteAddress ?? '';
+    this.#now = options.now ?? Date.now;
+    this.#idleSince = this.#now();
+    this.#readAt = this.#idleSince;
     socket.on('close', () => this.#onClose());
     // The client finished sending (a half-close): answer what is in progress, then close.
     socket.on('end', () => {
@@ -89,6 +104,7 @@ export class H1Connection implements BodyChannel, ResponseChannel {
   /** One read from the socket; false pauses reading. */
   receive(chunk: Buffer): boolean {
     if (this.#closed || this.#discard) return true; // the connection is ending: input is dropped
+    this.#readAt = this.#now();
     if (this.#held !== undefined) {
       // Cannot happen while paused; kept safe anyway.
       this.#held = Buffer.concat([this.#held, chunk]);
@@ -131,6 +147,7 @@ export class H1Connection implements BodyChannel, ResponseChannel {
     // Body bytes already where the reader wants them; after a failure or on a closing connection they
     // are dropped (the reader has let go of that memory's contents).
     if (!exchange?.direct || this.#closed || this.#discard) return true;
+    this.#readAt = this.#now();
     let more: boolean;
     try {
       exchange.decoder.accept(bytes);
@@ -163,15 +180,38 @@ export class H1Connection implements BodyChannel, ResponseChannel {
     return false;
   }
 
-  /** Enforces the head and keep-alive timeouts; called periodically by the server. */
+  /** Enforces the head, keep-alive and body timeouts; called periodically by the server. */
   checkTimeouts(now: number, timeouts: ConnectionTimeouts): void {
     if (this.#closed) return;
-    if (this.#current === undefined && this.#head !== undefined && this.#headStartedAt > 0) {
+    const exchange = this.#current;
+    if (exchange === undefined && this.#head !== undefined && this.#headStartedAt > 0) {
       if (now - this.#headStartedAt > timeouts.headersMs)
         this.#reject(new HttpProtocolError(408, 'The request head took too long'));
       return;
     }
-    if (this.idle && now - this.#idleSince > timeouts.keepAliveMs) this.socket.destroy();
+    if (this.idle && now - this.#idleSince > timeouts.keepAliveMs) {
+      this.socket.destroy();
+      return;
+    }
+    // Only while the server waits for the client: a body nobody reads yet, or one its reader paused (a
+    // slow disk), is not the client's delay.
+    const waiting =
+      exchange !== undefined && exchange.consumer !== undefined && !this.#paused && !this.#discard;
+    if (waiting && now - this.#readAt > timeouts.bodyIdleMs) this.#bodyStalled(exchange, timeouts.bodyIdleMs);
+  }
+
+  /**
+   * A client that stopped sending a body it announced (but keeps the connection open) would hold the
+   * request, and whatever its handler holds (an upload session), forever: its reader fails and the
+   * connection is closed.
+   */
+  #bodyStalled(exchange: Exchange, idleMs: number): void {
+    exchange.req.destroyed = true;
+    this.#failBody(
+      exchange,
+      new HttpProtocolError(408, `No request body bytes arrived for ${idleMs / 1000} s: connection closed`),
+    );
+    this.socket.destroy();
   }
 
   // ---- ResponseChannel ----
@@ -224,6 +264,8 @@ export class H1Connection implements BodyChannel, ResponseChannel {
     }
     exchange.consumer = onChunk;
     exchange.direct = direct;
+    // The client may have waited for the reader (or for 100 Continue): its time starts now.
+    this.#readAt = this.#now();
     if (exchange.head.expectContinue && !exchange.res.headersSent) {
       this.socket.write('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
     }
@@ -249,6 +291,7 @@ export class H1Connection implements BodyChannel, ResponseChannel {
   #unpause(): void {
     if (!this.#paused) return;
     this.#paused = false;
+    this.#readAt = this.#now();
     this.socket.resume();
   }
 
@@ -319,7 +362,7 @@ export class H1Connection implements BodyChannel, ResponseChannel {
         if (view.byteLength > start) {
           checkPartialRequestLine(view.subarray(start));
           this.#head = Buffer.from(view.subarray(start));
-          if (this.#headStartedAt === 0) this.#headStartedAt = Date.now();
+          if (this.#headStartedAt === 0) this.#headStartedAt = this.#now();
         }
         return true;
       }
@@ -374,7 +417,7 @@ export class H1Connection implements BodyChannel, ResponseChannel {
   #complete(exchange: Exchange): void {
     if (this.#current !== exchange) return;
     this.#current = undefined;
-    this.#idleSince = Date.now();
+    this.#idleSince = this.#now();
     exchange.req.emit('close');
     if (this.#processing) return; // the loop in #processInput goes on with the rest of its input
     // Nothing is held here: input is held only while a body is unfinished. What came after the body

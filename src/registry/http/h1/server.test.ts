@@ -584,6 +584,163 @@ describe('H1Server bad input', () => {
   });
 });
 
+describe('H1Server timeouts', () => {
+  // A server on a clock the tests move: `advance` moves it and has the server check its timeouts at once.
+  let clock = 1_000_000;
+  let timed: H1Server;
+  let timedPort: number;
+  let timedHandler: Handler = echo;
+  before(async () => {
+    timed = new H1Server((req, res) => timedHandler(req, res), {
+      headersTimeoutMs: 1000,
+      keepAliveTimeoutMs: 5000,
+      bodyIdleTimeoutMs: 2000,
+      now: () => clock,
+    });
+    timedPort = await listen(timed);
+  });
+  after(async () => {
+    await new Promise<void>((resolve) => timed.close(() => resolve()));
+  });
+  const advance = (ms: number): void => {
+    clock += ms;
+    timed.checkTimeouts();
+  };
+
+  /** Body bytes a handler has taken so far, with a wait for a count. */
+  function bodyCounter(): {
+    readonly value: number;
+    add(bytes: number): void;
+    reached(n: number): Promise<void>;
+  } {
+    let value = 0;
+    let waiters: Array<{ n: number; wake: () => void }> = [];
+    return {
+      get value() {
+        return value;
+      },
+      add(bytes) {
+        value += bytes;
+        const ready = waiters.filter((w) => w.n <= value);
+        waiters = waiters.filter((w) => w.n > value);
+        for (const w of ready) w.wake();
+      },
+      reached(n) {
+        return n <= value ? Promise.resolve() : new Promise((wake) => waiters.push({ n, wake }));
+      },
+    };
+  }
+
+  it('fails the reader of a body that stopped arriving and closes the connection', async () => {
+    const got = bodyCounter();
+    const failed = new Promise<unknown>((resolve) => {
+      timedHandler = (req) => {
+        req
+          .pumpBorrowed((chunk) => {
+            got.add(chunk.byteLength);
+            return true;
+          })
+          .done.then(() => resolve(new Error('resolved')), resolve);
+      };
+    });
+    const c = talk(timedPort, 'PATCH /u HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nfirst');
+    await got.reached(5);
+    advance(1999);
+    // Not yet: the connection still takes body bytes.
+    c.socket.write('second');
+    await got.reached(11);
+    advance(2001);
+    // At once, not at some later tick: the check itself fails the reader.
+    const notYet = new Promise((resolve) => setImmediate(() => resolve('still reading')));
+    const error = (await Promise.race([failed, notYet])) as { status?: number; message?: string };
+    assert.equal(error.status, 408);
+    assert.match(String(error.message), /No request body bytes arrived for 2 s/);
+    await c.closed;
+    assert.equal(c.text(), '', 'nothing is answered on a connection closed for a stalled body');
+  });
+
+  it('keeps a body that arrives slowly but steadily, however long it takes in all', async () => {
+    const got = bodyCounter();
+    timedHandler = (req, res) => {
+      req
+        .pumpBorrowed((chunk) => {
+          got.add(chunk.byteLength);
+          return true;
+        })
+        .done.then(() => res.end(String(got.value)), assert.fail);
+    };
+    const c = talk(timedPort, 'PUT /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n');
+    for (let i = 1; i <= 10; i++) {
+      c.socket.write('x');
+      await got.reached(i);
+      // 19 s in all, never 2 s without a byte.
+      if (i < 10) advance(1900);
+    }
+    const text = await c.until((t) => t.endsWith('\r\n\r\n10'));
+    assert.deepEqual(statuses(text), [200]);
+    c.socket.destroy();
+  });
+
+  it('does not count the time before the reader starts, nor the time it keeps the body paused', async () => {
+    const got = bodyCounter();
+    let startReading: () => void = () => undefined;
+    let control: { resume(): void } | undefined;
+    const called = new Promise<void>((handlerCalled) => {
+      timedHandler = (req, res) => {
+        startReading = () => {
+          const pump = req.pumpBorrowed((chunk) => {
+            got.add(chunk.byteLength);
+            return false; // as a busy disk would: pause after each read
+          });
+          control = pump;
+          pump.done.then(() => res.end('done'), assert.fail);
+        };
+        handlerCalled();
+      };
+    });
+    const c = talk(timedPort, 'PUT /paused HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\n');
+    await called;
+    advance(10_000); // the handler is busy (authentication, a database) and reads nothing yet
+    startReading();
+    c.socket.write('abc');
+    await got.reached(3);
+    advance(10_000); // the reader has paused the body
+    control?.resume();
+    c.socket.write('def');
+    const text = await c.until((t) => t.endsWith('done'));
+    assert.deepEqual(statuses(text), [200]);
+    c.socket.destroy();
+  });
+
+  it('still closes a connection idle past the keep-alive time, and not before', async () => {
+    timedHandler = echo;
+    const c = talk(timedPort, 'GET /a HTTP/1.1\r\nHost: x\r\n\r\n');
+    await c.until((t) => t.includes('GET /a'));
+    advance(4999);
+    c.socket.write('GET /b HTTP/1.1\r\nHost: x\r\n\r\n');
+    await c.until((t) => t.includes('GET /b'));
+    advance(5001);
+    await c.closed;
+    assert.deepEqual(statuses(c.text()), [200, 200]);
+  });
+
+  it('still answers 408 to a head that takes too long, and not before', async () => {
+    timedHandler = echo;
+    const c = talk(timedPort, 'GET / HTTP/1.1\r\nHo');
+    // The clock moves in small steps until the server answers: it must have waited past 1 s since the
+    // partial head arrived, however long that took.
+    let moved = 0;
+    while (!c.socket.destroyed && statuses(c.text()).length === 0) {
+      advance(100);
+      moved += 100;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    await c.closed;
+    assert.deepEqual(statuses(c.text()), [408]);
+    assert.ok(moved > 1000, `answered after ${moved} ms`);
+  });
+});
+
 describe('H1Server shutdown', () => {
   it('closes idle connections at once and lets a busy one finish its response', async () => {
     const own = new H1Server((req, res) => {

@@ -11,11 +11,20 @@ export interface H1ServerOptions {
   readonly headersTimeoutMs?: number;
   /** Time an idle keep-alive connection stays open. Default: 65 s. */
   readonly keepAliveTimeoutMs?: number;
+  /**
+   * Time a request body that is being read may go without new bytes; then the request fails and the
+   * connection closes. Time the server itself pauses reading (back-pressure) does not count. Default: 60 s.
+   */
+  readonly bodyIdleTimeoutMs?: number;
+  /** The clock the timeouts are measured with, in milliseconds. Default: Date.now. */
+  readonly now?: () => number;
 }
 
 /** Bytes read from a plain-HTTP socket at a time, into one buffer per connection. */
 const READ_BUFFER = 256 * 1024;
 const TIMEOUT_CHECK_MS = 1000;
+/** Idle time before TCP keep-alive probes start, so a peer that vanished without a FIN or RST is noticed. */
+const TCP_KEEPALIVE_MS = 30_000;
 
 /**
  * Airlock's HTTP/1.1 server. Node's HTTP server copies every request body chunk into a new allocation;
@@ -28,6 +37,7 @@ export class H1Server extends EventEmitter {
   readonly #server: NetServer;
   readonly #connections = new Set<H1Connection>();
   readonly #timeouts: ConnectionTimeouts;
+  readonly #now: () => number;
   #timer: NodeJS.Timeout | undefined;
   #closing = false;
   /** Called once the last connection closed after `close`. */
@@ -38,7 +48,9 @@ export class H1Server extends EventEmitter {
     this.#timeouts = {
       headersMs: options.headersTimeoutMs ?? 60_000,
       keepAliveMs: options.keepAliveTimeoutMs ?? 65_000,
+      bodyIdleMs: options.bodyIdleTimeoutMs ?? 60_000,
     };
+    this.#now = options.now ?? Date.now;
     if (options.tls) {
       this.#server = createTlsServer(
         { cert: options.tls.cert, key: options.tls.key, allowHalfOpen: true },
@@ -58,7 +70,7 @@ export class H1Server extends EventEmitter {
 
   listen(port: number, host: string, callback?: () => void): this {
     this.#server.listen(port, host, () => {
-      this.#timer = setInterval(() => this.#checkTimeouts(), TIMEOUT_CHECK_MS);
+      this.#timer = setInterval(() => this.checkTimeouts(), TIMEOUT_CHECK_MS);
       this.#timer.unref();
       callback?.();
     });
@@ -110,7 +122,8 @@ export class H1Server extends EventEmitter {
     const socket: Socket = lending ?? accepted;
     if (!lending) socket.on('data', (chunk: Buffer) => ref.connection?.receive(chunk));
     socket.setNoDelay(true);
-    const adopted = new H1Connection(socket, handler);
+    socket.setKeepAlive(true, TCP_KEEPALIVE_MS);
+    const adopted = new H1Connection(socket, handler, { now: this.#now });
     ref.connection = adopted;
     this.#connections.add(adopted);
     socket.on('close', () => {
@@ -124,8 +137,9 @@ export class H1Server extends EventEmitter {
     socket.resume();
   }
 
-  #checkTimeouts(): void {
-    const now = Date.now();
+  /** Enforces the head, keep-alive and body timeouts now; a listening server does so every second. */
+  checkTimeouts(): void {
+    const now = this.#now();
     for (const connection of this.#connections) connection.checkTimeouts(now, this.#timeouts);
   }
 }
