@@ -196,14 +196,25 @@ describe('closing an upload with a digest that cannot be used', () => {
     });
   }
 
-  it('answers a monolithic POST with a malformed digest, or a body without one, the same way', async () => {
-    for (const query of ['?digest=sha256:zz', '', '?digest=']) {
-      const exchange = rawConnection(reg.url, waitingHead('POST', `/v2/p/refused/blobs/uploads/${query}`));
-      const answer = await exchange.closedWithin(5000);
-      assert.match(answer, /^HTTP\/1\.1 400 /, query);
-      assert.doesNotMatch(answer, /100 Continue/, query);
-      assert.match(answer, /"code":"DIGEST_INVALID"/, query);
-    }
+  it('answers a monolithic POST with a malformed digest the same way', async () => {
+    const exchange = rawConnection(
+      reg.url,
+      waitingHead('POST', '/v2/p/refused/blobs/uploads/?digest=sha256:zz'),
+    );
+    const answer = await exchange.closedWithin(5000);
+    assert.match(answer, /^HTTP\/1\.1 400 /);
+    assert.doesNotMatch(answer, /100 Continue/);
+    assert.match(answer, /"code":"DIGEST_INVALID"/);
+  });
+
+  it('opens a session for a POST with a body but no digest, ignoring the body as distribution does', async () => {
+    const res = await c.request('POST', '/v2/p/lenient/blobs/uploads/', {
+      body: Buffer.from('ignored'),
+      headers: { 'content-type': 'application/octet-stream' },
+    });
+    assert.equal(res.status, 202);
+    const opened = res.headers.get('location') ?? '';
+    assert.equal(await statusRange(c, opened), '0-0', 'nothing of the body was taken');
   });
 
   it('answers a PUT to an unknown session with 404 before any body', async () => {

@@ -288,13 +288,6 @@ export async function startUpload(ctx: Context, registry: Registry, { name }: Ta
     }
   }
   const digest = ctx.query.get('digest');
-  if (!digest && !mount && Number(ctx.req.headers['content-length'] ?? 0) > 0) {
-    // A body with nowhere to go: refused before it is read (see finishUpload).
-    throw new RegistryError(
-      'DIGEST_INVALID',
-      'A POST with a body is a monolithic upload and needs the query parameter "digest"',
-    );
-  }
   if (digest && !mount) {
     const stored = await registry.putBlob(name, digest, ctx.req);
     sendEmpty(ctx, 201, { location: `/v2/${name}/blobs/${stored}`, [Header.ContentDigest]: stored });
