@@ -37,7 +37,7 @@ export async function collectGarbageInFolder(
       }
       return report;
     } catch (error) {
-      throw await explainFsError(error, 'collect garbage', dataDir);
+      throw await explainFsError(error, { action: 'collect garbage', dir: dataDir });
     } finally {
       await metadata.close();
     }

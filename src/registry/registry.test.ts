@@ -144,6 +144,46 @@ describe('Registry caches', () => {
     metadata.close();
   });
 
+  for (const deleted of ['digest', 'tag'] as const) {
+    it(`does not cache a pushed manifest whose ${deleted} was deleted just after the write`, async () => {
+      const { blobs, metadata } = await freshStores();
+      const holder: { registry?: Registry; body?: Buffer } = {};
+      let raced = false;
+      // A DELETE queued behind the push's transaction runs between the write and the push's next read.
+      const racing = overriding(metadata, 'putManifest', () =>
+        raced
+          ? undefined
+          : async (...args: Parameters<MetadataStore['putManifest']>) => {
+              raced = true;
+              const written = await metadata.putManifest(...args);
+              const reference = deleted === 'tag' ? 'v1' : digestOf(holder.body ?? Buffer.alloc(0));
+              await holder.registry?.deleteManifest('p/app', reference);
+              return written;
+            },
+      );
+      const registry = new Registry({ blobs, metadata: racing });
+      holder.registry = registry;
+      const config = Buffer.from('{}');
+      await registry.putBlob('p/app', digestOf(config), Readable.from([config]));
+      const body = Buffer.from(
+        JSON.stringify({
+          schemaVersion: 2,
+          mediaType: MediaType.OciManifest,
+          config: { mediaType: MediaType.OciConfig, digest: digestOf(config), size: 2 },
+          layers: [],
+        }),
+      );
+      holder.body = body;
+      await registry.putManifest('p/app', 'v1', { body, contentType: MediaType.OciManifest });
+      assert.equal(await metadata.resolveTag('p/app', 'v1'), undefined, 'the tag is gone from the database');
+      assert.equal(registry.cachedManifest('p/app', 'v1'), undefined, 'and not answered from memory');
+      await assert.rejects(registry.getManifest('p/app', 'v1'), { code: 'MANIFEST_UNKNOWN' });
+      if (deleted === 'digest')
+        await assert.rejects(registry.getManifest('p/app', digestOf(body)), { code: 'MANIFEST_UNKNOWN' });
+      metadata.close();
+    });
+  }
+
   it('keeps an upload session whole when its row cannot be deleted (a full disk)', async () => {
     const { blobs, metadata } = await freshStores();
     let full = true;

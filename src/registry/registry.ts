@@ -172,8 +172,6 @@ export class Registry {
    * into the cache after the write had set the new one, and serve it until the next write.
    */
   #writes = 0;
-  /** Counts repository deletions, so a manifest push that raced one does not fill the caches. */
-  #repositoryDeletions = 0;
 
   constructor(options: RegistryOptions) {
     this.events.setMaxListeners(0); // one listener per event-stream subscriber
@@ -520,7 +518,6 @@ export class Registry {
     const tag = byDigest ? undefined : reference;
     // Checked again as the manifest is written: the repository may have been deleted (or a blob unlinked)
     // since #checkReferences looked, and a tag naming blobs the repository lacks would answer 404s.
-    const deletions = this.#repositoryDeletions;
     const missing = await this.#meta.putManifest(name, record, {
       ...(tag === undefined ? {} : { tag }),
       requires: {
@@ -535,14 +532,16 @@ export class Registry {
         { detail: { digest: missing } },
       );
     }
-    this.#writes++;
+    const written = ++this.#writes;
     // Counted while the push still pins its digests, so a collector claiming one sees the change.
     this.#manifestWrites.set(name, (this.#manifestWrites.get(name) ?? 0) + 1);
+    // Cached as the database has it after the write: a delete of the manifest, its tag or its repository
+    // may have run in between. A delete after these reads bumps #writes (or clears the caches itself).
     const existing = await this.#meta.getManifest(name, digest);
-    // A repository deleted since the write took this manifest with it: then it is not cached here.
-    if (existing || deletions === this.#repositoryDeletions) {
-      this.#manifestLinks.set(`${name}@${digest}`, existing ?? record);
-      if (tag !== undefined) this.#tags.set(`${name}:${tag}`, digest);
+    const tagged = tag === undefined ? undefined : await this.#meta.resolveTag(name, tag);
+    if (existing && written === this.#writes) {
+      this.#manifestLinks.set(`${name}@${digest}`, existing);
+      if (tag !== undefined && tagged === digest) this.#tags.set(`${name}:${tag}`, digest);
     }
     this.#manifestBytes.set(digest, { digest, mediaType: parsed.mediaType, bytes: body }, body.byteLength);
     this.events.emit('event', {
@@ -643,7 +642,6 @@ export class Registry {
   /** Removes a repository and everything in it (blob bytes stay until garbage collection). */
   async deleteRepository(name: string): Promise<boolean> {
     const removed = await this.#meta.deleteRepository(name);
-    this.#repositoryDeletions++;
     this.#writes++;
     this.#manifestLinks.deleteWhere((key) => key.startsWith(`${name}@`));
     this.#tags.deleteWhere((key) => key.startsWith(`${name}:`));

@@ -10,6 +10,7 @@ import {
   explainFsError,
   lockDataFolder,
   openDataFolder,
+  type DataFolderStores,
   type AuthStore,
   type FolderLock,
 } from '../storage/index.js';
@@ -103,7 +104,7 @@ export async function startRegistry(
       () => error,
       (direct: unknown) => direct,
     );
-    throw await explainFsError(precise, 'create the data folder', dirname(first));
+    throw await explainFsError(precise, { action: 'create the data folder', dir: dirname(first) });
   });
   const lock = await lockDataFolder(dataDir);
   try {
@@ -119,9 +120,23 @@ async function startLocked(
   options: StartRegistryOptions,
   folder: { dataDir: string; lock: FolderLock },
 ): Promise<RunningRegistry> {
+  const stores = await openDataFolder(folder.dataDir);
+  try {
+    return await startOpened(config, options, { ...folder, ...stores });
+  } catch (error) {
+    // Nothing listens and no timer runs yet: the database is closed before the lock is released.
+    await stores.metadata.close().catch(() => undefined);
+    throw error;
+  }
+}
+
+async function startOpened(
+  config: ServeConfig,
+  options: StartRegistryOptions,
+  opened: { dataDir: string; lock: FolderLock } & DataFolderStores,
+): Promise<RunningRegistry> {
   const { log } = options;
-  const { dataDir, lock } = folder;
-  const { blobs, metadata, auth: authStore } = await openDataFolder(dataDir);
+  const { dataDir, lock, blobs, metadata, auth: authStore } = opened;
   const registry = new Registry({
     blobs,
     metadata,
@@ -131,20 +146,11 @@ async function startLocked(
   });
   const purged = await registry.purgeUploads(config.uploadTtlSeconds * 1000);
   if (purged > 0) log.info({ purged }, 'removed stale upload sessions');
-  const purgeTimer = setInterval(() => {
-    registry
-      .purgeUploads(config.uploadTtlSeconds * 1000)
-      .catch((err: unknown) => log.error({ err }, 'upload purge failed'));
-  }, PURGE_INTERVAL_MS);
-  purgeTimer.unref();
-  const gcTimer =
-    config.gcIntervalSeconds > 0 ? scheduleGc(registry, config, { log, audit: authStore }) : undefined;
 
   const { host, port } = parseAddr(config.addr);
   const initial = await initAdmin(authStore, config, log);
   const enabled = config.auth === 'on' || (await authStore.countUsers()) > 0;
   if (!enabled && !isLoopback(host) && !config.allowAnonymous) {
-    await metadata.close();
     throw new ConfigError(
       `Refusing to serve "${config.addr}" without authentication: create an admin with --init-admin NAME, or pass --allow-anonymous to run an open registry`,
     );
@@ -190,6 +196,15 @@ async function startLocked(
       `Created admin "${initial.name}" with password: ${initial.password}\n(shown once; change it with "airlock user passwd")\n`,
     );
   log.info({ addr: `${host}:${actualPort}`, data: dataDir }, 'registry listening');
+  // Started once the registry listens: a start that fails before leaves nothing running.
+  const purgeTimer = setInterval(() => {
+    registry
+      .purgeUploads(config.uploadTtlSeconds * 1000)
+      .catch((err: unknown) => log.error({ err }, 'upload purge failed'));
+  }, PURGE_INTERVAL_MS);
+  purgeTimer.unref();
+  const gcTimer =
+    config.gcIntervalSeconds > 0 ? scheduleGc(registry, config, { log, audit: authStore }) : undefined;
 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {

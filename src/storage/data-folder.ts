@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FsBlobStore } from './blob-store-fs.js';
 import { explainFsError } from './errors.js';
@@ -17,11 +19,18 @@ export interface DataFolderStores {
  * (see lockDataFolder). A full or read-only disk fails with one line that says so.
  */
 export async function openDataFolder(dataDir: string): Promise<DataFolderStores> {
+  const database = join(dataDir, 'airlock.db');
+  const isNew = !existsSync(database);
   try {
     const blobs = new FsBlobStore(dataDir);
     await blobs.init();
-    return { blobs, ...(await openSqliteStores(join(dataDir, 'airlock.db'))) };
+    return { blobs, ...(await openSqliteStores(database)) };
   } catch (error) {
-    throw await explainFsError(error, 'open the data folder', dataDir);
+    // A database this call created but could not set up (a disk that filled) is not left looking like
+    // one: the folder would then pass for an Airlock data folder (`gc --data`) without a schema.
+    if (isNew) {
+      for (const suffix of ['', '-wal', '-shm']) await rm(`${database}${suffix}`, { force: true });
+    }
+    throw await explainFsError(error, { action: 'open the data folder', dir: dataDir });
   }
 }

@@ -27,7 +27,7 @@ const FS_REASONS: ReadonlyMap<string, string> = new Map([
   ['EDQUOT', 'its disk quota is used up'],
   ['SQLITE_FULL', 'its disk is full'],
   ['EROFS', 'it is on a read-only file system'],
-  ['SQLITE_READONLY', 'it is on a read-only file system'],
+  ['SQLITE_READONLY', 'its database cannot be written (a read-only file or file system)'],
   ['EACCES', 'permission denied'],
   ['EPERM', 'permission denied'],
   ['ENOTDIR', 'a part of its path is a file, not a folder'],
@@ -38,11 +38,16 @@ const NEARLY_FULL_BYTES = 1 << 20;
 
 /**
  * An error that says in one line why `action` failed in `dir` (a full disk, a read-only file system,
- * no permission), keeping the original code and cause; any other error is returned as it is. SQLite
+ * no permission), keeping the original code and cause, and naming the file that failed unless
+ * `showPath` is false; any other error is returned as it is. SQLite
  * reports a full disk as a bare I/O error at times (it cannot grow its shared-memory file), so for those
  * the folder's free space is looked at.
  */
-export async function explainFsError(error: unknown, action: string, dir: string): Promise<unknown> {
+export async function explainFsError(
+  error: unknown,
+  context: { readonly action: string; readonly dir: string; readonly showPath?: boolean },
+): Promise<unknown> {
+  const { action, dir } = context;
   const code = (error as { code?: unknown } | null)?.code;
   if (typeof code !== 'string') return error;
   let reason = FS_REASONS.get(code);
@@ -54,6 +59,11 @@ export async function explainFsError(error: unknown, action: string, dir: string
     reason = free < NEARLY_FULL_BYTES ? 'its disk is full' : 'a disk I/O error';
   }
   if (!reason) return error;
-  const explained = new Error(`Cannot ${action} in "${dir}": ${reason} (${code})`, { cause: error });
+  // The file that failed, when it is not the folder itself (a blob a collection could not remove).
+  const path = (error as { path?: unknown }).path;
+  const where = context.showPath !== false && typeof path === 'string' && path !== dir ? `, at ${path}` : '';
+  const explained = new Error(`Cannot ${action} in "${dir}": ${reason} (${code}${where})`, {
+    cause: error,
+  });
   return Object.assign(explained, { code });
 }

@@ -94,7 +94,8 @@ export async function lockDataFolder(dir: string, options: LockOptions = {}): Pr
       };
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST' || attempt >= 2)
-        throw await explainFsError(error, 'lock the data folder', dir);
+        // The temp file it names is removed below: not worth naming.
+        throw await explainFsError(error, { action: 'lock the data folder', dir, showPath: false });
     } finally {
       await unlink(temp).catch(() => undefined);
     }

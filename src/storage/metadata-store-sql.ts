@@ -14,6 +14,8 @@ import type {
 import { migrate, type Schema } from './sql-schema.js';
 
 const DEFAULT_PAGE = 10_000;
+/** Digests looked up per query when checking what a manifest requires. */
+const MISSING_BATCH = 500;
 
 type ManifestRow = Schema['manifests'];
 
@@ -50,14 +52,19 @@ async function firstMissing(
   requires: ManifestRequirements,
 ): Promise<Digest | undefined> {
   const present = async (table: 'blob_links' | 'manifests', digests: readonly Digest[]) => {
-    if (digests.length === 0) return new Set<string>();
-    const rows = await db
-      .selectFrom(table)
-      .select('digest')
-      .where('repository', '=', repository)
-      .where('digest', 'in', [...digests])
-      .execute();
-    return new Set(rows.map((row) => row.digest));
+    const found = new Set<string>();
+    // In batches: a 4 MiB manifest can name tens of thousands of layers, more than SQLite binds at once.
+    const wanted = [...new Set(digests)];
+    for (let start = 0; start < wanted.length; start += MISSING_BATCH) {
+      const rows = await db
+        .selectFrom(table)
+        .select('digest')
+        .where('repository', '=', repository)
+        .where('digest', 'in', wanted.slice(start, start + MISSING_BATCH))
+        .execute();
+      for (const row of rows) found.add(row.digest);
+    }
+    return found;
   };
   const blobs = await present('blob_links', requires.blobs);
   const missingBlob = requires.blobs.find((digest) => !blobs.has(digest));

@@ -99,6 +99,24 @@ export function runMetadataStoreContract(
       assert.equal(await store.repositoryExists('r'), false, 'a refused write does not make the repository');
     });
 
+    it('checks what a manifest requires in batches, repeated digests included', async () => {
+      const digests = Array.from({ length: 1200 }, (_, i) => d(`layer-${i}`));
+      for (const digest of digests) await store.linkBlob('r', digest, 1);
+      // 40,000 entries, more than SQLite binds in one statement: the same layers, many times over.
+      const blobs = Array.from({ length: 40_000 }, (_, i) => digests[i % digests.length] ?? d('x'));
+      assert.equal(
+        await store.putManifest('r', manifest('big'), { tag: 'v1', requires: { blobs, manifests: [] } }),
+        undefined,
+      );
+      const last = d('not-linked');
+      assert.equal(
+        await store.putManifest('r', manifest('big2'), {
+          requires: { blobs: [...blobs, last], manifests: [] },
+        }),
+        last,
+      );
+    });
+
     it('lists tags case-insensitively, then by bytes, and pages through each exactly once', async () => {
       for (const tag of ['b', 'A', 'v1', 'a', '_x', 'B', '10', '9', 'V1', 'a.b', 'a-b']) {
         await store.putManifest('r', manifest('m1'), { tag });

@@ -93,6 +93,10 @@ describe('a data folder on a full or read-only disk', () => {
     );
     const left = await readdir(data);
     assert.ok(!left.some((name) => name.startsWith('airlock.lock')), `no lock file: ${left.join(' ')}`);
+    assert.ok(
+      !left.some((name) => name.startsWith('airlock.db')),
+      `no half-made database: ${left.join(' ')}`,
+    );
     // Once there is room again the folder opens.
     await rm(join(disk, 'filler'));
     const server = await startAirlockProcess({ dataDir: data });
@@ -107,7 +111,7 @@ describe('a data folder on a full or read-only disk', () => {
       assert.equal(result.code, 1, result.stderr);
       assert.match(
         result.stderr,
-        /^Error: Cannot (lock|create) the data folder in ".*": it is on a read-only file system \(EROFS\)\n$/,
+        /^Error: Cannot (lock|create) the data folder in ".*": it is on a read-only file system \(EROFS(, at [^)]+)?\)\n$/,
       );
     }
     assert.deepEqual(await readdir(disk), []);
