@@ -3,8 +3,11 @@ import {
   makeTempDir,
   OciLayout,
   parseReference,
-  releaseTempPath,
+  REF_NAME,
+  releaseCreatedFolders,
+  removeEmptyFolders,
   removeTempPath,
+  trackCreatedFolders,
   trackTempPath,
   type Reference,
 } from '../oci/index.js';
@@ -12,9 +15,10 @@ import { ClientError } from './errors.js';
 import type { ImageSource, ImageTarget } from './image-store.js';
 import type { RegistryClient } from './registry-client.js';
 import { createWriteStream } from 'node:fs';
-import { mkdir, readdir } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { link, mkdir, readdir, rename } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { getS3Object, loadS3Config, parseS3Url, type S3Config } from './s3.js';
 import {
@@ -171,40 +175,100 @@ export async function openSource(
   }
 }
 
+/** Where a copy builds a new layout inside its folder before moving it into place. */
+const STAGING_PREFIX = '.airlock-staging-';
+
+/**
+ * A layout target. An existing layout is written in place (blobs are content-addressed and index.json
+ * changes last, so a failed copy leaves it as it was, give or take unreferenced blobs). A new layout, in
+ * a folder that does not exist or is empty, is built in a staging folder inside it and moved into place
+ * once the copy succeeded: a failed or interrupted copy removes its staging folder and the folders it
+ * created while they are empty, never what another copy finished into the same folder meanwhile.
+ */
+async function openLayoutTarget(dir: string, tag: string | undefined): Promise<ImageTarget> {
+  const existing = await readdir(dir).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return undefined;
+    throw error;
+  });
+  // Another copy's staging folder does not make a layout: that copy may still fail.
+  if (existing?.some((name) => !name.startsWith(STAGING_PREFIX)))
+    return new LayoutStore(await OciLayout.open(dir, { create: true }), tag);
+  const topmost = await mkdir(dir, { recursive: true });
+  const created: string[] = [];
+  if (topmost !== undefined) {
+    for (let folder = resolve(dir); ; folder = dirname(folder)) {
+      created.push(folder);
+      if (folder === resolve(topmost) || dirname(folder) === folder) break;
+    }
+  }
+  trackCreatedFolders(created);
+  const staging = join(dir, `${STAGING_PREFIX}${randomBytes(6).toString('hex')}`);
+  trackTempPath(staging);
+  const cleanUp = async (): Promise<void> => {
+    await removeTempPath(staging);
+    await removeEmptyFolders(created);
+  };
+  let layout: OciLayout;
+  try {
+    layout = await OciLayout.open(staging, { create: true });
+  } catch (error) {
+    await cleanUp();
+    throw error;
+  }
+  return Object.assign(new LayoutStore(layout, tag, `oci:${dir}${tag ? `:${tag}` : ''}`), {
+    async close(ok: boolean) {
+      if (!ok) {
+        await cleanUp();
+        return;
+      }
+      await publishLayout(staging, dir);
+      releaseCreatedFolders(created);
+    },
+  });
+}
+
+/**
+ * Moves a finished staging layout up into `dir`: its blobs first, then `oci-layout`, then `index.json`
+ * (created only if absent; when another copy finished there first, the entries are added to its index),
+ * so `dir` never shows an index whose blobs are not there yet.
+ */
+async function publishLayout(staging: string, dir: string): Promise<void> {
+  const from = await OciLayout.open(staging);
+  try {
+    await rename(join(staging, 'blobs'), join(dir, 'blobs'));
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw error;
+    for (const algorithm of await readdir(join(staging, 'blobs'))) {
+      await mkdir(join(dir, 'blobs', algorithm), { recursive: true });
+      for (const name of await readdir(join(staging, 'blobs', algorithm))) {
+        if (!name.startsWith('.'))
+          await rename(join(staging, 'blobs', algorithm, name), join(dir, 'blobs', algorithm, name));
+      }
+    }
+  }
+  await rename(join(staging, 'oci-layout'), join(dir, 'oci-layout'));
+  try {
+    // A link fails when the index exists: two copies finishing at once cannot overwrite each other.
+    await link(join(staging, 'index.json'), join(dir, 'index.json'));
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    const into = await OciLayout.open(dir);
+    for (const entry of (await from.index()).manifests) {
+      const { annotations: all, ...rest } = entry;
+      const { [REF_NAME]: name, ...annotations } = all ?? {};
+      await into.addManifest(Object.keys(annotations).length > 0 ? { ...rest, annotations } : rest, name);
+    }
+  }
+  await removeTempPath(staging);
+}
+
 export async function openTarget(location: ImageLocation, clients: ClientFactory): Promise<ImageTarget> {
   switch (location.kind) {
     case 'registry':
       return new RegistryStore(await clients(location.ref.registry), location.ref);
-    case 'oci': {
-      const created = await mkdir(location.dir, { recursive: true });
-      // A layout this copy creates, in a new folder or an empty one, is removed again when the copy
-      // fails (or is interrupted), so no half-written layout stays; an existing layout keeps what it had
-      // (blobs already written stay: they are content-addressed, and index.json changes last).
-      const made =
-        created !== undefined
-          ? [created]
-          : (await readdir(location.dir)).length === 0
-            ? ['oci-layout', 'index.json', 'blobs'].map((name) => join(location.dir, name))
-            : [];
-      for (const path of made) trackTempPath(path);
-      let layout: OciLayout;
-      try {
-        layout = await OciLayout.open(location.dir, { create: true });
-      } catch (error) {
-        for (const path of made) await removeTempPath(path);
-        throw error;
-      }
-      const store = new LayoutStore(layout, location.tag);
-      if (made.length === 0) return store;
-      return Object.assign(store, {
-        async close(ok: boolean) {
-          for (const path of made) {
-            if (ok) releaseTempPath(path);
-            else await removeTempPath(path);
-          }
-        },
-      });
-    }
+    case 'oci':
+      return openLayoutTarget(location.dir, location.tag);
     case 'oci-archive':
       return openOciArchiveTarget(location.file, location.tag);
     case 'docker-archive':

@@ -41,4 +41,7 @@ export {
   removeTempPath,
   removeTempPathsSync,
   writeThroughTemp,
+  trackCreatedFolders,
+  removeEmptyFolders,
+  releaseCreatedFolders,
 } from './temp-paths.js';

@@ -1,4 +1,4 @@
-import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -8,7 +8,7 @@ import { fileStream } from './file-source.js';
 import { writeHashed } from './hashed-write.js';
 import { MAX_MANIFEST_BYTES, type Descriptor } from './manifest.js';
 import { MediaType } from './media-types.js';
-import { writeThroughTemp } from './temp-paths.js';
+import { removeTempPath, trackTempPath, writeThroughTemp } from './temp-paths.js';
 
 /** The annotation an OCI layout uses to name a manifest (its "tag"). */
 export const REF_NAME = 'org.opencontainers.image.ref.name';
@@ -167,6 +167,15 @@ export class OciLayout {
    * without one, unless an entry (named or not) already lists the digest, whose name then stays.
    */
   async addManifest(descriptor: Descriptor, tag?: string): Promise<void> {
+    const unlock = await lockIndex(this.dir);
+    try {
+      await this.#addManifest(descriptor, tag);
+    } finally {
+      await unlock();
+    }
+  }
+
+  async #addManifest(descriptor: Descriptor, tag?: string): Promise<void> {
     const index = await this.index();
     if (tag === undefined) {
       if (index.manifests.some((m) => m.digest === descriptor.digest)) return;
@@ -181,8 +190,37 @@ export class OciLayout {
       index.manifests.push({ ...descriptor, annotations: { ...descriptor.annotations, [REF_NAME]: tag } });
     }
     const path = join(this.dir, 'index.json');
-    const temp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
-    await writeFile(temp, `${JSON.stringify(index)}\n`);
-    await rename(temp, path);
+    await writeThroughTemp(`${path}.${randomBytes(6).toString('hex')}.tmp`, path, (temp) =>
+      writeFile(temp, `${JSON.stringify(index)}\n`),
+    );
+  }
+}
+
+/** A lock file older than this was left by a process that died while it held it. */
+const STALE_INDEX_LOCK_MS = 30_000;
+
+/**
+ * Takes `index.json.lock` in a layout, so that two processes adding manifests at once (two copies into
+ * one folder) do not each write the index they read and lose the other's entry. Waits up to 30 s.
+ */
+async function lockIndex(dir: string): Promise<() => Promise<void>> {
+  const path = join(dir, 'index.json.lock');
+  const deadline = Date.now() + STALE_INDEX_LOCK_MS;
+  for (let wait = 5; ; wait = Math.min(wait * 2, 200)) {
+    try {
+      await writeFile(path, `${process.pid}\n`, { flag: 'wx' });
+      trackTempPath(path);
+      return () => removeTempPath(path);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    }
+    const age = await stat(path).then(
+      (info) => Date.now() - info.mtimeMs,
+      () => 0,
+    );
+    if (age > STALE_INDEX_LOCK_MS) await rm(path, { force: true });
+    else if (Date.now() > deadline)
+      throw new ArchiveError(`"${path}" is held by another process; remove it if none is writing there`);
+    await new Promise((resolve) => setTimeout(resolve, wait));
   }
 }

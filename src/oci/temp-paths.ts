@@ -1,5 +1,5 @@
-import { rmSync } from 'node:fs';
-import { mkdtemp, rename, rm } from 'node:fs/promises';
+import { rmdirSync, rmSync } from 'node:fs';
+import { mkdtemp, rename, rm, rmdir } from 'node:fs/promises';
 
 /**
  * Temp files and folders being written right now (staging folders, `.partial` files, blobs not yet
@@ -24,6 +24,34 @@ export async function removeTempPath(path: string): Promise<void> {
   pending.delete(path);
 }
 
+/**
+ * Folders a command created for its result, innermost first: removed only while empty, so that what
+ * another process finished into them meanwhile stays.
+ */
+const createdFolders = new Set<readonly string[]>();
+
+/** Notes folders this command created (innermost first), to be removed if still empty when it fails. */
+export function trackCreatedFolders(folders: readonly string[]): void {
+  createdFolders.add(folders);
+}
+
+/** Removes the noted folders that are empty (innermost first) and forgets them; keeps the rest. */
+export async function removeEmptyFolders(folders: readonly string[]): Promise<void> {
+  createdFolders.delete(folders);
+  for (const folder of folders) {
+    try {
+      await rmdir(folder);
+    } catch {
+      return; // not empty (or gone): it and its parents stay
+    }
+  }
+}
+
+/** The noted folders are the command's result now: a signal must leave them alone. */
+export function releaseCreatedFolders(folders: readonly string[]): void {
+  createdFolders.delete(folders);
+}
+
 /** Removes every temp path still noted, synchronously: for a signal handler that exits next. */
 export function removeTempPathsSync(): void {
   for (const path of pending) {
@@ -34,6 +62,16 @@ export function removeTempPathsSync(): void {
     }
   }
   pending.clear();
+  for (const folders of createdFolders) {
+    for (const folder of folders) {
+      try {
+        rmdirSync(folder);
+      } catch {
+        break;
+      }
+    }
+  }
+  createdFolders.clear();
 }
 
 /** `mkdtemp`, noted as temporary: remove it with removeTempPath. */

@@ -4,7 +4,7 @@
 // flags with bad numbers, hosts given as URLs or paths, and a login moved into the credential helper.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { digestOf, MediaType } from '../../src/oci/index.js';
@@ -419,6 +419,53 @@ describe('airlock stopped with Ctrl-C', { concurrency: 2 }, () => {
       index.manifests.map((m) => m.annotations?.['org.opencontainers.image.ref.name']),
       ['kept'],
     );
+
+    // Two copies into one empty folder: the one that fails (late) must not take away what the other
+    // finished meanwhile.
+    const serveBad = serveContent(badContent);
+    const slow = await startFakeRegistry(t, (req, res, url) => {
+      if (url.pathname.endsWith(`/blobs/${missing.digest}`)) {
+        setTimeout(() => void serveBad(req, res, url), 1500);
+        return true;
+      }
+      return serveBad(req, res, url);
+    });
+    const shared = join(work, 'shared');
+    await mkdir(shared);
+    const failing = airlock(env, ['copy', `${slow.host}/org/app:v1`, `oci:${shared}:bad`]);
+    const deadline = Date.now() + 10_000;
+    while (!(await readdir(shared)).some((name) => name.startsWith('.airlock-staging-'))) {
+      assert.ok(Date.now() < deadline, 'the failing copy never started writing');
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    await airlockOk(env, ['copy', `${whole.host}/org/app:v1`, `oci:${shared}:good`]);
+    assertOneLineError(await failing, { pattern: new RegExp(missing.digest.slice(7, 19)) });
+    assert.deepEqual((await readdir(shared)).sort(), ['blobs', 'index.json', 'oci-layout']);
+    const sharedIndex = JSON.parse(await readFile(join(shared, 'index.json'), 'utf8')) as {
+      manifests: { digest: string; annotations?: Record<string, string> }[];
+    };
+    assert.deepEqual(
+      sharedIndex.manifests.map((m) => [m.annotations?.['org.opencontainers.image.ref.name'], m.digest]),
+      [['good', good.descriptor.digest]],
+    );
+    for (const digest of good.blobs.keys())
+      assert.ok((await listTree(shared)).includes(`blobs/sha256/${digest.slice(7)}`), digest);
+
+    // Two that both succeed into one new folder: the second to finish adds its entry to the first's.
+    const both = join(work, 'both');
+    await Promise.all(
+      ['a', 'b', 'c'].map((tag) =>
+        airlockOk(env, ['copy', `${whole.host}/org/app:v1`, `oci:${both}:${tag}`]),
+      ),
+    );
+    const bothIndex = JSON.parse(await readFile(join(both, 'index.json'), 'utf8')) as {
+      manifests: { annotations?: Record<string, string> }[];
+    };
+    assert.deepEqual(
+      bothIndex.manifests.map((m) => m.annotations?.['org.opencontainers.image.ref.name']).sort(),
+      ['a', 'b', 'c'],
+    );
+    assert.deepEqual((await readdir(both)).sort(), ['blobs', 'index.json', 'oci-layout']);
   });
 
   it('removes what it was writing and ends by the signal, for every command that writes', async (t) => {
