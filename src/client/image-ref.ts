@@ -3,7 +3,6 @@ import {
   makeTempDir,
   OciLayout,
   parseReference,
-  REF_NAME,
   releaseCreatedFolders,
   removeEmptyFolders,
   removeTempPath,
@@ -16,8 +15,8 @@ import type { ImageSource, ImageTarget } from './image-store.js';
 import type { RegistryClient } from './registry-client.js';
 import { createWriteStream } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { link, mkdir, readdir, rename } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { hostname, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { getS3Object, loadS3Config, parseS3Url, type S3Config } from './s3.js';
@@ -177,90 +176,87 @@ export async function openSource(
 
 /** Where a copy builds a new layout inside its folder before moving it into place. */
 const STAGING_PREFIX = '.airlock-staging-';
+/** The file in a staging folder that says which process on which machine is writing it. */
+const STAGING_OWNER = 'owner';
 
 /**
  * A layout target. An existing layout is written in place (blobs are content-addressed and index.json
  * changes last, so a failed copy leaves it as it was, give or take unreferenced blobs). A new layout, in
  * a folder that does not exist or is empty, is built in a staging folder inside it and moved into place
- * once the copy succeeded: a failed or interrupted copy removes its staging folder and the folders it
- * created while they are empty, never what another copy finished into the same folder meanwhile.
+ * once the copy succeeded (OciLayout.publish): a failed or interrupted copy removes its staging folder
+ * and the folders it created while they are empty, never what another copy finished there meanwhile.
  */
 async function openLayoutTarget(dir: string, tag: string | undefined): Promise<ImageTarget> {
   const existing = await readdir(dir).catch((error: NodeJS.ErrnoException) => {
     if (error.code === 'ENOENT') return undefined;
     throw error;
   });
+  const stagings = (existing ?? []).filter((name) => name.startsWith(STAGING_PREFIX));
+  await removeAbandonedStagings(dir, stagings);
   // Another copy's staging folder does not make a layout: that copy may still fail.
   if (existing?.some((name) => !name.startsWith(STAGING_PREFIX)))
     return new LayoutStore(await OciLayout.open(dir, { create: true }), tag);
-  const topmost = await mkdir(dir, { recursive: true });
+  const absolute = resolve(dir);
+  const topmost = await mkdir(absolute, { recursive: true });
   const created: string[] = [];
   if (topmost !== undefined) {
-    for (let folder = resolve(dir); ; folder = dirname(folder)) {
+    for (let folder = absolute; ; folder = dirname(folder)) {
       created.push(folder);
-      if (folder === resolve(topmost) || dirname(folder) === folder) break;
+      if (folder === topmost || dirname(folder) === folder) break;
     }
   }
   trackCreatedFolders(created);
   const staging = join(dir, `${STAGING_PREFIX}${randomBytes(6).toString('hex')}`);
   trackTempPath(staging);
-  const cleanUp = async (): Promise<void> => {
-    await removeTempPath(staging);
-    await removeEmptyFolders(created);
-  };
   let layout: OciLayout;
   try {
+    await mkdir(staging);
+    await writeFile(join(staging, STAGING_OWNER), `${process.pid}\n${hostname()}\n`);
     layout = await OciLayout.open(staging, { create: true });
   } catch (error) {
-    await cleanUp();
+    await removeTempPath(staging);
+    await removeEmptyFolders(created);
     throw error;
   }
   return Object.assign(new LayoutStore(layout, tag, `oci:${dir}${tag ? `:${tag}` : ''}`), {
     async close(ok: boolean) {
-      if (!ok) {
-        await cleanUp();
-        return;
+      let published = false;
+      try {
+        if (ok) {
+          await OciLayout.publish(layout, dir);
+          published = true;
+        }
+      } finally {
+        await removeTempPath(staging);
+        if (published) releaseCreatedFolders(created);
+        else await removeEmptyFolders(created);
       }
-      await publishLayout(staging, dir);
-      releaseCreatedFolders(created);
     },
   });
 }
 
 /**
- * Moves a finished staging layout up into `dir`: its blobs first, then `oci-layout`, then `index.json`
- * (created only if absent; when another copy finished there first, the entries are added to its index),
- * so `dir` never shows an index whose blobs are not there yet.
+ * Removes staging folders left in `dir` by copies on this machine that are no longer running (killed,
+ * or the machine restarted); those of running copies, and of other machines', stay.
  */
-async function publishLayout(staging: string, dir: string): Promise<void> {
-  const from = await OciLayout.open(staging);
-  try {
-    await rename(join(staging, 'blobs'), join(dir, 'blobs'));
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw error;
-    for (const algorithm of await readdir(join(staging, 'blobs'))) {
-      await mkdir(join(dir, 'blobs', algorithm), { recursive: true });
-      for (const name of await readdir(join(staging, 'blobs', algorithm))) {
-        if (!name.startsWith('.'))
-          await rename(join(staging, 'blobs', algorithm, name), join(dir, 'blobs', algorithm, name));
-      }
-    }
+async function removeAbandonedStagings(dir: string, names: readonly string[]): Promise<void> {
+  for (const name of names) {
+    const path = join(dir, name);
+    const [pid, host] = (await readFile(join(path, STAGING_OWNER), 'utf8').catch(() => '')).split('\n');
+    const owner = Number(pid);
+    if (host !== hostname() || !Number.isSafeInteger(owner) || owner <= 0 || processRuns(owner)) continue;
+    await rm(path, { recursive: true, force: true });
   }
-  await rename(join(staging, 'oci-layout'), join(dir, 'oci-layout'));
+}
+
+/** Whether a process with this pid runs on this machine. */
+function processRuns(pid: number): boolean {
   try {
-    // A link fails when the index exists: two copies finishing at once cannot overwrite each other.
-    await link(join(staging, 'index.json'), join(dir, 'index.json'));
+    process.kill(pid, 0);
+    return true;
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-    const into = await OciLayout.open(dir);
-    for (const entry of (await from.index()).manifests) {
-      const { annotations: all, ...rest } = entry;
-      const { [REF_NAME]: name, ...annotations } = all ?? {};
-      await into.addManifest(Object.keys(annotations).length > 0 ? { ...rest, annotations } : rest, name);
-    }
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
-  await removeTempPath(staging);
 }
 
 export async function openTarget(location: ImageLocation, clients: ClientFactory): Promise<ImageTarget> {

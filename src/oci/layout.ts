@@ -1,4 +1,4 @@
-import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -8,7 +8,7 @@ import { fileStream } from './file-source.js';
 import { writeHashed } from './hashed-write.js';
 import { MAX_MANIFEST_BYTES, type Descriptor } from './manifest.js';
 import { MediaType } from './media-types.js';
-import { removeTempPath, trackTempPath, writeThroughTemp } from './temp-paths.js';
+import { releaseTempPath, removeTempPath, trackTempPath, writeThroughTemp } from './temp-paths.js';
 
 /** The annotation an OCI layout uses to name a manifest (its "tag"). */
 export const REF_NAME = 'org.opencontainers.image.ref.name';
@@ -36,11 +36,10 @@ export class OciLayout {
     if (text === undefined) {
       if (!options.create) throw new ArchiveError(`"${dir}" is not an OCI layout (no oci-layout file)`);
       await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
-      await writeFile(marker, `${JSON.stringify({ imageLayoutVersion: '1.0.0' })}\n`);
-      await writeFile(
-        join(dir, 'index.json'),
-        `${JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [] })}\n`,
-      );
+      // Each file only where it is missing: another process may be making the same layout right now,
+      // and one interrupted while moving a layout into place may have left some of them.
+      await createIfMissing(join(dir, 'index.json'), EMPTY_INDEX);
+      await createIfMissing(marker, LAYOUT_MARKER);
       return new OciLayout(dir);
     }
     let version: unknown;
@@ -50,7 +49,41 @@ export class OciLayout {
       version = undefined;
     }
     if (typeof version !== 'string') throw new ArchiveError(`"${marker}" is not a valid oci-layout file`);
+    if (options.create) await createIfMissing(join(dir, 'index.json'), EMPTY_INDEX);
     return new OciLayout(dir);
+  }
+
+  /**
+   * Moves the layout built in `staging` into `dir` (missing or without a layout of its own, or one that
+   * another process finished there meanwhile): blobs first, then the index entries (under the index
+   * lock: the staged index.json itself when `dir` has none, else added to it), then `oci-layout`, so
+   * `dir` never lists a manifest whose blobs are not there yet. `staging` is left to the caller to remove.
+   */
+  static async publish(staging: OciLayout, dir: string): Promise<OciLayout> {
+    await mkdir(dir, { recursive: true });
+    await moveBlobs(join(staging.dir, 'blobs'), join(dir, 'blobs'));
+    const into = new OciLayout(dir);
+    const unlock = await lockIndex(dir);
+    try {
+      // Every change to an index's entries is made under the lock, so whether one exists is settled.
+      const exists = await stat(join(dir, 'index.json')).then(
+        () => true,
+        () => false,
+      );
+      if (!exists) await rename(join(staging.dir, 'index.json'), join(dir, 'index.json'));
+      else {
+        for (const entry of (await staging.index()).manifests) {
+          const { annotations: all, ...rest } = entry;
+          const { [REF_NAME]: name, ...annotations } = all ?? {};
+          const descriptor = Object.keys(annotations).length > 0 ? { ...rest, annotations } : rest;
+          await into.#addManifest(descriptor, name);
+        }
+      }
+    } finally {
+      await unlock();
+    }
+    await createIfMissing(join(dir, 'oci-layout'), LAYOUT_MARKER);
+    return into;
   }
 
   async index(): Promise<LayoutIndex> {
@@ -196,6 +229,36 @@ export class OciLayout {
   }
 }
 
+const LAYOUT_MARKER = `${JSON.stringify({ imageLayoutVersion: '1.0.0' })}\n`;
+const EMPTY_INDEX = `${JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [] })}\n`;
+
+/** Writes `path` unless it exists (never replacing what another process wrote there). */
+async function createIfMissing(path: string, text: string): Promise<void> {
+  try {
+    await writeFile(path, text, { flag: 'wx' });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+  }
+}
+
+/** Moves the blobs under `from` to `to`: the whole folder when `to` has none, else file by file. */
+async function moveBlobs(from: string, to: string): Promise<void> {
+  try {
+    await rename(from, to);
+    return;
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw error;
+  }
+  for (const algorithm of await readdir(from)) {
+    await mkdir(join(to, algorithm), { recursive: true });
+    for (const name of await readdir(join(from, algorithm))) {
+      // Content-addressed: a blob already there is the same bytes. Temp files are not blobs.
+      if (!name.startsWith('.')) await rename(join(from, algorithm, name), join(to, algorithm, name));
+    }
+  }
+}
+
 /** A lock file older than this was left by a process that died while it held it. */
 const STALE_INDEX_LOCK_MS = 30_000;
 
@@ -205,12 +268,18 @@ const STALE_INDEX_LOCK_MS = 30_000;
  */
 async function lockIndex(dir: string): Promise<() => Promise<void>> {
   const path = join(dir, 'index.json.lock');
+  const token = `${process.pid} ${randomBytes(8).toString('hex')}\n`;
   const deadline = Date.now() + STALE_INDEX_LOCK_MS;
   for (let wait = 5; ; wait = Math.min(wait * 2, 200)) {
     try {
-      await writeFile(path, `${process.pid}\n`, { flag: 'wx' });
+      await writeFile(path, token, { flag: 'wx' });
       trackTempPath(path);
-      return () => removeTempPath(path);
+      // Removed only while it is still ours (a waiter that judged it stale may have taken it over).
+      return async () => {
+        const held = await readFile(path, 'utf8').catch(() => '');
+        if (held === token) await removeTempPath(path);
+        else releaseTempPath(path);
+      };
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     }
@@ -218,8 +287,19 @@ async function lockIndex(dir: string): Promise<() => Promise<void>> {
       (info) => Date.now() - info.mtimeMs,
       () => 0,
     );
-    if (age > STALE_INDEX_LOCK_MS) await rm(path, { force: true });
-    else if (Date.now() > deadline)
+    if (age > STALE_INDEX_LOCK_MS) {
+      // Renamed away, then removed: a waiter that judged the same file stale a moment later finds it gone
+      // (the rename fails) rather than removing a lock just taken; the window left is between its stat and
+      // its rename.
+      const stale = `${path}.stale-${randomBytes(4).toString('hex')}`;
+      if (
+        await rename(path, stale).then(
+          () => true,
+          () => false,
+        )
+      )
+        await rm(stale, { force: true });
+    } else if (Date.now() > deadline)
       throw new ArchiveError(`"${path}" is held by another process; remove it if none is writing there`);
     await new Promise((resolve) => setTimeout(resolve, wait));
   }

@@ -3,8 +3,9 @@
 // indexes into docker archives, platforms that match nothing, Ctrl-C part-way (nothing left behind),
 // flags with bad numbers, hosts given as URLs or paths, and a login moved into the credential helper.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { digestOf, MediaType } from '../../src/oci/index.js';
@@ -466,6 +467,25 @@ describe('airlock stopped with Ctrl-C', { concurrency: 2 }, () => {
       ['a', 'b', 'c'],
     );
     assert.deepEqual((await readdir(both)).sort(), ['blobs', 'index.json', 'oci-layout']);
+
+    // A staging folder left by a copy that was killed (its process is gone) is removed by the next copy;
+    // one of a process that runs stays.
+    const leftOver = join(work, 'left-over');
+    const dead = spawnSync(process.execPath, ['-e', '0']).pid;
+    for (const [name, pid] of [
+      ['.airlock-staging-dead', dead],
+      ['.airlock-staging-live', process.pid],
+    ] as const) {
+      await mkdir(join(leftOver, name, 'blobs'), { recursive: true });
+      await writeFile(join(leftOver, name, 'owner'), `${pid}\n${hostname()}\n`);
+    }
+    await airlockOk(env, ['copy', `${whole.host}/org/app:v1`, `oci:${leftOver}:v1`]);
+    assert.deepEqual((await readdir(leftOver)).sort(), [
+      '.airlock-staging-live',
+      'blobs',
+      'index.json',
+      'oci-layout',
+    ]);
   });
 
   it('removes what it was writing and ends by the signal, for every command that writes', async (t) => {
