@@ -52,6 +52,21 @@ function gatedResolve(inner: MetadataStore): { store: MetadataStore; hold(): () 
   };
 }
 
+/** Pushes a `{}` config into p/app; returns it and the bytes of an image manifest naming it. */
+async function pushConfig(registry: Registry): Promise<{ config: Buffer; body: Buffer }> {
+  const config = Buffer.from('{}');
+  await registry.putBlob('p/app', digestOf(config), Readable.from([config]));
+  const body = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: MediaType.OciManifest,
+      config: { mediaType: MediaType.OciConfig, digest: digestOf(config), size: 2 },
+      layers: [],
+    }),
+  );
+  return { config, body };
+}
+
 describe('Registry caches', () => {
   const dirs: string[] = [];
   after(() => Promise.all(dirs.map((dir) => rm(dir, { recursive: true, force: true }))));
@@ -120,16 +135,7 @@ describe('Registry caches', () => {
     );
     const registry = new Registry({ blobs, metadata: racing });
     holder.registry = registry;
-    const config = Buffer.from('{}');
-    await registry.putBlob('p/app', digestOf(config), Readable.from([config]));
-    const body = Buffer.from(
-      JSON.stringify({
-        schemaVersion: 2,
-        mediaType: MediaType.OciManifest,
-        config: { mediaType: MediaType.OciConfig, digest: digestOf(config), size: 2 },
-        layers: [],
-      }),
-    );
+    const { config, body } = await pushConfig(registry);
     await assert.rejects(registry.putManifest('p/app', 'v1', { body, contentType: MediaType.OciManifest }), {
       code: 'MANIFEST_BLOB_UNKNOWN',
       message: new RegExp(`"${digestOf(config)}" is no longer in repository "p/app"`),
@@ -163,16 +169,7 @@ describe('Registry caches', () => {
       );
       const registry = new Registry({ blobs, metadata: racing });
       holder.registry = registry;
-      const config = Buffer.from('{}');
-      await registry.putBlob('p/app', digestOf(config), Readable.from([config]));
-      const body = Buffer.from(
-        JSON.stringify({
-          schemaVersion: 2,
-          mediaType: MediaType.OciManifest,
-          config: { mediaType: MediaType.OciConfig, digest: digestOf(config), size: 2 },
-          layers: [],
-        }),
-      );
+      const { body } = await pushConfig(registry);
       holder.body = body;
       await registry.putManifest('p/app', 'v1', { body, contentType: MediaType.OciManifest });
       assert.equal(await metadata.resolveTag('p/app', 'v1'), undefined, 'the tag is gone from the database');
