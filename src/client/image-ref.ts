@@ -1,12 +1,13 @@
 import {
+  createFolders,
   isDigest,
   makeTempDir,
   OciLayout,
   parseReference,
+  processRuns,
   releaseCreatedFolders,
   removeEmptyFolders,
   removeTempPath,
-  trackCreatedFolders,
   trackTempPath,
   type Reference,
 } from '../oci/index.js';
@@ -17,7 +18,7 @@ import { createWriteStream } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { getS3Object, loadS3Config, parseS3Url, type S3Config } from './s3.js';
 import {
@@ -196,16 +197,7 @@ async function openLayoutTarget(dir: string, tag: string | undefined): Promise<I
   // Another copy's staging folder does not make a layout: that copy may still fail.
   if (existing?.some((name) => !name.startsWith(STAGING_PREFIX)))
     return new LayoutStore(await OciLayout.open(dir, { create: true }), tag);
-  const absolute = resolve(dir);
-  const topmost = await mkdir(absolute, { recursive: true });
-  const created: string[] = [];
-  if (topmost !== undefined) {
-    for (let folder = absolute; ; folder = dirname(folder)) {
-      created.push(folder);
-      if (folder === topmost || dirname(folder) === folder) break;
-    }
-  }
-  trackCreatedFolders(created);
+  const created = await createFolders(dir);
   const staging = join(dir, `${STAGING_PREFIX}${randomBytes(6).toString('hex')}`);
   trackTempPath(staging);
   let layout: OciLayout;
@@ -246,16 +238,6 @@ async function removeAbandonedStagings(dir: string, names: readonly string[]): P
     const owner = Number(pid);
     if (host !== hostname() || !Number.isSafeInteger(owner) || owner <= 0 || processRuns(owner)) continue;
     await rm(path, { recursive: true, force: true });
-  }
-}
-
-/** Whether a process with this pid runs on this machine. */
-function processRuns(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

@@ -41,7 +41,8 @@ export {
   removeTempPath,
   removeTempPathsSync,
   writeThroughTemp,
-  trackCreatedFolders,
+  createFolders,
+  processRuns,
   removeEmptyFolders,
   releaseCreatedFolders,
 } from './temp-paths.js';

@@ -1,5 +1,6 @@
 import { rmdirSync, rmSync } from 'node:fs';
-import { mkdtemp, rename, rm, rmdir } from 'node:fs/promises';
+import { mkdir, mkdtemp, rename, rm, rmdir } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 
 /**
  * Temp files and folders being written right now (staging folders, `.partial` files, blobs not yet
@@ -30,9 +31,22 @@ export async function removeTempPath(path: string): Promise<void> {
  */
 const createdFolders = new Set<readonly string[]>();
 
-/** Notes folders this command created (innermost first), to be removed if still empty when it fails. */
-export function trackCreatedFolders(folders: readonly string[]): void {
-  createdFolders.add(folders);
+/**
+ * Creates `dir` with its missing parents and notes the folders it created (innermost first, absolute), to
+ * be removed if still empty when the command fails (removeEmptyFolders) or is stopped by a signal.
+ */
+export async function createFolders(dir: string): Promise<readonly string[]> {
+  const absolute = resolve(dir);
+  const topmost = await mkdir(absolute, { recursive: true });
+  const created: string[] = [];
+  if (topmost !== undefined) {
+    for (let folder = absolute; ; folder = dirname(folder)) {
+      created.push(folder);
+      if (folder === topmost || dirname(folder) === folder) break;
+    }
+  }
+  createdFolders.add(created);
+  return created;
 }
 
 /** Removes the noted folders that are empty (innermost first) and forgets them; keeps the rest. */
@@ -98,5 +112,15 @@ export async function writeThroughTemp(
   } catch (error) {
     await removeTempPath(temp);
     throw error;
+  }
+}
+
+/** Whether a process with this pid runs on this machine (one of another user's counts). */
+export function processRuns(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

@@ -52,6 +52,22 @@ function gatedResolve(inner: MetadataStore): { store: MetadataStore; hold(): () 
   };
 }
 
+/** `inner` whose first putManifest goes through `around` (given the real write to call); later ones do not. */
+function aroundFirstPut(
+  inner: MetadataStore,
+  around: (put: () => ReturnType<MetadataStore['putManifest']>) => ReturnType<MetadataStore['putManifest']>,
+): MetadataStore {
+  let first = true;
+  return overriding(inner, 'putManifest', () =>
+    first
+      ? (...args: Parameters<MetadataStore['putManifest']>) => {
+          first = false;
+          return around(() => inner.putManifest(...args));
+        }
+      : undefined,
+  );
+}
+
 /** Pushes a `{}` config into p/app; returns it and the bytes of an image manifest naming it. */
 async function pushConfig(registry: Registry): Promise<{ config: Buffer; body: Buffer }> {
   const config = Buffer.from('{}');
@@ -121,20 +137,14 @@ describe('Registry caches', () => {
 
   it('refuses a manifest whose repository was deleted after its blobs were checked, leaving no tag', async () => {
     const { blobs, metadata } = await freshStores();
-    const holder: { registry?: Registry } = {};
-    let raced = false;
     // The repository is deleted just as the manifest is about to be written, after #checkReferences.
-    const racing = overriding(metadata, 'putManifest', () =>
-      raced
-        ? undefined
-        : async (...args: Parameters<MetadataStore['putManifest']>) => {
-            raced = true;
-            await holder.registry?.deleteRepository('p/app');
-            return metadata.putManifest(...args);
-          },
-    );
-    const registry = new Registry({ blobs, metadata: racing });
-    holder.registry = registry;
+    const registry: Registry = new Registry({
+      blobs,
+      metadata: aroundFirstPut(metadata, async (put) => {
+        await registry.deleteRepository('p/app');
+        return put();
+      }),
+    });
     const { config, body } = await pushConfig(registry);
     await assert.rejects(registry.putManifest('p/app', 'v1', { body, contentType: MediaType.OciManifest }), {
       code: 'MANIFEST_BLOB_UNKNOWN',
@@ -153,24 +163,17 @@ describe('Registry caches', () => {
   for (const deleted of ['digest', 'tag'] as const) {
     it(`does not cache a pushed manifest whose ${deleted} was deleted just after the write`, async () => {
       const { blobs, metadata } = await freshStores();
-      const holder: { registry?: Registry; body?: Buffer } = {};
-      let raced = false;
+      let body: Buffer = Buffer.alloc(0);
       // A DELETE queued behind the push's transaction runs between the write and the push's next read.
-      const racing = overriding(metadata, 'putManifest', () =>
-        raced
-          ? undefined
-          : async (...args: Parameters<MetadataStore['putManifest']>) => {
-              raced = true;
-              const written = await metadata.putManifest(...args);
-              const reference = deleted === 'tag' ? 'v1' : digestOf(holder.body ?? Buffer.alloc(0));
-              await holder.registry?.deleteManifest('p/app', reference);
-              return written;
-            },
-      );
-      const registry = new Registry({ blobs, metadata: racing });
-      holder.registry = registry;
-      const { body } = await pushConfig(registry);
-      holder.body = body;
+      const registry: Registry = new Registry({
+        blobs,
+        metadata: aroundFirstPut(metadata, async (put) => {
+          const written = await put();
+          await registry.deleteManifest('p/app', deleted === 'tag' ? 'v1' : digestOf(body));
+          return written;
+        }),
+      });
+      ({ body } = await pushConfig(registry));
       await registry.putManifest('p/app', 'v1', { body, contentType: MediaType.OciManifest });
       assert.equal(await metadata.resolveTag('p/app', 'v1'), undefined, 'the tag is gone from the database');
       assert.equal(registry.cachedManifest('p/app', 'v1'), undefined, 'and not answered from memory');

@@ -538,7 +538,7 @@ export class Registry {
     // Cached as the database has it after the write: a delete of the manifest, its tag or its repository
     // may have run in between. A delete after these reads bumps #writes (or clears the caches itself).
     const existing = await this.#meta.getManifest(name, digest);
-    const tagged = tag === undefined ? undefined : await this.#meta.resolveTag(name, tag);
+    const tagged = existing && tag !== undefined ? await this.#meta.resolveTag(name, tag) : undefined;
     if (existing && written === this.#writes) {
       this.#manifestLinks.set(`${name}@${digest}`, existing);
       if (tag !== undefined && tagged === digest) this.#tags.set(`${name}:${tag}`, digest);

@@ -21,11 +21,16 @@ export class StorageError extends Error {
   }
 }
 
-/** What a file-system error code means for the folder it happened in, in words. */
-const FS_REASONS: ReadonlyMap<string, string> = new Map([
+/** Error codes that mean storage is full (files: ENOSPC, EDQUOT; SQLite: SQLITE_FULL), and what to say. */
+export const STORAGE_FULL: ReadonlyMap<unknown, string> = new Map([
   ['ENOSPC', 'its disk is full'],
   ['EDQUOT', 'its disk quota is used up'],
   ['SQLITE_FULL', 'its disk is full'],
+]);
+
+/** What a file-system error code means for the folder it happened in, in words. */
+const FS_REASONS: ReadonlyMap<unknown, string> = new Map([
+  ...STORAGE_FULL,
   ['EROFS', 'it is on a read-only file system'],
   ['SQLITE_READONLY', 'its database cannot be written (a read-only file or file system)'],
   ['EACCES', 'permission denied'],

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { link, readFile, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { processRuns } from '../oci/index.js';
 import { explainFsError, StorageError } from './errors.js';
 
 /** The file in a data folder that says which process serves it. */
@@ -29,13 +30,7 @@ function parseHolder(text: string): Holder | undefined {
 
 /** Whether `pid` on this host is a running Airlock (node) process other than this one. */
 function aliveElsewhere(pid: number): boolean {
-  if (pid === process.pid) return false;
-  try {
-    process.kill(pid, 0);
-  } catch (error) {
-    // EPERM: it exists but belongs to someone else.
-    if ((error as NodeJS.ErrnoException).code !== 'EPERM') return false;
-  }
+  if (pid === process.pid || !processRuns(pid)) return false;
   try {
     // A process that reused the number is not the holder: the holder ran node (airlock serve).
     const command = readFileSync(`/proc/${pid}/cmdline`, 'utf8');

@@ -33,7 +33,7 @@ export type {
   ClusterTrust,
   AuditEntry,
 } from './auth-store.js';
-export { explainFsError, StorageError } from './errors.js';
+export { explainFsError, STORAGE_FULL, StorageError } from './errors.js';
 export type { StorageErrorCode } from './errors.js';
 export { lockDataFolder, LOCK_FILE } from './folder-lock.js';
 export type { FolderLock } from './folder-lock.js';

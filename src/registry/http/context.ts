@@ -1,6 +1,7 @@
 import { HttpProtocolError, type H1Request, type H1Response } from './h1/index.js';
 import type { Logger } from '../../log/index.js';
 import { Header } from '../../oci/index.js';
+import { STORAGE_FULL } from '../../storage/index.js';
 import { RegistryError } from '../errors.js';
 import type { AccessControl, Caller } from '../auth/access.js';
 import { writeAudit } from '../audit.js';
@@ -45,13 +46,6 @@ export function sendEmpty(ctx: Context, status: number, headers: Record<string, 
   ctx.res.writeHead(status, status === 204 || status === 304 ? headers : { 'content-length': 0, ...headers });
   ctx.res.end();
 }
-
-/** Error codes that mean storage is full (files: ENOSPC, EDQUOT; SQLite: SQLITE_FULL), and what to say. */
-const STORAGE_FULL: ReadonlyMap<unknown, string> = new Map([
-  ['ENOSPC', 'its disk is full'],
-  ['EDQUOT', 'its disk quota is used up'],
-  ['SQLITE_FULL', 'its disk is full'],
-]);
 
 /**
  * Turns any error into a response: spec JSON for RegistryError, 507 when the disk or quota is full, a
