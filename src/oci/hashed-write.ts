@@ -23,6 +23,14 @@ export interface HashedWriteOptions {
   readonly maxBytes?: number;
   readonly tooLarge?: (maxBytes: number) => Error;
   readonly signal?: AbortSignal;
+  /**
+   * Called once every byte has been taken from the source and handed to the disk and the digester, for
+   * sources that lend their chunks (the only ones whose writes and hashing go on after that). The
+   * returned promise still settles only once those are done, or with their failure: a caller may answer
+   * its client in between (a chunked upload's PATCH) and wait for them before the next step that needs
+   * them. Not called when the write fails first.
+   */
+  readonly onReceived?: () => void;
 }
 
 /**
@@ -280,7 +288,10 @@ function writeLentChunks(
     control.done.then(() => {
       ended = true;
       // After a failure the file may be closed already, and the buffers back in the pool.
-      if (!failure && !settled) submit();
+      if (!failure && !settled) {
+        submit();
+        options.onReceived?.();
+      }
       finish();
     }, fail);
   });

@@ -14,6 +14,7 @@ import {
   type Descriptor,
 } from '../oci/index.js';
 import {
+  STORAGE_FULL,
   StorageError,
   type BlobStore,
   type ByteRange,
@@ -130,6 +131,12 @@ function storageToRegistry(error: unknown, uploadId?: string): never {
         throw new RegistryError('BLOB_UNKNOWN', error.message, { status: 416, cause: error });
       case 'TOO_LARGE':
         throw new RegistryError('SIZE_INVALID', error.message, { status: 413, cause: error });
+      case 'CHUNK_LOST': {
+        // The server's failure, not the client's: 507 when the disk is full, else 500, with the message.
+        const cause = (error.cause as { code?: unknown } | undefined)?.code;
+        const status = STORAGE_FULL.has(cause) ? 507 : 500;
+        throw new RegistryError('BLOB_UPLOAD_INVALID', error.message, { status, cause: error });
+      }
     }
   }
   throw error;
@@ -366,6 +373,11 @@ export class Registry {
     await this.#session(name, id);
     await this.#meta.deleteUpload(id);
     await this.#blobs.cancelUpload(id);
+  }
+
+  /** Waits for the writes of every upload chunk already answered (see BlobStore.flush). */
+  flushUploads(): Promise<void> {
+    return this.#blobs.flush();
   }
 
   /** Removes upload sessions older than `maxAgeMs` and staged files without a session. */

@@ -218,6 +218,8 @@ async function startOpened(
       const grace = new Promise<void>((done) => setTimeout(done, config.shutdownGraceSeconds * 1000).unref());
       await Promise.race([drained, grace]);
       server.closeAllConnections();
+      // Chunks answered before their last bytes were written: finish writing them.
+      await registry.flushUploads();
       await metadata.close();
       await lock.release();
       log.info('registry stopped');

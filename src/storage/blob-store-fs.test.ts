@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm, writeFile, mkdir } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -99,7 +99,10 @@ describe('FsBlobStore on disk', () => {
         const id = `chunked-${String(stop)}`;
         await store.createUpload(id);
         for (const part of parts) await store.appendUpload(id, lentOnce(part));
-        // The digest was settled with the last PATCH: the commit does not need the thread any more.
+        // Once the last chunk's writes and hashing are done (it was answered before), the commit does not
+        // need the thread any more.
+        await store.flush();
+        assert.equal((await stat(join(dir, 'uploads', id))).size, 9 * MiB + 1003);
         if (stop) await hashThread.terminate();
         const whole = Buffer.concat(parts);
         const digest = digestOf(whole);
@@ -108,6 +111,50 @@ describe('FsBlobStore on disk', () => {
         const chunks: Buffer[] = [];
         for await (const chunk of stream) chunks.push(chunk as Buffer);
         assert.ok(Buffer.concat(chunks).equals(whole));
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('answers a chunk once it is received; one whose hashing then fails is taken back, and the next append or commit says so', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'airlock-blobs-'));
+    try {
+      const store = new FsBlobStore(dir);
+      const [first, second] = [randomBytes(3 * MiB), randomBytes(5 * MiB)];
+      const whole = Buffer.concat([first, second]);
+      const lost =
+        /A chunk of upload "lost" \(bytes 3145728-8388607\) was not stored: The hash thread (exited|restarted).*; the upload holds 3145728 bytes$/;
+      for (const next of ['commit', 'append'] as const) {
+        await store.createUpload('lost');
+        assert.equal(await store.appendUpload('lost', lentOnce(first)), first.length);
+        assert.equal(await store.appendUpload('lost', lentOnce(second)), whole.length);
+        // Answered; the hashing of its last buffers is still under way (the thread's answers arrive as
+        // messages, which cannot have been read yet) and fails.
+        await hashThread.terminate();
+        if (next === 'commit') {
+          // The upload is kept, cut back to before the chunk.
+          await assert.rejects(store.commitUpload('lost', digestOf(whole)), lost);
+        } else {
+          // An append from where the client believes the upload is hears why (once; then a plain 416).
+          const again = { offset: whole.length };
+          await assert.rejects(store.appendUpload('lost', lentOnce(randomBytes(10)), again), lost);
+          assert.deepEqual(await outcome(store.appendUpload('lost', lentOnce(randomBytes(10)), again)), {
+            ok: false,
+            code: 'UPLOAD_OFFSET_MISMATCH',
+          });
+        }
+        assert.equal(await store.uploadSize('lost'), first.length);
+        assert.equal((await stat(join(dir, 'uploads', 'lost'))).size, first.length);
+        // A client that asked where the upload stands resumes from there.
+        const resumed = await store.appendUpload('lost', lentOnce(second), { offset: first.length });
+        assert.equal(resumed, whole.length);
+        assert.deepEqual(await store.commitUpload('lost', digestOf(whole)), {
+          digest: digestOf(whole),
+          size: whole.length,
+        });
+        assert.ok((await readBlob(store, digestOf(whole))).equals(whole));
+        assert.equal(await store.delete(digestOf(whole)), true);
       }
     } finally {
       await rm(dir, { recursive: true, force: true });
@@ -170,6 +217,7 @@ describe('FsBlobStore on disk', () => {
       const writer = new FsBlobStore(dir);
       await writer.createUpload('twice');
       await writer.appendUpload('twice', lentOnce(first));
+      await writer.flush();
       // A fresh store (as after a restart) has to rebuild the upload's hash from the file for each caller.
       const store = new FsBlobStore(dir);
       const a = randomBytes(2 * MiB);

@@ -49,6 +49,16 @@ async function fsyncPath(path: string): Promise<void> {
 const gone = (id: string): StorageError =>
   new StorageError('UPLOAD_NOT_FOUND', `Upload "${id}" was completed or cancelled meanwhile`);
 
+/** A chunk answered early whose writes or hashing failed after its answer. */
+function chunkLost(id: string, bytes: { from: number; to: number }, cause: Error): StorageError {
+  return new StorageError(
+    'CHUNK_LOST',
+    `A chunk of upload "${id}" (bytes ${bytes.from}-${bytes.to - 1}) was not stored: ${cause.message}; ` +
+      `the upload holds ${bytes.from} bytes`,
+    { cause },
+  );
+}
+
 const tooLarge = (maxBytes: number): StorageError =>
   new StorageError('TOO_LARGE', `Blob is larger than the ${maxBytes} bytes allowed`);
 
@@ -78,6 +88,14 @@ export class FsBlobStore implements BlobStore {
    * has begun; two appends at once would both write at the same offset.
    */
   readonly #owners = new Map<string, 'append' | 'commit' | 'cancel'>();
+  /**
+   * Chunks answered before their last buffers were written and hashed (see appendUpload), by upload:
+   * settles, never rejecting, once they are. The upload stays held ('append') until then, and the next
+   * operation on it waits for it first.
+   */
+  readonly #tails = new Map<string, Promise<void>>();
+  /** Why a chunk answered early was taken back (its writes or hashing failed): told to the next append or commit. */
+  readonly #lost = new Map<string, Error>();
   #ready: Promise<void> | undefined;
   #usage: Promise<number> | undefined;
 
@@ -280,6 +298,7 @@ export class FsBlobStore implements BlobStore {
 
   /** Bytes of the upload's complete chunks: never those of a chunk still being written. */
   async uploadSize(id: string): Promise<number | undefined> {
+    await this.#quiet(id);
     const size = await this.#fileSize(id);
     // Read after the stat: a chunk being written meanwhile recorded the size before it first.
     return size === undefined ? undefined : (this.#committed.get(id) ?? size);
@@ -305,14 +324,26 @@ export class FsBlobStore implements BlobStore {
     return state;
   }
 
+  /**
+   * Appends a chunk. A chunk from a source that lends its buffers (the registry's HTTP server) is answered
+   * once its body has been received and handed to the disk and the hash thread, not once its last
+   * buffers are written and hashed: those go on while the client sends its next request, which waits for
+   * them (`#tails`). Should they fail, the chunk is taken back (the file cut to its size before the chunk,
+   * the hash state rebuilt from the file) and the failure is told to the next append or commit.
+   */
   async appendUpload(
     id: string,
     source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
     options: UploadAppendOptions = {},
   ): Promise<number> {
+    if (this.#tails.has(id)) await this.#quiet(id);
     const release = this.#own(id, 'append');
+    // Handed to the chunk's tail when it is answered before its writes are done.
+    let held = true;
     try {
       const state = await this.#state(id);
+      const lost = this.#takeLost(id, options.offset === undefined || options.offset !== state.size);
+      if (lost) throw lost;
       if (options.offset !== undefined && options.offset !== state.size) {
         throw new StorageError(
           'UPLOAD_OFFSET_MISMATCH',
@@ -322,35 +353,98 @@ export class FsBlobStore implements BlobStore {
       const chunkDigester = state.digester;
       const sizeBefore = state.size;
       this.#committed.set(id, sizeBefore);
-      try {
-        await writeHashed(source, this.#uploadPath(id), {
-          tooLarge,
-          digester: chunkDigester,
-          maxBytes: options.maxBytes ?? Infinity,
-          append: true,
-          ...(options.signal ? { signal: options.signal } : {}),
-        });
-        state.size = chunkDigester.size;
-        // Unless the upload was cancelled while the chunk went into its (by then unlinked) file.
-        if (this.#committed.has(id)) this.#committed.set(id, state.size);
-        return state.size;
-      } catch (error) {
+      let onReceived = (): void => undefined;
+      const received = new Promise<'received'>((resolve) => {
+        onReceived = () => resolve('received');
+      });
+      // Settles with the failure, or undefined, once the chunk is written and hashed; never rejects.
+      const outcome = writeHashed(source, this.#uploadPath(id), {
+        tooLarge,
+        digester: chunkDigester,
+        maxBytes: options.maxBytes ?? Infinity,
+        append: true,
+        onReceived,
+        ...(options.signal ? { signal: options.signal } : {}),
+      }).then(
+        () => undefined,
+        (error: unknown) => (error instanceof Error ? error : new Error(String(error))),
+      );
+      const first = await Promise.race([received, outcome]);
+      if (first instanceof Error) {
         // A chunk that failed part-way (a client gone, a malformed body, a full disk) is taken back whole:
         // the upload stays as it was before it, and the hash state is rebuilt from disk on the next call.
-        this.#uploads.delete(id);
-        if (isMissing(error)) throw gone(id);
-        await truncate(this.#uploadPath(id), sizeBefore).catch(() => undefined);
-        throw error;
+        await this.#takeBack(id, sizeBefore);
+        throw isMissing(first) ? gone(id) : first;
       }
+      // Every byte is counted (handed to the digester), though some may still be on their way.
+      const size = chunkDigester.size;
+      const settle = async (error: Error | undefined): Promise<void> => {
+        if (!error) {
+          state.size = size;
+          // Unless the upload was cancelled while the chunk went into its (by then unlinked) file.
+          if (this.#committed.has(id)) this.#committed.set(id, size);
+          return;
+        }
+        await this.#takeBack(id, sizeBefore);
+        if (this.#committed.has(id) && !isMissing(error)) {
+          this.#lost.set(id, chunkLost(id, { from: sizeBefore, to: size }, error));
+        }
+      };
+      if (first === undefined) {
+        await settle(undefined);
+        return size;
+      }
+      held = false;
+      const tail = outcome.then(settle).finally(() => {
+        this.#tails.delete(id);
+        release();
+      });
+      this.#tails.set(id, tail);
+      return size;
     } finally {
-      release();
+      if (held) release();
     }
+  }
+
+  /** The chunks of an upload answered so far are written and hashed (or taken back). */
+  async #quiet(id: string): Promise<void> {
+    for (let tail = this.#tails.get(id); tail; tail = this.#tails.get(id)) await tail;
+  }
+
+  /** Cuts an upload back to `size` after a failed chunk; its hash state is rebuilt from the file next time. */
+  async #takeBack(id: string, size: number): Promise<void> {
+    this.#uploads.delete(id);
+    if (this.#committed.has(id)) this.#committed.set(id, size);
+    await truncate(this.#uploadPath(id), size).catch(() => undefined);
+  }
+
+  /**
+   * The failure of a chunk answered early, when the next operation has to hear it (`tell`): an append that
+   * goes on from where the client believes the upload is, or a commit. Told once; an append from the
+   * upload's real size (a client that asked where it stands) goes ahead.
+   */
+  #takeLost(id: string, tell: boolean): Error | undefined {
+    const lost = this.#lost.get(id);
+    this.#lost.delete(id);
+    return tell ? lost : undefined;
+  }
+
+  /** Waits for the writes of every chunk already answered (before the process stops). */
+  async flush(): Promise<void> {
+    await Promise.all([...this.#tails.values()]);
   }
 
   async commitUpload(id: string, expected: Digest): Promise<BlobInfo> {
     const { algorithm } = parseDigest(expected);
-    const release = this.#own(id, 'commit');
     const path = this.#uploadPath(id);
+    if (this.#tails.has(id)) await this.#quiet(id);
+    const release = this.#own(id, 'commit');
+    const lost = this.#takeLost(id, true);
+    if (lost) {
+      // The upload is kept, cut back to before the lost chunk: a client may ask where it stands and resume.
+      release();
+      throw lost;
+    }
     try {
       let state = await this.#state(id);
       if (algorithm !== state.digester.algorithm) {
@@ -400,6 +494,8 @@ export class FsBlobStore implements BlobStore {
   }
 
   async cancelUpload(id: string): Promise<boolean> {
+    if (this.#tails.has(id)) await this.#quiet(id);
+    this.#lost.delete(id);
     const holder = this.#owners.get(id);
     // A commit removes the file itself; a second cancel has nothing left to do.
     if (holder === 'commit' || holder === 'cancel') return false;

@@ -83,6 +83,11 @@ export interface BlobStore {
   uploadSize(id: string): Promise<number | undefined>;
   /** Verifies the upload against `expected` and turns it into a blob; on mismatch the upload is discarded. */
   commitUpload(id: string, expected: Digest): Promise<BlobInfo>;
+  /**
+   * Waits until the bytes of every chunk already answered are written (a store may answer an append
+   * before its last bytes reach the disk); called before the process stops.
+   */
+  flush(): Promise<void>;
   /** Discards an upload; true when it existed. */
   cancelUpload(id: string): Promise<boolean>;
   /** Total bytes of stored blobs. */
