@@ -24,13 +24,25 @@ export interface HashedWriteOptions {
   readonly tooLarge?: (maxBytes: number) => Error;
   readonly signal?: AbortSignal;
   /**
-   * Called once every byte has been taken from the source and handed to the disk and the digester, for
-   * sources that lend their chunks (the only ones whose writes and hashing go on after that). The
-   * returned promise still settles only once those are done, or with their failure: a caller may answer
-   * its client in between (a chunked upload's PATCH) and wait for them before the next step that needs
-   * them. Not called when the write fails first.
+   * Called once every byte has been taken from the source and written to the file, for sources that lend
+   * their chunks (the only ones hashed on the hash thread, which may still be at it then). The returned
+   * promise settles only once the hashing is done too: a caller may answer its client in between (a
+   * chunked upload's PATCH) and wait for the digest before the next step that needs it. Not called when
+   * the write or the hashing fails first.
    */
-  readonly onReceived?: () => void;
+  readonly onWritten?: () => void;
+}
+
+/**
+ * A write whose every byte reached the file but whose hashing failed (the hash thread stopped): the file
+ * is whole, and only its digest has to be computed again, from the file. `cause` is the hash's failure.
+ */
+export class UnhashedWriteError extends Error {
+  override readonly name = 'UnhashedWriteError';
+
+  constructor(cause: unknown) {
+    super(`The content was written but not hashed: ${(cause as Error).message}`, { cause });
+  }
 }
 
 /**
@@ -132,7 +144,13 @@ function writeLentChunks(
     let settled = false;
     let ended = false;
     let failure: Error | undefined;
+    // The first failure of a write, and of the hashing: which one it was decides what the file holds.
+    let writeFailure: Error | undefined;
+    let hashFailure: Error | undefined;
     let inFlight = 0;
+    // Writes on the thread pool not yet done, and whether `onWritten` was called.
+    let writing = 0;
+    let writtenTold = false;
     let position = 0;
     // Bytes taken from the source so far (the digester counts them only when their buffer is submitted).
     let received = 0;
@@ -162,14 +180,23 @@ function writeLentChunks(
       }
       if (failure) {
         if (source instanceof Readable) source.destroy();
-        reject(failure);
-      } else digester.settle().then(resolve, reject);
+        reject(outcome(failure));
+      } else digester.settle().then(resolve, (error: unknown) => reject(outcome(error as Error)));
+    };
+    // A hash that failed once every byte was taken and written leaves a whole file: say so.
+    const outcome = (error: Error): Error => {
+      if (error !== hashFailure && !(failure === undefined && ended)) return error;
+      if (writeFailure) return writeFailure;
+      return ended ? new UnhashedWriteError(error) : error;
     };
     const fail = (error: Error): void => {
       failure ??= error;
       finish();
     };
-    const onAbort = (): void => fail(abortError(signal));
+    // Once every byte is taken, the rest is the disk's and the hash thread's work: an abort no longer stops it.
+    const onAbort = (): void => {
+      if (!ended) fail(abortError(signal));
+    };
     try {
       signal?.throwIfAborted();
       // Appends write at positions too (from the current end): the thread pool may write them in any order.
@@ -194,11 +221,13 @@ function writeLentChunks(
         return;
       }
       let users = 2;
-      const done = (error: Error | null): void => {
+      const done = (error: Error | null, hashing = false): void => {
         inFlight -= 1;
         users -= 1;
         if (users === 0) free.push(buffer);
         if (error) {
+          if (hashing) hashFailure ??= error;
+          else writeFailure ??= error;
           fail(error);
           return;
         }
@@ -209,11 +238,22 @@ function writeLentChunks(
         finish();
       };
       inFlight += 2;
+      writing += 1;
       digester.updateShared(buffer.subarray(0, length)).then(
         () => done(null),
-        (error: unknown) => done(error as Error),
+        (error: unknown) => done(error as Error, true),
       );
-      out.write({ buffer, length, at: currentAt }, done);
+      out.write({ buffer, length, at: currentAt }, (error) => {
+        writing -= 1;
+        if (!error) tellWritten();
+        done(error);
+      });
+    };
+    // Every byte is in the file (the source ended, no write is left) while nothing failed: say so once.
+    const tellWritten = (): void => {
+      if (writtenTold || !ended || writing > 0 || failure || settled) return;
+      writtenTold = true;
+      options.onWritten?.();
     };
     // Makes a free buffer the one being filled, from the current position; false when all are busy.
     const takeBuffer = (): boolean => {
@@ -290,7 +330,7 @@ function writeLentChunks(
       // After a failure the file may be closed already, and the buffers back in the pool.
       if (!failure && !settled) {
         submit();
-        options.onReceived?.();
+        tellWritten();
       }
       finish();
     }, fail);

@@ -30,8 +30,8 @@ export { fileStream, fileSourceOf, sendFileTo } from './file-source.js';
 export type { DirectSocket, FileSink } from './file-source.js';
 export { kernelSendEnabled } from './kernel-send.js';
 export type { LayoutIndex } from './layout.js';
-export { checkWriteSwitches, DirectReads, writeHashed } from './hashed-write.js';
-export { hashThread } from './hash-thread.js';
+export { checkWriteSwitches, DirectReads, UnhashedWriteError, writeHashed } from './hashed-write.js';
+export { hashThread, hashThreadAllowed } from './hash-thread.js';
 export type { HashedWriteOptions, BorrowedChunkSource, DirectTarget } from './hashed-write.js';
 export { parseDuration } from './duration.js';
 export {

@@ -14,7 +14,6 @@ import {
   type Descriptor,
 } from '../oci/index.js';
 import {
-  STORAGE_FULL,
   StorageError,
   type BlobStore,
   type ByteRange,
@@ -131,12 +130,6 @@ function storageToRegistry(error: unknown, uploadId?: string): never {
         throw new RegistryError('BLOB_UNKNOWN', error.message, { status: 416, cause: error });
       case 'TOO_LARGE':
         throw new RegistryError('SIZE_INVALID', error.message, { status: 413, cause: error });
-      case 'CHUNK_LOST': {
-        // The server's failure, not the client's: 507 when the disk is full, else 500, with the message.
-        const cause = (error.cause as { code?: unknown } | undefined)?.code;
-        const status = STORAGE_FULL.has(cause) ? 507 : 500;
-        throw new RegistryError('BLOB_UPLOAD_INVALID', error.message, { status, cause: error });
-      }
     }
   }
   throw error;

@@ -1,5 +1,17 @@
 import { createReadStream } from 'node:fs';
-import { link, mkdir, open, readdir, rm, stat, truncate, unlink } from 'node:fs/promises';
+import {
+  link,
+  mkdir,
+  open,
+  readFile,
+  readdir,
+  rename,
+  rm,
+  stat,
+  truncate,
+  unlink,
+  writeFile,
+} from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -8,6 +20,7 @@ import {
   isDigest,
   parseDigest,
   sendFileTo,
+  UnhashedWriteError,
   writeHashed,
   type Digest,
   type DigestAlgorithm,
@@ -25,6 +38,8 @@ import { StorageError } from './errors.js';
 
 const UPLOAD_ID_RE = /^[A-Za-z0-9_-]{1,128}$/;
 const TEMP_PREFIX = 'tmp-';
+/** Beside an upload's file: the size of its chunks written whole (ids never hold a dot). */
+const SIZE_SUFFIX = '.size';
 const READ_CHUNK = 1024 * 1024;
 
 interface UploadState {
@@ -48,16 +63,6 @@ async function fsyncPath(path: string): Promise<void> {
 /** An upload whose file went away while an operation was on it (a cancel, a purge, a commit). */
 const gone = (id: string): StorageError =>
   new StorageError('UPLOAD_NOT_FOUND', `Upload "${id}" was completed or cancelled meanwhile`);
-
-/** A chunk answered early whose writes or hashing failed after its answer. */
-function chunkLost(id: string, bytes: { from: number; to: number }, cause: Error): StorageError {
-  return new StorageError(
-    'CHUNK_LOST',
-    `A chunk of upload "${id}" (bytes ${bytes.from}-${bytes.to - 1}) was not stored: ${cause.message}; ` +
-      `the upload holds ${bytes.from} bytes`,
-    { cause },
-  );
-}
 
 const tooLarge = (maxBytes: number): StorageError =>
   new StorageError('TOO_LARGE', `Blob is larger than the ${maxBytes} bytes allowed`);
@@ -89,13 +94,11 @@ export class FsBlobStore implements BlobStore {
    */
   readonly #owners = new Map<string, 'append' | 'commit' | 'cancel'>();
   /**
-   * Chunks answered before their last buffers were written and hashed (see appendUpload), by upload:
-   * settles, never rejecting, once they are. The upload stays held ('append') until then, and the next
-   * operation on it waits for it first.
+   * Chunks answered before their hashing was done (see appendUpload), by upload: settles, never
+   * rejecting, once it is. The upload stays held ('append') until then, and the next operation on it
+   * waits for it first.
    */
   readonly #tails = new Map<string, Promise<void>>();
-  /** Why a chunk answered early was taken back (its writes or hashing failed): told to the next append or commit. */
-  readonly #lost = new Map<string, Error>();
   #ready: Promise<void> | undefined;
   #usage: Promise<number> | undefined;
 
@@ -109,8 +112,12 @@ export class FsBlobStore implements BlobStore {
     this.#ready ??= (async () => {
       await mkdir(join(this.#root, 'blobs'), { recursive: true });
       await mkdir(join(this.#root, 'uploads'), { recursive: true });
-      for (const name of await readdir(join(this.#root, 'uploads'))) {
-        if (name.startsWith(TEMP_PREFIX)) await rm(join(this.#root, 'uploads', name), { force: true });
+      const names = await readdir(join(this.#root, 'uploads'));
+      for (const name of names) {
+        // Temp files, and size records whose upload is gone (a crash between removing the two).
+        const orphan = name.endsWith(SIZE_SUFFIX) && !names.includes(name.slice(0, -SIZE_SUFFIX.length));
+        if (name.startsWith(TEMP_PREFIX) || orphan)
+          await rm(join(this.#root, 'uploads', name), { force: true });
       }
       // Sum existing blobs before any write can run, so the running total never counts one twice.
       this.#usage = Promise.resolve(await this.#scanUsage());
@@ -292,16 +299,42 @@ export class FsBlobStore implements BlobStore {
     await this.init();
     const handle = await open(this.#uploadPath(id), 'wx');
     await handle.close();
+    await this.#recordSize(id, 0);
     this.#uploads.set(id, { digester: new Digester(), size: 0 });
     this.#committed.set(id, 0);
+  }
+
+  /**
+   * Records how many bytes of an upload's file are whole chunks (`<id>.size`, replaced by rename). The
+   * file may hold more: the start of a chunk being written, which a crash can leave with holes in it,
+   * since its buffers are written in any order. A process that takes the upload over cuts those off.
+   */
+  async #recordSize(id: string, size: number): Promise<void> {
+    const temp = join(this.#root, 'uploads', `${TEMP_PREFIX}${randomBytes(12).toString('hex')}`);
+    await writeFile(temp, String(size));
+    await rename(temp, this.#uploadPath(id) + SIZE_SUFFIX).catch(async (error: unknown) => {
+      await rm(temp, { force: true });
+      throw error;
+    });
+  }
+
+  /** The recorded size of an upload's whole chunks; undefined when none is (an upload of an older version). */
+  async #recordedSize(id: string): Promise<number | undefined> {
+    const text = await readFile(this.#uploadPath(id) + SIZE_SUFFIX, 'utf8').catch(() => undefined);
+    const size = text === undefined ? NaN : Number(text);
+    return Number.isSafeInteger(size) && size >= 0 ? size : undefined;
   }
 
   /** Bytes of the upload's complete chunks: never those of a chunk still being written. */
   async uploadSize(id: string): Promise<number | undefined> {
     await this.#quiet(id);
     const size = await this.#fileSize(id);
+    if (size === undefined) return undefined;
     // Read after the stat: a chunk being written meanwhile recorded the size before it first.
-    return size === undefined ? undefined : (this.#committed.get(id) ?? size);
+    const committed = this.#committed.get(id);
+    if (committed !== undefined) return committed;
+    // An upload this process has not written to: its recorded size, unless the file is shorter.
+    return Math.min(size, (await this.#recordedSize(id)) ?? size);
   }
 
   async #fileSize(id: string): Promise<number | undefined> {
@@ -319,6 +352,9 @@ export class FsBlobStore implements BlobStore {
     if (size === undefined) throw new StorageError('UPLOAD_NOT_FOUND', `Upload "${id}" does not exist`);
     const known = this.#uploads.get(id);
     if (known && known.size === size) return known;
+    // Bytes past the recorded size are a chunk that never ended (a crash, a failed cut): they go.
+    const recorded = await this.#recordedSize(id);
+    if (recorded !== undefined && recorded < size) await truncate(this.#uploadPath(id), recorded);
     const state = await this.#rehash(id);
     this.#uploads.set(id, state);
     return state;
@@ -326,10 +362,10 @@ export class FsBlobStore implements BlobStore {
 
   /**
    * Appends a chunk. A chunk from a source that lends its buffers (the registry's HTTP server) is answered
-   * once its body has been received and handed to the disk and the hash thread, not once its last
-   * buffers are written and hashed: those go on while the client sends its next request, which waits for
-   * them (`#tails`). Should they fail, the chunk is taken back (the file cut to its size before the chunk,
-   * the hash state rebuilt from the file) and the failure is told to the next append or commit.
+   * once all of it is written to the upload's file and its size recorded, while its last buffers may
+   * still be on the hash thread: the hashing goes on while the client sends its next request, which waits
+   * for it (`#tails`). Should the hashing fail then (the hash thread stopped), the bytes stay and the
+   * upload is hashed again from its file.
    */
   async appendUpload(
     id: string,
@@ -338,12 +374,10 @@ export class FsBlobStore implements BlobStore {
   ): Promise<number> {
     if (this.#tails.has(id)) await this.#quiet(id);
     const release = this.#own(id, 'append');
-    // Handed to the chunk's tail when it is answered before its writes are done.
+    // Handed to the chunk's tail when it is answered before its hashing is done.
     let held = true;
     try {
       const state = await this.#state(id);
-      const lost = this.#takeLost(id, options.offset === undefined || options.offset !== state.size);
-      if (lost) throw lost;
       if (options.offset !== undefined && options.offset !== state.size) {
         throw new StorageError(
           'UPLOAD_OFFSET_MISMATCH',
@@ -353,9 +387,9 @@ export class FsBlobStore implements BlobStore {
       const chunkDigester = state.digester;
       const sizeBefore = state.size;
       this.#committed.set(id, sizeBefore);
-      let onReceived = (): void => undefined;
-      const received = new Promise<'received'>((resolve) => {
-        onReceived = () => resolve('received');
+      let onWritten = (): void => undefined;
+      const written = new Promise<'written'>((resolve) => {
+        onWritten = () => resolve('written');
       });
       // Settles with the failure, or undefined, once the chunk is written and hashed; never rejects.
       const outcome = writeHashed(source, this.#uploadPath(id), {
@@ -363,39 +397,43 @@ export class FsBlobStore implements BlobStore {
         digester: chunkDigester,
         maxBytes: options.maxBytes ?? Infinity,
         append: true,
-        onReceived,
+        onWritten,
         ...(options.signal ? { signal: options.signal } : {}),
       }).then(
         () => undefined,
         (error: unknown) => (error instanceof Error ? error : new Error(String(error))),
       );
-      const first = await Promise.race([received, outcome]);
-      if (first instanceof Error) {
+      const first = await Promise.race([written, outcome]);
+      if (first instanceof Error && !(first instanceof UnhashedWriteError)) {
         // A chunk that failed part-way (a client gone, a malformed body, a full disk) is taken back whole:
         // the upload stays as it was before it, and the hash state is rebuilt from disk on the next call.
-        await this.#takeBack(id, sizeBefore);
-        throw isMissing(first) ? gone(id) : first;
+        this.#uploads.delete(id);
+        if (isMissing(first)) throw gone(id);
+        await truncate(this.#uploadPath(id), sizeBefore).catch(() => undefined);
+        throw first;
       }
-      // Every byte is counted (handed to the digester), though some may still be on their way.
+      // Every byte is in the file (and counted by the digester).
       const size = chunkDigester.size;
-      const settle = async (error: Error | undefined): Promise<void> => {
-        if (!error) {
-          state.size = size;
-          // Unless the upload was cancelled while the chunk went into its (by then unlinked) file.
-          if (this.#committed.has(id)) this.#committed.set(id, size);
-          return;
-        }
-        await this.#takeBack(id, sizeBefore);
-        if (this.#committed.has(id) && !isMissing(error)) {
-          this.#lost.set(id, chunkLost(id, { from: sizeBefore, to: size }, error));
-        }
+      state.size = size;
+      // Unless the upload was cancelled while the chunk went into its (by then unlinked) file.
+      if (this.#committed.has(id)) {
+        this.#committed.set(id, size);
+        // Without room for the record, none is better than a stale one (which would cut this chunk off).
+        await this.#recordSize(id, size).catch(() =>
+          rm(this.#uploadPath(id) + SIZE_SUFFIX, { force: true }).catch(() => undefined),
+        );
+      }
+      // A hash that failed after the bytes were written (the hash thread stopped), now or in the tail: the
+      // state is forgotten and rebuilt from the file when next needed.
+      const unhashed = (error: Error | undefined): void => {
+        if (error && this.#uploads.get(id) === state) this.#uploads.delete(id);
       };
-      if (first === undefined) {
-        await settle(undefined);
+      if (first !== 'written') {
+        unhashed(first);
         return size;
       }
       held = false;
-      const tail = outcome.then(settle).finally(() => {
+      const tail = outcome.then(unhashed).finally(() => {
         this.#tails.delete(id);
         release();
       });
@@ -406,32 +444,21 @@ export class FsBlobStore implements BlobStore {
     }
   }
 
-  /** The chunks of an upload answered so far are written and hashed (or taken back). */
+  /** The chunks of an upload answered so far are hashed. */
   async #quiet(id: string): Promise<void> {
     for (let tail = this.#tails.get(id); tail; tail = this.#tails.get(id)) await tail;
   }
 
-  /** Cuts an upload back to `size` after a failed chunk; its hash state is rebuilt from the file next time. */
-  async #takeBack(id: string, size: number): Promise<void> {
-    this.#uploads.delete(id);
-    if (this.#committed.has(id)) this.#committed.set(id, size);
-    await truncate(this.#uploadPath(id), size).catch(() => undefined);
-  }
-
   /**
-   * The failure of a chunk answered early, when the next operation has to hear it (`tell`): an append that
-   * goes on from where the client believes the upload is, or a commit. Told once; an append from the
-   * upload's real size (a client that asked where it stands) goes ahead.
+   * Waits for the hashing of every chunk already answered and for every operation under way on an upload
+   * (one queued behind such hashing, say), at most `maxMs`: before the process stops.
    */
-  #takeLost(id: string, tell: boolean): Error | undefined {
-    const lost = this.#lost.get(id);
-    this.#lost.delete(id);
-    return tell ? lost : undefined;
-  }
-
-  /** Waits for the writes of every chunk already answered (before the process stops). */
-  async flush(): Promise<void> {
-    await Promise.all([...this.#tails.values()]);
+  async flush(maxMs = 10_000): Promise<void> {
+    const deadline = Date.now() + maxMs;
+    // Looked at from a timer, after every pending promise job: an operation that was waiting for a chunk's
+    // writes has taken the upload by then.
+    do await new Promise((resolve) => setTimeout(resolve, 5));
+    while ((this.#owners.size > 0 || this.#tails.size > 0) && Date.now() < deadline);
   }
 
   async commitUpload(id: string, expected: Digest): Promise<BlobInfo> {
@@ -439,12 +466,6 @@ export class FsBlobStore implements BlobStore {
     const path = this.#uploadPath(id);
     if (this.#tails.has(id)) await this.#quiet(id);
     const release = this.#own(id, 'commit');
-    const lost = this.#takeLost(id, true);
-    if (lost) {
-      // The upload is kept, cut back to before the lost chunk: a client may ask where it stands and resume.
-      release();
-      throw lost;
-    }
     try {
       let state = await this.#state(id);
       if (algorithm !== state.digester.algorithm) {
@@ -457,6 +478,7 @@ export class FsBlobStore implements BlobStore {
       throw error;
     } finally {
       await rm(path, { force: true });
+      await rm(path + SIZE_SUFFIX, { force: true });
       this.#uploads.delete(id);
       this.#committed.delete(id);
       release();
@@ -495,7 +517,6 @@ export class FsBlobStore implements BlobStore {
 
   async cancelUpload(id: string): Promise<boolean> {
     if (this.#tails.has(id)) await this.#quiet(id);
-    this.#lost.delete(id);
     const holder = this.#owners.get(id);
     // A commit removes the file itself; a second cancel has nothing left to do.
     if (holder === 'commit' || holder === 'cancel') return false;
@@ -505,6 +526,7 @@ export class FsBlobStore implements BlobStore {
     this.#committed.delete(id);
     try {
       await unlink(this.#uploadPath(id));
+      await rm(this.#uploadPath(id) + SIZE_SUFFIX, { force: true });
       return true;
     } catch (error) {
       if (isMissing(error)) return false;
@@ -539,6 +561,8 @@ export class FsBlobStore implements BlobStore {
 
   async listUploads(): Promise<string[]> {
     await this.init();
-    return (await readdir(join(this.#root, 'uploads'))).filter((name) => !name.startsWith(TEMP_PREFIX));
+    return (await readdir(join(this.#root, 'uploads'))).filter(
+      (name) => !name.startsWith(TEMP_PREFIX) && !name.endsWith(SIZE_SUFFIX),
+    );
   }
 }

@@ -8,9 +8,7 @@ export type StorageErrorCode =
   | 'UPLOAD_OFFSET_MISMATCH'
   | 'RANGE_NOT_SATISFIABLE'
   | 'TOO_LARGE'
-  | 'LOCKED'
-  /** A chunk answered before its last bytes were written, which then failed (the cause says why). */
-  | 'CHUNK_LOST';
+  | 'LOCKED';
 
 /** The one error type storage implementations throw for expected failures. */
 export class StorageError extends Error {

@@ -4,11 +4,13 @@
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { appendFile, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { appendFile, mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { CLI, run, startAirlockProcess, tempDir } from '../helpers/processes.js';
 import { image } from '../helpers/oci-fixtures.js';
+import { digestOf } from '../../src/oci/index.js';
 import { TestClient } from '../helpers/registry-client.js';
 
 const mounts: string[] = [];
@@ -55,6 +57,11 @@ async function fill(dir: string): Promise<{ free: () => Promise<void> }> {
   }
   return { free: () => rm(path) };
 }
+
+const MIB = 1024 * 1024;
+
+/** An upload's id, the last part of its Location. */
+const uploadId = (location: string): string => new URL(location, 'http://x').pathname.split('/').at(-1) ?? '';
 
 const serveArgs = (data: string): string[] => ['serve', '--addr', '127.0.0.1:0', '--data', data];
 
@@ -115,6 +122,52 @@ describe('a data folder on a full or read-only disk', () => {
       );
     }
     assert.deepEqual(await readdir(disk), []);
+  });
+
+  it('a chunk that does not fit on a full disk is refused with 507 and taken back; the upload resumes once there is room', async (t) => {
+    const disk = await smallDisk(t, '8m');
+    if (!disk) return;
+    const server = await startAirlockProcess({ dataDir: join(disk, 'data') });
+    const client = new TestClient(server.url);
+    try {
+      const start = await client.request('POST', '/v2/full/app/blobs/uploads/');
+      assert.equal(start.status, 202);
+      const location = start.headers.get('location') ?? '';
+      const patch = (bytes: Buffer, from: number): Promise<Response> =>
+        client.request('PATCH', location, {
+          body: bytes,
+          headers: { 'content-range': `${from}-${from + bytes.length - 1}` },
+        });
+      const [first, second] = [randomBytes(MIB), randomBytes(100 * 1024)];
+      assert.equal((await patch(first, 0)).status, 202);
+      const filler = await fill(disk);
+      // Smaller than a write buffer: all of it is received before its one write fails. A chunk is answered
+      // only once it is in the file, so this one is refused, not answered and lost.
+      const refused = await patch(second, first.length);
+      assert.equal(refused.status, 507);
+      assert.match(await refused.text(), /its disk is full \(ENOSPC\)/);
+      const status = await client.request('GET', location);
+      assert.equal(status.status, 204);
+      assert.equal(status.headers.get('range'), `0-${first.length - 1}`);
+      assert.equal((await stat(join(disk, 'data', 'uploads', uploadId(location)))).size, first.length);
+      // With room again, the client resumes from where the upload stands.
+      await filler.free();
+      const whole = Buffer.concat([first, second]);
+      const digest = digestOf(whole);
+      const put = await client.request(
+        'PUT',
+        `${location}${location.includes('?') ? '&' : '?'}digest=${digest}`,
+        {
+          body: second,
+          headers: { 'content-range': `${first.length}-${whole.length - 1}` },
+        },
+      );
+      assert.equal(put.status, 201, await put.text());
+      const blob = await client.request('GET', `/v2/full/app/blobs/${digest}`);
+      assert.deepEqual(Buffer.from(await blob.arrayBuffer()), whole);
+    } finally {
+      await server.stop();
+    }
   });
 
   it('gc --data on a full disk fails in one line and leaves the stored image as it was', async (t) => {
