@@ -24,6 +24,11 @@ export interface HashedWriteOptions {
   readonly tooLarge?: (maxBytes: number) => Error;
   readonly signal?: AbortSignal;
   /**
+   * Write whole aligned blocks past the page cache where the file system allows it (`PositionalFile`).
+   * Default: true. false: through the page cache, one write at a time in this process.
+   */
+  readonly direct?: boolean;
+  /**
    * Called once every byte has been taken from the source and written to the file, for sources that lend
    * their chunks (the only ones hashed on the hash thread, which may still be at it then). The returned
    * promise settles only once the hashing is done too: a caller may answer its client in between (a
@@ -200,7 +205,10 @@ function writeLentChunks(
     try {
       signal?.throwIfAborted();
       // Appends write at positions too (from the current end): the thread pool may write them in any order.
-      file = PositionalFile.open(path, { append: options.append ?? false, direct: set.aligned });
+      file = PositionalFile.open(path, {
+        append: options.append ?? false,
+        direct: set.aligned && options.direct !== false,
+      });
       position = file.size;
     } catch (error) {
       fail(error as Error);
