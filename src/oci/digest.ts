@@ -129,6 +129,14 @@ export class Digester {
     return this.#size;
   }
 
+  /**
+   * Whether more bytes can be hashed into this digester: not when it failed, or when its state was on a
+   * hash thread that has gone away since (the content then has to be hashed again).
+   */
+  get usable(): boolean {
+    return this.#failure === undefined && (this.#remote === undefined || hashThread.holds(this.#remote));
+  }
+
   /** Whether this digester hashes on the hash thread. */
   get onHashThread(): boolean {
     return this.#remote !== undefined;

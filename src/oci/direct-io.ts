@@ -127,29 +127,6 @@ function writeAll(
 }
 
 /**
- * The turn of buffered writes of files written through the page cache only: one at a time in this
- * process. Such a write is a copy into the page cache, CPU work for the thread that makes it; several at
- * once (four per file, several files) only contend for the cores and the kernel's locks. By hand, pulls
- * of 1 GiB into a layout on a slow disk: 1.5-2.3 s with four writes in flight, 1.1-2.0 s with one.
- */
-let pageCacheTurn: Promise<void> = Promise.resolve();
-
-function inPageCacheTurn(
-  write: (done: (error: NodeJS.ErrnoException | null) => void) => void,
-  done: (error: NodeJS.ErrnoException | null) => void,
-): void {
-  const before = pageCacheTurn;
-  let release = (): void => undefined;
-  pageCacheTurn = new Promise<void>((resolve) => (release = resolve));
-  void before.then(() =>
-    write((error) => {
-      release();
-      done(error);
-    }),
-  );
-}
-
-/**
  * A file written at positions by libuv's thread pool, bypassing the page cache where it can.
  *
  * Large content is written with O_DIRECT: on the VMs Airlock is measured on, putting a GiB into the page
@@ -167,8 +144,6 @@ export class PositionalFile {
   #refused = false;
   #buffered: number | undefined;
   #closed = false;
-  /** Written through the page cache only: its writes take their turn (`inPageCacheTurn`). */
-  readonly #inTurn: boolean;
   /** The file's size when it was opened (0 unless appending). */
   readonly size: number;
 
@@ -176,7 +151,6 @@ export class PositionalFile {
     this.#path = path;
     this.#direct = direct;
     this.#buffered = buffered;
-    this.#inTurn = direct === undefined;
     const fd = (direct ?? buffered) as number;
     try {
       this.size = fstatSync(fd).size;
@@ -291,8 +265,7 @@ export class PositionalFile {
       process.nextTick(done, error);
       return;
     }
-    if (this.#inTurn) inPageCacheTurn((ended) => writeAll(fd, piece, ended), done);
-    else writeAll(fd, piece, done);
+    writeAll(fd, piece, done);
   }
 
   #plain(): number {

@@ -68,6 +68,11 @@ class HashThread {
    * refused (node's permission model without --allow-worker), or one stopped before it ever answered
    * (its file missing, say). Digesters then hash on their own thread.
    */
+  /** Whether `stream` still lives: the worker that holds its state has not gone away since it was made. */
+  holds(stream: RemoteStream): boolean {
+    return stream.generation === this.#generation && !this.#unavailable;
+  }
+
   newStream(): RemoteStream | undefined {
     if (this.#unavailable) return undefined;
     try {

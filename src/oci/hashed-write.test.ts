@@ -518,6 +518,58 @@ describe('writeHashed', () => {
     });
   });
 
+  test(
+    'a hash that fails while the body still arrives fails the write as incomplete, even when the source then runs to its end; one that fails after every byte is written says the file is whole',
+    { skip: !hashThreadAllowed() && 'needs the hash thread (AIRLOCK_HASH_THREAD=0, or one CPU)' },
+    async () => {
+      await withDir(async (dir) => {
+        // Like the registry's body reader: reads arrive one by one, and it goes on to the end of the body
+        // whatever the writer answers.
+        const heedless = (parts: Buffer[], between: () => Promise<void>): BorrowedChunkSource => ({
+          pumpBorrowed(onChunk) {
+            const done = (async () => {
+              for (const [i, part] of parts.entries()) {
+                if (i > 0) await between();
+                for (let at = 0; at < part.length; at += 256 * 1024) {
+                  await new Promise((resolve) => setImmediate(resolve));
+                  onChunk(part.subarray(at, at + 256 * 1024));
+                }
+              }
+            })();
+            return { done, resume: () => undefined };
+          },
+        });
+        const early = join(dir, 'early');
+        const mid = heedless([randomBytes(4 * MiB), randomBytes(3 * MiB)], () => hashThread.terminate());
+        const failedEarly = await writeHashed(mid as never, early, { digester: new Digester() }).then(
+          () => undefined,
+          (error: unknown) => error as Error,
+        );
+        assert.ok(failedEarly, 'the write failed');
+        assert.notEqual(failedEarly.name, 'UnhashedWriteError', 'bytes were dropped: not a whole file');
+        // Every byte written, then the hash thread stops before the last buffers are hashed.
+        const late = join(dir, 'late');
+        let written = false;
+        const whole = randomBytes(5 * MiB);
+        const failedLate = await writeHashed(heedless([whole], () => Promise.resolve()) as never, late, {
+          digester: new Digester(),
+          onWritten: () => {
+            written = true;
+            void hashThread.terminate();
+          },
+        }).then(
+          () => undefined,
+          (error: unknown) => error as Error,
+        );
+        if (failedLate) {
+          assert.equal(failedLate.name, 'UnhashedWriteError');
+          assert.ok(written);
+          assert.deepEqual(await readFile(late), whole);
+        }
+      });
+    },
+  );
+
   test('lent chunks past maxBytes: tooLarge() is thrown', async () => {
     await withDir(async (dir) => {
       await assert.rejects(

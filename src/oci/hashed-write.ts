@@ -25,7 +25,7 @@ export interface HashedWriteOptions {
   readonly signal?: AbortSignal;
   /**
    * Write whole aligned blocks past the page cache where the file system allows it (`PositionalFile`).
-   * Default: true. false: through the page cache, one write at a time in this process.
+   * Default: true. false: through the page cache.
    */
   readonly direct?: boolean;
   /**
@@ -156,6 +156,9 @@ function writeLentChunks(
     // Writes on the thread pool not yet done, and whether `onWritten` was called.
     let writing = 0;
     let writtenTold = false;
+    // The source ended with nothing failed, and its last bytes were handed to a write: every byte taken
+    // is then on its way to the file (after a failure, the source may go on to its end unread).
+    let complete = false;
     let position = 0;
     // Bytes taken from the source so far (the digester counts them only when their buffer is submitted).
     let received = 0;
@@ -190,9 +193,9 @@ function writeLentChunks(
     };
     // A hash that failed once every byte was taken and written leaves a whole file: say so.
     const outcome = (error: Error): Error => {
-      if (error !== hashFailure && !(failure === undefined && ended)) return error;
+      if (error !== hashFailure && !(failure === undefined && complete)) return error;
       if (writeFailure) return writeFailure;
-      return ended ? new UnhashedWriteError(error) : error;
+      return complete ? new UnhashedWriteError(error) : error;
     };
     const fail = (error: Error): void => {
       failure ??= error;
@@ -337,6 +340,7 @@ function writeLentChunks(
       ended = true;
       // After a failure the file may be closed already, and the buffers back in the pool.
       if (!failure && !settled) {
+        complete = true;
         submit();
         tellWritten();
       }

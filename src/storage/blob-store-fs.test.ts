@@ -156,6 +156,78 @@ describe('FsBlobStore on disk', () => {
     },
   );
 
+  it(
+    'hashes an upload again from its file when the hash thread went away between two chunks',
+    { skip: !hashThreadAllowed() && 'needs the hash thread (AIRLOCK_HASH_THREAD=0, or one CPU)' },
+    async () => {
+      const dir = await mkdtemp(join(tmpdir(), 'airlock-blobs-'));
+      try {
+        const store = new FsBlobStore(dir);
+        const [first, second] = [randomBytes(3 * MiB), randomBytes((5 * MiB) / 2)];
+        await store.createUpload('between');
+        await store.appendUpload('between', lentOnce(first));
+        await store.flush();
+        // Its hash state lived on that thread: the next chunk must not go on from it.
+        await hashThread.terminate();
+        // Read by read, as from a socket: a hash refused mid-chunk would fail it.
+        const body: BorrowedChunkSource & AsyncIterable<Uint8Array> = {
+          [Symbol.asyncIterator]: () => {
+            throw new Error('read through pumpBorrowed only');
+          },
+          pumpBorrowed(onChunk) {
+            const done = (async () => {
+              for (let at = 0; at < second.length; at += 256 * 1024) {
+                await new Promise((resolve) => setImmediate(resolve));
+                onChunk(second.subarray(at, at + 256 * 1024));
+              }
+            })();
+            return { done, resume: () => undefined };
+          },
+        };
+        assert.equal(await store.appendUpload('between', body), first.length + second.length);
+        const whole = Buffer.concat([first, second]);
+        assert.deepEqual(await store.commitUpload('between', digestOf(whole)), {
+          digest: digestOf(whole),
+          size: whole.length,
+        });
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    },
+  );
+
+  it('a chunk still arriving when its upload is cancelled fails with UPLOAD_NOT_FOUND and leaves no size record', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'airlock-blobs-'));
+    try {
+      const store = new FsBlobStore(dir);
+      await store.createUpload('cancelled');
+      let resumeBody: () => void = () => undefined;
+      const gate = new Promise<void>((resolve) => (resumeBody = resolve));
+      const body: BorrowedChunkSource & AsyncIterable<Uint8Array> = {
+        [Symbol.asyncIterator]: () => {
+          throw new Error('read through pumpBorrowed only');
+        },
+        pumpBorrowed(onChunk) {
+          const done = (async () => {
+            onChunk(randomBytes(256 * 1024));
+            await gate;
+            onChunk(randomBytes(256 * 1024));
+          })();
+          return { done, resume: () => undefined };
+        },
+      };
+      const append = outcome(store.appendUpload('cancelled', body));
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.equal(await store.cancelUpload('cancelled'), true);
+      resumeBody();
+      assert.deepEqual(await append, { ok: false, code: 'UPLOAD_NOT_FOUND' });
+      assert.deepEqual(await readdir(join(dir, 'uploads')), []);
+      assert.equal(await store.uploadSize('cancelled'), undefined);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('after a crash, cuts an upload back to its last whole chunk (a chunk cut off mid-write may have holes)', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'airlock-blobs-'));
     try {

@@ -112,10 +112,10 @@ export class FsBlobStore implements BlobStore {
     this.#ready ??= (async () => {
       await mkdir(join(this.#root, 'blobs'), { recursive: true });
       await mkdir(join(this.#root, 'uploads'), { recursive: true });
-      const names = await readdir(join(this.#root, 'uploads'));
+      const names = new Set(await readdir(join(this.#root, 'uploads')));
       for (const name of names) {
         // Temp files, and size records whose upload is gone (a crash between removing the two).
-        const orphan = name.endsWith(SIZE_SUFFIX) && !names.includes(name.slice(0, -SIZE_SUFFIX.length));
+        const orphan = name.endsWith(SIZE_SUFFIX) && !names.has(name.slice(0, -SIZE_SUFFIX.length));
         if (name.startsWith(TEMP_PREFIX) || orphan)
           await rm(join(this.#root, 'uploads', name), { force: true });
       }
@@ -311,11 +311,13 @@ export class FsBlobStore implements BlobStore {
    */
   async #recordSize(id: string, size: number): Promise<void> {
     const temp = join(this.#root, 'uploads', `${TEMP_PREFIX}${randomBytes(12).toString('hex')}`);
-    await writeFile(temp, String(size));
-    await rename(temp, this.#uploadPath(id) + SIZE_SUFFIX).catch(async (error: unknown) => {
-      await rm(temp, { force: true });
+    try {
+      await writeFile(temp, String(size));
+      await rename(temp, this.#uploadPath(id) + SIZE_SUFFIX);
+    } catch (error) {
+      await rm(temp, { force: true }).catch(() => undefined);
       throw error;
-    });
+    }
   }
 
   /** The recorded size of an upload's whole chunks; undefined when none is (an upload of an older version). */
@@ -351,10 +353,15 @@ export class FsBlobStore implements BlobStore {
     const size = await this.#fileSize(id);
     if (size === undefined) throw new StorageError('UPLOAD_NOT_FOUND', `Upload "${id}" does not exist`);
     const known = this.#uploads.get(id);
-    if (known && known.size === size) return known;
+    // Unless its hash state was lost with a hash thread that went away since the last chunk.
+    if (known && known.size === size && known.digester.usable) return known;
     // Bytes past the recorded size are a chunk that never ended (a crash, a failed cut): they go.
     const recorded = await this.#recordedSize(id);
-    if (recorded !== undefined && recorded < size) await truncate(this.#uploadPath(id), recorded);
+    if (recorded !== undefined && recorded < size) {
+      await truncate(this.#uploadPath(id), recorded).catch((error: unknown) => {
+        throw isMissing(error) ? gone(id) : error;
+      });
+    }
     const state = await this.#rehash(id);
     this.#uploads.set(id, state);
     return state;
@@ -404,25 +411,30 @@ export class FsBlobStore implements BlobStore {
         (error: unknown) => (error instanceof Error ? error : new Error(String(error))),
       );
       const first = await Promise.race([written, outcome]);
-      if (first instanceof Error && !(first instanceof UnhashedWriteError)) {
-        // A chunk that failed part-way (a client gone, a malformed body, a full disk) is taken back whole:
-        // the upload stays as it was before it, and the hash state is rebuilt from disk on the next call.
+      // A chunk that failed part-way (a client gone, a malformed body, a full disk), or whose size could
+      // not be recorded, is taken back whole: the upload stays as it was before it, and the hash state is
+      // rebuilt from disk on the next call.
+      const takeBack = async (error: Error): Promise<never> => {
         this.#uploads.delete(id);
-        if (isMissing(first)) throw gone(id);
+        if (isMissing(error)) {
+          this.#committed.delete(id);
+          throw gone(id);
+        }
+        if (this.#committed.has(id)) this.#committed.set(id, sizeBefore);
         await truncate(this.#uploadPath(id), sizeBefore).catch(() => undefined);
-        throw first;
-      }
+        throw error;
+      };
+      if (first instanceof Error && !(first instanceof UnhashedWriteError)) return await takeBack(first);
       // Every byte is in the file (and counted by the digester).
       const size = chunkDigester.size;
-      state.size = size;
-      // Unless the upload was cancelled while the chunk went into its (by then unlinked) file.
-      if (this.#committed.has(id)) {
-        this.#committed.set(id, size);
-        // Without room for the record, none is better than a stale one (which would cut this chunk off).
-        await this.#recordSize(id, size).catch(() =>
-          rm(this.#uploadPath(id) + SIZE_SUFFIX, { force: true }).catch(() => undefined),
-        );
+      await this.#recordSize(id, size).catch(takeBack);
+      // The upload was cancelled meanwhile (the chunk went into its unlinked file): its record goes too.
+      if (!this.#committed.has(id) || (await this.#fileSize(id)) === undefined) {
+        await rm(this.#uploadPath(id) + SIZE_SUFFIX, { force: true });
+        return await takeBack(Object.assign(new Error('cancelled'), { code: 'ENOENT' }));
       }
+      state.size = size;
+      this.#committed.set(id, size);
       // A hash that failed after the bytes were written (the hash thread stopped), now or in the tail: the
       // state is forgotten and rebuilt from the file when next needed.
       const unhashed = (error: Error | undefined): void => {
