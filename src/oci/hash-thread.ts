@@ -63,16 +63,16 @@ class HashThread {
   #streams = 0;
   readonly #pending = new Map<number, Pending>();
 
-  /**
-   * A new hash state, or undefined when no hash thread can run in this process: creating the worker was
-   * refused (node's permission model without --allow-worker), or one stopped before it ever answered
-   * (its file missing, say). Digesters then hash on their own thread.
-   */
   /** Whether `stream` still lives: the worker that holds its state has not gone away since it was made. */
   holds(stream: RemoteStream): boolean {
     return stream.generation === this.#generation && !this.#unavailable;
   }
 
+  /**
+   * A new hash state, or undefined when no hash thread can run in this process: creating the worker was
+   * refused (node's permission model without --allow-worker), or one stopped before it ever answered
+   * (its file missing, say). Digesters then hash on their own thread.
+   */
   newStream(): RemoteStream | undefined {
     if (this.#unavailable) return undefined;
     try {

@@ -191,9 +191,10 @@ function writeLentChunks(
         reject(outcome(failure));
       } else digester.settle().then(resolve, (error: unknown) => reject(outcome(error as Error)));
     };
-    // A hash that failed once every byte was taken and written leaves a whole file: say so.
+    // A hash that failed (the first failure, or `settle` failing after none) once every byte was taken and
+    // written leaves a whole file: say so.
     const outcome = (error: Error): Error => {
-      if (error !== hashFailure && !(failure === undefined && complete)) return error;
+      if (failure !== undefined && error !== hashFailure) return error;
       if (writeFailure) return writeFailure;
       return complete ? new UnhashedWriteError(error) : error;
     };

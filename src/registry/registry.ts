@@ -368,7 +368,7 @@ export class Registry {
     await this.#blobs.cancelUpload(id);
   }
 
-  /** Waits for the writes of every upload chunk already answered (see BlobStore.flush). */
+  /** Waits for the work left on upload chunks already answered (see BlobStore.flush). */
   flushUploads(): Promise<void> {
     return this.#blobs.flush();
   }

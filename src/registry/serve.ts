@@ -218,7 +218,7 @@ async function startOpened(
       const grace = new Promise<void>((done) => setTimeout(done, config.shutdownGraceSeconds * 1000).unref());
       await Promise.race([drained, grace]);
       server.closeAllConnections();
-      // Chunks answered before their last bytes were written: finish writing them.
+      // Chunks answered before their last bytes were hashed, and upload operations still under way.
       await registry.flushUploads();
       await metadata.close();
       await lock.release();

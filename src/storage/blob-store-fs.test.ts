@@ -51,6 +51,21 @@ function lentOnce(bytes: Buffer): AsyncIterable<Uint8Array> & BorrowedChunkSourc
   };
 }
 
+/**
+ * A body whose reads `feed` hands over one by one, as the registry's HTTP server does from a socket: it
+ * goes on to its end whatever the writer answers.
+ */
+function readByRead(
+  feed: (onChunk: (chunk: Uint8Array) => boolean) => Promise<void>,
+): AsyncIterable<Uint8Array> & BorrowedChunkSource {
+  return {
+    [Symbol.asyncIterator]: () => {
+      throw new Error('read through pumpBorrowed only');
+    },
+    pumpBorrowed: (onChunk) => ({ done: feed(onChunk), resume: () => undefined }),
+  };
+}
+
 /** Whether an operation succeeded, or the code it failed with. */
 function outcome(p: Promise<unknown>): Promise<{ ok: true } | { ok: false; code: string }> {
   return p.then(
@@ -170,20 +185,12 @@ describe('FsBlobStore on disk', () => {
         // Its hash state lived on that thread: the next chunk must not go on from it.
         await hashThread.terminate();
         // Read by read, as from a socket: a hash refused mid-chunk would fail it.
-        const body: BorrowedChunkSource & AsyncIterable<Uint8Array> = {
-          [Symbol.asyncIterator]: () => {
-            throw new Error('read through pumpBorrowed only');
-          },
-          pumpBorrowed(onChunk) {
-            const done = (async () => {
-              for (let at = 0; at < second.length; at += 256 * 1024) {
-                await new Promise((resolve) => setImmediate(resolve));
-                onChunk(second.subarray(at, at + 256 * 1024));
-              }
-            })();
-            return { done, resume: () => undefined };
-          },
-        };
+        const body = readByRead(async (onChunk) => {
+          for (let at = 0; at < second.length; at += 256 * 1024) {
+            await new Promise((resolve) => setImmediate(resolve));
+            onChunk(second.subarray(at, at + 256 * 1024));
+          }
+        });
         assert.equal(await store.appendUpload('between', body), first.length + second.length);
         const whole = Buffer.concat([first, second]);
         assert.deepEqual(await store.commitUpload('between', digestOf(whole)), {
@@ -203,19 +210,11 @@ describe('FsBlobStore on disk', () => {
       await store.createUpload('cancelled');
       let resumeBody: () => void = () => undefined;
       const gate = new Promise<void>((resolve) => (resumeBody = resolve));
-      const body: BorrowedChunkSource & AsyncIterable<Uint8Array> = {
-        [Symbol.asyncIterator]: () => {
-          throw new Error('read through pumpBorrowed only');
-        },
-        pumpBorrowed(onChunk) {
-          const done = (async () => {
-            onChunk(randomBytes(256 * 1024));
-            await gate;
-            onChunk(randomBytes(256 * 1024));
-          })();
-          return { done, resume: () => undefined };
-        },
-      };
+      const body = readByRead(async (onChunk) => {
+        onChunk(randomBytes(256 * 1024));
+        await gate;
+        onChunk(randomBytes(256 * 1024));
+      });
       const append = outcome(store.appendUpload('cancelled', body));
       await new Promise((resolve) => setTimeout(resolve, 20));
       assert.equal(await store.cancelUpload('cancelled'), true);

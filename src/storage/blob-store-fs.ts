@@ -130,6 +130,11 @@ export class FsBlobStore implements BlobStore {
     return join(this.#root, 'blobs', algorithm, hex.slice(0, 2), hex);
   }
 
+  /** Beside an upload's file: the size of its whole chunks (see #recordSize). */
+  #sizePath(id: string): string {
+    return this.#uploadPath(id) + SIZE_SUFFIX;
+  }
+
   #uploadPath(id: string): string {
     if (!UPLOAD_ID_RE.test(id)) throw new StorageError('UPLOAD_NOT_FOUND', `Upload "${id}" does not exist`);
     return join(this.#root, 'uploads', id);
@@ -313,7 +318,7 @@ export class FsBlobStore implements BlobStore {
     const temp = join(this.#root, 'uploads', `${TEMP_PREFIX}${randomBytes(12).toString('hex')}`);
     try {
       await writeFile(temp, String(size));
-      await rename(temp, this.#uploadPath(id) + SIZE_SUFFIX);
+      await rename(temp, this.#sizePath(id));
     } catch (error) {
       await rm(temp, { force: true }).catch(() => undefined);
       throw error;
@@ -322,7 +327,7 @@ export class FsBlobStore implements BlobStore {
 
   /** The recorded size of an upload's whole chunks; undefined when none is (an upload of an older version). */
   async #recordedSize(id: string): Promise<number | undefined> {
-    const text = await readFile(this.#uploadPath(id) + SIZE_SUFFIX, 'utf8').catch(() => undefined);
+    const text = await readFile(this.#sizePath(id), 'utf8').catch(() => undefined);
     const size = text === undefined ? NaN : Number(text);
     return Number.isSafeInteger(size) && size >= 0 ? size : undefined;
   }
@@ -430,8 +435,10 @@ export class FsBlobStore implements BlobStore {
       await this.#recordSize(id, size).catch(takeBack);
       // The upload was cancelled meanwhile (the chunk went into its unlinked file): its record goes too.
       if (!this.#committed.has(id) || (await this.#fileSize(id)) === undefined) {
-        await rm(this.#uploadPath(id) + SIZE_SUFFIX, { force: true });
-        return await takeBack(Object.assign(new Error('cancelled'), { code: 'ENOENT' }));
+        await rm(this.#sizePath(id), { force: true });
+        this.#uploads.delete(id);
+        this.#committed.delete(id);
+        throw gone(id);
       }
       state.size = size;
       this.#committed.set(id, size);
@@ -490,7 +497,7 @@ export class FsBlobStore implements BlobStore {
       throw error;
     } finally {
       await rm(path, { force: true });
-      await rm(path + SIZE_SUFFIX, { force: true });
+      await rm(this.#sizePath(id), { force: true });
       this.#uploads.delete(id);
       this.#committed.delete(id);
       release();
@@ -538,7 +545,7 @@ export class FsBlobStore implements BlobStore {
     this.#committed.delete(id);
     try {
       await unlink(this.#uploadPath(id));
-      await rm(this.#uploadPath(id) + SIZE_SUFFIX, { force: true });
+      await rm(this.#sizePath(id), { force: true });
       return true;
     } catch (error) {
       if (isMissing(error)) return false;

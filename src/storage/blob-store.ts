@@ -84,8 +84,8 @@ export interface BlobStore {
   /** Verifies the upload against `expected` and turns it into a blob; on mismatch the upload is discarded. */
   commitUpload(id: string, expected: Digest): Promise<BlobInfo>;
   /**
-   * Waits until the bytes of every chunk already answered are written (a store may answer an append
-   * before its last bytes reach the disk); called before the process stops.
+   * Waits until the work of every chunk already answered is done (a store may answer an append before it
+   * has hashed the last bytes) and no upload operation is under way; called before the process stops.
    */
   flush(): Promise<void>;
   /** Discards an upload; true when it existed. */
