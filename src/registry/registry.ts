@@ -368,8 +368,8 @@ export class Registry {
     await this.#blobs.cancelUpload(id);
   }
 
-  /** Waits for the work left on upload chunks already answered (see BlobStore.flush). */
-  flushUploads(): Promise<void> {
+  /** Waits for the work left on upload chunks already answered (see BlobStore.flush); false if it gave up. */
+  flushUploads(): Promise<boolean> {
     return this.#blobs.flush();
   }
 

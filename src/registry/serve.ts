@@ -219,7 +219,9 @@ async function startOpened(
       await Promise.race([drained, grace]);
       server.closeAllConnections();
       // Chunks answered before their last bytes were hashed, and upload operations still under way.
-      await registry.flushUploads();
+      if (!(await registry.flushUploads())) {
+        log.warn('stopping with upload work still under way; the next start checks those uploads again');
+      }
       await metadata.close();
       await lock.release();
       log.info('registry stopped');

@@ -227,6 +227,28 @@ describe('FsBlobStore on disk', () => {
     }
   });
 
+  it('flush says false when a chunk is still arriving at its deadline, and true once it is done', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'airlock-blobs-'));
+    try {
+      const store = new FsBlobStore(dir);
+      await store.createUpload('slow');
+      let resumeBody: () => void = () => undefined;
+      const gate = new Promise<void>((resolve) => (resumeBody = resolve));
+      const body = readByRead(async (onChunk) => {
+        onChunk(randomBytes(1000));
+        await gate;
+        onChunk(randomBytes(1000));
+      });
+      const append = store.appendUpload('slow', body);
+      assert.equal(await store.flush(30), false);
+      resumeBody();
+      await append;
+      assert.equal(await store.flush(), true);
+      assert.equal(await store.uploadSize('slow'), 2000);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
   it('after a crash, cuts an upload back to its last whole chunk (a chunk cut off mid-write may have holes)', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'airlock-blobs-'));
     try {

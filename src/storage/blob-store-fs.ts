@@ -470,14 +470,20 @@ export class FsBlobStore implements BlobStore {
 
   /**
    * Waits for the hashing of every chunk already answered and for every operation under way on an upload
-   * (one queued behind such hashing, say), at most `maxMs`: before the process stops.
+   * (one queued behind such hashing, say), at most `maxMs`: before the process stops. False when work was
+   * still under way at the deadline.
    */
-  async flush(maxMs = 10_000): Promise<void> {
+  async flush(maxMs = 10_000): Promise<boolean> {
     const deadline = Date.now() + maxMs;
     // Looked at from a timer, after every pending promise job: an operation that was waiting for a chunk's
     // writes has taken the upload by then.
     do await new Promise((resolve) => setTimeout(resolve, 5));
-    while ((this.#owners.size > 0 || this.#tails.size > 0) && Date.now() < deadline);
+    while (this.#busy() && Date.now() < deadline);
+    return !this.#busy();
+  }
+
+  #busy(): boolean {
+    return this.#owners.size > 0 || this.#tails.size > 0;
   }
 
   async commitUpload(id: string, expected: Digest): Promise<BlobInfo> {

@@ -86,8 +86,9 @@ export interface BlobStore {
   /**
    * Waits until the work of every chunk already answered is done (a store may answer an append before it
    * has hashed the last bytes) and no upload operation is under way; called before the process stops.
+   * False when it gave up waiting: work was still under way.
    */
-  flush(): Promise<void>;
+  flush(): Promise<boolean>;
   /** Discards an upload; true when it existed. */
   cancelUpload(id: string): Promise<boolean>;
   /** Total bytes of stored blobs. */
