@@ -7,6 +7,7 @@ import type { Digester } from './digest.js';
 import {
   directIoAllowed,
   discardBufferSet,
+  type DirectMode,
   PositionalFile,
   returnBufferSet,
   takeBufferSet,
@@ -25,9 +26,10 @@ export interface HashedWriteOptions {
   readonly signal?: AbortSignal;
   /**
    * Write whole aligned blocks past the page cache where the file system allows it (`PositionalFile`).
-   * Default: true. false: through the page cache.
+   * Default: true. false: through the page cache; `'adaptive'`: past it unless this process's direct
+   * writes were measured slower than the page cache takes them (`DirectMode`).
    */
-  readonly direct?: boolean;
+  readonly direct?: DirectMode;
   /**
    * Called once every byte has been taken from the source and written to the file, for sources that lend
    * their chunks (the only ones hashed on the hash thread, which may still be at it then). The returned
@@ -211,7 +213,7 @@ function writeLentChunks(
       // Appends write at positions too (from the current end): the thread pool may write them in any order.
       file = PositionalFile.open(path, {
         append: options.append ?? false,
-        direct: set.aligned && options.direct !== false,
+        direct: set.aligned ? (options.direct ?? true) : false,
       });
       position = file.size;
     } catch (error) {

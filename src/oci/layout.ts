@@ -182,9 +182,9 @@ export class OciLayout {
     const temp = join(this.dir, 'blobs', algorithm, `.tmp-${randomBytes(8).toString('hex')}`);
     const digester = new Digester(algorithm);
     await writeThroughTemp(temp, this.blobPath(digest), async () => {
-      // Through the page cache, as crane and skopeo write a layout: what is pulled is usually read next
-      // (extracted, pushed on), and past the page cache it waits for the disk (BENCHMARKS.md).
-      await writeHashed(source, temp, { digester, direct: false });
+      // Past the page cache while the disk keeps up (it costs far less CPU than growing the page cache),
+      // through it, as crane and skopeo write a layout, on a disk slower than that (BENCHMARKS.md).
+      await writeHashed(source, temp, { digester, direct: 'adaptive' });
       const actual = digester.digest();
       if (actual !== digest) throw new ArchiveError(`Blob ${digest} arrived with digest ${actual}`);
     });
