@@ -171,6 +171,23 @@ describe('copyImage', () => {
     assert.equal(events.filter((e) => e.kind === 'manifest').length, 3);
   });
 
+  it('starts the largest blobs first, so a small one (the config) is the last to start', async () => {
+    const source = new MemoryStore('v1');
+    const image = addImage(source, { layers: 3, shared: Buffer.alloc(5000, 1) });
+    source.tags.set('v1', image.digest);
+    const target = new MemoryStore('copied');
+    await copyImage(source, target, { concurrency: 1 });
+    const sizes = target.log
+      .filter((line) => line.startsWith('blob '))
+      .map((line) => (source.blobs.get(line.slice(5) as Digest) as Buffer).length);
+    assert.equal(sizes.length, 5);
+    assert.deepEqual(
+      sizes,
+      [...sizes].sort((a, b) => b - a),
+    );
+    assert.equal(sizes[0], 5000);
+  });
+
   it('copies one platform, which becomes the root, and names the platform it cannot find', async () => {
     const source = new MemoryStore('v1');
     const amd = addImage(source);

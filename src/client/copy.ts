@@ -173,7 +173,9 @@ export async function copyImage(
       const blobs = [...(parsed.config ? [parsed.config] : []), ...parsed.layers].filter(
         (d) => !done.has(d.digest) && !d.urls?.length,
       );
-      const unique = [...new Map(blobs.map((d) => [d.digest, d])).values()];
+      // Largest first: with `concurrency` transfers at a time the last one to start is then a small one
+      // (the config, usually), not a layer that would run on alone after the others ended.
+      const unique = [...new Map(blobs.map((d) => [d.digest, d])).values()].sort((a, b) => b.size - a.size);
       await bounded(unique, concurrency, async (descriptor) => {
         const result = await copyBlob({ source, target }, descriptor, signal);
         done.add(descriptor.digest);
