@@ -48,9 +48,10 @@ describe('DirectWriteMeter', () => {
     advance(7);
     meter.ended(2 * MiB);
     assert.equal(meter.slow, true);
+    // A burst that lifts the running rate far above the threshold (1 GiB more in 0.1 ms).
     meter.started();
     advance(0.1);
-    meter.ended(2 * MiB);
+    meter.ended(1024 * MiB);
     assert.equal(meter.slow, true, 'once slow, it stays so');
   });
 
@@ -90,15 +91,18 @@ describe('DirectWriteMeter', () => {
     assert.equal(other.slow, false);
   });
 
-  test('a failed write adds time but no bytes', () => {
+  test('the time of failed writes counts, their bytes do not', () => {
+    // 32 writes of 2 MiB in 1 ms each (2 GB/s) and 32 failures of 10 ms each: 64 MiB in 352 ms is slow.
     const { meter, advance } = meterAt();
-    for (let i = 0; i < 40; i++) {
+    for (let i = 0; i < 32; i++) {
+      meter.started();
+      advance(10);
+      meter.ended(0);
       meter.started();
       advance(1);
-      meter.ended(i % 2 === 0 ? 0 : 4 * MiB);
+      meter.ended(2 * MiB);
     }
-    // 80 MiB in 40 ms: fast, though half the writes failed.
-    assert.equal(meter.slow, false);
+    assert.equal(meter.slow, true);
   });
 });
 
@@ -148,7 +152,8 @@ describe("PositionalFile, direct: 'adaptive'", () => {
       assert.equal(directWrites.slow, true);
 
       assert.equal(file.direct, false, 'an open adaptive file switches to the page cache');
-      assert.equal(file.fill(head.length + 100, 1000), 1000, 'and no longer aligns its buffers');
+      // Direct, a buffer 100 bytes past an aligned offset would stop at the next one (64 KiB on).
+      assert.equal(file.fill(head.length + 100, 2 * MiB), 2 * MiB, 'and no longer aligns its buffers');
       const tail = randomBytes(MiB + 3);
       tail.copy(second);
       await write(file, second, tail.length, head.length);

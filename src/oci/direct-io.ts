@@ -124,9 +124,13 @@ export const SLOW_DIRECT_WRITES = 500e6;
 const JUDGED_AFTER_BYTES = 64 * 1024 * 1024;
 
 /**
- * The process's direct writes: bytes written and the time at least one of them was in flight, so the
- * rate is the disk's (what it takes while writes wait for it), not the source's. Once `slow`, it stays so:
- * adaptive files no longer write directly and so no longer measure.
+ * The direct writes of the process's adaptive files: bytes written and the time at least one of them was
+ * in flight, so the rate is the disk's (what it takes while writes wait for it), not the source's. Judged
+ * at every completion once 64 MiB are written; it errs low, since the writes still in flight add their
+ * time but not yet their bytes (with libuv's four threads, up to 8 MiB: a tenth at the first judgement),
+ * and time a write waits behind other thread-pool work counts as the disk's. The disks it tells apart
+ * (BENCHMARKS.md) are far from the threshold on either side. Once `slow`, it stays so: adaptive files no
+ * longer write directly and so no longer measure.
  */
 export class DirectWriteMeter {
   #inFlight = 0;
@@ -312,9 +316,11 @@ export class PositionalFile {
   }
 
   #writeDirect(segment: Segment, done: (error: NodeJS.ErrnoException | null) => void): void {
-    directWrites.started();
+    // Only the files the meter decides for feed it.
+    const metered = this.#adaptive;
+    if (metered) directWrites.started();
     writeAll(this.#direct ?? -1, { ...segment, from: 0 }, (error) => {
-      directWrites.ended(error ? 0 : segment.length);
+      if (metered) directWrites.ended(error ? 0 : segment.length);
       if (error?.code !== 'EINVAL') {
         done(error);
         return;
