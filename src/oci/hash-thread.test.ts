@@ -3,7 +3,10 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { Digester } from './digest.js';
-import { hashThread, hashThreadAllowed } from './hash-thread.js';
+import { hashThread, hashThreadAllowed, maxHashThreads } from './hash-thread.js';
+import { availableParallelism, tmpdir } from 'node:os';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 
 const MiB = 1024 * 1024;
 
@@ -199,6 +202,73 @@ describe('hash thread', () => {
       onHashThread: false,
       ok: true,
     });
+  });
+
+  test('concurrent streams are spread over the hash threads in turn; stopping them fails every stream they held', () => {
+    // A child process: the number of threads is read once per process, on first use.
+    const script = `
+      import { randomBytes, createHash } from 'node:crypto';
+      const { Digester, hashThread } = await import(${JSON.stringify(new URL('./index.js', import.meta.url).href)});
+      const shared = (bytes) => { const v = new Uint8Array(new SharedArrayBuffer(bytes.length)); v.set(bytes); return v; };
+      const hex = (...parts) => { const h = createHash('sha256'); for (const p of parts) h.update(p); return 'sha256:' + h.digest('hex'); };
+      const parts = Array.from({ length: 5 }, () => [randomBytes(2 * 1024 * 1024), randomBytes(3 * 1024 * 1024 + 7)]);
+      const digesters = parts.map(() => new Digester());
+      // Interleaved, as concurrent uploads send them.
+      for (let round = 0; round < 2; round++) {
+        await Promise.all(digesters.map((d, i) => d.updateShared(shared(parts[i][round]))));
+      }
+      await Promise.all(digesters.map((d) => d.settle()));
+      const digests = digesters.map((d, i) => d.digest() === hex(...parts[i]));
+      const onThread = digesters.every((d) => d.onHashThread);
+      const threads = hashThread.threads;
+      const held = new Digester();
+      await held.updateShared(shared(randomBytes(1024 * 1024)));
+      await hashThread.terminate();
+      let failed = false;
+      try { await held.settle(); } catch (error) { failed = /hash thread/.test(error.message); }
+      const again = new Digester();
+      const bytes = randomBytes(1024 * 1024);
+      await again.updateShared(shared(bytes));
+      await again.settle();
+      console.log(JSON.stringify({ digests, onThread, threads, failed, again: again.digest() === hex(bytes) }));
+    `;
+    // A file, not --input-type=module -e: workers inherit the flags, and that one fails in a worker.
+    const dir = mkdtempSync(join(tmpdir(), 'airlock-hash-threads-'));
+    let child;
+    try {
+      writeFileSync(join(dir, 'spread.mjs'), script);
+      child = spawnSync(process.execPath, [join(dir, 'spread.mjs')], {
+        encoding: 'utf8',
+        env: { ...process.env, AIRLOCK_HASH_THREAD: '1', AIRLOCK_HASH_THREADS: '3' },
+      });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    assert.equal(child.status, 0, child.stderr);
+    assert.deepEqual(JSON.parse(child.stdout.trim().split('\n').pop() ?? ''), {
+      digests: [true, true, true, true, true],
+      onThread: true,
+      threads: 3,
+      failed: true,
+      again: true,
+    });
+  });
+
+  test('AIRLOCK_HASH_THREADS: a count from 1 to 64; unset, one per CPU but one, from one to four', () => {
+    assert.equal(maxHashThreads({ AIRLOCK_HASH_THREADS: '2' }), 2);
+    assert.equal(
+      maxHashThreads({ AIRLOCK_HASH_THREADS: '' }),
+      Math.min(4, Math.max(1, availableParallelism() - 1)),
+    );
+    assert.equal(maxHashThreads({}), Math.min(4, Math.max(1, availableParallelism() - 1)));
+    for (const bad of ['0', '65', '1.5', 'two', '-1']) {
+      assert.throws(
+        () => maxHashThreads({ AIRLOCK_HASH_THREADS: bad }),
+        new RegExp(
+          `AIRLOCK_HASH_THREADS must be a whole number from 1 to 64, not "${bad.replace('.', '\\.')}"`,
+        ),
+      );
+    }
   });
 
   test('AIRLOCK_HASH_THREAD accepts 0 and 1 and refuses anything else', () => {

@@ -31,9 +31,11 @@ export interface HashReply {
   readonly error?: string;
 }
 
-/** A hash state kept on the hash thread, valid as long as the thread it was made on runs. */
+/** A hash state kept on a hash thread, valid as long as the thread it was made on runs. */
 export interface RemoteStream {
   readonly id: number;
+  /** Which of the hash threads holds it. */
+  readonly thread: number;
   readonly generation: number;
 }
 
@@ -44,28 +46,43 @@ interface Pending {
   reject(error: Error): void;
 }
 
+/** One hash thread: its worker (started on first use), the requests it has not answered yet. */
+interface Slot {
+  worker: Worker | undefined;
+  /** Bumped whenever its worker goes away: the streams it held are lost. */
+  generation: number;
+  /** The worker `terminate` is stopping. */
+  stopping: Worker | undefined;
+  readonly pending: Map<number, Pending>;
+}
+
 /**
- * The thread that hashes large content: one per process, started on first use. The thread that reads a
- * socket into the shared write buffers then does not also hash what it read (SHA-256 is about
- * half of a blob upload's CPU), so hashing runs beside the reading and the disk writes. Requests are
- * answered in order, so the updates of one stream are hashed in the order they were sent. The worker
- * is unreferenced while nothing is pending, so an idle process can exit.
+ * Hash threads: the threads that hash large content, started on first use, up to `maxHashThreads()` (one per
+ * CPU but one, from one to four). The thread that reads a socket into the shared write buffers then does not also
+ * hash what it read (SHA-256 is about half of a blob upload's CPU), so hashing runs beside the reading
+ * and the disk writes. A stream's state lives on one thread, which answers in order, so the updates of
+ * a stream are hashed in the order they were sent; one stream is never faster than one core, but
+ * concurrent ones (the layers of a push) are spread: new streams go to the threads in turn. Workers are
+ * unreferenced while nothing is pending, so an idle process can exit.
  */
 class HashThread {
-  #worker: Worker | undefined;
-  /** Bumped whenever a worker goes away: the streams it held are lost. */
-  #generation = 0;
+  readonly #slots: Slot[] = [];
   /** No worker can run here; set once and kept. */
   #unavailable = false;
-  /** The worker `terminate` is stopping. */
-  #stopping: Worker | undefined;
   #seq = 0;
   #streams = 0;
-  readonly #pending = new Map<number, Pending>();
+  #turn = 0;
+  /** Read from the environment on first use (`checkWriteSwitches` checks it at start-up). */
+  #maxThreads: number | undefined;
 
   /** Whether `stream` still lives: the worker that holds its state has not gone away since it was made. */
   holds(stream: RemoteStream): boolean {
-    return stream.generation === this.#generation && !this.#unavailable;
+    return stream.generation === this.#slots[stream.thread]?.generation && !this.#unavailable;
+  }
+
+  /** Hash threads started so far (some may have stopped since). */
+  get threads(): number {
+    return this.#slots.length;
   }
 
   /**
@@ -75,54 +92,72 @@ class HashThread {
    */
   newStream(): RemoteStream | undefined {
     if (this.#unavailable) return undefined;
+    const thread = this.#pick();
     try {
-      this.#start();
+      this.#start(thread);
     } catch {
       this.#unavailable = true;
       return undefined;
     }
     this.#streams += 1;
-    return { id: this.#streams, generation: this.#generation };
+    return { id: this.#streams, thread, generation: (this.#slots[thread] as Slot).generation };
   }
 
-  #start(): Worker {
-    if (this.#worker) return this.#worker;
+  /**
+   * The slot for a new stream: the next one in turn, a new one while fewer than the most allowed run.
+   * (How busy a thread is cannot be told when a stream is made: concurrent uploads make theirs at once,
+   * before any has sent bytes, and a stream's end is known only when its digester is collected.)
+   */
+  #pick(): number {
+    this.#maxThreads ??= maxHashThreads();
+    const next = this.#turn % this.#maxThreads;
+    this.#turn += 1;
+    while (this.#slots.length <= next) {
+      this.#slots.push({ worker: undefined, generation: 0, stopping: undefined, pending: new Map() });
+    }
+    return next;
+  }
+
+  #start(thread: number): Worker {
+    const slot = this.#slots[thread] as Slot;
+    if (slot.worker) return slot.worker;
     const worker = new Worker(new URL('./hash-worker.js', import.meta.url));
     worker.unref();
     let answered = false;
     worker.on('message', (reply: HashReply) => {
       answered = true;
-      const pending = this.#pending.get(reply.seq);
-      this.#pending.delete(reply.seq);
-      if (this.#pending.size === 0 && this.#stopping !== worker) worker.unref();
+      const pending = slot.pending.get(reply.seq);
+      slot.pending.delete(reply.seq);
+      if (slot.pending.size === 0 && slot.stopping !== worker) worker.unref();
       pending?.resolve(reply);
     });
     // `failed`: an 'error' event (a worker that fails before it ever answered cannot run here at all).
     const stopped = (error: Error, failed: boolean): void => {
-      if (this.#worker !== worker) return;
-      this.#worker = undefined;
+      if (slot.worker !== worker) return;
+      slot.worker = undefined;
       if (failed && !answered) this.#unavailable = true;
-      this.#generation += 1;
-      const pending = [...this.#pending.values()];
-      this.#pending.clear();
+      slot.generation += 1;
+      const pending = [...slot.pending.values()];
+      slot.pending.clear();
       for (const p of pending) p.reject(error);
     };
     worker.on('error', (error) => stopped(new Error(`The hash thread failed: ${error.message}`), true));
     worker.on('exit', (code) => stopped(new Error(`The hash thread exited (code ${code})`), false));
-    this.#worker = worker;
+    slot.worker = worker;
     return worker;
   }
 
   #send(stream: RemoteStream, request: DistributiveOmit<HashRequest, 'seq'>): Promise<HashReply> {
-    if (stream.generation !== this.#generation) {
+    const slot = this.#slots[stream.thread];
+    if (!slot || stream.generation !== slot.generation) {
       return Promise.reject(new Error('The hash thread restarted: this content has to be hashed again'));
     }
-    const worker = this.#start();
+    const worker = this.#start(stream.thread);
     this.#seq += 1;
     const seq = this.#seq;
     return new Promise<HashReply>((resolve, reject) => {
-      if (this.#pending.size === 0) worker.ref();
-      this.#pending.set(seq, { resolve, reject });
+      if (slot.pending.size === 0) worker.ref();
+      slot.pending.set(seq, { resolve, reject });
       worker.postMessage({ ...request, seq });
     }).then((reply) => {
       if (reply.error !== undefined) throw new Error(`Hashing failed: ${reply.error}`);
@@ -151,22 +186,47 @@ class HashThread {
     return reply.hex;
   }
 
-  /** Stops the thread (a later use starts a new one); streams it held fail from then on. */
+  /** Stops every hash thread (a later use starts new ones); streams they held fail from then on. */
   async terminate(): Promise<void> {
-    const worker = this.#worker;
-    if (!worker) return;
-    // Referenced until it has exited (replies still arriving must not unreference it): an unreferenced
-    // worker would let the process end first.
-    this.#stopping = worker;
-    worker.ref();
-    await worker.terminate();
+    await Promise.all(
+      this.#slots.map(async (slot) => {
+        const worker = slot.worker;
+        if (!worker) return;
+        // Referenced until it has exited (replies still arriving must not unreference it): an
+        // unreferenced worker would let the process end first.
+        slot.stopping = worker;
+        worker.ref();
+        await worker.terminate();
+      }),
+    );
   }
 
   /** Forgets a stream's state (its digester is gone); nothing to do if its thread is gone. */
   drop(stream: RemoteStream): void {
-    if (stream.generation !== this.#generation || !this.#worker) return;
+    const slot = this.#slots[stream.thread];
+    if (!slot || stream.generation !== slot.generation || !slot.worker) return;
     this.#send(stream, { op: 'drop', stream: stream.id }).catch(() => undefined);
   }
+}
+
+/**
+ * Hash threads a process starts at most (`AIRLOCK_HASH_THREADS` overrides): one per CPU but one, for the
+ * thread that reads the sockets, and from one to four. On two CPUs that is one: a second one made no
+ * push faster there (the cores were already busy) and cost a pull about 9 MB; with more CPUs, one thread
+ * would cap the hashing of all uploads together at one core's SHA-256 speed (about 2 GB/s).
+ */
+export function maxHashThreads(env: NodeJS.ProcessEnv = process.env): number {
+  const setting = env.AIRLOCK_HASH_THREADS;
+  if (setting !== undefined && setting !== '') {
+    const count = Number(setting);
+    if (!Number.isInteger(count) || count < 1 || count > 64) {
+      throw new Error(
+        `AIRLOCK_HASH_THREADS must be a whole number from 1 to 64, not "${setting.slice(0, 40)}"`,
+      );
+    }
+    return count;
+  }
+  return Math.min(4, Math.max(1, availableParallelism() - 1));
 }
 
 export const hashThread = new HashThread();
