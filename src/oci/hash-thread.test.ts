@@ -217,15 +217,16 @@ describe('hash thread', () => {
       for (let round = 0; round < 2; round++) {
         await Promise.all(digesters.map((d, i) => d.updateShared(shared(parts[i][round]))));
       }
+      const threads = hashThread.running;
       await Promise.all(digesters.map((d) => d.settle()));
       const digests = digesters.map((d, i) => d.digest() === hex(...parts[i]));
       const onThread = digesters.every((d) => d.onHashThread);
-      const threads = hashThread.threads;
-      const held = new Digester();
-      await held.updateShared(shared(randomBytes(1024 * 1024)));
+      // Three streams left unsettled, one per thread, when the threads stop: each one fails.
+      const held = [new Digester(), new Digester(), new Digester()];
+      await Promise.all(held.map((d) => d.updateShared(shared(randomBytes(1024 * 1024)))));
       await hashThread.terminate();
-      let failed = false;
-      try { await held.settle(); } catch (error) { failed = /hash thread/.test(error.message); }
+      const failures = await Promise.all(held.map((d) => d.settle().then(() => 'settled', (error) => /hash thread/.test(error.message))));
+      const failed = failures.every((f) => f === true);
       const again = new Digester();
       const bytes = randomBytes(1024 * 1024);
       await again.updateShared(shared(bytes));

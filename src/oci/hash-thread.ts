@@ -67,8 +67,10 @@ interface Slot {
  */
 class HashThread {
   readonly #slots: Slot[] = [];
-  /** No worker can run here; set once and kept. */
+  /** No worker can run here (none ever answered, and one failed or was refused); set once and kept. */
   #unavailable = false;
+  /** Some worker answered once: workers can run here, and a later one failing is that one's fault. */
+  #workersRun = false;
   #seq = 0;
   #streams = 0;
   #turn = 0;
@@ -80,15 +82,16 @@ class HashThread {
     return stream.generation === this.#slots[stream.thread]?.generation && !this.#unavailable;
   }
 
-  /** Hash threads started so far (some may have stopped since). */
-  get threads(): number {
-    return this.#slots.length;
+  /** Hash threads running now. */
+  get running(): number {
+    return this.#slots.filter((slot) => slot.worker !== undefined).length;
   }
 
   /**
    * A new hash state, or undefined when no hash thread can run in this process: creating the worker was
-   * refused (node's permission model without --allow-worker), or one stopped before it ever answered
-   * (its file missing, say). Digesters then hash on their own thread.
+   * refused (node's permission model without --allow-worker), or one stopped before any worker ever
+   * answered (its file missing, say). Digesters then hash on their own thread. Where workers did run,
+   * one that cannot be started now only leaves this stream on its own thread.
    */
   newStream(): RemoteStream | undefined {
     if (this.#unavailable) return undefined;
@@ -96,7 +99,7 @@ class HashThread {
     try {
       this.#start(thread);
     } catch {
-      this.#unavailable = true;
+      if (!this.#workersRun) this.#unavailable = true;
       return undefined;
     }
     this.#streams += 1;
@@ -126,16 +129,18 @@ class HashThread {
     let answered = false;
     worker.on('message', (reply: HashReply) => {
       answered = true;
+      this.#workersRun = true;
       const pending = slot.pending.get(reply.seq);
       slot.pending.delete(reply.seq);
       if (slot.pending.size === 0 && slot.stopping !== worker) worker.unref();
       pending?.resolve(reply);
     });
-    // `failed`: an 'error' event (a worker that fails before it ever answered cannot run here at all).
+    // `failed`: an 'error' event (a worker that fails before it ever answered, when no other one ever did,
+    // cannot run here at all).
     const stopped = (error: Error, failed: boolean): void => {
       if (slot.worker !== worker) return;
       slot.worker = undefined;
-      if (failed && !answered) this.#unavailable = true;
+      if (failed && !answered && !this.#workersRun) this.#unavailable = true;
       slot.generation += 1;
       const pending = [...slot.pending.values()];
       slot.pending.clear();
