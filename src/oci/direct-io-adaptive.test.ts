@@ -19,49 +19,48 @@ import {
 
 const MiB = 1024 * 1024;
 
-/** A meter on a clock the test moves. */
-function meterAt(): { meter: DirectWriteMeter; advance: (ms: number) => void } {
+/** A meter on a clock the test moves; `write` is one write alone in flight for `ms`, ending with `bytes`. */
+function meterAt(): {
+  meter: DirectWriteMeter;
+  advance: (ms: number) => void;
+  write: (ms: number, bytes: number) => void;
+} {
   let now = 0;
-  return { meter: new DirectWriteMeter(SLOW_DIRECT_WRITES, () => now), advance: (ms) => (now += ms) };
+  const meter = new DirectWriteMeter(SLOW_DIRECT_WRITES, () => now);
+  const advance = (ms: number): void => {
+    now += ms;
+  };
+  const write = (ms: number, bytes: number): void => {
+    meter.started();
+    advance(ms);
+    meter.ended(bytes);
+  };
+  return { meter, advance, write };
 }
 
 describe('DirectWriteMeter', () => {
   test('a disk that takes 2 MiB writes at 2 GB/s is never judged slow', () => {
-    const { meter, advance } = meterAt();
-    for (let i = 0; i < 100; i++) {
-      meter.started();
-      advance(1.05);
-      meter.ended(2 * MiB);
-    }
+    const { meter, write } = meterAt();
+    for (let i = 0; i < 100; i++) write(1.05, 2 * MiB);
     assert.equal(meter.slow, false);
   });
 
   test('a disk at 300 MB/s is judged slow, but only once 64 MiB were written', () => {
-    const { meter, advance } = meterAt();
-    for (let i = 0; i < 31; i++) {
-      meter.started();
-      advance(7);
-      meter.ended(2 * MiB);
-    }
+    const { meter, write } = meterAt();
+    for (let i = 0; i < 31; i++) write(7, 2 * MiB);
     assert.equal(meter.slow, false, '62 MiB: not judged yet');
-    meter.started();
-    advance(7);
-    meter.ended(2 * MiB);
+    write(7, 2 * MiB);
     assert.equal(meter.slow, true);
     // A burst that lifts the running rate far above the threshold (1 GiB more in 0.1 ms).
-    meter.started();
-    advance(0.1);
-    meter.ended(1024 * MiB);
+    write(0.1, 1024 * MiB);
     assert.equal(meter.slow, true, 'once slow, it stays so');
   });
 
   test('time with no write in flight does not count (a slow source is not a slow disk)', () => {
-    const { meter, advance } = meterAt();
+    const { meter, advance, write } = meterAt();
     for (let i = 0; i < 64; i++) {
       advance(100);
-      meter.started();
-      advance(2);
-      meter.ended(2 * MiB);
+      write(2, 2 * MiB);
     }
     assert.equal(meter.slow, false);
   });
@@ -93,14 +92,10 @@ describe('DirectWriteMeter', () => {
 
   test('the time of failed writes counts, their bytes do not', () => {
     // 32 writes of 2 MiB in 1 ms each (2 GB/s) and 32 failures of 10 ms each: 64 MiB in 352 ms is slow.
-    const { meter, advance } = meterAt();
+    const { meter, write } = meterAt();
     for (let i = 0; i < 32; i++) {
-      meter.started();
-      advance(10);
-      meter.ended(0);
-      meter.started();
-      advance(1);
-      meter.ended(2 * MiB);
+      write(10, 0);
+      write(1, 2 * MiB);
     }
     assert.equal(meter.slow, true);
   });

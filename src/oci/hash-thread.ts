@@ -126,21 +126,18 @@ class HashThread {
     if (slot.worker) return slot.worker;
     const worker = new Worker(new URL('./hash-worker.js', import.meta.url));
     worker.unref();
-    let answered = false;
     worker.on('message', (reply: HashReply) => {
-      answered = true;
       this.#workersRun = true;
       const pending = slot.pending.get(reply.seq);
       slot.pending.delete(reply.seq);
       if (slot.pending.size === 0 && slot.stopping !== worker) worker.unref();
       pending?.resolve(reply);
     });
-    // `failed`: an 'error' event (a worker that fails before it ever answered, when no other one ever did,
-    // cannot run here at all).
+    // `failed`: an 'error' event (a worker that fails when none ever answered cannot run here at all).
     const stopped = (error: Error, failed: boolean): void => {
       if (slot.worker !== worker) return;
       slot.worker = undefined;
-      if (failed && !answered && !this.#workersRun) this.#unavailable = true;
+      if (failed && !this.#workersRun) this.#unavailable = true;
       slot.generation += 1;
       const pending = [...slot.pending.values()];
       slot.pending.clear();

@@ -66,6 +66,21 @@ function readByRead(
   };
 }
 
+/** A body of two reads of `bytes` random bytes each, the second held back until `resume()`. */
+function pausedBody(bytes: number): {
+  body: AsyncIterable<Uint8Array> & BorrowedChunkSource;
+  resume: () => void;
+} {
+  let resume: () => void = () => undefined;
+  const gate = new Promise<void>((resolve) => (resume = resolve));
+  const body = readByRead(async (onChunk) => {
+    onChunk(randomBytes(bytes));
+    await gate;
+    onChunk(randomBytes(bytes));
+  });
+  return { body, resume };
+}
+
 /** Whether an operation succeeded, or the code it failed with. */
 function outcome(p: Promise<unknown>): Promise<{ ok: true } | { ok: false; code: string }> {
   return p.then(
@@ -208,13 +223,7 @@ describe('FsBlobStore on disk', () => {
     try {
       const store = new FsBlobStore(dir);
       await store.createUpload('cancelled');
-      let resumeBody: () => void = () => undefined;
-      const gate = new Promise<void>((resolve) => (resumeBody = resolve));
-      const body = readByRead(async (onChunk) => {
-        onChunk(randomBytes(256 * 1024));
-        await gate;
-        onChunk(randomBytes(256 * 1024));
-      });
+      const { body, resume: resumeBody } = pausedBody(256 * 1024);
       const append = outcome(store.appendUpload('cancelled', body));
       await new Promise((resolve) => setTimeout(resolve, 20));
       assert.equal(await store.cancelUpload('cancelled'), true);
@@ -232,13 +241,7 @@ describe('FsBlobStore on disk', () => {
     try {
       const store = new FsBlobStore(dir);
       await store.createUpload('slow');
-      let resumeBody: () => void = () => undefined;
-      const gate = new Promise<void>((resolve) => (resumeBody = resolve));
-      const body = readByRead(async (onChunk) => {
-        onChunk(randomBytes(1000));
-        await gate;
-        onChunk(randomBytes(1000));
-      });
+      const { body, resume: resumeBody } = pausedBody(1000);
       const append = store.appendUpload('slow', body);
       assert.equal(await store.flush(30), false);
       resumeBody();
@@ -249,6 +252,7 @@ describe('FsBlobStore on disk', () => {
       await rm(dir, { recursive: true, force: true });
     }
   });
+
   it('after a crash, cuts an upload back to its last whole chunk (a chunk cut off mid-write may have holes)', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'airlock-blobs-'));
     try {
