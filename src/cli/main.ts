@@ -1,68 +1,9 @@
 #!/usr/bin/env node
-import { Command, CommanderError } from 'commander';
+import { CommanderError } from 'commander';
 import { checkWriteSwitches, removeTempPathsSync } from '../oci/index.js';
-import { registerAdminCommands } from './admin-commands.js';
-import { registerArtifactCommands } from './artifact-commands.js';
-import { registerAuthCommands } from './auth-commands.js';
-import { registerCerts } from './certs-command.js';
-import { registerCopy } from './copy-command.js';
-import { registerInspectCommands } from './inspect-commands.js';
 import { UsageError } from './common.js';
 import { createOutput } from './output.js';
-import { registerRegistryCommands } from './registry-commands.js';
-import { registerServe } from './serve.js';
-
-/**
- * The commands of sign-commands.ts and sync-commands.ts. Their modules (Kubernetes client, reconciler,
- * webhook, YAML) load only when one of them, or no known command (help), is asked for, so that `copy`,
- * `pull` and the other client commands start faster.
- */
-const SIGN_AND_SYNC_COMMANDS = new Set([
-  'generate-key-pair',
-  'sign',
-  'verify',
-  'webhook',
-  'sync',
-  'status',
-  'vet',
-]);
-
-/** The first word of `argv` that is not an option: the command asked for. */
-function requestedCommand(argv: readonly string[]): string | undefined {
-  return argv.slice(2).find((word) => !word.startsWith('-'));
-}
-
-/** Builds the command tree; the sign and sync commands only when `argv` may need them. */
-export async function buildProgram(argv: readonly string[] = process.argv): Promise<Command> {
-  const program = new Command();
-  program
-    .name('airlock')
-    .description('OCI registry, artifact client, GitOps reconciler and signing for your own data centre')
-    .version('0.1.0')
-    .exitOverride()
-    .showSuggestionAfterError();
-  registerServe(program);
-  registerAuthCommands(program);
-  registerRegistryCommands(program);
-  registerCopy(program);
-  registerArtifactCommands(program);
-  registerInspectCommands(program);
-  registerAdminCommands(program);
-  registerCerts(program);
-  const requested = requestedCommand(argv) ?? '';
-  const known = program.commands.some(
-    (command) => command.name() === requested || command.aliases().includes(requested),
-  );
-  if (!known || SIGN_AND_SYNC_COMMANDS.has(requested)) {
-    const [{ registerSignCommands }, { registerSyncCommands }] = await Promise.all([
-      import('./sign-commands.js'),
-      import('./sync-commands.js'),
-    ]);
-    registerSignCommands(program);
-    registerSyncCommands(program);
-  }
-  return program;
-}
+import { buildProgram, requestedCommand } from './program.js';
 
 /** Commands that run until stopped and shut down gracefully on SIGINT and SIGTERM themselves. */
 const LONG_RUNNING_COMMANDS = new Set(['serve', 'sync', 'webhook']);
