@@ -79,7 +79,13 @@ class HashThread {
 
   /** Whether `stream` still lives: the worker that holds its state has not gone away since it was made. */
   holds(stream: RemoteStream): boolean {
-    return stream.generation === this.#slots[stream.thread]?.generation && !this.#unavailable;
+    return this.#slotOf(stream) !== undefined && !this.#unavailable;
+  }
+
+  /** The slot holding `stream`, unless its worker went away since the stream was made. */
+  #slotOf(stream: RemoteStream): Slot | undefined {
+    const slot = this.#slots[stream.thread];
+    return slot?.generation === stream.generation ? slot : undefined;
   }
 
   /** Hash threads running now. */
@@ -150,8 +156,8 @@ class HashThread {
   }
 
   #send(stream: RemoteStream, request: DistributiveOmit<HashRequest, 'seq'>): Promise<HashReply> {
-    const slot = this.#slots[stream.thread];
-    if (!slot || stream.generation !== slot.generation) {
+    const slot = this.#slotOf(stream);
+    if (!slot) {
       return Promise.reject(new Error('The hash thread restarted: this content has to be hashed again'));
     }
     const worker = this.#start(stream.thread);
@@ -205,8 +211,7 @@ class HashThread {
 
   /** Forgets a stream's state (its digester is gone); nothing to do if its thread is gone. */
   drop(stream: RemoteStream): void {
-    const slot = this.#slots[stream.thread];
-    if (!slot || stream.generation !== slot.generation || !slot.worker) return;
+    if (!this.#slotOf(stream)?.worker) return;
     this.#send(stream, { op: 'drop', stream: stream.id }).catch(() => undefined);
   }
 }

@@ -55,8 +55,8 @@ export class UnhashedWriteError extends Error {
 /**
  * Checks the I/O switches, `AIRLOCK_DIRECT_IO`, `AIRLOCK_HASH_THREAD` and `AIRLOCK_SENDFILE`: throws on a
  * value other than 0 or 1 (or on `AIRLOCK_SENDFILE=1` without the addon), and `AIRLOCK_HASH_THREADS`
- * (a count from 1 to 64), for `serve` and the CLI to
- * refuse at start-up rather than at the first large transfer.
+ * (a count from 1 to 64), for `serve` and the CLI to refuse at start-up rather than at the first large
+ * transfer.
  */
 export function checkWriteSwitches(env: NodeJS.ProcessEnv = process.env): void {
   directIoAllowed(env);
