@@ -56,4 +56,6 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+// Not awaited at the top: the bundled CLI runs this module as CommonJS (src/cli/launcher.ts), which has no
+// top-level await; main() handles its own failures.
+void main();

@@ -3,6 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import { Command } from 'commander';
+import { COMMAND_NAMES, requestedGroup } from './command-names.js';
 import { buildProgram, COMMAND_GROUPS, requestedCommand } from './program.js';
 
 /** The top-level names (aliases too) a program has, sorted. */
@@ -40,6 +41,17 @@ describe('CLI command groups', () => {
       const program = await buildProgram(['node', 'airlock', ...argv]);
       assert.deepEqual(namesOf(program), ALL_NAMES, argv.join(' '));
     }
+  });
+
+  it('every named group is registered once, and a command line names its group (the code cache key)', () => {
+    assert.deepEqual(
+      COMMAND_GROUPS.map((group) => group.names),
+      Object.values(COMMAND_NAMES),
+    );
+    assert.equal(requestedGroup(['node', 'airlock', '--quiet', 'cp', 'a', 'b']), 'copy');
+    assert.equal(requestedGroup(['node', 'airlock', 'status']), 'sync');
+    for (const argv of [[], ['--help'], ['help', 'copy'], ['copt']])
+      assert.equal(requestedGroup(['node', 'airlock', ...argv]), undefined, argv.join(' '));
   });
 
   it('the requested command is the first word that is not an option', () => {

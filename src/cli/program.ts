@@ -6,7 +6,10 @@ import { registerCerts } from './certs-command.js';
 import { registerCopy } from './copy-command.js';
 import { registerInspectCommands } from './inspect-commands.js';
 import { registerRegistryCommands } from './registry-commands.js';
+import { COMMAND_NAMES, requestedGroup } from './command-names.js';
 import { registerServe } from './serve.js';
+
+export { requestedCommand } from './command-names.js';
 
 /** Commands registered together, by one function, and the top-level names (aliases too) they add. */
 export interface CommandGroup {
@@ -20,34 +23,23 @@ export interface CommandGroup {
  * is needed. program.test.ts checks each group's names against what it registers.
  */
 export const COMMAND_GROUPS: readonly CommandGroup[] = [
-  { names: ['serve'], register: registerServe },
-  { names: ['login', 'logout', 'auth'], register: registerAuthCommands },
+  { names: COMMAND_NAMES.serve, register: registerServe },
+  { names: COMMAND_NAMES.auth, register: registerAuthCommands },
+  { names: COMMAND_NAMES.registry, register: registerRegistryCommands },
+  { names: COMMAND_NAMES.copy, register: registerCopy },
+  { names: COMMAND_NAMES.artifact, register: registerArtifactCommands },
+  { names: COMMAND_NAMES.inspect, register: registerInspectCommands },
+  { names: COMMAND_NAMES.admin, register: registerAdminCommands },
+  { names: COMMAND_NAMES.certs, register: registerCerts },
   {
-    names: ['tags', 'catalog', 'manifest', 'digest', 'config', 'blob', 'referrers', 'tag', 'delete'],
-    register: registerRegistryCommands,
-  },
-  { names: ['copy', 'cp'], register: registerCopy },
-  { names: ['push', 'pull', 'append'], register: registerArtifactCommands },
-  { names: ['tree', 'extract'], register: registerInspectCommands },
-  {
-    names: ['repo', 'iam', 'user', 'robot', 'cluster', 'gc', 'audit'],
-    register: registerAdminCommands,
-  },
-  { names: ['certs'], register: registerCerts },
-  {
-    names: ['generate-key-pair', 'sign', 'verify', 'webhook'],
+    names: COMMAND_NAMES.sign,
     register: async (program) => (await import('./sign-commands.js')).registerSignCommands(program),
   },
   {
-    names: ['sync', 'status', 'vet'],
+    names: COMMAND_NAMES.sync,
     register: async (program) => (await import('./sync-commands.js')).registerSyncCommands(program),
   },
 ];
-
-/** The first word of `argv` that is not an option: the command asked for. */
-export function requestedCommand(argv: readonly string[]): string | undefined {
-  return argv.slice(2).find((word) => !word.startsWith('-'));
-}
 
 /**
  * Builds the command tree. A known command gets its own group only: the others' options and help texts
@@ -62,8 +54,8 @@ export async function buildProgram(argv: readonly string[] = process.argv): Prom
     .version('0.1.0')
     .exitOverride()
     .showSuggestionAfterError();
-  const requested = requestedCommand(argv);
-  const own = COMMAND_GROUPS.find((group) => requested !== undefined && group.names.includes(requested));
+  const requested = requestedGroup(argv);
+  const own = requested && COMMAND_GROUPS.find((group) => group.names === COMMAND_NAMES[requested]);
   for (const group of own ? [own] : COMMAND_GROUPS) await group.register(program);
   return program;
 }
