@@ -27,7 +27,18 @@ process.stdout.on('error', (error: NodeJS.ErrnoException) => {
   if (error.code === 'EPIPE') stdoutClosed = true;
 });
 
+/**
+ * Threads in libuv's pool, which runs every asynchronous file operation, for `serve` (unless
+ * UV_THREADPOOL_SIZE is set). With libuv's 4, the 2 MiB writes of concurrent uploads fill the pool and
+ * every short operation (an upload's fsync and rename, a small blob's whole write) waits behind them: a
+ * push of 8 layers, 4 at a time, took 17% longer (BENCHMARKS.md). libuv reads the variable when the pool
+ * first starts, so it is set before any command runs.
+ */
+const SERVE_THREADPOOL_SIZE = 16;
+
 async function main(): Promise<void> {
+  if (requestedCommand(process.argv) === 'serve')
+    process.env.UV_THREADPOOL_SIZE ||= String(SERVE_THREADPOOL_SIZE);
   const out = createOutput();
   try {
     try {

@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CLI, run, startAirlockProcess, tempDir } from '../helpers/processes.js';
 import { image } from '../helpers/oci-fixtures.js';
@@ -56,6 +56,29 @@ describe('airlock serve', () => {
       await rm(server.dataDir, { recursive: true, force: true });
     }
   });
+
+  it(
+    'runs file operations on 16 pool threads unless UV_THREADPOOL_SIZE says otherwise',
+    {
+      skip: process.platform !== 'linux' && 'reads /proc',
+    },
+    async () => {
+      const threads = async (env: NodeJS.ProcessEnv): Promise<number> => {
+        const server = await startAirlockProcess({ env });
+        try {
+          await new TestClient(server.url).pushImage('pool/app', image(), 'v1');
+          const status = await readFile(`/proc/${server.child.pid}/status`, 'utf8');
+          return Number(/^Threads:\s+(\d+)$/m.exec(status)?.[1]);
+        } finally {
+          await server.stop();
+          await rm(server.dataDir, { recursive: true, force: true });
+        }
+      };
+      // Node's own threads (main, V8's platform workers, the signal thread) are about seven.
+      assert.ok((await threads({ UV_THREADPOOL_SIZE: '' })) >= 16 + 5);
+      assert.ok((await threads({ UV_THREADPOOL_SIZE: '4' })) < 16);
+    },
+  );
 
   it('refuses a non-loopback address without authentication, and warns with --allow-anonymous', async () => {
     const dir = await tempDir();
