@@ -16,16 +16,7 @@
  * CRC-32 that is checked before V8 sees it. A cache that cannot be read, is damaged or is refused is
  * ignored and written anew; one that cannot be written is left out. Neither changes what the command does.
  */
-import {
-  mkdirSync,
-  readdirSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  statSync,
-  unlinkSync,
-  writeFileSync,
-} from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { homedir } from 'node:os';
 import { isAbsolute, join } from 'node:path';
@@ -68,7 +59,7 @@ export function buildFolder(buildId: string): string {
 
 const BUILD_FOLDER = /^[0-9a-f]{16}-node[0-9.]+-[a-z0-9]+$/;
 
-/** Builds whose caches are kept; older folders are removed when a new build writes its first cache. */
+/** Builds whose caches are kept; older folders are removed whenever caches are written. */
 export const KEPT_BUILDS = 4;
 
 // A cache file: 'ALC1', the payload's length and its CRC-32 (unsigned 32-bit little-endian each), then
@@ -116,7 +107,6 @@ type ChunkFunction = (
 interface Chunk {
   readonly module: { exports: unknown };
   readonly script: Script;
-  readonly cacheFile: string | undefined;
   /** Compiled without a usable cache: one is written when the run ends well. */
   readonly save: boolean;
 }
@@ -149,8 +139,7 @@ export class ChunkLoader {
     const { dir, cacheDir } = this.#options;
     const filename = join(dir, name);
     const source = readFileSync(filename, 'utf8');
-    const cacheFile = cacheDir === undefined ? undefined : join(cacheDir, `${name}.cache`);
-    const found = cacheFile === undefined ? undefined : readCache(cacheFile);
+    const found = cacheDir === undefined ? undefined : readCache(join(cacheDir, `${name}.cache`));
     const cachedData = found && decodeCache(found);
     const script = new Script(source, { filename, ...(cachedData ? { cachedData } : {}) });
     const usable = cachedData !== undefined && !script.cachedDataRejected;
@@ -158,7 +147,7 @@ export class ChunkLoader {
     else this.stats.compiled++;
     if (found && !usable) this.stats.rejected++;
     const module = { exports: {} as unknown };
-    const chunk: Chunk = { module, script, cacheFile, save: !usable };
+    const chunk: Chunk = { module, script, save: !usable };
     const run: unknown = script.runInThisContext();
     if (typeof run !== 'function')
       throw new Error(`${filename} is not a chunk of the bundle (npm run build)`);
@@ -181,27 +170,24 @@ export class ChunkLoader {
   saveCaches(): number {
     const { cacheDir } = this.#options;
     if (cacheDir === undefined || !codeCacheSupported) return 0;
+    try {
+      mkdirSync(cacheDir, { recursive: true, mode: 0o700 });
+    } catch {
+      return 0;
+    }
     let written = 0;
-    let created: string | undefined;
-    for (const chunk of this.#chunks.values()) {
-      if (!chunk.save || chunk.cacheFile === undefined) continue;
-      const temp = `${chunk.cacheFile}.${process.pid}.tmp`;
+    for (const [name, chunk] of this.#chunks) {
+      if (!chunk.save) continue;
+      const file = join(cacheDir, `${name}.cache`);
+      const temp = `${file}.${process.pid}.tmp`;
       try {
-        created ??= mkdirSync(cacheDir, { recursive: true, mode: 0o700 }) ?? '';
         writeFileSync(temp, encodeCache(chunk.script.createCachedData()), { mode: 0o600 });
-        renameSync(temp, chunk.cacheFile);
+        renameSync(temp, file);
         written++;
       } catch {
-        try {
-          unlinkSync(temp);
-        } catch {
-          // never written
-        }
+        rmSync(temp, { force: true });
       }
     }
-    // A folder was made (a new build's first cache, or a group's): older builds' folders go, the newest
-    // few stay (other installs of Airlock, other node versions).
-    if (created) pruneBuilds(join(cacheDir, '..', '..'), KEPT_BUILDS);
     return written;
   }
 }
@@ -256,9 +242,11 @@ export function launch(options: LaunchOptions): void {
     cacheDir,
     externalRequire: createRequire(join(options.dir, options.entry)),
   });
-  if (cacheDir !== undefined) {
+  if (root !== undefined && cacheDir !== undefined) {
     process.once('exit', (code) => {
-      if (code === 0) loader.saveCaches();
+      // Caches written (a build's or a group's first good run): older builds' folders go, the newest few
+      // stay (other installs of Airlock, other node versions).
+      if (code === 0 && loader.saveCaches() > 0) pruneBuilds(root, KEPT_BUILDS);
     });
   }
   loader.load(options.entry);

@@ -37,8 +37,8 @@ process.stdout.on('error', (error: NodeJS.ErrnoException) => {
 const SERVE_THREADPOOL_SIZE = 16;
 
 async function main(): Promise<void> {
-  if (requestedCommand(process.argv) === 'serve')
-    process.env.UV_THREADPOOL_SIZE ||= String(SERVE_THREADPOOL_SIZE);
+  const command = requestedCommand(process.argv) ?? '';
+  if (command === 'serve') process.env.UV_THREADPOOL_SIZE ||= String(SERVE_THREADPOOL_SIZE);
   const out = createOutput();
   try {
     try {
@@ -46,7 +46,7 @@ async function main(): Promise<void> {
     } catch (error) {
       throw new UsageError((error as Error).message);
     }
-    if (!LONG_RUNNING_COMMANDS.has(requestedCommand(process.argv) ?? '')) removeTempPathsOnSignals();
+    if (!LONG_RUNNING_COMMANDS.has(command)) removeTempPathsOnSignals();
     await (await buildProgram(process.argv)).parseAsync(process.argv);
   } catch (error) {
     // A reader that stopped early (`airlock blob … | head`): nothing went wrong on our side. Only a closed

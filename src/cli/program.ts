@@ -6,7 +6,7 @@ import { registerCerts } from './certs-command.js';
 import { registerCopy } from './copy-command.js';
 import { registerInspectCommands } from './inspect-commands.js';
 import { registerRegistryCommands } from './registry-commands.js';
-import { COMMAND_NAMES, requestedGroup } from './command-names.js';
+import { COMMAND_NAMES, type CommandGroupName, requestedGroup } from './command-names.js';
 import { registerServe } from './serve.js';
 
 export { requestedCommand } from './command-names.js';
@@ -18,28 +18,29 @@ export interface CommandGroup {
 }
 
 /**
- * Every command, in the order `airlock --help` lists them. The sign and sync groups' modules (Kubernetes
- * client, reconciler, webhook, YAML) are imported only when one of their commands is run or every group
- * is needed. program.test.ts checks each group's names against what it registers.
+ * Each group's register function. The sign and sync groups' modules (Kubernetes client, reconciler,
+ * webhook, YAML) are imported only when one of their commands is run or every group is needed.
  */
-export const COMMAND_GROUPS: readonly CommandGroup[] = [
-  { names: COMMAND_NAMES.serve, register: registerServe },
-  { names: COMMAND_NAMES.auth, register: registerAuthCommands },
-  { names: COMMAND_NAMES.registry, register: registerRegistryCommands },
-  { names: COMMAND_NAMES.copy, register: registerCopy },
-  { names: COMMAND_NAMES.artifact, register: registerArtifactCommands },
-  { names: COMMAND_NAMES.inspect, register: registerInspectCommands },
-  { names: COMMAND_NAMES.admin, register: registerAdminCommands },
-  { names: COMMAND_NAMES.certs, register: registerCerts },
-  {
-    names: COMMAND_NAMES.sign,
-    register: async (program) => (await import('./sign-commands.js')).registerSignCommands(program),
-  },
-  {
-    names: COMMAND_NAMES.sync,
-    register: async (program) => (await import('./sync-commands.js')).registerSyncCommands(program),
-  },
-];
+const REGISTER: Record<CommandGroupName, CommandGroup['register']> = {
+  serve: registerServe,
+  auth: registerAuthCommands,
+  registry: registerRegistryCommands,
+  copy: registerCopy,
+  artifact: registerArtifactCommands,
+  inspect: registerInspectCommands,
+  admin: registerAdminCommands,
+  certs: registerCerts,
+  sign: async (program) => (await import('./sign-commands.js')).registerSignCommands(program),
+  sync: async (program) => (await import('./sync-commands.js')).registerSyncCommands(program),
+};
+
+/**
+ * Every command group, in the order `airlock --help` lists them (COMMAND_NAMES's). program.test.ts checks
+ * each group's names against what it registers.
+ */
+export const COMMAND_GROUPS: readonly CommandGroup[] = (Object.keys(COMMAND_NAMES) as CommandGroupName[]).map(
+  (group) => ({ names: COMMAND_NAMES[group], register: REGISTER[group] }),
+);
 
 /**
  * Builds the command tree. A known command gets its own group only: the others' options and help texts
@@ -55,7 +56,6 @@ export async function buildProgram(argv: readonly string[] = process.argv): Prom
     .exitOverride()
     .showSuggestionAfterError();
   const requested = requestedGroup(argv);
-  const own = requested && COMMAND_GROUPS.find((group) => group.names === COMMAND_NAMES[requested]);
-  for (const group of own ? [own] : COMMAND_GROUPS) await group.register(program);
+  for (const register of requested ? [REGISTER[requested]] : Object.values(REGISTER)) await register(program);
   return program;
 }
