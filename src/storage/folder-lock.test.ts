@@ -1,7 +1,7 @@
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { StorageError } from './errors.js';
@@ -102,6 +102,19 @@ describe('data folder lock', () => {
     const dir = await folder();
     const results = await Promise.allSettled([lockDataFolder(dir), lockDataFolder(dir)]);
     assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1);
+    // The second is refused as soon as it starts, not after a race over the file: seen through the file
+    // alone, the first open's lock names this process, which a later open could take for a stale lock.
+    const refused = results.find((r) => r.status === 'rejected');
+    assert.ok(refused && locked(/already open in this process/)(refused.reason));
     for (const r of results) if (r.status === 'fulfilled') await r.value.release();
+    assert.deepEqual(await readdir(dir), [], 'no lock or temp file left');
+  });
+
+  it('frees its claim when an open fails, so a later open can succeed', async () => {
+    const dir = await folder();
+    await rm(dir, { recursive: true });
+    await assert.rejects(lockDataFolder(dir), /ENOENT/); // no folder to write the lock into
+    await mkdir(dir);
+    await (await lockDataFolder(dir)).release();
   });
 });

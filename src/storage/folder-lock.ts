@@ -14,7 +14,7 @@ export interface FolderLock {
   release(): Promise<void>;
 }
 
-/** Lock files this process holds (a second open of the same folder in one process is refused too). */
+/** Lock files this process holds or is taking (a second open of the same folder in one process is refused too). */
 const heldHere = new Set<string>();
 
 interface Holder {
@@ -61,6 +61,21 @@ export async function lockDataFolder(dir: string, options: LockOptions = {}): Pr
   const path = join(dir, LOCK_FILE);
   if (heldHere.has(path))
     throw new StorageError('LOCKED', `Data folder "${dir}" is already open in this process`);
+  // Claimed before the first await: a second open in this process that starts while this one is still
+  // linking is refused here. Checked only after reading the file, it could see this process's own pid in
+  // a lock whose link had not yet been reported back, take it for a stale file and take it over.
+  heldHere.add(path);
+  try {
+    return await takeLockFile(dir, path, { heartbeatMs, staleMs });
+  } catch (error) {
+    heldHere.delete(path);
+    throw error;
+  }
+}
+
+/** Creates the lock file, taking over one left by a process that is gone; see lockDataFolder. */
+async function takeLockFile(dir: string, path: string, timing: Required<LockOptions>): Promise<FolderLock> {
+  const { heartbeatMs, staleMs } = timing;
   const mine = `${process.pid}\n${hostname()}\n`;
   for (let attempt = 0; ; attempt++) {
     // Written whole under a name of its own, then linked into place: a link fails when the lock exists,
@@ -70,7 +85,6 @@ export async function lockDataFolder(dir: string, options: LockOptions = {}): Pr
       // Inside the try: a write that fails (a full disk) may still have created the file.
       await writeFile(temp, mine, { mode: 0o644, flush: true });
       await link(temp, path);
-      heldHere.add(path);
       let held = true;
       const heartbeat = setInterval(() => {
         const now = new Date();
@@ -95,8 +109,6 @@ export async function lockDataFolder(dir: string, options: LockOptions = {}): Pr
       await unlink(temp).catch(() => undefined);
     }
     const text = await readFile(path, 'utf8').catch(() => '');
-    if (heldHere.has(path))
-      throw new StorageError('LOCKED', `Data folder "${dir}" is already open in this process`);
     const holder = parseHolder(text);
     const touched = await stat(path).then(
       (info) => info.mtimeMs,
