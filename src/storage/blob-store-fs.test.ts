@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { appendFile, mkdtemp, readdir, rm, stat, writeFile, mkdir } from 'node:fs/promises';
+import { appendFile, mkdtemp, readdir, readFile, rm, stat, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -291,6 +291,52 @@ describe('FsBlobStore on disk', () => {
       await new FsBlobStore(dir).init();
       assert.deepEqual(await readdir(join(dir, 'uploads')), ['old']);
       assert.deepEqual(await store.listUploads(), ['old']);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("records an upload's size in place as 20 digits, reads the unpadded records of older versions, and takes a chunk back when its size cannot be recorded", async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'airlock-blobs-'));
+    try {
+      const store = new FsBlobStore(dir);
+      const record = join(dir, 'uploads', 'rec.size');
+      await store.createUpload('rec');
+      assert.equal(await readFile(record, 'utf8'), '0'.repeat(20));
+      const first = randomBytes(3 * MiB + 5);
+      await store.appendUpload('rec', lentOnce(first));
+      await store.flush();
+      assert.equal(await readFile(record, 'utf8'), String(first.length).padStart(20, '0'));
+      assert.deepEqual(await readdir(join(dir, 'uploads')), ['rec', 'rec.size'], 'no temp file is left');
+
+      // An older version's record (unpadded, shorter) is read, then overwritten whole by the next chunk.
+      await writeFile(record, String(first.length));
+      const restarted = new FsBlobStore(dir);
+      await restarted.init();
+      assert.equal(await restarted.uploadSize('rec'), first.length);
+      const second = randomBytes(MiB);
+      await restarted.appendUpload('rec', lentOnce(second), { offset: first.length });
+      await restarted.flush();
+      assert.equal(await readFile(record, 'utf8'), String(first.length + MiB).padStart(20, '0'));
+
+      // A record that cannot be written (a folder in its place): the chunk is refused and cut off again.
+      await rm(record);
+      await mkdir(record);
+      const refused = await outcome(restarted.appendUpload('rec', lentOnce(randomBytes(MiB))));
+      assert.equal(refused.ok, false);
+      assert.equal(
+        (await stat(join(dir, 'uploads', 'rec'))).size,
+        first.length + MiB,
+        'the chunk is taken back',
+      );
+      await rm(record, { recursive: true });
+      const third = randomBytes(10);
+      await restarted.appendUpload('rec', lentOnce(third), { offset: first.length + MiB });
+      const whole = Buffer.concat([first, second, third]);
+      assert.deepEqual(await restarted.commitUpload('rec', digestOf(whole)), {
+        digest: digestOf(whole),
+        size: whole.length,
+      });
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
