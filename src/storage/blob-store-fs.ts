@@ -1,4 +1,11 @@
-import { closeSync, constants as fsConstants, createReadStream, openSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  constants as fsConstants,
+  createReadStream,
+  openSync,
+  statSync,
+  writeSync,
+} from 'node:fs';
 import { link, mkdir, open, readFile, readdir, rm, stat, truncate, unlink } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
@@ -336,7 +343,7 @@ export class FsBlobStore implements BlobStore {
   /** Bytes of the upload's complete chunks: never those of a chunk still being written. */
   async uploadSize(id: string): Promise<number | undefined> {
     await this.#quiet(id);
-    const size = await this.#fileSize(id);
+    const size = this.#fileSize(id);
     if (size === undefined) return undefined;
     // Read after the stat: a chunk being written meanwhile recorded the size before it first.
     const committed = this.#committed.get(id);
@@ -345,9 +352,14 @@ export class FsBlobStore implements BlobStore {
     return Math.min(size, (await this.#recordedSize(id)) ?? size);
   }
 
-  async #fileSize(id: string): Promise<number | undefined> {
+  /**
+   * The size of an upload's file, undefined when there is none. A stat on this thread: every chunk asks
+   * twice, and a trip through libuv's pool waits for a pool thread to be scheduled, which costs most on a
+   * machine the upload itself keeps busy.
+   */
+  #fileSize(id: string): number | undefined {
     try {
-      return (await stat(this.#uploadPath(id))).size;
+      return statSync(this.#uploadPath(id)).size;
     } catch (error) {
       if (isMissing(error) || error instanceof StorageError) return undefined;
       throw error;
@@ -356,7 +368,7 @@ export class FsBlobStore implements BlobStore {
 
   /** The in-memory hash state, rebuilt from the file when the process restarted since the last append. */
   async #state(id: string): Promise<UploadState> {
-    const size = await this.#fileSize(id);
+    const size = this.#fileSize(id);
     if (size === undefined) throw new StorageError('UPLOAD_NOT_FOUND', `Upload "${id}" does not exist`);
     const known = this.#uploads.get(id);
     // Unless its hash state was lost with a hash thread that went away since the last chunk.
@@ -439,7 +451,7 @@ export class FsBlobStore implements BlobStore {
         await takeBack(error as Error);
       }
       // The upload was cancelled meanwhile (the chunk went into its unlinked file): its record goes too.
-      if (!this.#committed.has(id) || (await this.#fileSize(id)) === undefined) {
+      if (!this.#committed.has(id) || this.#fileSize(id) === undefined) {
         await rm(this.#sizePath(id), { force: true });
         this.#uploads.delete(id);
         this.#committed.delete(id);
