@@ -316,13 +316,12 @@ export class FsBlobStore implements BlobStore {
    *
    * The record is a fixed-width decimal overwritten in place by one write at offset 0: a write within one
    * page is applied whole or not at all when the process is killed, so a crash leaves the old value or
-   * the new one, and every write covers all the digits of the one before. Three system calls on this
-   * thread: a temp file and a rename took four trips through libuv's pool, 1.6 ms per chunk on average
-   * while the pool was busy with the chunk's writes (0.2 ms this way; BENCHMARKS.md).
+   * the new one, and every write covers all the digits of the one before. Done on this thread (three
+   * system calls): trips through libuv's pool wait behind the chunk's own writes.
    */
   #recordSize(id: string, size: number): void {
     const text = String(size).padStart(SIZE_RECORD_WIDTH, '0');
-    const fd = openSync(this.#sizePath(id), fsConstants.O_WRONLY | fsConstants.O_CREAT, 0o644);
+    const fd = openSync(this.#sizePath(id), fsConstants.O_WRONLY | fsConstants.O_CREAT);
     try {
       const written = writeSync(fd, text, 0);
       if (written !== text.length) {
