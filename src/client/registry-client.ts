@@ -21,6 +21,7 @@ import {
   type RetryPolicy,
 } from './retry.js';
 import { answersPlainHttp, HttpTransport, type HttpResponse, type RequestBody } from './transport.js';
+import type { TransferSlot } from './transfer-slots.js';
 
 /** Registry hosts that are spoken to over plain HTTP unless told otherwise, as crane does. */
 export function isLocalHost(host: string): boolean {
@@ -672,14 +673,15 @@ export class RegistryClient {
 
   /**
    * Makes sure the repository has a blob: skips it when present, mounts it from `mountFrom` (same
-   * registry) when possible, else uploads it — in one PUT when small, else as a streamed PATCH.
+   * registry) when possible, else uploads it — in one PUT when small, else as a streamed PATCH. A `slot`
+   * is held while the bytes are sent and freed before the closing PUT of a PATCHed upload.
    */
   async pushBlob(
     repository: string,
     blob: BlobSource,
-    options: { mountFrom?: string; signal?: AbortSignal } = {},
+    options: { mountFrom?: string; slot?: TransferSlot; signal?: AbortSignal } = {},
   ): Promise<BlobPushResult> {
-    const { signal, mountFrom } = options;
+    const { signal, mountFrom, slot } = options;
     const scopes =
       mountFrom && mountFrom !== repository
         ? [pushScope(repository), pullScope(mountFrom)]
@@ -708,6 +710,7 @@ export class RegistryClient {
     // get in is found by the HEAD.
     return withRetry<BlobPushResult>(
       async () => {
+        await slot?.hold();
         if ((await this.statBlob(repository, blob.digest, signal)) !== undefined) return { done: 'exists' };
         const start = await this.#call({
           method: 'POST',
@@ -721,7 +724,7 @@ export class RegistryClient {
         // The session's latest URL (a registry may hand out a new one with every answer).
         const session = { location: this.#location(start, repository) };
         try {
-          await this.#upload(session, source, { repository, scopes, signal });
+          await this.#upload(session, source, { repository, scopes, signal, slot });
         } catch (error) {
           await this.#cancelUpload(session.location, scopes, error);
           if (sourceFailed || signal?.aborted || !isRetryableFailure(error)) throw error;
@@ -759,9 +762,14 @@ export class RegistryClient {
   async #upload(
     session: { location: string },
     blob: BlobSource,
-    options: { repository: string; scopes: readonly string[]; signal: AbortSignal | undefined },
+    options: {
+      repository: string;
+      scopes: readonly string[];
+      signal: AbortSignal | undefined;
+      slot: TransferSlot | undefined;
+    },
   ): Promise<void> {
-    const { repository, scopes, signal } = options;
+    const { repository, scopes, signal, slot } = options;
     const stream = async (): Promise<Readable> => blob.open();
     if (blob.size <= this.#monolithicMax || this.#chunkBytes === undefined) {
       if (blob.size > this.#monolithicMax) {
@@ -778,6 +786,7 @@ export class RegistryClient {
         });
         await patch.drain();
         session.location = this.#location(patch, repository);
+        slot?.free();
         await this.#finish(session.location, blob.digest, { scopes, signal });
         return;
       }
@@ -805,6 +814,7 @@ export class RegistryClient {
       offset += chunk.length;
       session.location = this.#location(patch, repository);
     }
+    slot?.free();
     await this.#finish(session.location, blob.digest, { scopes, signal });
   }
 
