@@ -12,7 +12,6 @@ import { choosePlatform } from './platforms.js';
 import type { ImageSource, ImageTarget, PutBlobResult } from './image-store.js';
 import { isRetryableFailure, type ManifestResult } from './registry-client.js';
 import { defaultSleep } from './retry.js';
-import { TransferSlots, type TransferSlot } from './transfer-slots.js';
 
 export interface CopyProgress {
   readonly kind: 'blob' | 'manifest';
@@ -26,10 +25,7 @@ export interface CopyOptions {
   readonly platform?: Platform;
   /** Also copy referrers (signatures, SBOMs, attestations), recursively. Default: false. */
   readonly withReferrers?: boolean;
-  /**
-   * Blobs sending bytes at once. Default: 4. A blob whose bytes are all sent makes way for the next one
-   * while the target confirms it (a registry's closing PUT), so more may be in flight for a moment.
-   */
+  /** Blobs in flight at once. Default: 4. */
   readonly concurrency?: number;
   readonly onProgress?: (event: CopyProgress) => void;
   readonly signal?: AbortSignal;
@@ -59,31 +55,25 @@ function parse(manifest: ManifestResult, where: string): ParsedManifest {
   }
 }
 
-/**
- * Runs `task` for every item, each once it holds one of `limit` transfer places (in the items' order);
- * the first failure stops the items not yet started. A task may give its place back before it ends
- * (`TransferSlot`); it is given back when it ends in any case.
- */
-async function inPlaces<T>(
+/** Runs `tasks` with at most `limit` in flight; the first failure stops the rest. */
+async function bounded<T>(
   items: readonly T[],
   limit: number,
-  task: (item: T, slot: TransferSlot) => Promise<void>,
+  task: (item: T) => Promise<void>,
 ): Promise<void> {
-  const slots = new TransferSlots(limit);
+  let next = 0;
   let failed: unknown;
-  await Promise.all(
-    items.map(async (item) => {
-      const slot = slots.slot();
+  const worker = async (): Promise<void> => {
+    while (failed === undefined && next < items.length) {
+      const item = items[next++] as T;
       try {
-        await slot.hold();
-        if (failed === undefined) await task(item, slot);
+        await task(item);
       } catch (error) {
         failed ??= error;
-      } finally {
-        slot.free();
       }
-    }),
-  );
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
   if (failed !== undefined)
     throw failed instanceof Error ? failed : new Error('A blob transfer failed', { cause: failed });
 }
@@ -99,9 +89,8 @@ const SOURCE_RETRIES = 4;
 async function copyBlob(
   ends: { source: ImageSource; target: ImageTarget },
   descriptor: Descriptor,
-  options: { slot: TransferSlot; signal: AbortSignal | undefined },
+  signal: AbortSignal | undefined,
 ): Promise<PutBlobResult> {
-  const { slot, signal } = options;
   const { source, target } = ends;
   for (let attempt = 0; ; attempt++) {
     let sourceError: unknown;
@@ -116,7 +105,7 @@ async function copyBlob(
       }
     };
     try {
-      return await target.putBlob(descriptor, open, { source, slot, ...(signal ? { signal } : {}) });
+      return await target.putBlob(descriptor, open, { source, ...(signal ? { signal } : {}) });
     } catch (error) {
       if (signal?.aborted) throw error;
       if (sourceError === undefined) {
@@ -187,8 +176,8 @@ export async function copyImage(
       // Largest first: with `concurrency` transfers at a time the last one to start is then a small one
       // (the config, usually), not a layer that would run on alone after the others ended.
       const unique = [...new Map(blobs.map((d) => [d.digest, d])).values()].sort((a, b) => b.size - a.size);
-      await inPlaces(unique, concurrency, async (descriptor, slot) => {
-        const result = await copyBlob({ source, target }, descriptor, { slot, signal });
+      await bounded(unique, concurrency, async (descriptor) => {
+        const result = await copyBlob({ source, target }, descriptor, signal);
         done.add(descriptor.digest);
         stats.blobs++;
         if (result === 'uploaded') {

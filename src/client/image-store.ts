@@ -1,7 +1,6 @@
 import type { Readable } from 'node:stream';
 import type { Descriptor, Digest, Platform } from '../oci/index.js';
 import type { ManifestResult } from './registry-client.js';
-import type { TransferSlot } from './transfer-slots.js';
 
 /** Where a copy reads from: a registry repository, an OCI layout, an archive. */
 export interface ImageSource {
@@ -10,6 +9,7 @@ export interface ImageSource {
   /** The manifest (or index) the reference names. */
   root(signal?: AbortSignal): Promise<ManifestResult>;
   manifest(digest: Digest, signal?: AbortSignal): Promise<ManifestResult>;
+  /** A blob's bytes; implementations verify the digest while streaming. */
   /**
    * A blob's bytes, verified against the digest while streaming unless `verify` is false (for a
    * destination that checks the digest itself, so the bytes are hashed once).
@@ -25,15 +25,11 @@ export type PutBlobResult = 'exists' | 'mounted' | 'uploaded';
 /** Where a copy writes to. */
 export interface ImageTarget {
   readonly name: string;
-  /**
-   * Stores a blob unless present; `source` may let a registry mount instead of uploading. A target that
-   * confirms a blob after receiving it (a registry) frees `slot` once the bytes are sent, and holds it
-   * again before sending them anew.
-   */
+  /** Stores a blob unless present; `source` may let a registry mount instead of uploading. */
   putBlob(
     descriptor: Descriptor,
     open: () => Promise<Readable>,
-    options?: { source?: ImageSource; slot?: TransferSlot; signal?: AbortSignal },
+    options?: { source?: ImageSource; signal?: AbortSignal },
   ): Promise<PutBlobResult>;
   /** Stores a manifest by digest; `root` marks the manifest the copy is about, `tag` names it. */
   putManifest(

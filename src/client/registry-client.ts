@@ -21,7 +21,6 @@ import {
   type RetryPolicy,
 } from './retry.js';
 import { answersPlainHttp, HttpTransport, type HttpResponse, type RequestBody } from './transport.js';
-import type { TransferSlot } from './transfer-slots.js';
 
 /** Registry hosts that are spoken to over plain HTTP unless told otherwise, as crane does. */
 export function isLocalHost(host: string): boolean {
@@ -673,15 +672,14 @@ export class RegistryClient {
 
   /**
    * Makes sure the repository has a blob: skips it when present, mounts it from `mountFrom` (same
-   * registry) when possible, else uploads it — in one PUT when small, else as a streamed PATCH. A `slot`
-   * is held while the bytes are sent and freed before the closing PUT of a PATCHed upload.
+   * registry) when possible, else uploads it — in one PUT when small, else as a streamed PATCH.
    */
   async pushBlob(
     repository: string,
     blob: BlobSource,
-    options: { mountFrom?: string; slot?: TransferSlot; signal?: AbortSignal } = {},
+    options: { mountFrom?: string; signal?: AbortSignal } = {},
   ): Promise<BlobPushResult> {
-    const { signal, mountFrom, slot } = options;
+    const { signal, mountFrom } = options;
     const scopes =
       mountFrom && mountFrom !== repository
         ? [pushScope(repository), pullScope(mountFrom)]
@@ -710,7 +708,6 @@ export class RegistryClient {
     // get in is found by the HEAD.
     return withRetry<BlobPushResult>(
       async () => {
-        await slot?.hold();
         if ((await this.statBlob(repository, blob.digest, signal)) !== undefined) return { done: 'exists' };
         const start = await this.#call({
           method: 'POST',
@@ -724,7 +721,7 @@ export class RegistryClient {
         // The session's latest URL (a registry may hand out a new one with every answer).
         const session = { location: this.#location(start, repository) };
         try {
-          await this.#upload(session, source, { repository, scopes, signal, slot });
+          await this.#upload(session, source, { repository, scopes, signal });
         } catch (error) {
           await this.#cancelUpload(session.location, scopes, error);
           if (sourceFailed || signal?.aborted || !isRetryableFailure(error)) throw error;
@@ -762,14 +759,9 @@ export class RegistryClient {
   async #upload(
     session: { location: string },
     blob: BlobSource,
-    options: {
-      repository: string;
-      scopes: readonly string[];
-      signal: AbortSignal | undefined;
-      slot: TransferSlot | undefined;
-    },
+    options: { repository: string; scopes: readonly string[]; signal: AbortSignal | undefined },
   ): Promise<void> {
-    const { repository, scopes, signal, slot } = options;
+    const { repository, scopes, signal } = options;
     const stream = async (): Promise<Readable> => blob.open();
     if (blob.size <= this.#monolithicMax || this.#chunkBytes === undefined) {
       if (blob.size > this.#monolithicMax) {
@@ -786,7 +778,6 @@ export class RegistryClient {
         });
         await patch.drain();
         session.location = this.#location(patch, repository);
-        slot?.free();
         await this.#finish(session.location, blob.digest, { scopes, signal });
         return;
       }
@@ -814,7 +805,6 @@ export class RegistryClient {
       offset += chunk.length;
       session.location = this.#location(patch, repository);
     }
-    slot?.free();
     await this.#finish(session.location, blob.digest, { scopes, signal });
   }
 

@@ -2,7 +2,6 @@ import type { Readable } from 'node:stream';
 import { formatReference, type Descriptor, type Digest, type Reference } from '../../oci/index.js';
 import type { ImageSource, ImageTarget, PutBlobResult } from '../image-store.js';
 import type { ManifestResult, RegistryClient } from '../registry-client.js';
-import type { TransferSlot } from '../transfer-slots.js';
 
 /** A repository in a registry, as the source or target of a copy. */
 export class RegistryStore implements ImageSource, ImageTarget {
@@ -40,9 +39,9 @@ export class RegistryStore implements ImageSource, ImageTarget {
   putBlob(
     descriptor: Descriptor,
     open: () => Promise<Readable>,
-    options: { source?: ImageSource; slot?: TransferSlot; signal?: AbortSignal } = {},
+    options: { source?: ImageSource; signal?: AbortSignal } = {},
   ): Promise<PutBlobResult> {
-    const { source, slot, signal } = options;
+    const source = options.source;
     // A blob in another repository of the same registry is mounted, not uploaded again.
     const mountFrom =
       source instanceof RegistryStore &&
@@ -53,7 +52,7 @@ export class RegistryStore implements ImageSource, ImageTarget {
     return this.client.pushBlob(
       this.ref.repository,
       { digest: descriptor.digest, size: descriptor.size, open },
-      { ...(mountFrom ? { mountFrom } : {}), ...(slot ? { slot } : {}), ...(signal ? { signal } : {}) },
+      { ...(mountFrom ? { mountFrom } : {}), ...(options.signal ? { signal: options.signal } : {}) },
     );
   }
 
