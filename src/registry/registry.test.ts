@@ -184,6 +184,45 @@ describe('Registry caches', () => {
     });
   }
 
+  it('checks the upload sessions it started without SQL, older ones in SQL, and forgets ended ones at once', async () => {
+    const { blobs, metadata } = await freshStores();
+    let lookups = 0;
+    const counting = overriding(
+      metadata,
+      'getUpload',
+      () =>
+        (...args: Parameters<MetadataStore['getUpload']>) => {
+          lookups++;
+          return metadata.getUpload(...args);
+        },
+    );
+    const registry = new Registry({ blobs, metadata: counting });
+    const id = await registry.startUpload('p/app');
+    await registry.appendUpload('p/app', id, { body: Readable.from([Buffer.from('abc')]) });
+    assert.equal(await registry.uploadStatus('p/app', id), 3);
+    await assert.rejects(registry.uploadStatus('p/other', id), { code: 'BLOB_UPLOAD_UNKNOWN' });
+    assert.equal(lookups, 0);
+
+    // After a restart the session is found in SQL, in its own repository only.
+    const restarted = new Registry({ blobs, metadata: counting });
+    assert.equal(await restarted.uploadStatus('p/app', id), 3);
+    await assert.rejects(restarted.uploadStatus('p/other', id), { code: 'BLOB_UPLOAD_UNKNOWN' });
+    assert.equal(lookups, 2);
+
+    // Committed, cancelled or purged: unknown at once, to the instance that started it too.
+    await registry.finishUpload('p/app', id, digestOf('abc'));
+    await assert.rejects(registry.uploadStatus('p/app', id), { code: 'BLOB_UPLOAD_UNKNOWN' });
+    const cancelled = await registry.startUpload('p/app');
+    await registry.cancelUpload('p/app', cancelled);
+    await assert.rejects(registry.appendUpload('p/app', cancelled, { body: Readable.from([]) }), {
+      code: 'BLOB_UPLOAD_UNKNOWN',
+    });
+    const stale = await registry.startUpload('p/app');
+    assert.equal(await registry.purgeUploads(-1), 1);
+    await assert.rejects(registry.uploadStatus('p/app', stale), { code: 'BLOB_UPLOAD_UNKNOWN' });
+    metadata.close();
+  });
+
   it('keeps an upload session whole when its row cannot be deleted (a full disk)', async () => {
     const { blobs, metadata } = await freshStores();
     let full = true;

@@ -158,6 +158,12 @@ export class Registry {
   readonly #manifestLinks = new LruCache<string, ManifestRecord>(100_000);
   /** `repo:tag` → digest. */
   readonly #tags = new LruCache<string, Digest>(100_000);
+  /**
+   * Upload id → repository, for the sessions this instance started: every PATCH and PUT checks its
+   * session, which took 0.4 ms a request from SQL. An id is dropped before its row is deleted; one not
+   * here (a session from before a restart, or evicted) is looked up in SQL.
+   */
+  readonly #uploadSessions = new LruCache<string, string>(100_000);
   readonly #activeUploads = new Set<string>();
   /** Keeps garbage collection off the digests that writes are relying on (see DigestGuard). */
   readonly #guard = new DigestGuard();
@@ -301,16 +307,24 @@ export class Registry {
     // Row first, then file: a staged file without a row is then always an orphan the purge may remove.
     await this.#meta.createUpload({ id, repository: name, createdAt: this.#now() });
     await this.#blobs.createUpload(id);
+    this.#uploadSessions.set(id, name);
     return id;
   }
 
   async #session(name: string, id: string): Promise<void> {
-    const session = await this.#meta.getUpload(id);
-    if (!session || session.repository !== name) {
+    // Sessions this instance started are known here; older ones (from before a restart) are asked of SQL.
+    const repository = this.#uploadSessions.get(id) ?? (await this.#meta.getUpload(id))?.repository;
+    if (repository !== name) {
       throw new RegistryError('BLOB_UPLOAD_UNKNOWN', `Upload "${id}" is not open in repository "${name}"`, {
         detail: { uuid: id },
       });
     }
+  }
+
+  /** Deletes a session's row, after forgetting it here (so no request finds it in between). */
+  async #endSession(id: string): Promise<void> {
+    this.#uploadSessions.delete(id);
+    await this.#meta.deleteUpload(id);
   }
 
   /** Bytes received so far in an upload session. */
@@ -354,7 +368,7 @@ export class Registry {
     } catch (error) {
       return storageToRegistry(error, id);
     } finally {
-      if ((await this.#blobs.uploadSize(id)) === undefined) await this.#meta.deleteUpload(id);
+      if ((await this.#blobs.uploadSize(id)) === undefined) await this.#endSession(id);
     }
   }
 
@@ -364,7 +378,7 @@ export class Registry {
    */
   async cancelUpload(name: string, id: string): Promise<void> {
     await this.#session(name, id);
-    await this.#meta.deleteUpload(id);
+    await this.#endSession(id);
     await this.#blobs.cancelUpload(id);
   }
 
@@ -377,7 +391,7 @@ export class Registry {
   async purgeUploads(maxAgeMs: number): Promise<number> {
     const stale = await this.#meta.listUploads(this.#now() - maxAgeMs);
     for (const session of stale) {
-      await this.#meta.deleteUpload(session.id);
+      await this.#endSession(session.id);
       await this.#blobs.cancelUpload(session.id);
     }
     let orphans = 0;
