@@ -9,7 +9,6 @@ export interface ImageSource {
   /** The manifest (or index) the reference names. */
   root(signal?: AbortSignal): Promise<ManifestResult>;
   manifest(digest: Digest, signal?: AbortSignal): Promise<ManifestResult>;
-  /** A blob's bytes; implementations verify the digest while streaming. */
   /**
    * A blob's bytes, verified against the digest while streaming unless `verify` is false (for a
    * destination that checks the digest itself, so the bytes are hashed once).
