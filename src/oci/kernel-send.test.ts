@@ -14,6 +14,11 @@ import {
   KernelSendError,
   MAX_KERNEL_SENDS,
   socketIsIdle,
+  SendMeter,
+  METERED_SEND_BYTES,
+  SAMPLES_PER_WAY,
+  COPY_MARGIN,
+  type SendWay,
 } from './kernel-send.js';
 import { sendFileTo, type DirectSocket, type FileSink } from './file-source.js';
 
@@ -110,72 +115,78 @@ describe('kernelSend (sendfile through the native addon)', { skip }, () => {
     assert.equal(enabled, false);
   });
 
-  it('sends a range of a file, from an offset, byte for byte', async () => {
-    const { client, peer } = await socketPair(server);
-    const start = 1_000_003;
-    const length = bytes.byteLength - start - 17;
-    // Everything the peer receives until the client ends the connection.
-    const received = readAllFrom(peer, Infinity);
-    await kernelSend(client, { fileFd: file.fd, position: start, length }, new AbortController().signal);
-    assert.ok(socketIsIdle(client), 'node has nothing queued on the socket afterwards');
-    // The socket is still node's: a write after the send arrives after the file's bytes.
-    client.end(Buffer.from('tail'));
-    const all = await received;
-    assert.ok(all.subarray(0, length).equals(bytes.subarray(start, start + length)));
-    assert.equal(all.subarray(length).toString(), 'tail');
-    peer.destroy();
-  });
+  for (const way of ['sendfile', 'copy'] as const) {
+    it(`${way}: sends a range of a file, from an offset, byte for byte`, async () => {
+      const { client, peer } = await socketPair(server);
+      const start = 1_000_003;
+      const length = bytes.byteLength - start - 17;
+      // Everything the peer receives until the client ends the connection.
+      const received = readAllFrom(peer, Infinity);
+      await kernelSend(
+        client,
+        { fileFd: file.fd, position: start, length, way },
+        new AbortController().signal,
+      );
+      assert.ok(socketIsIdle(client), 'node has nothing queued on the socket afterwards');
+      // The socket is still node's: a write after the send arrives after the file's bytes.
+      client.end(Buffer.from('tail'));
+      const all = await received;
+      assert.ok(all.subarray(0, length).equals(bytes.subarray(start, start + length)));
+      assert.equal(all.subarray(length).toString(), 'tail');
+      peer.destroy();
+    });
 
-  it('fails with EOF and the count sent when the file ends before the range', async () => {
-    const { client, peer } = await socketPair(server);
-    peer.resume();
-    const error = await kernelSend(
-      client,
-      { fileFd: file.fd, position: bytes.byteLength - 1000, length: 5000 },
-      new AbortController().signal,
-    ).catch((e: unknown) => e);
-    assert.ok(error instanceof KernelSendError);
-    assert.equal(error.code, 'EOF');
-    assert.equal(error.sent, 1000);
-    client.destroy();
-    peer.destroy();
-  });
+    it(`${way}: fails with EOF and the count sent when the file ends before the range`, async () => {
+      const { client, peer } = await socketPair(server);
+      peer.resume();
+      const error = await kernelSend(
+        client,
+        { fileFd: file.fd, position: bytes.byteLength - 1000, length: 5000, way },
+        new AbortController().signal,
+      ).catch((e: unknown) => e);
+      assert.ok(error instanceof KernelSendError);
+      assert.equal(error.code, 'EOF');
+      assert.equal(error.sent, 1000);
+      client.destroy();
+      peer.destroy();
+    });
 
-  it('stops on abort while the reader is not reading, and leaves the socket to its owner', async () => {
-    const { client, peer } = await socketPair(server);
-    peer.pause();
-    const controller = new AbortController();
-    const sending = kernelSend(
-      client,
-      { fileFd: file.fd, position: 0, length: bytes.byteLength },
-      controller.signal,
-    );
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    const started = Date.now();
-    controller.abort();
-    const error = await sending.catch((e: unknown) => e);
-    assert.ok(error instanceof KernelSendError);
-    assert.equal(error.code, 'ECANCELED');
-    assert.ok(error.sent > 0 && error.sent < bytes.byteLength, `sent ${error.sent}`);
-    assert.ok(Date.now() - started < 2000, 'the send stops within its poll slice');
-    assert.equal(client.destroyed, false);
-    client.destroy();
-    peer.destroy();
-  });
+    it(`${way}: stops on abort while the reader is not reading, and leaves the socket to its owner`, async () => {
+      const { client, peer } = await socketPair(server);
+      peer.pause();
+      const controller = new AbortController();
+      const sending = kernelSend(
+        client,
+        { fileFd: file.fd, position: 0, length: bytes.byteLength, way },
+        controller.signal,
+      );
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const started = Date.now();
+      controller.abort();
+      const error = await sending.catch((e: unknown) => e);
+      assert.ok(error instanceof KernelSendError);
+      assert.equal(error.code, 'ECANCELED');
+      assert.ok(error.sent > 0 && error.sent < bytes.byteLength, `sent ${error.sent}`);
+      assert.ok(Date.now() - started < 2000, 'the send stops within its poll slice');
+      assert.equal(client.destroyed, false);
+      client.destroy();
+      peer.destroy();
+    });
 
-  it('fails with the socket error when the reader goes away mid-send', async () => {
-    const { client, peer } = await socketPair(server);
-    client.on('error', () => undefined);
-    peer.once('data', () => peer.resetAndDestroy());
-    const error = await kernelSend(
-      client,
-      { fileFd: file.fd, position: 0, length: bytes.byteLength },
-      new AbortController().signal,
-    ).catch((e: unknown) => e);
-    assert.ok(error instanceof KernelSendError);
-    assert.match(error.code, /^(EPIPE|ECONNRESET)$/);
-    client.destroy();
-  });
+    it(`${way}: fails with the socket error when the reader goes away mid-send`, async () => {
+      const { client, peer } = await socketPair(server);
+      client.on('error', () => undefined);
+      peer.once('data', () => peer.resetAndDestroy());
+      const error = await kernelSend(
+        client,
+        { fileFd: file.fd, position: 0, length: bytes.byteLength, way },
+        new AbortController().signal,
+      ).catch((e: unknown) => e);
+      assert.ok(error instanceof KernelSendError);
+      assert.match(error.code, /^(EPIPE|ECONNRESET)$/);
+      client.destroy();
+    });
+  }
 
   it('gives at most MAX_KERNEL_SENDS places at once, each back once released (twice is once)', () => {
     const slots = Array.from({ length: MAX_KERNEL_SENDS }, () => reserveKernelSend());
@@ -351,5 +362,84 @@ describe('kernelSend (sendfile through the native addon)', { skip }, () => {
       if (saved === undefined) delete process.env.AIRLOCK_SENDFILE;
       else process.env.AIRLOCK_SENDFILE = saved;
     }
+  });
+
+  it('sendFileTo with a meter sends the way the meter says and tells it how long the send took', async () => {
+    const asked: SendWay[] = [];
+    const told: Array<{ way: SendWay; bytes: number }> = [];
+    // A meter that always says copy, and logs what it is told.
+    const meter = new (class extends SendMeter {
+      override next(): SendWay {
+        asked.push('copy');
+        return 'copy';
+      }
+      override record(way: SendWay, bytes: number, ms: number): void {
+        assert.ok(ms > 0);
+        told.push({ way, bytes });
+      }
+    })();
+    const { client, peer } = await socketPair(server);
+    let sent = 0;
+    const sink = socketSink(client, () =>
+      Promise.resolve({ socket: client, sent: (count: number) => (sent = count) }),
+    );
+    const received = readAllFrom(peer, bytes.byteLength);
+    assert.equal(
+      await sendFileTo({ file: join(dir, 'blob'), start: 0, length: bytes.byteLength }, sink, { meter }),
+      true,
+    );
+    assert.ok((await received).equals(bytes));
+    assert.equal(sink.written, 0, "nothing went through the sink's own writes");
+    assert.equal(sent, bytes.byteLength);
+    assert.deepEqual(asked, ['copy']);
+    assert.deepEqual(told, [{ way: 'copy', bytes: bytes.byteLength }]);
+    client.destroy();
+    peer.destroy();
+  });
+});
+
+describe('SendMeter', () => {
+  const big = METERED_SEND_BYTES;
+
+  it('alternates the ways until both are timed enough, then keeps copying only when clearly faster', () => {
+    const meter = new SendMeter();
+    const ways: SendWay[] = [];
+    for (let index = 0; index < 2 * SAMPLES_PER_WAY; index++) {
+      const way = meter.next();
+      ways.push(way);
+      assert.equal(meter.chosen, undefined);
+      // Copying takes half the time.
+      meter.record(way, big, way === 'copy' ? 10 : 20);
+    }
+    assert.deepEqual(ways, ['sendfile', 'copy', 'sendfile', 'copy', 'sendfile', 'copy']);
+    assert.equal(meter.chosen, 'copy');
+    assert.equal(meter.next(), 'copy');
+    // Decided once: later sends do not change it.
+    for (let index = 0; index < 10; index++) meter.record('copy', big, 1000);
+    assert.equal(meter.next(), 'copy');
+  });
+
+  it('keeps sendfile on a tie or a small lead (it costs less CPU), and ignores short or untimed sends', () => {
+    for (const copyMs of [20, 20 / COPY_MARGIN + 0.1]) {
+      const meter = new SendMeter();
+      meter.record('copy', big - 1, 1); // too short to say anything about the rate
+      meter.record('copy', big, 0); // no time measured
+      for (let index = 0; index < SAMPLES_PER_WAY; index++) {
+        meter.record('sendfile', big, 20);
+        meter.record('copy', big, copyMs);
+      }
+      assert.equal(meter.chosen, 'sendfile', `copy in ${copyMs} ms against 20`);
+    }
+  });
+
+  it('decides on median rates, so one slow send does not decide', () => {
+    const meter = new SendMeter();
+    const sendfileMs = [20, 20, 200];
+    const copyMs = [10, 400, 10];
+    for (let index = 0; index < SAMPLES_PER_WAY; index++) {
+      meter.record('sendfile', big, sendfileMs[index] as number);
+      meter.record('copy', big, copyMs[index] as number);
+    }
+    assert.equal(meter.chosen, 'copy');
   });
 });
