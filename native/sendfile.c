@@ -51,8 +51,8 @@ typedef struct {
   /* 0, an errno, or -1 for a file that ended early. */
   int error;
   int32_t *cancel;
-  /* Read and write instead of sendfile. */
-  int copy;
+  /* Read and write through this buffer (COPY_BYTES) instead of sendfile; NULL for sendfile. */
+  char *buffer;
   napi_ref cancel_ref;
   napi_threadsafe_function done;
 } Job;
@@ -77,13 +77,9 @@ static int may_retry(Job *job, int error) {
   return 0;
 }
 
-/* The copying send: the file in COPY_BYTES pieces through a buffer; sets job->error on failure. */
+/* The copying send: the file in COPY_BYTES pieces through the job's buffer; sets job->error on failure. */
 static void copy_all(Job *job) {
-  char *buffer = malloc(COPY_BYTES);
-  if (buffer == NULL) {
-    job->error = ENOMEM;
-    return;
-  }
+  char *buffer = job->buffer;
   while (job->sent < job->length && job->error == 0) {
     size_t left = job->length - job->sent;
     ssize_t got = pread(job->file_fd, buffer, left < COPY_BYTES ? left : COPY_BYTES, job->position);
@@ -111,13 +107,12 @@ static void copy_all(Job *job) {
       if (!may_retry(job, put < 0 ? errno : EAGAIN)) break;
     }
   }
-  free(buffer);
 }
 
 static void *run(void *arg) {
   Job *job = arg;
-  if (job->copy) copy_all(job);
-  while (!job->copy && job->sent < job->length) {
+  if (job->buffer != NULL) copy_all(job);
+  while (job->buffer == NULL && job->sent < job->length) {
     if (cancelled(job)) {
       job->error = ECANCELED;
       break;
@@ -174,6 +169,7 @@ static void finish(napi_env env, napi_value callback, void *context, void *data)
   Job *job = data;
   close(job->socket_fd);
   close(job->file_fd);
+  free(job->buffer);
   if (env != NULL) {
     napi_delete_reference(env, job->cancel_ref);
     napi_value args[2], global;
@@ -223,12 +219,19 @@ static napi_value send(napi_env env, napi_callback_info info) {
   job->position = (off_t)position;
   job->length = (size_t)length;
   job->cancel = flag;
-  job->copy = copy ? 1 : 0;
+  /* Allocated here, so that a copying send that cannot have its buffer does not start (the caller then
+   * sends another way) rather than fail after the head went out. */
+  if (copy && (job->buffer = malloc(COPY_BYTES)) == NULL) {
+    free(job);
+    napi_throw_error(env, "ENOMEM", "no memory for the send's buffer");
+    return NULL;
+  }
   job->socket_fd = fcntl(socket_fd, F_DUPFD_CLOEXEC, 0);
   job->file_fd = job->socket_fd < 0 ? -1 : fcntl(file_fd, F_DUPFD_CLOEXEC, 0);
   if (job->file_fd < 0) {
     int error = errno;
     if (job->socket_fd >= 0) close(job->socket_fd);
+    free(job->buffer);
     free(job);
     napi_throw_error(env, error_name(error), strerror(error));
     return NULL;
@@ -238,6 +241,7 @@ static napi_value send(napi_env env, napi_callback_info info) {
   if (napi_create_reference(env, args[4], 1, &job->cancel_ref) != napi_ok) {
     close(job->socket_fd);
     close(job->file_fd);
+    free(job->buffer);
     free(job);
     return fail(env, "could not set up the send");
   }
@@ -246,6 +250,7 @@ static napi_value send(napi_env env, napi_callback_info info) {
     napi_delete_reference(env, job->cancel_ref);
     close(job->socket_fd);
     close(job->file_fd);
+    free(job->buffer);
     free(job);
     return fail(env, "could not set up the send");
   }
@@ -266,6 +271,7 @@ static napi_value send(napi_env env, napi_callback_info info) {
     napi_delete_reference(env, job->cancel_ref);
     close(job->socket_fd);
     close(job->file_fd);
+    free(job->buffer);
     free(job);
     napi_throw_error(env, error_name(error), strerror(error));
     return NULL;
