@@ -191,7 +191,8 @@ static napi_value send(napi_env env, napi_callback_info info) {
   size_t argc = 7;
   napi_value args[7];
   if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok || argc < 6 || argc > 7)
-    return fail(env, "send(socketFd, fileFd, position, length, cancelFlag, callback, copy) takes 6 or 7 arguments");
+    return fail(env,
+                "send(socketFd, fileFd, position, length, cancelFlag, callback, copy) takes 6 or 7 arguments");
   int32_t socket_fd, file_fd;
   int64_t position, length;
   if (napi_get_value_int32(env, args[0], &socket_fd) != napi_ok || socket_fd < 0 ||
@@ -212,7 +213,8 @@ static napi_value send(napi_env env, napi_callback_info info) {
   if (napi_typeof(env, args[5], &kind) != napi_ok || kind != napi_function)
     return fail(env, "callback must be a function");
   bool copy = false;
-  if (argc == 7 && napi_get_value_bool(env, args[6], &copy) != napi_ok) return fail(env, "copy must be a boolean");
+  if (argc == 7 && napi_get_value_bool(env, args[6], &copy) != napi_ok)
+    return fail(env, "copy must be a boolean");
 
   Job *job = calloc(1, sizeof(Job));
   if (job == NULL) return fail(env, "out of memory");

@@ -162,8 +162,9 @@ const KERNEL_SEND_MIN = SMALL_RANGE;
  *
  * A long range to a sink that hands over a plain TCP socket goes from the page cache to the socket with
  * sendfile(2) (`kernelSend`) instead: no copy into node and back out, about 0.3 CPU s per GiB less on
- * the benchmark VM. With a `meter`, the send thread copies instead where the meter found that faster. A socket that fails during such a send is destroyed with the error (as node does
- * when a write fails), and the result is false.
+ * the benchmark VM. With a `meter`, the send thread copies instead where the meter found that faster.
+ * A socket that fails during such a send is destroyed with the error (as node does when a write
+ * fails), and the result is false.
  */
 export async function sendFileTo(
   range: SendRange,

@@ -178,10 +178,10 @@ export const kernelSends = new SendMeter();
 
 /**
  * Sends `length` bytes of the open file `fileFd` from offset `position` to `socket` on a thread of its
- * own, with sendfile(2) or by copying (`range.way`, default sendfile). The caller guarantees nothing else is
- * queued on the socket and writes nothing to it until this settles. `signal` stops the send (within 200
- * ms) with a KernelSendError 'ECANCELED'. Resolves once every byte is in the socket's send buffer. Throws
- * when `kernelSendEnabled()` is false.
+ * own, with sendfile(2) or by copying (`range.way`, default sendfile). The caller guarantees nothing
+ * else is queued on the socket and writes nothing to it until this settles. `signal` stops the send
+ * (within 200 ms) with a KernelSendError 'ECANCELED'. Resolves once every byte is in the socket's send
+ * buffer. Throws when `kernelSendEnabled()` is false.
  */
 export function kernelSend(
   socket: Socket,
