@@ -45,10 +45,10 @@ describe('DirectWriteMeter', () => {
     assert.equal(meter.slow, false);
   });
 
-  test('a disk at 300 MB/s is judged slow, but only once 64 MiB were written', () => {
+  test('a disk at 300 MB/s is judged slow, but only once 128 MiB were written', () => {
     const { meter, write } = meterAt();
-    for (let i = 0; i < 31; i++) write(7, 2 * MiB);
-    assert.equal(meter.slow, false, '62 MiB: not judged yet');
+    for (let i = 0; i < 63; i++) write(7, 2 * MiB);
+    assert.equal(meter.slow, false, '126 MiB: not judged yet');
     write(7, 2 * MiB);
     assert.equal(meter.slow, true);
     // A burst that lifts the running rate far above the threshold (1 GiB more in 0.1 ms).
@@ -75,25 +75,25 @@ describe('DirectWriteMeter', () => {
       for (let i = 0; i < 4; i++) meter.ended(2 * MiB);
     }
     assert.equal(meter.slow, false);
-    // Two 3 MiB writes overlapping in part (0-8 ms and 4-12 ms): 6 MiB per 12 ms is 524 MB/s (fast); the
-    // sum of their times (16 ms) would make it 393 MB/s.
+    // Two 2.5 MiB writes overlapping in part (0-8 ms and 4-12 ms): 5 MiB per 12 ms is 437 MB/s (fast);
+    // the sum of their times (16 ms) would make it 328 MB/s.
     const { meter: other, advance: move } = meterAt();
-    for (let round = 0; round < 16; round++) {
+    for (let round = 0; round < 26; round++) {
       other.started();
       move(4);
       other.started();
       move(4);
-      other.ended(3 * MiB);
+      other.ended(2.5 * MiB);
       move(4);
-      other.ended(3 * MiB);
+      other.ended(2.5 * MiB);
     }
     assert.equal(other.slow, false);
   });
 
   test('the time of failed writes counts, their bytes do not', () => {
-    // 32 writes of 2 MiB in 1 ms each (2 GB/s) and 32 failures of 10 ms each: 64 MiB in 352 ms is slow.
+    // 64 writes of 2 MiB in 1 ms each (2 GB/s) and 64 failures of 10 ms each: 128 MiB in 704 ms is slow.
     const { meter, write } = meterAt();
-    for (let i = 0; i < 32; i++) {
+    for (let i = 0; i < 64; i++) {
       write(10, 0);
       write(1, 2 * MiB);
     }
@@ -140,10 +140,10 @@ describe("PositionalFile, direct: 'adaptive'", () => {
       head.copy(first);
       await write(file, first, head.length, 0);
 
-      // 64 MiB in 300 ms or more: at most 224 MB/s.
+      // 128 MiB in 450 ms or more: at most 298 MB/s.
       directWrites.started();
-      await new Promise((resolve) => setTimeout(resolve, 300));
-      directWrites.ended(64 * MiB);
+      await new Promise((resolve) => setTimeout(resolve, 450));
+      directWrites.ended(128 * MiB);
       assert.equal(directWrites.slow, true);
 
       assert.equal(file.direct, false, 'an open adaptive file switches to the page cache');

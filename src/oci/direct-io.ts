@@ -117,20 +117,22 @@ export type DirectMode = boolean | 'adaptive';
  * faster than the disk does past it. On the hosts Airlock was measured on, direct writes ran at
  * 1.3-2.0 GB/s on two of them and 250-330 MB/s on a third, whose page cache took a pull's writes at
  * 470-700 MB/s; buffered writes cost more CPU (the kernel copies into and manages new pages) and win
- * only over such a slow disk.
+ * only over such a slow disk. On a fourth, a pull whose registry read the same disk meanwhile measured
+ * 350-450 MB/s over its first 64 MiB and 385-510 over its first 256, and was still faster direct (1.7
+ * s against 1.9-2.7 s through the page cache, which cost 2-3 CPU s more): hence a threshold between.
  */
-export const SLOW_DIRECT_WRITES = 500e6;
-/** Direct bytes written before the rate is judged (so that one slow write does not decide it). */
-const JUDGED_AFTER_BYTES = 64 * 1024 * 1024;
+export const SLOW_DIRECT_WRITES = 350e6;
+/** Direct bytes written before the rate is judged (the first writes, started together, err low). */
+const JUDGED_AFTER_BYTES = 128 * 1024 * 1024;
 
 /**
  * The direct writes of the process's adaptive files: bytes written and the time at least one of them was
  * in flight, so the rate is the disk's (what it takes while writes wait for it), not the source's. Judged
- * at every completion once 64 MiB are written; it errs low, since the writes still in flight add their
- * time but not yet their bytes (with libuv's four threads, up to 8 MiB: a tenth at the first judgement),
- * and time a write waits behind other thread-pool work counts as the disk's. The disks it tells apart
- * (BENCHMARKS.md) are far from the threshold on either side. Once `slow`, it stays so: adaptive files no
- * longer write directly and so no longer measure.
+ * at every completion once 128 MiB are written; it errs low, since the writes still in flight add their
+ * time but not yet their bytes (with libuv's four threads, up to 8 MiB: a sixteenth at the first
+ * judgement), and time a write waits behind other thread-pool work counts as the disk's. The disks it
+ * tells apart (BENCHMARKS.md) are on either side of the threshold, the shared one by little. Once `slow`,
+ * it stays so: adaptive files no longer write directly and so no longer measure.
  */
 export class DirectWriteMeter {
   #inFlight = 0;
