@@ -380,8 +380,8 @@ export function renderSection(r: BenchResults): string {
     '- Airlock fsyncs each blob (and its folder) before publishing it; distribution 2.8 does not fsync. The raw ' +
       'write figure is node writing the same bytes in 1 MiB writes, then fsync.',
     '- Airlock writes large blobs with O_DIRECT (past the page cache), distribution through it. Downloads ' +
-      'read a blob just written, after one untimed download that checks its bytes and six more (the ones a ' +
-      'fresh Airlock times to choose between sendfile and copying, docs/registry.md), so both serve the timed ' +
+      'read a blob just written, after one untimed download that checks its bytes and the untimed ones a ' +
+      'fresh Airlock times to choose between sendfile and copying (docs/registry.md), so both serve the timed ' +
       "downloads from the page cache. The client reads response bodies into one reused 1 MiB buffer (Airlock's " +
       '`rawGet`, a connection per download), not through node:http, which allocates a buffer per read.',
     '- RSS: VmRSS sampled every 25 ms from /proc during one upload of each size; peak is VmHWM at the end of the run.',

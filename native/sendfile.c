@@ -182,6 +182,14 @@ static void finish(napi_env env, napi_value callback, void *context, void *data)
   free(job);
 }
 
+/* Frees a job whose thread never started: its descriptor copies, its buffer, itself. */
+static void discard(Job *job) {
+  if (job->socket_fd >= 0) close(job->socket_fd);
+  if (job->file_fd >= 0) close(job->file_fd);
+  free(job->buffer);
+  free(job);
+}
+
 static napi_value fail(napi_env env, const char *message) {
   napi_throw_type_error(env, NULL, message);
   return NULL;
@@ -221,10 +229,12 @@ static napi_value send(napi_env env, napi_callback_info info) {
   job->position = (off_t)position;
   job->length = (size_t)length;
   job->cancel = flag;
+  job->socket_fd = -1;
+  job->file_fd = -1;
   /* Allocated here, so that a copying send that cannot have its buffer does not start (the caller then
    * sends another way) rather than fail after the head went out. */
   if (copy && (job->buffer = malloc(COPY_BYTES)) == NULL) {
-    free(job);
+    discard(job);
     napi_throw_error(env, "ENOMEM", "no memory for the send's buffer");
     return NULL;
   }
@@ -232,28 +242,20 @@ static napi_value send(napi_env env, napi_callback_info info) {
   job->file_fd = job->socket_fd < 0 ? -1 : fcntl(file_fd, F_DUPFD_CLOEXEC, 0);
   if (job->file_fd < 0) {
     int error = errno;
-    if (job->socket_fd >= 0) close(job->socket_fd);
-    free(job->buffer);
-    free(job);
+    discard(job);
     napi_throw_error(env, error_name(error), strerror(error));
     return NULL;
   }
   napi_value name;
   napi_create_string_utf8(env, "airlock-sendfile", NAPI_AUTO_LENGTH, &name);
   if (napi_create_reference(env, args[4], 1, &job->cancel_ref) != napi_ok) {
-    close(job->socket_fd);
-    close(job->file_fd);
-    free(job->buffer);
-    free(job);
+    discard(job);
     return fail(env, "could not set up the send");
   }
   if (napi_create_threadsafe_function(env, args[5], NULL, name, 0, 1, NULL, NULL, NULL, finish, &job->done) !=
       napi_ok) {
     napi_delete_reference(env, job->cancel_ref);
-    close(job->socket_fd);
-    close(job->file_fd);
-    free(job->buffer);
-    free(job);
+    discard(job);
     return fail(env, "could not set up the send");
   }
   pthread_attr_t attributes;
@@ -271,10 +273,7 @@ static napi_value send(napi_env env, napi_callback_info info) {
   if (error != 0) {
     napi_release_threadsafe_function(job->done, napi_tsfn_abort);
     napi_delete_reference(env, job->cancel_ref);
-    close(job->socket_fd);
-    close(job->file_fd);
-    free(job->buffer);
-    free(job);
+    discard(job);
     napi_throw_error(env, error_name(error), strerror(error));
     return NULL;
   }
