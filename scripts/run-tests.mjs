@@ -6,18 +6,9 @@
 //   crash       dist/test/crash/**/*.test.js
 //   e2e         dist/test/e2e/**/*.test.js
 // Usage: node scripts/run-tests.mjs unit integration [-- extra node --test flags]
-import {
-  readdirSync,
-  statSync,
-  existsSync,
-  readFileSync,
-  appendFileSync,
-  mkdtempSync,
-  rmSync,
-} from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, statSync, existsSync, appendFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 
 const SUITES = {
   unit: 'dist/src',
@@ -58,34 +49,46 @@ if (files.length === 0) {
 const concurrency =
   process.env.TEST_CONCURRENCY ??
   (names.some((n) => n === 'interop' || n === 'crash' || n === 'e2e') ? '1' : '2');
-// A second reporter writes TAP to a file so the counts can be added up across suites (.ci/run prints the total).
-const tapDir = mkdtempSync(join(tmpdir(), 'airlock-tap-'));
-const tapFile = join(tapDir, 'report.tap');
-const result = spawnSync(
+// The spec reporter's closing summary ("ℹ pass 9" and so on, not indented) is read from its output as it
+// passes through, so the counts can be added up across suites (.ci/run prints the total). A TAP file
+// reporter would lose its last lines: --test-force-exit ends the runner before a file stream flushes,
+// while stdout to a pipe or a file is written synchronously.
+const child = spawn(
   process.execPath,
   [
     '--test',
     `--test-concurrency=${concurrency}`,
+    // A test file whose tests are done exits even if something it started still runs (a load loop, a
+    // server it did not stop); without this, one leaked handle keeps the whole run waiting for ever.
+    '--test-force-exit',
     '--test-reporter=spec',
     '--test-reporter-destination=stdout',
-    '--test-reporter=tap',
-    `--test-reporter-destination=${tapFile}`,
     ...extra,
     ...files,
   ],
-  { stdio: 'inherit' },
+  { stdio: ['inherit', 'pipe', 'inherit'] },
 );
-const tap = existsSync(tapFile) ? readFileSync(tapFile, 'utf8') : '';
-rmSync(tapDir, { recursive: true, force: true });
-const count = (label) => Number(new RegExp(`^# ${label} (\\d+)$`, 'm').exec(tap)?.[1] ?? 0);
+let tail = '';
+child.stdout.setEncoding('utf8');
+child.stdout.on('data', (text) => {
+  process.stdout.write(text);
+  tail = (tail + text).slice(-16_384);
+});
+const code = await new Promise((done) => child.once('close', (exitCode) => done(exitCode)));
+const count = (label) => {
+  const found = [...tail.matchAll(new RegExp(`^\u2139 ${label} (\\d+)$`, 'gm'))].at(-1);
+  return Number(found?.[1] ?? 0);
+};
 const totals = {
   passed: count('pass'),
   failed: count('fail') + count('cancelled'),
   skipped: count('skipped'),
 };
+// A runner that failed without saying which test failed (killed, or no summary) still counts as a failure.
+if (code !== 0 && totals.failed === 0) totals.failed = 1;
 console.log(
   `${names.join('+')}: ${totals.passed} passed, ${totals.failed} failed, ${totals.skipped} skipped`,
 );
 if (process.env.AIRLOCK_TEST_TOTALS)
   appendFileSync(process.env.AIRLOCK_TEST_TOTALS, `${JSON.stringify(totals)}\n`);
-process.exit(result.status ?? 1);
+process.exit(code ?? 1);

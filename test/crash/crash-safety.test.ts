@@ -39,8 +39,16 @@ import {
 } from './workload.js';
 
 const WORKERS = 16;
-/** No new kill round starts after this much time, keeping the whole test well under its 90 s limit. */
+/** No new kill round starts after this much time. */
 const KILL_PHASE_BUDGET_MS = 40_000;
+/**
+ * The scenario gives up after this long (a run takes 8-25 s): it stops the load, ends every request and
+ * kills the server, then fails with the server's last output. Without a limit, a server that stops
+ * answering turns each of a thousand checks into a 10 s timeout and the run into an hour.
+ */
+const SCENARIO_LIMIT_MS = 80_000;
+/** The scenario's hook limit: the time above plus a kill and a clear failure. */
+const HOOK_LIMIT_MS = 120_000;
 const TEMP_PREFIX = 'tmp-';
 
 interface DownSnapshot {
@@ -464,57 +472,98 @@ async function runScenario(): Promise<CrashRun> {
   const workload = new Workload(supervisor, http, ledger, shared);
   const check = new CrashCheck(seed, workload, new Client(plan.fork(WORKERS), workload));
 
-  await supervisor.start();
-  const workers = Array.from({ length: WORKERS }, (_, i) => new Worker(i, plan.fork(i), workload).run());
-  let kills = 0;
-  /** Per kill: ms down before the restart / ms to start / ms of checks after it. */
-  const rounds: string[] = [];
-  try {
-    for (const delay of delays) {
-      if (Date.now() - started > KILL_PHASE_BUDGET_MS) break;
-      await sleep(delay);
-      const t0 = Date.now();
-      await supervisor.kill();
-      kills++;
-      const down = await check.whileDown(kills);
-      const t1 = Date.now();
-      await supervisor.start();
-      const t2 = Date.now();
-      await check.afterRestart(kills, down);
-      rounds.push(`${t1 - t0}/${t2 - t1}/${Date.now() - t2}`);
-    }
-    await sleep(tail);
-  } catch (error) {
-    supervisor.fail(error);
-    throw error;
-  } finally {
+  let phase = 'start';
+  let outOfTime = false;
+  /** The problems found before the scenario gave up (those after are its consequence). */
+  let problemsAtLimit: string[] = [];
+  const limit = setTimeout(() => {
+    outOfTime = true;
+    problemsAtLimit = [...ledger.problems].flatMap(([area, list]) =>
+      list.slice(0, 3).map((problem) => `${area}: ${problem}`),
+    );
     workload.stopping = true;
-    for (const outcome of await Promise.allSettled(workers)) {
-      if (outcome.status === 'rejected')
-        ledger.problem('server', `A client crashed: ${String(outcome.reason)}`);
+    http.giveUp();
+    supervisor.fail(new Error(`the crash scenario ran out of time during ${phase}`));
+  }, SCENARIO_LIMIT_MS);
+  /** Enters the next phase, or stops the scenario with what is known once it ran out of time. */
+  const enter = (next: string): void => {
+    if (outOfTime) {
+      keepTempDir(dataDir);
+      const output = supervisor.logs().at(-1)?.slice(-3000) ?? '';
+      throw new Error(
+        `seed ${seed}: the scenario ran past ${SCENARIO_LIMIT_MS} ms during ${phase}; data kept in ${dataDir}\n` +
+          `responses: ${[...http.counts].map(([status, n]) => `${status}:${n}`).join(' ')}\n` +
+          `problems found before that:\n${problemsAtLimit.join('\n') || '(none)'}\nlast server output:\n${output}`,
+      );
     }
+    phase = next;
+  };
+  try {
+    return await runPhases();
+  } finally {
+    clearTimeout(limit);
+    // Whatever happened, no server outlives the scenario.
+    await supervisor.kill();
   }
-  const loadMs = Date.now() - started;
 
-  await check.final();
-  const finalMs = Date.now() - started - loadMs;
-  await supervisor.kill();
-  const down = await check.whileDown(kills + 1);
-  await check.database();
-  await supervisor.start();
-  await check.afterLastRestart(down);
-  const logs = supervisor.logs();
-  await supervisor.stop();
-  for (const line of logErrors(logs)) ledger.problem('server', line);
+  async function runPhases(): Promise<CrashRun> {
+    await supervisor.start();
+    const workers = Array.from({ length: WORKERS }, (_, i) => new Worker(i, plan.fork(i), workload).run());
+    let kills = 0;
+    /** Per kill: ms down before the restart / ms to start / ms of checks after it. */
+    const rounds: string[] = [];
+    try {
+      for (const delay of delays) {
+        if (Date.now() - started > KILL_PHASE_BUDGET_MS) break;
+        enter(`kill round ${kills + 1}`);
+        await sleep(delay);
+        const t0 = Date.now();
+        await supervisor.kill();
+        kills++;
+        const down = await check.whileDown(kills);
+        const t1 = Date.now();
+        await supervisor.start();
+        const t2 = Date.now();
+        await check.afterRestart(kills, down);
+        rounds.push(`${t1 - t0}/${t2 - t1}/${Date.now() - t2}`);
+      }
+      await sleep(tail);
+    } catch (error) {
+      supervisor.fail(error);
+      throw error;
+    } finally {
+      workload.stopping = true;
+      for (const outcome of await Promise.allSettled(workers)) {
+        if (outcome.status === 'rejected')
+          ledger.problem('server', `A client crashed: ${String(outcome.reason)}`);
+      }
+    }
+    const loadMs = Date.now() - started;
 
-  console.log(
-    `# ${kills} kills under load + 1 final; load ${loadMs} ms (down/start/checks per kill: ${rounds.join(', ')}),` +
-      ` final checks ${finalMs} ms, total ${Date.now() - started} ms`,
-  );
-  console.log(`# ${report(ledger, http)}`);
-  for (const [area, list] of ledger.problems)
-    console.log(`# ${list.length} ${area} problems, first: ${list[0] ?? ''}`);
-  return { seed, dataDir, ledger };
+    enter('the final checks');
+    await check.final();
+    const finalMs = Date.now() - started - loadMs;
+    enter('the last kill');
+    await supervisor.kill();
+    const down = await check.whileDown(kills + 1);
+    await check.database();
+    enter('the last restart');
+    await supervisor.start();
+    await check.afterLastRestart(down);
+    enter('the last stop');
+    const logs = supervisor.logs();
+    await supervisor.stop();
+    for (const line of logErrors(logs)) ledger.problem('server', line);
+
+    console.log(
+      `# ${kills} kills under load + 1 final; load ${loadMs} ms (down/start/checks per kill: ${rounds.join(', ')}),` +
+        ` final checks ${finalMs} ms, total ${Date.now() - started} ms`,
+    );
+    console.log(`# ${report(ledger, http)}`);
+    for (const [area, list] of ledger.problems)
+      console.log(`# ${list.length} ${area} problems, first: ${list[0] ?? ''}`);
+    return { seed, dataDir, ledger };
+  }
 }
 
 describe('crash safety: SIGKILL under concurrent pushes, restart on the same data folder', () => {
@@ -524,7 +573,7 @@ describe('crash safety: SIGKILL under concurrent pushes, restart on the same dat
     async () => {
       run = await runScenario();
     },
-    { timeout: 90_000 },
+    { timeout: HOOK_LIMIT_MS },
   );
 
   after(async () => {

@@ -257,6 +257,8 @@ export class CrashHttp {
   readonly #supervisor: AirlockSupervisor;
   readonly #onProblem: (message: string) => void;
   readonly #timeoutMs: number;
+  /** Aborted by `giveUp`: every request in flight or yet to come ends at once, as interrupted. */
+  readonly #giveUp = new AbortController();
   /** Responses by status, plus `interrupted`. */
   readonly counts = new Map<string, number>();
 
@@ -270,15 +272,21 @@ export class CrashHttp {
     this.counts.set(key, (this.counts.get(key) ?? 0) + 1);
   }
 
+  /** Ends every request now and later as interrupted, without reporting them (a test out of time). */
+  giveUp(): void {
+    this.#giveUp.abort();
+  }
+
   async request(request: HttpRequest): Promise<HttpResult> {
     const epoch = this.#supervisor.epoch;
+    if (this.#giveUp.signal.aborted) return { kind: 'interrupted', epoch, error: new Error('gave up') };
     const url = `${this.#supervisor.url}${request.path}`;
     const streaming = request.body !== undefined && !(request.body instanceof Uint8Array);
     try {
       const res = await fetch(url, {
         method: request.method,
         headers: request.headers ?? {},
-        signal: AbortSignal.timeout(this.#timeoutMs),
+        signal: AbortSignal.any([AbortSignal.timeout(this.#timeoutMs), this.#giveUp.signal]),
         ...(request.body === undefined ? {} : { body: request.body }),
         ...(streaming ? { duplex: 'half' as const } : {}),
       });
@@ -292,7 +300,7 @@ export class CrashHttp {
       return { kind: 'response', status: res.status, headers: res.headers, body, epoch };
     } catch (error) {
       this.#count('interrupted');
-      if (!this.#supervisor.wasKilled(epoch)) {
+      if (!this.#supervisor.wasKilled(epoch) && !this.#giveUp.signal.aborted) {
         const cause =
           error instanceof Error && error.cause instanceof Error ? ` (${error.cause.message})` : '';
         this.#onProblem(

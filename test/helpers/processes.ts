@@ -110,7 +110,25 @@ export interface RunningProcess {
   stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
+/** Servers started by this file's helpers that have not exited yet; SIGKILLed when the test process exits. */
+const runningChildren = new Set<ChildProcess>();
+let exitHookSet = false;
+
+function killedAtExit(child: ChildProcess): void {
+  if (!exitHookSet) {
+    exitHookSet = true;
+    // A test that failed or timed out before stopping its server must not leave it running (nor a
+    // runner waiting for its output).
+    process.once('exit', () => {
+      for (const running of runningChildren) running.kill('SIGKILL');
+    });
+  }
+  runningChildren.add(child);
+  child.once('exit', () => runningChildren.delete(child));
+}
+
 function track(child: ChildProcess): { output: () => string; exited: Promise<void> } {
+  killedAtExit(child);
   let text = '';
   child.stdout?.on('data', (chunk: Buffer) => (text += chunk.toString()));
   child.stderr?.on('data', (chunk: Buffer) => (text += chunk.toString()));
