@@ -24,7 +24,12 @@ function find(dir) {
   for (const name of readdirSync(dir)) {
     const path = join(dir, name);
     if (statSync(path).isDirectory()) out.push(...find(path));
-    else if (name.endsWith('.test.js')) out.push(path);
+    else if (name.endsWith('.test.js')) {
+      // tsc never deletes: a test whose source was removed or renamed would still run from dist/.
+      const source = path.replace(/^dist\//, '').replace(/\.js$/, '.ts');
+      if (existsSync(source)) out.push(path);
+      else console.error(`Skipping ${path}: its source ${source} is gone (a stale build output)`);
+    }
   }
   return out.sort();
 }
