@@ -272,6 +272,25 @@ const WARM_DOWNLOADS = 2 * SAMPLES_PER_WAY;
 interface DownloadResults {
   readonly ceiling: Series;
   readonly registries: Pair<Series>;
+  readonly airlockSendWay: string;
+}
+
+/** The way Airlock chose for sending blob downloads and the median rates it chose by (its /metrics). */
+async function sendWayOf(base: string): Promise<string> {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const chosen = /^airlock_blob_send_way\{way="(\w+)"\} 1$/m.exec(text)?.[1];
+  const rate = (way: string): string => {
+    const value = new RegExp(`^airlock_blob_send_rate_bytes_per_second\\{way="${way}"\\} (\\d+)$`, 'm').exec(
+      text,
+    )?.[1];
+    return value === undefined
+      ? 'not timed'
+      : `${Math.round(Number(value) / 1e6).toLocaleString('en-US')} MB/s`;
+  };
+  const timed = `sendfile ${rate('sendfile')}, copying ${rate('copy')}`;
+  return chosen
+    ? `${chosen}, chosen on the median rates of its timed sends (${timed})`
+    : `not chosen yet (${timed})`;
 }
 
 async function benchDownload(
@@ -312,7 +331,7 @@ async function benchDownload(
       progress(`download ${endpoints[name].client.label} #${rep + 1}: ${describe(result)}`);
     }
   }
-  return { ceiling, registries };
+  return { ceiling, registries, airlockSendWay: await sendWayOf(endpoints.airlock.client.base) };
 }
 
 /** Max RSS of each registry during one small and one large monolithic upload. */

@@ -45,6 +45,8 @@ export interface BenchResults {
   };
   readonly download?: {
     readonly registries: Pair<Series>;
+    /** How Airlock sent its downloads and the rates it chose by, from its /metrics. */
+    readonly airlockSendWay: string;
     /** The same client reading the same file from a bare node:http server. */
     readonly ceiling: Series;
   };
@@ -321,6 +323,7 @@ function renderSamples(r: BenchResults): string[] {
     out.push(
       `- Download MB/s: ${pair(r.download.registries)}`,
       `- Download from the bare node:http server MB/s: ${ceiling(r.download.ceiling)}`,
+      `- Airlock's way of sending downloads: ${r.download.airlockSendWay}`,
     );
   }
   return out;

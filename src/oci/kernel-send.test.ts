@@ -442,4 +442,16 @@ describe('SendMeter', () => {
     }
     assert.equal(meter.chosen, 'copy');
   });
+
+  it('reports the median rate of each way in bytes per second, none before a way was timed', () => {
+    const meter = new SendMeter();
+    assert.deepEqual(meter.rates(), { sendfile: undefined, copy: undefined });
+    meter.record('sendfile', big, 20);
+    meter.record('sendfile', big, 40);
+    meter.record('sendfile', big, 10);
+    assert.deepEqual(meter.rates(), { sendfile: (big / 20) * 1000, copy: undefined });
+    meter.record('copy', big, 8);
+    meter.record('copy', big, 16);
+    assert.deepEqual(meter.rates(), { sendfile: (big / 20) * 1000, copy: ((big / 8 + big / 16) / 2) * 1000 });
+  });
 });

@@ -149,6 +149,13 @@ export class SendMeter {
     return this.#chosen;
   }
 
+  /** The median rate of each way's timed sends so far, in bytes per second (undefined before the first). */
+  rates(): Record<SendWay, number | undefined> {
+    const perSecond = (samples: readonly number[]): number | undefined =>
+      samples.length === 0 ? undefined : median(samples) * 1000;
+    return { sendfile: perSecond(this.#rates.sendfile), copy: perSecond(this.#rates.copy) };
+  }
+
   /** The way for the next metered send. */
   next(): SendWay {
     if (this.#chosen) return this.#chosen;

@@ -66,6 +66,38 @@ describe('HttpStats', () => {
   });
 });
 
+describe('RegistryMetrics blob send ways', () => {
+  const base = { activeUploads: () => 0, storageBytes: () => Promise.resolve(0) };
+
+  it('shows neither way chosen and no rates before the meter has timed any send', async () => {
+    const metrics = new RegistryMetrics({
+      ...base,
+      sendWays: { chosen: undefined, rates: () => ({ sendfile: undefined, copy: undefined }) },
+    });
+    const text = await metrics.text();
+    assert.match(text, /^airlock_blob_send_way\{way="sendfile"\} 0$/m);
+    assert.match(text, /^airlock_blob_send_way\{way="copy"\} 0$/m);
+    assert.doesNotMatch(text, /^airlock_blob_send_rate_bytes_per_second\{/m);
+  });
+
+  it('marks the chosen way and the median rate each way was timed at', async () => {
+    const metrics = new RegistryMetrics({
+      ...base,
+      sendWays: { chosen: 'copy', rates: () => ({ sendfile: 1_050_000_000.4, copy: 1_750_000_000 }) },
+    });
+    const text = await metrics.text();
+    assert.match(text, /^airlock_blob_send_way\{way="sendfile"\} 0$/m);
+    assert.match(text, /^airlock_blob_send_way\{way="copy"\} 1$/m);
+    assert.match(text, /^airlock_blob_send_rate_bytes_per_second\{way="sendfile"\} 1050000000$/m);
+    assert.match(text, /^airlock_blob_send_rate_bytes_per_second\{way="copy"\} 1750000000$/m);
+  });
+
+  it('leaves the send metrics out when the process has no meter', async () => {
+    const text = await new RegistryMetrics(base).text();
+    assert.doesNotMatch(text, /airlock_blob_send/);
+  });
+});
+
 describe('RegistryMetrics garbage collection', () => {
   it('counts finished and failed runs and what they freed, leaving dry runs out', async () => {
     const metrics = new RegistryMetrics({ activeUploads: () => 0, storageBytes: () => Promise.resolve(0) });

@@ -1,6 +1,15 @@
 import { Counter, Gauge, Registry as PromRegistry, collectDefaultMetrics } from 'prom-client';
 import type { GarbageCollectionReport } from './gc.js';
 
+/** The ways a blob download can be sent (SendWay in src/oci/kernel-send.ts). */
+const SEND_WAYS = ['sendfile', 'copy'] as const;
+
+/** What the metrics read of the process's send meter. */
+export interface SendWays {
+  readonly chosen: (typeof SEND_WAYS)[number] | undefined;
+  rates(): Record<(typeof SEND_WAYS)[number], number | undefined>;
+}
+
 /** Upper bounds of the request duration histogram, in seconds. */
 const DURATION_BUCKETS = [0.001, 0.005, 0.025, 0.1, 0.5, 2.5, 10, 60] as const;
 
@@ -111,7 +120,12 @@ export class RegistryMetrics {
   readonly uploadSessions: Gauge;
   readonly storageBytes: Gauge;
 
-  constructor(sources: { activeUploads: () => number; storageBytes: () => Promise<number> }) {
+  constructor(sources: {
+    activeUploads: () => number;
+    storageBytes: () => Promise<number>;
+    /** How blob downloads are sent (the process's SendMeter), when they go by kernel sends. */
+    sendWays?: SendWays;
+  }) {
     collectDefaultMetrics({ register: this.registry, prefix: 'airlock_' });
     this.uploadSessions = new Gauge({
       name: 'airlock_upload_sessions_active',
@@ -129,6 +143,31 @@ export class RegistryMetrics {
         this.set(await sources.storageBytes());
       },
     });
+    const ways = sources.sendWays;
+    if (ways) {
+      new Gauge({
+        name: 'airlock_blob_send_way',
+        help: 'The way large blob downloads are sent, once chosen by timing both (1 for the chosen one)',
+        labelNames: ['way'],
+        registers: [this.registry],
+        collect() {
+          for (const way of SEND_WAYS) this.set({ way }, ways.chosen === way ? 1 : 0);
+        },
+      });
+      new Gauge({
+        name: 'airlock_blob_send_rate_bytes_per_second',
+        help: 'Median rate of the timed large blob downloads each way, by which the way was chosen',
+        labelNames: ['way'],
+        registers: [this.registry],
+        collect() {
+          const rates = ways.rates();
+          for (const way of SEND_WAYS) {
+            const rate = rates[way];
+            if (rate !== undefined) this.set({ way }, Math.round(rate));
+          }
+        },
+      });
+    }
   }
 
   readonly #gcRuns = new Counter({

@@ -19,6 +19,7 @@ import { hashPassword } from './auth/password.js';
 import { TokenService } from './auth/tokens.js';
 import { ServiceAccountVerifier } from './auth/service-accounts.js';
 import { HttpTransport } from '../client/index.js';
+import { kernelSends } from '../oci/index.js';
 import { ConfigError } from './config.js';
 import { isLoopback, parseAddr, type ServeConfig } from './config.js';
 import { createHttpServer, createRequestListener } from './http/server.js';
@@ -169,6 +170,7 @@ async function startOpened(
   const metrics = new RegistryMetrics({
     activeUploads: () => registry.activeUploads,
     storageBytes: () => blobs.usage(),
+    sendWays: kernelSends,
   });
   registry.events.on('gc', (outcome) => metrics.recordGc(outcome));
   const server = createHttpServer(
