@@ -71,11 +71,7 @@ const child = spawn(
     ...extra,
     ...files,
   ],
-  {
-    stdio: ['inherit', 'pipe', 'inherit'],
-    // Colours as before on a terminal, though the output now passes through a pipe.
-    env: process.stdout.isTTY ? { FORCE_COLOR: '1', ...process.env } : process.env,
-  },
+  { stdio: ['inherit', 'pipe', 'inherit'] },
 );
 let tail = '';
 child.stdout.setEncoding('utf8');
@@ -84,9 +80,8 @@ child.stdout.on('data', (text) => {
   tail = (tail + text).slice(-16_384);
 });
 const code = await new Promise((done) => child.once('close', (exitCode) => done(exitCode)));
-const plain = tail.replace(/\x1b\[[0-9;]*m/g, '');
 const count = (label) => {
-  const found = [...plain.matchAll(new RegExp(`^\u2139 ${label} (\\d+)$`, 'gm'))].at(-1);
+  const found = [...tail.matchAll(new RegExp(`^\u2139 ${label} (\\d+)$`, 'gm'))].at(-1);
   return Number(found?.[1] ?? 0);
 };
 const totals = {
