@@ -80,8 +80,10 @@ child.stdout.on('data', (text) => {
   tail = (tail + text).slice(-16_384);
 });
 const code = await new Promise((done) => child.once('close', (exitCode) => done(exitCode)));
+// Without colour codes, should FORCE_COLOR be set in the caller's environment.
+const plain = tail.replace(/\x1b\[[0-9;]*m/g, '');
 const count = (label) => {
-  const found = [...tail.matchAll(new RegExp(`^\u2139 ${label} (\\d+)$`, 'gm'))].at(-1);
+  const found = [...plain.matchAll(new RegExp(`^\u2139 ${label} (\\d+)$`, 'gm'))].at(-1);
   return Number(found?.[1] ?? 0);
 };
 const totals = {
