@@ -91,11 +91,14 @@ const totals = {
   failed: count('fail') + count('cancelled'),
   skipped: count('skipped'),
 };
-// A runner that failed without saying which test failed (killed, or no summary) still counts as a failure.
-if (code !== 0 && totals.failed === 0) totals.failed = 1;
+// A runner that failed without saying which test failed (killed), or that printed no summary at all,
+// still counts as a failure.
+const summarized = /^\u2139 tests \d+$/m.test(plain);
+if (!summarized) console.error('The test runner printed no summary; counting the run as failed');
+if ((code !== 0 || !summarized) && totals.failed === 0) totals.failed = 1;
 console.log(
   `${names.join('+')}: ${totals.passed} passed, ${totals.failed} failed, ${totals.skipped} skipped`,
 );
 if (process.env.AIRLOCK_TEST_TOTALS)
   appendFileSync(process.env.AIRLOCK_TEST_TOTALS, `${JSON.stringify(totals)}\n`);
-process.exit(code ?? 1);
+process.exit(summarized ? (code ?? 1) : 1);
