@@ -13,6 +13,7 @@ import { runToolOk } from './interop.js';
 import { findPeer, requirePeer } from './peers.js';
 import {
   CLI,
+  killedAtExit,
   freePort,
   run,
   startAirlockProcess,
@@ -246,6 +247,7 @@ export async function startDistributionWith(
       ].join('\n'),
     );
     const child = spawn(binary, ['serve', config], { stdio: ['ignore', 'pipe', 'pipe'] });
+    killedAtExit(child);
     let text = '';
     child.stdout.on('data', (c: Buffer) => (text += c.toString()));
     child.stderr.on('data', (c: Buffer) => (text += c.toString()));

@@ -3,7 +3,7 @@ import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { runForBytes, runTool, runToolOk } from './interop.js';
-import { tempDir, type CommandResult } from './processes.js';
+import { killedAtExit, tempDir, type CommandResult } from './processes.js';
 
 /** `ctr` bound to a private containerd's socket and a test namespace. */
 export interface Ctr {
@@ -52,6 +52,7 @@ export async function startContainerd(
     ].join('\n'),
   );
   const child = spawn(binaries.containerd, ['--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
+  killedAtExit(child);
   let log = '';
   child.stdout.on('data', (chunk: Buffer) => (log += chunk.toString()));
   child.stderr.on('data', (chunk: Buffer) => (log += chunk.toString()));

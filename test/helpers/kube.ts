@@ -17,7 +17,7 @@ import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { findPeer } from './peers.js';
-import { freePort, tempDir } from './processes.js';
+import { freePort, killedAtExit, tempDir } from './processes.js';
 
 export const KUBE_BINARIES = ['etcd', 'kube-apiserver', 'kube-controller-manager'] as const;
 export type KubeBinary = (typeof KUBE_BINARIES)[number];
@@ -182,19 +182,6 @@ async function stopChild(c: Child | undefined, graceMs = 5_000): Promise<void> {
 }
 
 // Children of every running control plane: killed if the test process exits without stop().
-const live = new Set<Child>();
-let exitHookInstalled = false;
-function remember(c: Child): void {
-  live.add(c);
-  void c.exited.then(() => live.delete(c));
-  if (!exitHookInstalled) {
-    exitHookInstalled = true;
-    process.once('exit', () => {
-      for (const each of live) each.child.kill('SIGKILL');
-    });
-  }
-}
-
 /** The control plane's temp folder: on tmpfs when asked and possible, else in the usual temp dir. */
 async function controlPlaneDir(tmpfs: boolean): Promise<string> {
   if (tmpfs && existsSync('/dev/shm')) {
@@ -318,7 +305,7 @@ async function startEtcd(
       ],
       dir,
     );
-    remember(etcd);
+    killedAtExit(etcd.child);
     while (Date.now() < deadline && !etcd.exitedEarly()) {
       try {
         const res = await fetch(`${client}/health`);
@@ -426,7 +413,7 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
         ...(options.apiserverArgs ?? []),
       ];
       apiserver = startChild('kube-apiserver', binaries.apiserver, args, dir);
-      remember(apiserver);
+      killedAtExit(apiserver.child);
       children.push(apiserver);
 
       // The serving certificate appears in --cert-dir just before the apiserver listens.
@@ -540,7 +527,7 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
         ],
         dir,
       );
-      remember(cm);
+      killedAtExit(cm.child);
       children.push(cm);
       // Its controllers run once the serviceaccount controller has made the "default" namespace's "default".
       let ok = false;

@@ -110,15 +110,18 @@ export interface RunningProcess {
   stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
-/** Servers started by this file's helpers that have not exited yet; SIGKILLed when the test process exits. */
+/** Long-running children the test helpers started that have not exited yet. */
 const runningChildren = new Set<ChildProcess>();
 let exitHookSet = false;
 
-function killedAtExit(child: ChildProcess): void {
+/**
+ * SIGKILLs `child` when the test process exits, should it still run then. For servers and daemons a
+ * helper starts: a test that failed or timed out before stopping one must not leave it running (the
+ * runner force-exits test files, which would otherwise orphan it).
+ */
+export function killedAtExit(child: ChildProcess): void {
   if (!exitHookSet) {
     exitHookSet = true;
-    // A test that failed or timed out before stopping its server must not leave it running (nor a
-    // runner waiting for its output).
     process.once('exit', () => {
       for (const running of runningChildren) running.kill('SIGKILL');
     });

@@ -10,6 +10,7 @@ import type { TestContext } from 'node:test';
 import { startControlPlane, requireKube, type ControlPlane } from './kube.js';
 import {
   CLI,
+  killedAtExit,
   run,
   runOk,
   startAirlockProcess,
@@ -47,6 +48,7 @@ export function startControllerProcess(kubeconfig: string, extraArgs: readonly s
       env: { ...process.env, TMPDIR: tempDirSync('airlock-controller-') },
     },
   );
+  killedAtExit(child);
   let text = '';
   child.stdout.on('data', (c: Buffer) => (text = (text + c.toString()).slice(-2_000_000)));
   child.stderr.on('data', (c: Buffer) => (text = (text + c.toString()).slice(-2_000_000)));
