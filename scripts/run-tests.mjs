@@ -58,6 +58,13 @@ const concurrency =
 // passes through, so the counts can be added up across suites (.ci/run prints the total). A TAP file
 // reporter would lose its last lines: --test-force-exit ends the runner before a file stream flushes,
 // while stdout to a pipe or a file is written synchronously.
+// --test-force-exit came with node 20.14 and 22.0.
+const [major = 0, minor = 0] = process.versions.node.split('.').map(Number);
+const forceExit = major >= 22 || (major === 20 && minor >= 14);
+if (!forceExit)
+  console.error(
+    `node ${process.versions.node} has no --test-force-exit: a test that leaks a handle will hang the run`,
+  );
 const child = spawn(
   process.execPath,
   [
@@ -65,7 +72,7 @@ const child = spawn(
     `--test-concurrency=${concurrency}`,
     // A test file whose tests are done exits even if something it started still runs (a load loop, a
     // server it did not stop); without this, one leaked handle keeps the whole run waiting for ever.
-    '--test-force-exit',
+    ...(forceExit ? ['--test-force-exit'] : []),
     '--test-reporter=spec',
     '--test-reporter-destination=stdout',
     ...extra,
