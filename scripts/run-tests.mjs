@@ -54,10 +54,6 @@ if (files.length === 0) {
 const concurrency =
   process.env.TEST_CONCURRENCY ??
   (names.some((n) => n === 'interop' || n === 'crash' || n === 'e2e') ? '1' : '2');
-// The spec reporter's closing summary ("ℹ pass 9" and so on, not indented) is read from its output as it
-// passes through, so the counts can be added up across suites (.ci/run prints the total). A TAP file
-// reporter would lose its last lines: --test-force-exit ends the runner before a file stream flushes,
-// while stdout to a pipe or a file is written synchronously.
 // --test-force-exit came with node 20.14 and 22.0.
 const [major = 0, minor = 0] = process.versions.node.split('.').map(Number);
 const forceExit = major >= 22 || (major === 20 && minor >= 14);
@@ -65,6 +61,10 @@ if (!forceExit)
   console.error(
     `node ${process.versions.node} has no --test-force-exit: a test that leaks a handle will hang the run`,
   );
+// The spec reporter's closing summary ("ℹ pass 9" and so on, not indented) is read from its output as it
+// passes through, so the counts can be added up across suites (.ci/run prints the total). A TAP file
+// reporter would lose its last lines: --test-force-exit ends the runner before a file stream flushes,
+// while stdout to a pipe or a file is written synchronously.
 const child = spawn(
   process.execPath,
   [

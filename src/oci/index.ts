@@ -28,7 +28,7 @@ export type { ExtractOptions, ExtractLimits, ExtractResult } from './extract.js'
 export { OciLayout, REF_NAME } from './layout.js';
 export { fileStream, fileSourceOf, sendFileTo } from './file-source.js';
 export type { DirectSocket, FileSink } from './file-source.js';
-export { kernelSendEnabled, kernelSends } from './kernel-send.js';
+export { kernelSendEnabled, kernelSends, type SendWay } from './kernel-send.js';
 export type { LayoutIndex } from './layout.js';
 export { checkWriteSwitches, DirectReads, UnhashedWriteError, writeHashed } from './hashed-write.js';
 export { hashThread, hashThreadAllowed } from './hash-thread.js';

@@ -1,13 +1,14 @@
 import { Counter, Gauge, Registry as PromRegistry, collectDefaultMetrics } from 'prom-client';
+import type { SendWay } from '../oci/index.js';
 import type { GarbageCollectionReport } from './gc.js';
 
-/** The ways a blob download can be sent (SendWay in src/oci/kernel-send.ts). */
-const SEND_WAYS = ['sendfile', 'copy'] as const;
+/** Every SendWay, as the gauges' label values. */
+const SEND_WAYS: readonly SendWay[] = ['sendfile', 'copy'];
 
-/** What the metrics read of the process's send meter. */
+/** What the metrics read of the process's send meter (SendMeter in src/oci/kernel-send.ts). */
 export interface SendWays {
-  readonly chosen: (typeof SEND_WAYS)[number] | undefined;
-  rates(): Record<(typeof SEND_WAYS)[number], number | undefined>;
+  readonly chosen: SendWay | undefined;
+  rates(): Record<SendWay, number | undefined>;
 }
 
 /** Upper bounds of the request duration histogram, in seconds. */

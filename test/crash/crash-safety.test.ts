@@ -492,7 +492,7 @@ async function runScenario(): Promise<CrashRun> {
       const output = supervisor.logs().at(-1)?.slice(-3000) ?? '';
       throw new Error(
         `seed ${seed}: the scenario ran past ${SCENARIO_LIMIT_MS} ms during ${phase}; data kept in ${dataDir}\n` +
-          `responses: ${[...http.counts].map(([status, n]) => `${status}:${n}`).join(' ')}\n` +
+          `${report(ledger, http)}\n` +
           `problems found before that:\n${problemsAtLimit.join('\n') || '(none)'}\nlast server output:\n${output}`,
       );
     }

@@ -152,6 +152,8 @@ interface Child {
 
 function startChild(name: string, command: string, args: readonly string[], cwd: string): Child {
   const child = spawn(command, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env } });
+  // Killed if the test process exits without stopping it.
+  killedAtExit(child);
   const output = new Output();
   child.stdout?.on('data', (c: Buffer) => output.push(c));
   child.stderr?.on('data', (c: Buffer) => output.push(c));
@@ -181,7 +183,6 @@ async function stopChild(c: Child | undefined, graceMs = 5_000): Promise<void> {
   }
 }
 
-// Children of every running control plane: killed if the test process exits without stop().
 /** The control plane's temp folder: on tmpfs when asked and possible, else in the usual temp dir. */
 async function controlPlaneDir(tmpfs: boolean): Promise<string> {
   if (tmpfs && existsSync('/dev/shm')) {
@@ -305,7 +306,6 @@ async function startEtcd(
       ],
       dir,
     );
-    killedAtExit(etcd.child);
     while (Date.now() < deadline && !etcd.exitedEarly()) {
       try {
         const res = await fetch(`${client}/health`);
@@ -413,7 +413,6 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
         ...(options.apiserverArgs ?? []),
       ];
       apiserver = startChild('kube-apiserver', binaries.apiserver, args, dir);
-      killedAtExit(apiserver.child);
       children.push(apiserver);
 
       // The serving certificate appears in --cert-dir just before the apiserver listens.
@@ -527,7 +526,6 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
         ],
         dir,
       );
-      killedAtExit(cm.child);
       children.push(cm);
       // Its controllers run once the serviceaccount controller has made the "default" namespace's "default".
       let ok = false;
