@@ -91,7 +91,7 @@ export function registerArtifactCommands(program: Command): void {
       .option('--platform <os/arch[/variant]>', 'only this platform of an index')
       .description("Pull an artifact's files (like oras pull), or an image into an OCI layout"),
   ).action(async (reference: string, flags: ClientFlags & { dir: string; layout?: string }) => {
-    const out = outputFor(flags);
+    const out = outputFor(flags, { writeFlag: '--dir' });
     const ref = parseRef(reference);
     const client = await clientFor(ref.registry, flags);
     try {

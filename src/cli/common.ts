@@ -41,9 +41,17 @@ export function withClientOptions(command: Command): Command {
     .option('-q, --quiet', 'print only what scripts need');
 }
 
-export function outputFor(flags: ClientFlags): Output {
+/**
+ * The output a command writes, as its `--output` and `--quiet` ask. `writeFlag`: for a command that
+ * writes content to a path, the flag that names it, which a wrong `--output` then points to (`oras pull`
+ * names its folder with `-o`).
+ */
+export function outputFor(flags: ClientFlags, options: { writeFlag?: string } = {}): Output {
   if (flags.output !== undefined && flags.output !== 'text' && flags.output !== 'json') {
-    throw new UsageError(`--output must be "text" or "json", not "${flags.output}"`);
+    const hint = options.writeFlag
+      ? ` (-o is the output format; to write to ${flags.output}, use ${options.writeFlag} ${flags.output})`
+      : '';
+    throw new UsageError(`--output must be "text" or "json", not "${flags.output}"${hint}`);
   }
   return createOutput({
     ...(flags.output ? { output: flags.output } : {}),

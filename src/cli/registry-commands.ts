@@ -110,6 +110,8 @@ export function registerRegistryCommands(program: Command): void {
       .option('-f, --file <path>', 'write to a file (atomically) instead of standard output')
       .description('Download one blob, verified against its digest'),
   ).action(async (reference: string, flags: ClientFlags & { file?: string }) => {
+    // The blob's bytes are the output; a wrong --output (crane users' `-o FILE`) is refused, not ignored.
+    outputFor(flags, { writeFlag: '--file' });
     const ref = parseRef(reference);
     const digest = ref.digest;
     if (!digest) throw new UsageError(`"${reference}" names no digest; use HOST/REPO@sha256:…`);

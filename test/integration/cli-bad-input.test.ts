@@ -676,6 +676,17 @@ describe('airlock CLI usage errors', { concurrency: 2 }, () => {
       },
       { args: ['tags', '127.0.0.1:1/org/app', '-p', 'b'], pattern: /without --username/ },
       { args: ['tags', '127.0.0.1:1/org/app', '-o', 'yaml'], pattern: /--output must be "text" or "json"/ },
+      // oras pull names its folder with -o: the error says which flag does that here; blob is the same.
+      {
+        args: ['pull', '127.0.0.1:1/org/app:v1', '-o', 'out'],
+        pattern:
+          /--output must be "text" or "json", not "out" \(-o is the output format; to write to out, use --dir out\)/,
+      },
+      {
+        args: ['blob', `127.0.0.1:1/org/app@sha256:${'a'.repeat(64)}`, '-o', 'layer.tgz'],
+        pattern:
+          /not "layer\.tgz" \(-o is the output format; to write to layer\.tgz, use --file layer\.tgz\)/,
+      },
       { args: ['login', '127.0.0.1:1'], pattern: /login needs --username/ },
       { args: ['push', '127.0.0.1:1/org/app:v1', 'f.txt', '-a', 'novalue'], pattern: /is not KEY=VALUE/ },
       {
