@@ -158,7 +158,10 @@ export function registerArtifactCommands(program: Command): void {
       const client = await clientFor(ref.registry, flags);
       let base: ImageSource | undefined;
       try {
-        if (flags.base) base = await openSource(imageLocation(flags.base), (host) => clientFor(host, flags));
+        if (flags.base)
+          base = await openSource(imageLocation(flags.base, { layoutFolders: true }), (host) =>
+            clientFor(host, flags),
+          );
         const target = new RegistryStore(client, ref);
         const manifest = await appendLayer(target, flags.file, {
           ...(base ? { base } : {}),

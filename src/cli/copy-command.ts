@@ -47,7 +47,7 @@ export function registerCopy(program: Command): void {
       const progress = new ProgressLine({ json: out.json, quiet: out.quiet });
       try {
         // Both ends and the platform are checked before anything is opened.
-        const origin = imageLocation(sourceText);
+        const origin = imageLocation(sourceText, { layoutFolders: true });
         const destination = imageLocation(destinationText);
         // skopeo refuses this too: the digest would be written, the tag silently not.
         if (destination.kind === 'registry' && destination.ref.tag && destination.ref.digest)

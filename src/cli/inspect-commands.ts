@@ -25,11 +25,14 @@ export function registerInspectCommands(program: Command): void {
   withClientOptions(
     program
       .command('tree')
-      .argument('<source>', 'a repository (HOST/REPO, every tag), a reference, or oci:DIR / oci-archive:FILE')
+      .argument(
+        '<source>',
+        'a repository (HOST/REPO, every tag), a reference, or oci:DIR / oci-archive:FILE (a layout folder may be named as it is)',
+      )
       .description('Show tags, manifests, platforms and referrers (signatures, SBOMs) as a tree'),
   ).action(async (text: string, flags: ClientFlags) => {
     const out = outputFor(flags);
-    const location = imageLocation(text);
+    const location = imageLocation(text, { layoutFolders: true });
     const source: ImageSource = await openSource(location, (host) => clientFor(host, flags));
     try {
       const nodes: TreeNode[] = [];
@@ -99,7 +102,10 @@ export function registerInspectCommands(program: Command): void {
   withClientOptions(
     program
       .command('extract')
-      .argument('<source>', 'image: a reference, oci:DIR[:TAG], oci-archive:FILE, docker-archive:FILE')
+      .argument(
+        '<source>',
+        'image: a reference, oci:DIR[:TAG] (or the layout folder as it is), oci-archive:FILE, docker-archive:FILE',
+      )
       .argument('<out>', "new folder to write the image's files into")
       .option('--dir <path>', 'only this folder of the image')
       .option('--platform <os/arch[/variant]>', 'platform to pick from an index (default linux/amd64)')
@@ -117,7 +123,9 @@ export function registerInspectCommands(program: Command): void {
         maxBytes: positiveInteger('--max-bytes', flags.maxBytes),
         maxEntries: positiveInteger('--max-entries', flags.maxEntries),
       };
-      const source = await openSource(imageLocation(text), (host) => clientFor(host, flags));
+      const source = await openSource(imageLocation(text, { layoutFolders: true }), (host) =>
+        clientFor(host, flags),
+      );
       try {
         const result = await flattenImage(source, outDir, {
           ...(flags.dir ? { dir: flags.dir } : {}),

@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ClientError } from './errors.js';
@@ -55,6 +55,51 @@ describe('parseImageLocation', () => {
         (e: unknown) => e instanceof ClientError && e.code === 'INVALID_INPUT' && pattern.test(e.message),
         text,
       );
+    }
+  });
+});
+
+describe('parseImageLocation with layoutFolders', () => {
+  it('reads a folder holding an OCI layout as oci:FOLDER, and says what a path-like text lacks', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'airlock-location-'));
+    const cwd = process.cwd();
+    try {
+      await mkdir(join(dir, 'bundle'));
+      await writeFile(join(dir, 'bundle', 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+      await mkdir(join(dir, 'empty'));
+      await writeFile(join(dir, 'image.tar'), 'not read');
+      process.chdir(dir);
+      const options = { layoutFolders: true };
+      for (const text of ['bundle', './bundle', join(dir, 'bundle'), 'bundle/']) {
+        assert.deepEqual(parseImageLocation(text, options), { kind: 'oci', dir: text }, text);
+      }
+      // Without the option, or with no layout there, a bare name stays a registry reference (docker's).
+      assert.equal(parseImageLocation('bundle').kind, 'registry');
+      assert.equal(parseImageLocation('empty', options).kind, 'registry');
+      assert.equal(parseImageLocation('bundle', { ...options, registryOnly: true }).kind, 'registry');
+      // A transport still says what it is.
+      assert.deepEqual(parseImageLocation('oci:bundle:v1', options), {
+        kind: 'oci',
+        dir: 'bundle',
+        tag: 'v1',
+      });
+      const cases: [string, RegExp][] = [
+        ['./empty', /^Cannot use "\.\/empty": the folder holds no OCI layout \(no oci-layout file in it\)$/],
+        ['./missing', /^Cannot use "\.\/missing": no such file or folder$/],
+        ['../nowhere/x', /no such file or folder/],
+        ['/', /the folder holds no OCI layout/],
+        ['./image.tar', /it is a file: name it oci-archive:FILE or docker-archive:FILE/],
+      ];
+      for (const [text, pattern] of cases) {
+        assert.throws(
+          () => parseImageLocation(text, options),
+          (e: unknown) => e instanceof ClientError && e.code === 'INVALID_INPUT' && pattern.test(e.message),
+          text,
+        );
+      }
+    } finally {
+      process.chdir(cwd);
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });

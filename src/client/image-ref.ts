@@ -14,7 +14,7 @@ import {
 import { ClientError } from './errors.js';
 import type { ImageSource, ImageTarget } from './image-store.js';
 import type { RegistryClient } from './registry-client.js';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, statSync, type Stats } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
@@ -61,6 +61,13 @@ export interface ParseImageLocationOptions {
    * commands that work on a registry alone; every other transport is refused. Default: false.
    */
   readonly registryOnly?: boolean;
+  /**
+   * Read a text without a transport that names a folder holding an OCI layout (its `oci-layout` file) as
+   * `oci:FOLDER`, as gdcloud's `artifacts tree` and `extract` take a bundle's folder; a text that can only
+   * be a path (`/…`, `./…`, `../…`) must then name one. For sources: it looks at the file system, and
+   * a destination folder may not exist yet. Default: false.
+   */
+  readonly layoutFolders?: boolean;
 }
 
 const OWN_TRANSPORT = /^(oci|oci-archive|docker-archive):/;
@@ -110,6 +117,16 @@ export function parseImageLocation(text: string, options: ParseImageLocationOpti
     return { kind: 'docker-archive', file, ...(name ? { name } : {}) };
   }
   if (transport === 's3://') return { kind: 's3', ...parseS3Url(text) };
+  if (transport === undefined && options.layoutFolders && !options.registryOnly) {
+    if (statOrNothing(join(text, 'oci-layout'))?.isFile()) return { kind: 'oci', dir: text };
+    // No reference starts like a path (its first part would be the host): say what the folder lacks.
+    if (/^(\/|\.\.?(\/|$))/.test(text)) {
+      const found = statOrNothing(text);
+      if (!found) fail('no such file or folder');
+      if (found?.isFile()) fail('it is a file: name it oci-archive:FILE or docker-archive:FILE');
+      fail('the folder holds no OCI layout (no oci-layout file in it)');
+    }
+  }
   if (transport !== undefined && transport !== 'docker://') {
     if (transport.endsWith('://'))
       fail('unknown transport (use oci:, oci-archive:, docker-archive: or docker://)');
@@ -120,6 +137,15 @@ export function parseImageLocation(text: string, options: ParseImageLocationOpti
   } catch (error) {
     // Its message already quotes the reference.
     throw new ClientError('INVALID_INPUT', (error as Error).message, { cause: error });
+  }
+}
+
+/** A path's stat, or undefined when there is nothing to stat there (missing, or below a file). */
+function statOrNothing(path: string): Stats | undefined {
+  try {
+    return statSync(path);
+  } catch {
+    return undefined;
   }
 }
 

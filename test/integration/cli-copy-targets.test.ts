@@ -134,6 +134,12 @@ describe('airlock copy targets', { concurrency: 2 }, () => {
       tree.tags.map((node) => [node.digest, node.referrers.length]),
       [[image.descriptor.digest, 1]],
     );
+    // The layout's folder named as it is (gdcloud's `artifacts tree BUNDLE`) reads the same layout.
+    assert.deepEqual(
+      JSON.parse((await airlockOk(env, ['tree', layout, '-o', 'json'])).stdout),
+      tree,
+      'a folder holding an OCI layout is read as oci:FOLDER',
+    );
     for (const source of [`oci-archive:${archive}`, `oci:${layout}`]) {
       const copied = JSON.parse(
         (await airlockOk(env, ['copy', source, `${registry.host}/wr/back:v1`, '-o', 'json'])).stdout,
