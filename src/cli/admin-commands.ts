@@ -10,6 +10,7 @@ import {
   withClientOptions,
   type ClientFlags,
 } from './common.js';
+import { counted } from './output.js';
 
 interface Row {
   [key: string]: unknown;
@@ -51,8 +52,9 @@ function describeGc(report: GarbageCollectionReport): string {
   const mib = (report.bytesFreed / (1024 * 1024)).toFixed(1);
   return [
     ...report.manifestsDeleted.map((m) => `manifest ${m.repository}@${m.digest} ${would}deleted`),
-    `${report.repositories} repositories: ${report.manifestsDeleted.length} untagged manifests ${would}deleted, ` +
-      `${report.linksRemoved} blob links ${would}removed, ${report.blobsDeleted} blobs ${would}deleted (${mib} MiB ${report.dryRun ? 'to free' : 'freed'})`,
+    `${counted(report.repositories, 'repository', 'repositories')}: ` +
+      `${counted(report.manifestsDeleted.length, 'untagged manifest')} ${would}deleted, ` +
+      `${counted(report.linksRemoved, 'blob link')} ${would}removed, ${counted(report.blobsDeleted, 'blob')} ${would}deleted (${mib} MiB ${report.dryRun ? 'to free' : 'freed'})`,
     ...report.problems.map((p) => `left alone: ${p}`),
   ].join('\n');
 }

@@ -18,6 +18,7 @@ import {
   withClientOptions,
   type ClientFlags,
 } from './common.js';
+import { counted } from './output.js';
 import { parsePlatform } from './platform.js';
 
 /** `tree` and `extract`. */
@@ -133,7 +134,7 @@ export function registerInspectCommands(program: Command): void {
           ...limits,
         });
         out.result(
-          `Extracted ${result.files} files (${result.bytes} bytes) of ${source.name} into ${outDir}`,
+          `Extracted ${counted(result.files, 'file')} (${counted(result.bytes, 'byte')}) of ${source.name} into ${outDir}`,
           { ...result, out: outDir, source: source.name },
         );
       } finally {

@@ -13,6 +13,11 @@ export interface Output {
   error(message: string): void;
 }
 
+/** `n` and the noun, singular for one: "1 blob", "3 blobs" (`plural` when the noun is not made with -s). */
+export function counted(n: number, noun: string, plural = `${noun}s`): string {
+  return `${n} ${n === 1 ? noun : plural}`;
+}
+
 export function createOutput(options: { output?: string; quiet?: boolean } = {}): Output {
   const json = options.output === 'json';
   const quiet = options.quiet ?? false;

@@ -1,4 +1,5 @@
 import type { CopyProgress } from '../client/index.js';
+import { counted } from './output.js';
 
 function human(bytes: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
@@ -17,6 +18,7 @@ function human(bytes: number): string {
  */
 export class ProgressLine {
   readonly #enabled: boolean;
+  readonly #stream: NodeJS.WriteStream;
   readonly #started = Date.now();
   #blobs = 0;
   #skipped = 0;
@@ -26,8 +28,8 @@ export class ProgressLine {
   #ended = false;
 
   constructor(options: { quiet?: boolean; json?: boolean; stream?: NodeJS.WriteStream } = {}) {
-    const stream = options.stream ?? process.stderr;
-    this.#enabled = Boolean(stream.isTTY) && !options.quiet && !options.json;
+    this.#stream = options.stream ?? process.stderr;
+    this.#enabled = Boolean(this.#stream.isTTY) && !options.quiet && !options.json;
   }
 
   update(event: CopyProgress): void {
@@ -44,8 +46,8 @@ export class ProgressLine {
 
   #draw(): void {
     const seconds = Math.max((Date.now() - this.#started) / 1000, 0.001);
-    const line = `  ${this.#blobs} blobs copied (${human(this.#bytes)}, ${human(this.#bytes / seconds)}/s), ${this.#skipped} already there or mounted, ${this.#manifests} manifests`;
-    process.stderr.write(`\r\x1b[2K${line}`);
+    const line = `  ${counted(this.#blobs, 'blob')} copied (${human(this.#bytes)}, ${human(this.#bytes / seconds)}/s), ${this.#skipped} already there or mounted, ${counted(this.#manifests, 'manifest')}`;
+    this.#stream.write(`\r\x1b[2K${line}`);
   }
 
   /** Draws the final state and ends the line (once; later calls do nothing), so an error starts a line. */
@@ -53,6 +55,6 @@ export class ProgressLine {
     if (!this.#enabled || this.#ended) return;
     this.#ended = true;
     this.#draw();
-    process.stderr.write('\n');
+    this.#stream.write('\n');
   }
 }

@@ -19,7 +19,7 @@ import {
   type SignatureVerifier,
 } from '../sync/index.js';
 import { UsageError, logLevelFlag, positiveInteger } from './common.js';
-import { createOutput } from './output.js';
+import { counted, createOutput } from './output.js';
 
 interface KubeFlags {
   kubeconfig?: string;
@@ -159,7 +159,7 @@ export function registerSyncCommands(program: Command): void {
         await waitEstablished(kube, crd.metadata.name);
       for (const object of objects.filter((o) => !ordered.includes(o)))
         await kube.apply(object, { fieldManager: 'airlock-install' });
-      out.result(`Installed ${objects.length} objects`, {
+      out.result(`Installed ${counted(objects.length, 'object')}`, {
         installed: objects.map((o) => `${o.kind}/${o.metadata.name}`),
       });
     } finally {
@@ -246,7 +246,7 @@ export function registerSyncCommands(program: Command): void {
           format: flags.sourceFormat,
           namespace: flags.namespace,
         });
-        out.result(`✓ ${declared.length} objects are valid`, {
+        out.result(`✓ ${counted(declared.length, 'object')} ${declared.length === 1 ? 'is' : 'are'} valid`, {
           valid: true,
           objects: declared.map((d) => ({ ...d.id, path: d.path })),
         });

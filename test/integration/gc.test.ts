@@ -75,7 +75,7 @@ describe('airlock gc', () => {
     assert.match(result.stdout, new RegExp(`manifest p/app@${untagged} deleted`));
     assert.match(
       result.stdout,
-      /1 repositories: 1 untagged manifests deleted, \d+ blob links removed, \d+ blobs deleted \([\d.]+ MiB freed\)/,
+      /1 repository: 1 untagged manifest deleted, \d+ blob links? removed, \d+ blobs? deleted \([\d.]+ MiB freed\)/,
     );
 
     const after = await blobFiles(reg.dataDir);
