@@ -87,6 +87,23 @@ function scheduleGc(
   return timer;
 }
 
+/** Why the server could not listen on `addr`, in words, keeping the error's code. */
+function listenError(error: Error, addr: string): Error {
+  const code = (error as NodeJS.ErrnoException).code;
+  const reason =
+    code === 'EADDRINUSE'
+      ? 'another process listens on that port; choose another with --addr (or addr in the config file)'
+      : code === 'EACCES'
+        ? 'permission denied (a port below 1024 needs root or CAP_NET_BIND_SERVICE)'
+        : code === 'EADDRNOTAVAIL'
+          ? 'no network interface of this machine has that address'
+          : undefined;
+  if (reason === undefined) return error;
+  return Object.assign(new Error(`Cannot listen on ${addr}: ${reason} (${code})`, { cause: error }), {
+    code,
+  });
+}
+
 /**
  * Opens the data folder, starts the HTTP server and returns once it listens. The folder is locked for
  * this process until `close()` (see lockDataFolder): a second `serve` on it is refused.
@@ -178,9 +195,10 @@ async function startOpened(
     { tls, bodyIdleTimeoutMs: options.bodyIdleTimeoutMs },
   );
   await new Promise<void>((resolveListen, reject) => {
-    server.once('error', reject);
+    const refused = (error: Error): void => reject(listenError(error, config.addr));
+    server.once('error', refused);
     server.listen(port, host, () => {
-      server.off('error', reject);
+      server.off('error', refused);
       resolveListen();
     });
   });

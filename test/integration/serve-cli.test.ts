@@ -1,6 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile, rm } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { CLI, run, startAirlockProcess, tempDir } from '../helpers/processes.js';
 import { image } from '../helpers/oci-fixtures.js';
@@ -135,6 +136,29 @@ describe('airlock serve', () => {
     } finally {
       await first.stop();
       await rm(first.dataDir, { recursive: true, force: true });
+    }
+  });
+
+  it('says in one line why it cannot listen on a port another process holds, and frees its data folder', async () => {
+    const holder = createServer();
+    await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+    const { port } = holder.address() as AddressInfo;
+    const dataDir = await tempDir('airlock-busy-port-');
+    try {
+      const args = [CLI, 'serve', '--addr', `127.0.0.1:${port}`, '--data', dataDir, '--log-level', 'warn'];
+      const refused = await run(process.execPath, args, { timeoutMs: 10_000 });
+      assert.equal(refused.code, 1);
+      const lines = refused.stderr.split('\n').filter((line) => line.trim() !== '');
+      assert.deepEqual(lines, [
+        `Error: Cannot listen on 127.0.0.1:${port}: another process listens on that port; choose another with --addr (or addr in the config file) (EADDRINUSE)`,
+      ]);
+      // The data folder's lock went with it: a serve on another port starts on the same folder.
+      const next = await startAirlockProcess({ dataDir });
+      await next.stop();
+      assert.equal(next.child.exitCode, 0);
+    } finally {
+      holder.close();
+      await rm(dataDir, { recursive: true, force: true });
     }
   });
 
