@@ -400,6 +400,12 @@ function renderTable(report: Report): { table: string; verdicts: string[] } {
       `- ${met ? '✅' : '❌'} ${direction}: Airlock takes ${ratio(seconds.airlock, seconds.skopeo)} skopeo's time and ` +
         `${ratio(seconds.airlock, seconds.crane)} crane's (target ≤ 1.00×: as fast or faster)`,
     );
+    // The ratio of medians hides how often each one won; per repetition (the two ran back to back) shows it.
+    const paired = runs.airlock.map((run, i) => run.seconds / (runs.crane[i]?.seconds ?? Number.NaN));
+    verdicts.push(
+      `  - per repetition, Airlock's time / crane's: ${paired.map(two).join(', ')}; ` +
+        `Airlock the faster in ${paired.filter((r) => r < 1).length} of ${paired.length}`,
+    );
     row(
       `… throughput, MB/s`,
       cells(
