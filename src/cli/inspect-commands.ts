@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import {
   describeTree,
+  nestCosignTags,
   flattenImage,
   openSource,
   renderTree,
@@ -94,7 +95,9 @@ export function registerInspectCommands(program: Command): void {
           ),
         );
       }
-      out.result(renderTree(title, nodes), { name: title, tags: nodes });
+      // cosign's signature tags (`sha256-<hex>.sig`) show under the manifest they sign.
+      const top = nestCosignTags(nodes);
+      out.result(renderTree(title, top), { name: title, tags: top });
     } finally {
       await source.close();
     }

@@ -84,3 +84,29 @@ export function renderTree(title: string, nodes: readonly TreeNode[]): string {
   walk(nodes, '');
   return lines.join('\n');
 }
+
+/** cosign's tags for what it attaches to a manifest: `sha256-<hex>.sig`, `.att` (attestations), `.sbom`. */
+const COSIGN_TAG = /^(sha256)-([0-9a-f]{64})\.(sig|att|sbom)$/;
+
+/**
+ * Moves the nodes of cosign's tag-schema tags under the node of the manifest they are for (a tag's
+ * manifest, or one of an index's platforms), as referrers, as the referrers API would have listed them;
+ * one whose manifest is not in the tree stays where it is. Returns the nodes left at the top.
+ */
+export function nestCosignTags(nodes: readonly TreeNode[]): TreeNode[] {
+  const byDigest = new Map<string, TreeNode>();
+  const index = (node: TreeNode): void => {
+    if (!byDigest.has(node.digest)) byDigest.set(node.digest, node);
+    node.children.forEach(index);
+    node.referrers.forEach(index);
+  };
+  nodes.filter((node) => !COSIGN_TAG.test(node.label)).forEach(index);
+  const top: TreeNode[] = [];
+  for (const node of nodes) {
+    const tag = COSIGN_TAG.exec(node.label);
+    const subject = tag ? byDigest.get(`${tag[1]}:${tag[2]}`) : undefined;
+    if (subject) subject.referrers.push(node);
+    else top.push(node);
+  }
+  return top;
+}

@@ -88,6 +88,14 @@ describe('airlock sign and verify', () => {
       (await airlockOk(env, ['verify', '--key', `${prefix}.pub`, '-o', 'json', ref])).stdout,
     );
     assert.deepEqual(json.signatures[0].annotations, { env: 'prod' });
+    // tree shows the signature tag under the manifest it signs, not as a tag beside it.
+    const tree = JSON.parse(
+      (await airlockOk(env, ['tree', `${host}/signing/signed`, '-o', 'json'])).stdout,
+    ) as { tags: { label: string; referrers: { label: string }[] }[] };
+    assert.deepEqual(
+      tree.tags.map((node) => [node.label, node.referrers.map((r) => r.label)]),
+      [['v1', [signed.stdout.replace(/^.*\(signature in (.*)\)\n$/s, '$1')]]],
+    );
     const again = await airlockOk(withPassword('s3cret'), [
       'sign',
       '--key',
