@@ -22,6 +22,9 @@ import {
 import { counted } from './output.js';
 import { parsePlatform } from './platform.js';
 
+/** The tags cosign gives what it attaches to a manifest: `sha256-<hex>.sig`, `.att`, `.sbom`. */
+const COSIGN_SUFFIXES = ['sig', 'att', 'sbom'] as const;
+
 /** `tree` and `extract`. */
 export function registerInspectCommands(program: Command): void {
   withClientOptions(
@@ -87,13 +90,20 @@ export function registerInspectCommands(program: Command): void {
           source instanceof RegistryStore
             ? (source.ref.tag ?? source.ref.digest ?? '')
             : (source.name.split(':').pop() ?? '');
-        nodes.push(
-          await describeTree(
-            source,
-            { mediaType: root.mediaType, digest: root.digest, size: root.bytes.length },
-            { label },
-          ),
+        const node = await describeTree(
+          source,
+          { mediaType: root.mediaType, digest: root.digest, size: root.bytes.length },
+          { label },
         );
+        // One image from a registry: its cosign tags are looked for by name (a HEAD each).
+        if (source instanceof RegistryStore) {
+          for (const suffix of COSIGN_SUFFIXES) {
+            const tag = `${root.digest.replace(':', '-')}.${suffix}`;
+            const head = await source.client.headManifest(source.ref.repository, tag);
+            if (head) node.referrers.push(await describeTree(source, head, { label: tag, depth: 1 }));
+          }
+        }
+        nodes.push(node);
       }
       // cosign's signature tags (`sha256-<hex>.sig`) show under the manifest they sign.
       const top = nestCosignTags(nodes);

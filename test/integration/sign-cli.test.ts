@@ -92,9 +92,16 @@ describe('airlock sign and verify', () => {
     const tree = JSON.parse(
       (await airlockOk(env, ['tree', `${host}/signing/signed`, '-o', 'json'])).stdout,
     ) as { tags: { label: string; referrers: { label: string }[] }[] };
+    const signatureTag = signed.stdout.replace(/^.*\(signature in (.*)\)\n$/s, '$1');
     assert.deepEqual(
       tree.tags.map((node) => [node.label, node.referrers.map((r) => r.label)]),
-      [['v1', [signed.stdout.replace(/^.*\(signature in (.*)\)\n$/s, '$1')]]],
+      [['v1', [signatureTag]]],
+    );
+    // The tree of the one image finds it too, by its tag.
+    const one = JSON.parse((await airlockOk(env, ['tree', ref, '-o', 'json'])).stdout) as typeof tree;
+    assert.deepEqual(
+      one.tags.map((node) => [node.label, node.referrers.map((r) => r.label)]),
+      [['v1', [signatureTag]]],
     );
     const again = await airlockOk(withPassword('s3cret'), [
       'sign',
