@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import {
+  cosignTags,
   describeTree,
   nestCosignTags,
   flattenImage,
@@ -21,9 +22,6 @@ import {
 } from './common.js';
 import { counted } from './output.js';
 import { parsePlatform } from './platform.js';
-
-/** The tags cosign gives what it attaches to a manifest: `sha256-<hex>.sig`, `.att`, `.sbom`. */
-const COSIGN_SUFFIXES = ['sig', 'att', 'sbom'] as const;
 
 /** `tree` and `extract`. */
 export function registerInspectCommands(program: Command): void {
@@ -97,8 +95,7 @@ export function registerInspectCommands(program: Command): void {
         );
         // One image from a registry: its cosign tags are looked for by name (a HEAD each).
         if (source instanceof RegistryStore) {
-          for (const suffix of COSIGN_SUFFIXES) {
-            const tag = `${root.digest.replace(':', '-')}.${suffix}`;
+          for (const tag of cosignTags(root.digest)) {
             const head = await source.client.headManifest(source.ref.repository, tag);
             if (head) node.referrers.push(await describeTree(source, head, { label: tag, depth: 1 }));
           }

@@ -53,5 +53,5 @@ export { flattenImage, resolvePlatform } from './flatten.js';
 export type { FlattenOptions, FlattenResult } from './flatten.js';
 export { choosePlatform, formatPlatform, platformMatches } from './platforms.js';
 export type { ChoosePlatformOptions } from './platforms.js';
-export { describeTree, nestCosignTags, renderTree } from './tree.js';
+export { cosignTags, describeTree, nestCosignTags, renderTree } from './tree.js';
 export type { TreeNode } from './tree.js';

@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Digest } from '../oci/index.js';
-import { nestCosignTags, renderTree, type TreeNode } from './tree.js';
+import { cosignTags, nestCosignTags, renderTree, type TreeNode } from './tree.js';
 
 const hex = (c: string): string => c.repeat(64);
 const digest = (c: string): Digest => `sha256:${hex(c)}` as Digest;
@@ -50,6 +50,14 @@ describe('nestCosignTags', () => {
       text,
       new RegExp(`^│ {3}└── referrer: sha256-${hex('a')}\\.sig {2}${digest('d')} {2}\\(image\\)$`, 'm'),
     );
+  });
+
+  it("names the tags cosign keeps a manifest's signatures, attestations and SBOMs under", () => {
+    assert.deepEqual(cosignTags(digest('a')), [
+      `sha256-${hex('a')}.sig`,
+      `sha256-${hex('a')}.att`,
+      `sha256-${hex('a')}.sbom`,
+    ]);
   });
 
   it('changes nothing in a tree without such tags', () => {

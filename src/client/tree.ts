@@ -85,8 +85,16 @@ export function renderTree(title: string, nodes: readonly TreeNode[]): string {
   return lines.join('\n');
 }
 
-/** cosign's tags for what it attaches to a manifest: `sha256-<hex>.sig`, `.att` (attestations), `.sbom`. */
-const COSIGN_TAG = /^(sha256)-([0-9a-f]{64})\.(sig|att|sbom)$/;
+/** What cosign attaches to a manifest under a tag of its own: signatures, attestations, SBOMs. */
+const COSIGN_SUFFIXES = ['sig', 'att', 'sbom'] as const;
+
+/** Such a tag: `sha256-<hex>.sig`, `.att` or `.sbom`. */
+const COSIGN_TAG = new RegExp(`^(sha256)-([0-9a-f]{64})\\.(${COSIGN_SUFFIXES.join('|')})$`);
+
+/** The tags cosign would keep what it attaches to `digest` under (see `nestCosignTags`). */
+export function cosignTags(digest: Digest): string[] {
+  return COSIGN_SUFFIXES.map((suffix) => `${digest.replace(':', '-')}.${suffix}`);
+}
 
 /**
  * Moves the nodes of cosign's tag-schema tags under the node of the manifest they are for (a tag's
