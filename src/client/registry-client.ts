@@ -2,6 +2,7 @@ import { Readable, Transform, type TransformCallback } from 'node:stream';
 import {
   Digester,
   digestOf,
+  digestTag,
   parseDigest,
   Header,
   MediaType,
@@ -517,7 +518,7 @@ export class RegistryClient {
     }
     const subject = body.subject?.digest;
     if (typeof subject !== 'string' || !subject.includes(':')) return;
-    const tag = subject.replace(':', '-');
+    const tag = digestTag(subject);
     let manifests: Descriptor[] = [];
     if (await this.headManifest(repository, tag, signal)) {
       const existing = await this.getManifest(repository, tag, signal);
@@ -909,7 +910,7 @@ export class RegistryClient {
     if (text !== undefined) {
       manifests = (JSON.parse(text) as { manifests?: Descriptor[] }).manifests ?? [];
     } else {
-      const tag = digest.replace(':', '-');
+      const tag = digestTag(digest);
       const head = await this.headManifest(repository, tag, options.signal);
       if (!head) return [];
       const index = await this.getManifest(repository, tag, options.signal);

@@ -1,4 +1,4 @@
-import { isIndexMediaType, parseManifest, type Descriptor, type Digest } from '../oci/index.js';
+import { digestTag, isIndexMediaType, parseManifest, type Descriptor, type Digest } from '../oci/index.js';
 import type { ImageSource } from './image-store.js';
 
 /** One node of `airlock tree`: a tag or manifest, its platforms (children) and its referrers. */
@@ -93,7 +93,7 @@ const COSIGN_TAG = new RegExp(`^(sha256)-([0-9a-f]{64})\\.(${COSIGN_SUFFIXES.joi
 
 /** The tags cosign would keep what it attaches to `digest` under (see `nestCosignTags`). */
 export function cosignTags(digest: Digest): string[] {
-  return COSIGN_SUFFIXES.map((suffix) => `${digest.replace(':', '-')}.${suffix}`);
+  return COSIGN_SUFFIXES.map((suffix) => `${digestTag(digest)}.${suffix}`);
 }
 
 /**

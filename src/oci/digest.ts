@@ -37,6 +37,14 @@ export function parseDigest(value: string): ParsedDigest {
   return { algorithm, hex, digest: value as Digest };
 }
 
+/**
+ * A digest as a tag name, `sha256-<hex>`: the OCI referrers API's fallback tag for a subject, and the stem
+ * of cosign's `.sig`, `.att` and `.sbom` tags (a tag cannot hold a colon).
+ */
+export function digestTag(digest: string): string {
+  return digest.replace(':', '-');
+}
+
 /** True when `value` is a digest {@link parseDigest} accepts. */
 export function isDigest(value: string): value is Digest {
   try {

@@ -1,4 +1,4 @@
-export { parseDigest, isDigest, digestOf, Digester, DigestError } from './digest.js';
+export { parseDigest, isDigest, digestOf, digestTag, Digester, DigestError } from './digest.js';
 export type { Digest, DigestAlgorithm, ParsedDigest } from './digest.js';
 export {
   parseReference,
@@ -28,7 +28,7 @@ export type { ExtractOptions, ExtractLimits, ExtractResult } from './extract.js'
 export { OciLayout, REF_NAME } from './layout.js';
 export { fileStream, fileSourceOf, sendFileTo } from './file-source.js';
 export type { DirectSocket, FileSink } from './file-source.js';
-export { kernelSendEnabled, kernelSends, type SendWay } from './kernel-send.js';
+export { kernelSendEnabled, kernelSends, SEND_WAYS, type SendWay } from './kernel-send.js';
 export type { LayoutIndex } from './layout.js';
 export { checkWriteSwitches, DirectReads, UnhashedWriteError, writeHashed } from './hashed-write.js';
 export { hashThread, hashThreadAllowed } from './hash-thread.js';

@@ -123,7 +123,9 @@ export class KernelSendError extends Error {
  * into a 1 MiB buffer on the send thread and writes that (a copy more, but on some kernels a loopback
  * reader takes written bytes much faster than sent pages).
  */
-export type SendWay = 'sendfile' | 'copy';
+/** Every way, in the order metrics list them. */
+export const SEND_WAYS = ['sendfile', 'copy'] as const;
+export type SendWay = (typeof SEND_WAYS)[number];
 
 /** Sends at least this long are timed for the choice of way (shorter ones say more about set-up). */
 export const METERED_SEND_BYTES = 16 * 1024 * 1024;

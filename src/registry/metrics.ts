@@ -1,9 +1,6 @@
 import { Counter, Gauge, Registry as PromRegistry, collectDefaultMetrics } from 'prom-client';
-import type { SendWay } from '../oci/index.js';
+import { SEND_WAYS, type SendWay } from '../oci/index.js';
 import type { GarbageCollectionReport } from './gc.js';
-
-/** Every SendWay, as the gauges' label values. */
-const SEND_WAYS: readonly SendWay[] = ['sendfile', 'copy'];
 
 /** What the metrics read of the process's send meter (SendMeter in src/oci/kernel-send.ts). */
 export interface SendWays {

@@ -87,17 +87,20 @@ function scheduleGc(
   return timer;
 }
 
+/** Why a server cannot listen, in words, by error code. */
+const LISTEN_REASONS: ReadonlyMap<unknown, string> = new Map([
+  [
+    'EADDRINUSE',
+    'another process listens on that port; choose another with --addr (or addr in the config file)',
+  ],
+  ['EACCES', 'permission denied (a port below 1024 needs root or CAP_NET_BIND_SERVICE)'],
+  ['EADDRNOTAVAIL', 'no network interface of this machine has that address'],
+]);
+
 /** Why the server could not listen on `addr`, in words, keeping the error's code. */
 function listenError(error: Error, addr: string): Error {
   const code = (error as NodeJS.ErrnoException).code;
-  const reason =
-    code === 'EADDRINUSE'
-      ? 'another process listens on that port; choose another with --addr (or addr in the config file)'
-      : code === 'EACCES'
-        ? 'permission denied (a port below 1024 needs root or CAP_NET_BIND_SERVICE)'
-        : code === 'EADDRNOTAVAIL'
-          ? 'no network interface of this machine has that address'
-          : undefined;
+  const reason = LISTEN_REASONS.get(code);
   if (reason === undefined) return error;
   return Object.assign(new Error(`Cannot listen on ${addr}: ${reason} (${code})`, { cause: error }), {
     code,

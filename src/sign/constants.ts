@@ -1,3 +1,5 @@
+import { digestTag } from '../oci/index.js';
+
 /** Media types, annotation keys and names cosign and sigstore use; the one place `sign/` spells them out. */
 export const CosignMediaType = {
   /** A layer of a `.sig` manifest: the simple-signing payload. */
@@ -26,5 +28,5 @@ export const COSIGN_SIGN_PREDICATE = 'https://sigstore.dev/cosign/sign/v1';
 
 /** The `.sig` tag cosign keeps an image's signatures under: `sha256-<hex>.sig`. */
 export function signatureTag(digest: string): string {
-  return `${digest.replace(':', '-')}.sig`;
+  return `${digestTag(digest)}.sig`;
 }
