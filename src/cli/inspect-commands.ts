@@ -37,6 +37,8 @@ export function registerInspectCommands(program: Command): void {
     const out = outputFor(flags);
     const location = imageLocation(text, { layoutFolders: true });
     const source: ImageSource = await openSource(location, (host) => clientFor(host, flags));
+    // A docker archive names its image by its RepoTags (what `docker load` tags it as).
+    const rootNames = source.rootNames?.length ? source.rootNames.join(', ') : undefined;
     try {
       const nodes: TreeNode[] = [];
       let title = source.name;
@@ -87,7 +89,7 @@ export function registerInspectCommands(program: Command): void {
         const label =
           source instanceof RegistryStore
             ? (source.ref.tag ?? source.ref.digest ?? '')
-            : (source.name.split(':').pop() ?? '');
+            : (rootNames ?? source.name.split(':').pop() ?? '');
         const node = await describeTree(
           source,
           { mediaType: root.mediaType, digest: root.digest, size: root.bytes.length },

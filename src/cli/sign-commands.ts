@@ -24,6 +24,7 @@ import {
   withClientOptions,
   type ClientFlags,
 } from './common.js';
+import { counted } from './output.js';
 
 async function exists(path: string): Promise<boolean> {
   try {
@@ -249,7 +250,7 @@ export function registerSignCommands(program: Command): void {
     );
     out.result(
       [
-        `Verified ${result.signatures.length} signature(s) of ${result.reference}:`,
+        `Verified ${counted(result.signatures.length, 'signature')} of ${result.reference}:`,
         ...result.signatures.map((s) => `  ${s.format} in ${s.location} (key ${s.keyId})`),
       ].join('\n'),
       result,

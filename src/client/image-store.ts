@@ -6,6 +6,8 @@ import type { ManifestResult } from './registry-client.js';
 export interface ImageSource {
   /** For messages: `oci:/path:tag`, `registry/repo:tag`. */
   readonly name: string;
+  /** The names the source gives its root itself, where it has any: a docker archive's RepoTags. */
+  readonly rootNames?: readonly string[];
   /** The manifest (or index) the reference names. */
   root(signal?: AbortSignal): Promise<ManifestResult>;
   manifest(digest: Digest, signal?: AbortSignal): Promise<ManifestResult>;

@@ -213,6 +213,15 @@ describe('airlock copy targets', { concurrency: 2 }, () => {
     ]);
     assert.equal(first.digest, amd64.descriptor.digest, 'linux/amd64 by default, and its own digest');
     assert.equal(first.blobs, amd64.blobs.size);
+    // tree names the archive's image by its RepoTags, as docker load would tag it (the manifest is the
+    // one the archive's layers make, so its digest is not the registry's).
+    const tree = JSON.parse(
+      (await airlockOk(env, ['tree', `docker-archive:${join(work, 'a.tar')}`, '-o', 'json'])).stdout,
+    ) as { tags: Array<{ label: string }> };
+    assert.deepEqual(
+      tree.tags.map((node) => node.label),
+      ['app:v1'],
+    );
     const second = await save([
       `${registry.host}/da/app:multi`,
       `docker-archive:${join(work, 'b.tar')}:app:v1`,

@@ -82,7 +82,7 @@ describe('airlock sign and verify', () => {
     const text = await airlockOk(env, ['verify', '--key', `${prefix}.pub`, ref]);
     assert.match(
       text.stdout,
-      /^Verified 1 signature\(s\) of .*\n  simple-signing in .*\.sig layer 1 \(key sha256:[0-9a-f]{64}\)\n$/,
+      /^Verified 1 signature of .*\n  simple-signing in .*\.sig layer 1 \(key sha256:[0-9a-f]{64}\)\n$/,
     );
     const json = JSON.parse(
       (await airlockOk(env, ['verify', '--key', `${prefix}.pub`, '-o', 'json', ref])).stdout,

@@ -276,6 +276,7 @@ async function dockerArchiveFrom(work: string, file: string, name: string | unde
     };
     return {
       name: `docker-archive:${file}${name ? `:${name}` : ''}`,
+      rootNames: entry.RepoTags ?? [],
       root: () => Promise.resolve(manifest),
       manifest: (digest) =>
         digest === manifest.digest
