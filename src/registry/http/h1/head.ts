@@ -109,11 +109,10 @@ export function parseRequestHead(head: Buffer): RequestHead {
 }
 
 function originForm(target: string): string {
-  if (target.startsWith('/')) {
-    if (/[\0-\x20\x7f]/.test(target))
-      throw new HttpProtocolError(400, 'The request target has a control character or space');
-    return target;
-  }
+  // Whatever its form: a control character in the path of an absolute target is refused as well.
+  if (/[\0-\x20\x7f]/.test(target))
+    throw new HttpProtocolError(400, 'The request target has a control character or space');
+  if (target.startsWith('/')) return target;
   // Absolute form (what a client talking to a proxy sends): keep the path and query.
   const absolute = /^https?:\/\/[^/?#\s]+(\/[^\s]*)?$/i.exec(target);
   if (absolute) return absolute[1] ?? '/';

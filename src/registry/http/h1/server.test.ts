@@ -523,6 +523,7 @@ describe('H1Server bad input', () => {
     ['a folded header line', 'GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  2\r\n\r\n', 400],
     ['a control character in a header value', 'GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n', 400],
     ['a space in the target', 'GET /a b/c HTTP/1.1\r\nHost: x\r\n\r\n', 400],
+    ['a control character in an absolute target', 'GET http://x/a\x01b HTTP/1.1\r\nHost: x\r\n\r\n', 400],
     [
       'an unknown expectation',
       'PUT / HTTP/1.1\r\nHost: x\r\nExpect: magic\r\nContent-Length: 1\r\n\r\nx',
