@@ -63,6 +63,32 @@ describe('extractLayers', () => {
     assert.deepEqual(await readdir(join(out, 'y')), ['new']);
   });
 
+  it('lets a whiteout hide only what the layers below left, wherever it comes in its layer', async () => {
+    // image-spec: files present in the same layer as a whiteout are not hidden by it. Here the whiteouts
+    // and opaque markers come after the layer's own entries, which a reader in stream order would remove.
+    const l1 = await tar([
+      { name: 'x/old', body: '1' },
+      { name: 'y', body: 'lower y' },
+      { name: 'd/old', body: '2' },
+      { name: 'z/gone', body: '3' },
+    ]);
+    const l2 = await tar([
+      { name: 'x/new', body: '4' },
+      { name: '.wh.x' },
+      { name: 'y', body: 'upper y' },
+      { name: '.wh.y' },
+      { name: 'd/new', body: '5' },
+      { name: 'd/.wh..wh..opq' },
+      { name: '.wh.z' },
+    ]);
+    const out = join(dir, 'out');
+    await extractLayers([layer(l1), layer(l2)], out);
+    assert.deepEqual((await readdir(out)).sort(), ['d', 'x', 'y']);
+    assert.deepEqual(await readdir(join(out, 'x')), ['new']);
+    assert.equal(await readFile(join(out, 'y'), 'utf8'), 'upper y');
+    assert.deepEqual(await readdir(join(out, 'd')), ['new']);
+  });
+
   it('keeps symlinks that stay inside the target', async () => {
     const out = join(dir, 'out');
     await extractLayers(
@@ -108,6 +134,15 @@ describe('extractLayers', () => {
       'a hard link to nothing extracted',
       () => tar([{ name: 'h', type: 'link', linkname: 'missing' }]),
       /not a file extracted before it/,
+    ],
+    [
+      'an entry below a file',
+      () =>
+        tar([
+          { name: 'b', body: 'a file' },
+          { name: 'b/a', body: 'x' },
+        ]),
+      /Tar entry "b\/a" needs "b" to be a folder, but an earlier entry made it a file/,
     ],
     [
       'a character device',

@@ -58,6 +58,11 @@ class Extractor {
    * files (a folder of manifests) extract several times faster for it.
    */
   readonly #made = new Set<string>();
+  /**
+   * The paths the layer being read wrote (entries and the folders made for them). Its whiteouts hide only
+   * what the layers below it left, never these, wherever in the layer the whiteout comes (image-spec).
+   */
+  readonly #layerMade = new Set<string>();
   readonly #maxBytes: number;
   readonly #maxEntries: number;
   bytes = 0;
@@ -91,8 +96,32 @@ class Extractor {
   async #clear(rel: string): Promise<void> {
     if (!this.#made.has(rel)) return;
     await rm(this.#abs(rel), { recursive: true, force: true });
-    for (const set of [this.#symlinks, this.#made])
+    for (const set of [this.#symlinks, this.#made, this.#layerMade])
       for (const path of [...set]) if (path === rel || path.startsWith(`${rel}/`)) set.delete(path);
+  }
+
+  /** Records a path an entry of the current layer wrote. */
+  #wrote(rel: string): void {
+    this.#made.add(rel);
+    this.#layerMade.add(rel);
+  }
+
+  /**
+   * A whiteout's work: removes what the layers below left at `rel`, and below it, but nothing the current
+   * layer wrote there (an entry that came before the whiteout in the same layer stays).
+   */
+  async #clearLower(rel: string): Promise<void> {
+    if (!this.#made.has(rel)) return;
+    const prefix = `${rel}/`;
+    const kept = [...this.#layerMade].some((path) => path === rel || path.startsWith(prefix));
+    if (!kept) {
+      await this.#clear(rel);
+      return;
+    }
+    // This layer wrote `rel` itself or something inside it: only a folder can hold lower content too.
+    const info = await lstat(this.#abs(rel)).catch(() => undefined);
+    if (!info?.isDirectory()) return;
+    for (const name of await readdir(this.#abs(rel))) await this.#clearLower(`${rel}/${name}`);
   }
 
   /** Makes the folders above `rel` (once per folder). */
@@ -101,7 +130,26 @@ class Extractor {
     if (parent === '.' || this.#made.has(parent)) return;
     await mkdir(dirname(abs), { recursive: true });
     const parts = parent.split('/');
-    for (let i = 1; i <= parts.length; i++) this.#made.add(parts.slice(0, i).join('/'));
+    for (let i = 1; i <= parts.length; i++) this.#wrote(parts.slice(0, i).join('/'));
+  }
+
+  /**
+   * The error for an entry whose path runs through something that is not a folder (ENOTDIR): names the
+   * file or symlink in the way, instead of the system's message about a temp path.
+   */
+  async #notAFolder(rel: string, error: NodeJS.ErrnoException): Promise<Error> {
+    const parts = rel.split('/');
+    for (let i = 1; i < parts.length; i++) {
+      const prefix = parts.slice(0, i).join('/');
+      const info = await lstat(this.#abs(prefix)).catch(() => undefined);
+      if (info && !info.isDirectory()) {
+        const what = info.isSymbolicLink() ? 'a symlink' : 'a file';
+        return new ArchiveError(
+          `Tar entry "${rel}" needs "${prefix}" to be a folder, but an earlier entry made it ${what}`,
+        );
+      }
+    }
+    return error;
   }
 
   async entry(header: Header, stream: TarEntryStream): Promise<void> {
@@ -121,13 +169,25 @@ class Extractor {
       if (base === OPAQUE) {
         const dir = this.#abs(parent);
         for (const name of await readdir(dir).catch(() => [] as string[]))
-          await this.#clear(parent ? `${parent}/${name}` : name);
+          await this.#clearLower(parent ? `${parent}/${name}` : name);
       } else {
         const victim = base.slice(WHITEOUT.length);
-        await this.#clear(parent ? `${parent}/${victim}` : victim);
+        await this.#clearLower(parent ? `${parent}/${victim}` : victim);
       }
       return;
     }
+    try {
+      await this.#write(rel, header, stream);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOTDIR')
+        throw await this.#notAFolder(rel, error as NodeJS.ErrnoException);
+      throw error;
+    }
+  }
+
+  /** Writes one entry that is not a whiteout: a folder, file, symlink or hard link. */
+  async #write(rel: string, header: Header, stream: TarEntryStream): Promise<void> {
+    const parent = posix.dirname(rel) === '.' ? '' : posix.dirname(rel);
     const abs = this.#abs(rel);
     await this.#parents(rel, abs);
     switch (header.type) {
@@ -138,7 +198,7 @@ class Extractor {
           if (existing && !existing.isDirectory()) await this.#clear(rel);
         }
         await mkdir(abs, { recursive: true, mode: 0o755 });
-        this.#made.add(rel);
+        this.#wrote(rel);
         return;
       }
       case 'file':
@@ -162,7 +222,7 @@ class Extractor {
           );
           await pipeline(Readable.from(stream as AsyncIterable<Buffer>), handle.createWriteStream());
         }
-        this.#made.add(rel);
+        this.#wrote(rel);
         this.files++;
         return;
       }
@@ -177,7 +237,7 @@ class Extractor {
         await this.#clear(rel);
         await symlink(target, abs);
         this.#symlinks.add(rel);
-        this.#made.add(rel);
+        this.#wrote(rel);
         return;
       }
       case 'link': {
@@ -192,7 +252,7 @@ class Extractor {
           );
         await this.#clear(rel);
         await link(source, abs);
-        this.#made.add(rel);
+        this.#wrote(rel);
         return;
       }
       default:
@@ -205,6 +265,7 @@ class Extractor {
 
   /** Reads one (possibly compressed) tar stream into the root. */
   async layer(source: Readable): Promise<void> {
+    this.#layerMade.clear();
     const plain = await decompressed(source, this.#maxBytes * 2 + 1024 * 1024);
     const tar = tarExtract();
     const done = new Promise<void>((resolveDone, reject) => {

@@ -37,8 +37,10 @@ export interface TarFile {
   /** Relative path without a leading slash; directories end with "/". */
   readonly path: string;
   readonly content?: Buffer | string;
-  /** Default 0o644 for files, 0o755 for directories. */
+  /** Default 0o644 for files, 0o755 for directories, 0o777 for symlinks. */
   readonly mode?: number;
+  /** Makes the entry a symlink to this target (no content). */
+  readonly symlink?: string;
 }
 
 function octal(value: number, width: number): string {
@@ -50,13 +52,15 @@ function tarHeader(file: TarFile, size: number): Buffer {
   const isDir = file.path.endsWith('/');
   if (Buffer.byteLength(file.path) > 100) throw new Error(`Tar path "${file.path}" is longer than 100 bytes`);
   header.write(file.path, 0, 100, 'utf8');
-  header.write(octal(file.mode ?? (isDir ? 0o755 : 0o644), 8), 100, 'ascii');
+  const mode = file.mode ?? (isDir ? 0o755 : file.symlink === undefined ? 0o644 : 0o777);
+  header.write(octal(mode, 8), 100, 'ascii');
   header.write(octal(0, 8), 108, 'ascii'); // uid
   header.write(octal(0, 8), 116, 'ascii'); // gid
   header.write(octal(size, 12), 124, 'ascii');
   header.write(octal(0, 12), 136, 'ascii'); // mtime: fixed, so layers are reproducible
   header.write('        ', 148, 'ascii'); // checksum placeholder (8 spaces)
-  header.write(isDir ? '5' : '0', 156, 'ascii');
+  header.write(isDir ? '5' : file.symlink === undefined ? '0' : '2', 156, 'ascii');
+  if (file.symlink !== undefined) header.write(file.symlink, 157, 100, 'utf8');
   header.write('ustar\0', 257, 'ascii');
   header.write('00', 263, 'ascii');
   header.write('root', 265, 'ascii');
@@ -71,7 +75,8 @@ function tarHeader(file: TarFile, size: number): Buffer {
 export function tarArchive(files: readonly TarFile[]): Buffer {
   const parts: Buffer[] = [];
   for (const file of files) {
-    const body = file.path.endsWith('/') ? Buffer.alloc(0) : Buffer.from(file.content ?? '');
+    const empty = file.path.endsWith('/') || file.symlink !== undefined;
+    const body = empty ? Buffer.alloc(0) : Buffer.from(file.content ?? '');
     parts.push(tarHeader(file, body.byteLength), body);
     const pad = (512 - (body.byteLength % 512)) % 512;
     if (pad > 0) parts.push(Buffer.alloc(pad));

@@ -1,7 +1,7 @@
 // airlock append against crane append: each reads what the other pushed, and the same gzip layer gives
 // byte-identical manifests and configs (a plain tar differs only in how it was gzipped).
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile, readlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { gunzipSync, gzipSync } from 'node:zlib';
@@ -10,9 +10,11 @@ import { Readable } from 'node:stream';
 import { MediaType } from '../../src/oci/index.js';
 import { airlockBytes, airlockOk, cliEnv, type CliEnv } from '../helpers/cli.js';
 import {
+  buildImage,
   fetchBlob,
   fetchManifest,
   nonce,
+  pushArtifact,
   runForBytes,
   runToolOk,
   sha256,
@@ -20,6 +22,7 @@ import {
   tarArchive,
   tempDirForTest,
   TEST_TIMEOUT_MS,
+  type TarFile,
 } from '../helpers/interop.js';
 import { requirePeer } from '../helpers/peers.js';
 import type { CommandResult } from '../helpers/processes.js';
@@ -216,6 +219,137 @@ describe('airlock append and crane', () => {
         const ourLayer = await fetchBlob(airlock.url, 'cli/plain', layer.digest);
         assert.deepEqual(gunzipSync(ourLayer), tar);
       }
+    },
+  );
+});
+
+/** What a folder holds, one line per path: folders end in "/", symlinks show their target, files their content. */
+async function describeFolder(root: string): Promise<string[]> {
+  const lines: string[] = [];
+  const walk = async (dir: string, rel: string): Promise<void> => {
+    for (const name of (await readdir(dir)).sort()) {
+      const path = join(dir, name);
+      const shown = rel ? `${rel}/${name}` : name;
+      const info = await lstat(path);
+      if (info.isSymbolicLink()) lines.push(`${shown} -> ${await readlink(path)}`);
+      else if (info.isDirectory()) {
+        lines.push(`${shown}/`);
+        await walk(path, shown);
+      } else lines.push(`${shown} = ${await readFile(path, 'utf8')}`);
+    }
+  };
+  await walk(root, '');
+  return lines;
+}
+
+/**
+ * Layer stacks as docker writes them, from a seeded generator: files, folders (each with its parents) and
+ * symlinks over a few names, whiteouts and opaque folders for what lower layers left. No layer removes and
+ * re-creates a path, which crane export would flatten wrongly (it drops what a layer writes under a path it
+ * also whites out, which image-spec keeps).
+ */
+function dockerLikeStacks(count: number, seed: number): TarFile[][][] {
+  let state = seed;
+  const random = (n: number): number => {
+    state = (state * 1103515245 + 12345) & 0x7fffffff;
+    return state % n;
+  };
+  const names = ['a', 'b', 'c'];
+  const stacks: TarFile[][][] = [];
+  for (let s = 0; s < count; s++) {
+    // What the layers so far left: path → 'file' | 'dir' | 'link'.
+    const tree = new Map<string, 'file' | 'dir' | 'link'>();
+    const stack: TarFile[][] = [];
+    for (let l = 2 + random(3); l > 0; l--) {
+      const layer: TarFile[] = [];
+      const touched = new Set<string>();
+      const removed = new Set<string>();
+      const within = (path: string, set: Set<string>): boolean =>
+        [...set].some((p) => p === path || path.startsWith(`${p}/`) || p.startsWith(`${path}/`));
+      const folder = (path: string): void => {
+        if (tree.get(path) === 'dir') return;
+        layer.push({ path: `${path}/` });
+        tree.set(path, 'dir');
+        touched.add(path);
+      };
+      for (let n = 1 + random(5); n > 0; n--) {
+        const parts = Array.from({ length: 1 + random(3) }, () => names[random(names.length)] ?? 'a');
+        const path = parts.join('/');
+        const parents = parts.slice(0, -1).map((_, i) => parts.slice(0, i + 1).join('/'));
+        const kind = random(10);
+        const current = tree.get(path);
+        if (touched.has(path)) continue;
+        if (kind < 7) {
+          // A write: never below a file or symlink, never where this layer removed something.
+          if (parents.some((p) => (tree.get(p) ?? 'dir') !== 'dir') || within(path, removed)) continue;
+          if (kind < 4 && current !== 'dir') {
+            parents.forEach(folder);
+            layer.push({ path, content: `${path} ${random(1000)}` });
+            tree.set(path, 'file');
+            touched.add(path);
+          } else if (kind < 6 && current !== 'file' && current !== 'link') {
+            parents.forEach(folder);
+            folder(path);
+          } else if (kind === 6 && current !== 'dir') {
+            parents.forEach(folder);
+            layer.push({ path, symlink: names[random(names.length)] ?? 'a' });
+            tree.set(path, 'link');
+            touched.add(path);
+          }
+          continue;
+        }
+        // A removal of something lower layers left, untouched by this layer.
+        const lower = [...tree.keys()].filter((p) => !within(p, touched));
+        const gone = lower[random(lower.length)];
+        if (gone === undefined) continue;
+        const opaque = kind >= 8 && tree.get(gone) === 'dir';
+        const slash = gone.lastIndexOf('/');
+        layer.push({
+          path: opaque ? `${gone}/.wh..wh..opq` : `${gone.slice(0, slash + 1)}.wh.${gone.slice(slash + 1)}`,
+        });
+        for (const p of [...tree.keys()])
+          if ((!opaque && p === gone) || p.startsWith(`${gone}/`)) tree.delete(p);
+        touched.add(gone);
+        removed.add(gone);
+      }
+      stack.push(layer);
+    }
+    stacks.push(stack);
+  }
+  return stacks;
+}
+
+describe('airlock extract and crane export', () => {
+  it(
+    'flatten 30 layer stacks with whiteouts, opaque folders and symlinks into the same tree',
+    { timeout: TEST_TIMEOUT_MS },
+    async (t) => {
+      const env = await cliEnv(t);
+      const crane = craneFor(t, env);
+      if (!crane) return;
+      const airlock = await startAirlockForTest(t);
+      const work = await tempDirForTest(t, 'cli-crane-extract-');
+      const stacks = dockerLikeStacks(30, 20261203);
+      let removals = 0;
+      let opaque = 0;
+      for (const [i, layers] of stacks.entries()) {
+        removals += layers.flat().filter((file) => file.path.includes('.wh.')).length;
+        opaque += layers.flat().filter((file) => file.path.endsWith('.wh..wh..opq')).length;
+        const image = buildImage({ layers });
+        await pushArtifact(airlock.url, { repository: 'cli/extract', tag: `s${i}` }, image);
+        const ref = `${airlock.host}/cli/extract:s${i}`;
+        await airlockOk(env, ['extract', ref, join(work, `${i}-airlock`)]);
+        await crane.run(['export', ref, join(work, `${i}.tar`)]);
+        await mkdir(join(work, `${i}-crane`));
+        await runToolOk('tar', ['-xf', join(work, `${i}.tar`), '-C', join(work, `${i}-crane`)]);
+        assert.deepEqual(
+          await describeFolder(join(work, `${i}-airlock`)),
+          await describeFolder(join(work, `${i}-crane`)),
+          `stack ${i}: ${JSON.stringify(layers.map((layer) => layer.map((f) => f.path)))}`,
+        );
+      }
+      // This seed's stacks hold 30 whiteouts, 14 of them opaque folders: enough to test them.
+      assert.ok(removals >= 20 && opaque >= 3, `the stacks hold ${removals} whiteouts, ${opaque} opaque`);
     },
   );
 });
