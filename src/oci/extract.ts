@@ -63,6 +63,8 @@ class Extractor {
    * what the layers below it left, never these, wherever in the layer the whiteout comes (image-spec).
    */
   readonly #layerMade = new Set<string>();
+  /** For each path, how many paths of `#layerMade` are it or below it: a whiteout's check in O(depth). */
+  readonly #layerBelow = new Map<string, number>();
   readonly #maxBytes: number;
   readonly #maxEntries: number;
   bytes = 0;
@@ -95,15 +97,34 @@ class Extractor {
 
   async #clear(rel: string): Promise<void> {
     if (!this.#made.has(rel)) return;
-    await rm(this.#abs(rel), { recursive: true, force: true });
-    for (const set of [this.#symlinks, this.#made, this.#layerMade])
-      for (const path of [...set]) if (path === rel || path.startsWith(`${rel}/`)) set.delete(path);
+    const abs = this.#abs(rel);
+    const folder = (await lstat(abs).catch(() => undefined))?.isDirectory() ?? false;
+    await rm(abs, { recursive: true, force: true });
+    // Only a folder has paths below it to forget (looked for among all paths made); a file is one path.
+    const gone = folder ? [...this.#made].filter((path) => path.startsWith(`${rel}/`)) : [];
+    for (const path of [rel, ...gone]) {
+      this.#made.delete(path);
+      this.#symlinks.delete(path);
+      if (this.#layerMade.delete(path)) this.#countBelow(path, -1);
+    }
+  }
+
+  /** Adds `change` to the count of layer-written paths of `rel` and of every folder above it. */
+  #countBelow(rel: string, change: number): void {
+    for (let path = rel; ; path = posix.dirname(path)) {
+      const count = (this.#layerBelow.get(path) ?? 0) + change;
+      if (count > 0) this.#layerBelow.set(path, count);
+      else this.#layerBelow.delete(path);
+      if (!path.includes('/')) return;
+    }
   }
 
   /** Records a path an entry of the current layer wrote. */
   #wrote(rel: string): void {
     this.#made.add(rel);
+    if (this.#layerMade.has(rel)) return;
     this.#layerMade.add(rel);
+    this.#countBelow(rel, 1);
   }
 
   /**
@@ -112,9 +133,7 @@ class Extractor {
    */
   async #clearLower(rel: string): Promise<void> {
     if (!this.#made.has(rel)) return;
-    const prefix = `${rel}/`;
-    const kept = [...this.#layerMade].some((path) => path === rel || path.startsWith(prefix));
-    if (!kept) {
+    if (!this.#layerBelow.has(rel)) {
       await this.#clear(rel);
       return;
     }
@@ -266,6 +285,7 @@ class Extractor {
   /** Reads one (possibly compressed) tar stream into the root. */
   async layer(source: Readable): Promise<void> {
     this.#layerMade.clear();
+    this.#layerBelow.clear();
     const plain = await decompressed(source, this.#maxBytes * 2 + 1024 * 1024);
     const tar = tarExtract();
     const done = new Promise<void>((resolveDone, reject) => {
